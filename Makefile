@@ -1,0 +1,22 @@
+# Two commands do all setup on a fresh machine with Python 3.11:
+#   make demo   create .venv, install kdbench, run the main job on the embedded default data
+#   make test   create .venv if missing, run the test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/kdbench eval --model bicubic --data default --scale 2,3,4
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"

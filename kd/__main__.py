@@ -1,0 +1,5 @@
+import sys
+
+from kd.cli import main
+
+sys.exit(main())

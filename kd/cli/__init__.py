@@ -1,0 +1,52 @@
+"""`kdbench` command line. Each sub-command lives in its own module with a `register(subparsers)` function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+from kd.errors import KdError
+
+# Modules of kd.cli that add sub-commands, in the order they appear in --help.
+COMMAND_MODULES = ["data_cmd", "eval_cmd", "list_cmd", "weights_cmd"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdbench",
+        description="Knowledge-distillation benchmark for single-image super-resolution.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"kd.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"kd.cli.{name}":
+                raise
+            continue  # a command whose module is not written yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    err = Console(stderr=True)
+    try:
+        return int(args.handler(args) or 0)
+    except KdError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

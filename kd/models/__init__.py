@@ -1,0 +1,16 @@
+"""Networks: registry and factory, official checkpoint loading, feature taps."""
+
+from kd.models.registry import ModelEntry, create, get_entry, list_entries, register_model, resolve_fields
+from kd.models.taps import TapPoint, capture, resolve_taps
+
+__all__ = [
+    "ModelEntry",
+    "TapPoint",
+    "capture",
+    "create",
+    "get_entry",
+    "list_entries",
+    "register_model",
+    "resolve_fields",
+    "resolve_taps",
+]
