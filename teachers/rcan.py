@@ -1,0 +1,257 @@
+"""RCAN: residual channel attention network (Zhang et al., ECCV 2018; official code `yulunzhang/RCAN`).
+
+Re-implemented from the paper and the reference notes (ARCHITECTURES.md section 3); module names and therefore
+`state_dict()` keys are exactly the official ones, so `RCAN_BIX{2,3,4}.pt` load strictly without a key map.
+
+    sub_mean -> head.0 -> body.0..body.{G-1} (residual groups) -> body.{G} (conv) -> + head -> tail -> add_mean
+
+The official network works on [0, 255] RGB with the DIV2K mean removed by a 1x1 conv (`sub_mean`, weight = I) and
+added back by another (`add_mean`); both are parameters in the checkpoints. kdbench's interface is [0, 1] RGB, so
+`forward` multiplies by `rgb_range` on the way in and divides on the way out. No padding: any LR size works.
+
+The trunk pieces (`MeanShift`, `RCAB`, `ResidualGroup`, `Upsampler`) are reused by HAN (`teachers/han.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd.errors import KdError
+from kd.models.registry import ModelEntry, register_model
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+def check_rgb_batch(x: torch.Tensor, network: str) -> None:
+    """Reject anything but a floating (B, 3, h, w) batch, saying what was received."""
+    if not isinstance(x, torch.Tensor):
+        raise KdError(f"{network} expects a torch.Tensor RGB batch (B, 3, h, w) in [0, 1]; got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise KdError(f"{network} expects a 4-D RGB batch (B, 3, h, w) in [0, 1]; got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise KdError(f"{network} expects a floating-point batch in [0, 1]; got dtype {x.dtype} (divide by 255)")
+
+
+class MeanShift(nn.Conv2d):
+    """Adds `sign * rgb_range * mean` per channel. A real 1x1 conv because the official checkpoints store it."""
+
+    def __init__(self, rgb_range: float, sign: int, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN):
+        super().__init__(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean))
+
+
+class CALayer(nn.Module):
+    """Channel attention: global average pool -> 1x1 squeeze -> ReLU -> 1x1 excite -> sigmoid -> rescale.
+
+    `conv_du.2`'s output is the pre-sigmoid logit vector (B, C, 1, 1), `conv_du.3`'s the attention weights.
+    """
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv_du(F.adaptive_avg_pool2d(x, 1))
+
+
+class RCAB(nn.Module):
+    """Residual channel attention block: conv -> ReLU -> conv -> CALayer, plus the block skip (no res_scale)."""
+
+    def __init__(self, n_feats: int, reduction: int):
+        super().__init__()
+        self.body = nn.Sequential(conv3x3(n_feats, n_feats), nn.ReLU(), conv3x3(n_feats, n_feats),
+                                  CALayer(n_feats, reduction))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Out of place (the official code adds in place): a hooked tap must not change after it was captured.
+        return self.body(x) + x
+
+
+class ResidualGroup(nn.Module):
+    """`n_resblocks` RCABs then a conv (`body.{n_resblocks}`), plus the group skip."""
+
+    def __init__(self, n_feats: int, reduction: int, n_resblocks: int):
+        super().__init__()
+        self.body = nn.Sequential(*(RCAB(n_feats, reduction) for _ in range(n_resblocks)), conv3x3(n_feats, n_feats))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class Upsampler(nn.Sequential):
+    """EDSR-family upsampler: [conv n->4n, PixelShuffle(2)] per factor 2, or [conv n->9n, PixelShuffle(3)]."""
+
+    def __init__(self, scale: int, n_feats: int):
+        layers: list[nn.Module] = []
+        if scale >= 2 and scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [conv3x3(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [conv3x3(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+        else:
+            raise KdError(f"RCAN/HAN upsampler supports scales 2^n and 3; got x{scale}")
+        super().__init__(*layers)
+
+
+def check_trunk_fields(network: str, n_resgroups: int, n_resblocks: int, n_feats: int, reduction: int) -> None:
+    for name, value in (("n_resgroups", n_resgroups), ("n_resblocks", n_resblocks), ("n_feats", n_feats),
+                        ("reduction", reduction)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise KdError(f"{network}: field '{name}' must be a positive integer; got {value!r}")
+    if n_feats // reduction < 1:
+        raise KdError(f"{network}: n_feats ({n_feats}) // reduction ({reduction}) is 0; the channel-attention "
+                      "bottleneck needs at least one channel: lower 'reduction' or raise 'n_feats'")
+
+
+# --- official checkpoint knowledge ------------------------------------------------------------------------------
+
+_GROUP_KEY = re.compile(r"^body\.(\d+)\.body\.0\.body\.0\.weight$")
+_BLOCK_KEY = re.compile(r"^body\.0\.body\.(\d+)\.body\.0\.weight$")
+_UPSAMPLE_KEY = re.compile(r"^tail\.0\.(\d+)\.weight$")
+
+
+def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """What an RCAN/HAN state dict is: arch, scale (from the upsampler), trunk fields, upsampler shapes.
+
+    Works on official checkpoints and on kdbench's own (same keys). A `module.` prefix (DataParallel) is reported
+    as `prefix` and ignored for the analysis.
+    """
+    prefix = "module." if state_dict and all(k.startswith("module.") for k in state_dict) else ""
+    sd = {k[len(prefix):]: v for k, v in state_dict.items()}
+    required = ("head.0.weight", "tail.0.0.weight", "tail.1.weight", "body.0.body.0.body.3.conv_du.0.weight")
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise KdError(f"not an RCAN/HAN state dict: missing {', '.join(missing)} "
+                      f"(first keys: {', '.join(list(sd)[:4])})")
+    n_feats = int(sd["head.0.weight"].shape[0])
+    groups = sorted(int(m.group(1)) for k in sd if (m := _GROUP_KEY.match(k)))
+    blocks = sorted(int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k)))
+    stages = sorted(int(m.group(1)) for k in sd if (m := _UPSAMPLE_KEY.match(k)))
+    upsampler = {f"tail.0.{i}.weight": tuple(sd[f"tail.0.{i}.weight"].shape) for i in stages}
+    scale = 1
+    for shape in upsampler.values():
+        factor = math.isqrt(shape[0] // n_feats)
+        if factor * factor * n_feats != shape[0]:
+            raise KdError(f"RCAN/HAN upsampler conv has {shape[0]} output channels, not n_feats ({n_feats}) x a "
+                          "square: the state dict is not an RCAN/HAN checkpoint")
+        scale *= factor
+    info: dict[str, Any] = {
+        "arch": "han" if "la.gamma" in sd else "rcan",
+        "scale": scale,
+        "n_resgroups": len(groups),
+        "n_resblocks": len(blocks),
+        "n_feats": n_feats,
+        "reduction": n_feats // int(sd["body.0.body.0.body.3.conv_du.0.weight"].shape[0]),
+        "upsampler": upsampler,
+    }
+    if prefix:
+        info["prefix"] = prefix
+    return info
+
+
+def official_checkpoint_info(state_dict: Mapping[str, Any]) -> str:
+    """One line describing an RCAN/HAN checkpoint, e.g. 'RCAN x4, 10 groups x 20 RCABs x 64 feats, ...'."""
+    d = describe_state_dict(state_dict)
+    ups = ", ".join(f"{k.removesuffix('.weight')} {v[0]} out" for k, v in d["upsampler"].items())
+    text = (f"{d['arch'].upper()} x{d['scale']}, {d['n_resgroups']} groups x {d['n_resblocks']} RCABs x "
+            f"{d['n_feats']} feats, reduction {d['reduction']} (upsampler: {ups})")
+    return text + (f"; keys carry a '{d['prefix']}' prefix" if "prefix" in d else "")
+
+
+def checkpoint_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str | None:
+    """Why `state_dict` does not fit `model` (scale, trunk size, RCAN vs HAN), or None if the layouts agree."""
+    d = describe_state_dict(state_dict)
+    arch = type(model).__name__.lower()
+    want = {"scale": model.scale, "n_resgroups": model.n_resgroups, "n_resblocks": model.n_resblocks,
+            "n_feats": model.n_feats, "reduction": model.reduction}
+    problems = []
+    if d["arch"] != arch:
+        problems.append(f"checkpoint is {d['arch'].upper()}, model is {arch.upper()}")
+    if d["scale"] != want["scale"]:
+        ups = ", ".join(f"{k} {v}" for k, v in d["upsampler"].items())
+        problems.append(f"checkpoint is x{d['scale']} (upsampler {ups}); model is x{want['scale']}")
+    for field in ("n_resgroups", "n_resblocks", "n_feats", "reduction"):
+        if d[field] != want[field]:
+            problems.append(f"checkpoint has {field}={d[field]}, model has {want[field]}")
+    if "prefix" in d:
+        problems.append(f"checkpoint keys carry a '{d['prefix']}' prefix (saved from DataParallel)")
+    return "; ".join(problems) or None
+
+
+class RCAN(nn.Module):
+    """RCAN with the official module names; [0, 1] RGB in and out (unclamped)."""
+
+    TAPS = {
+        "head.0": "shallow features (B, n_feats, h, w)",
+        "body.[0-9]": "body.0..body.{n_resgroups-1}: residual-group outputs after the group skip; "
+                      "body.{n_resgroups}: body-tail conv, before the long skip (B, n_feats, h, w)",
+        "body.[0-9][0-9]": "the same for two-digit indices (paper config: body.10 is the body-tail conv)",
+        "body.*.body.*.body.3.conv_du.2": "pre-sigmoid channel-attention logits of every RCAB (B, n_feats, 1, 1)",
+        "body.*.body.*.body.3.conv_du.3": "channel-attention weights after the sigmoid (B, n_feats, 1, 1)",
+    }
+
+    def __init__(self, scale: int = 4, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
+                 reduction: int = 16, rgb_range: float = 255.0):
+        super().__init__()
+        check_trunk_fields(type(self).__name__, n_resgroups, n_resblocks, n_feats, reduction)
+        self.scale = scale
+        self.rgb_range = float(rgb_range)
+        self.n_resgroups, self.n_resblocks, self.n_feats, self.reduction = n_resgroups, n_resblocks, n_feats, reduction
+        self.sub_mean = MeanShift(rgb_range, -1)
+        self.add_mean = MeanShift(rgb_range, +1)
+        self.head = nn.Sequential(conv3x3(3, n_feats))
+        self.body = nn.Sequential(*(ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)),
+                                  conv3x3(n_feats, n_feats))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, 3))
+
+    def feature_taps(self) -> list[str]:
+        """Concrete names of the residual-group outputs and the body-tail conv, in depth order."""
+        return [f"body.{i}" for i in range(self.n_resgroups + 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_rgb_batch(x, type(self).__name__)
+        shallow = self.head(self.sub_mean(x * self.rgb_range))
+        deep = self.body(shallow) + shallow
+        return self.add_mean(self.tail(deep)) / self.rgb_range
+
+    describe_state_dict = staticmethod(describe_state_dict)
+
+    def checkpoint_mismatch(self, state_dict: Mapping[str, Any]) -> str | None:
+        return checkpoint_mismatch(self, state_dict)
+
+
+def build_rcan(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64, reduction: int = 16,
+               rgb_range: float = 255.0) -> RCAN:
+    return RCAN(scale=scale, n_resgroups=n_resgroups, n_resblocks=n_resblocks, n_feats=n_feats,
+                reduction=reduction, rgb_range=rgb_range)
+
+
+register_model(ModelEntry(
+    arch="rcan",
+    builder=build_rcan,
+    role="teacher",
+    presets={
+        "paper": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
+        "mini": {"n_resgroups": 3, "n_resblocks": 4, "n_feats": 48, "reduction": 16},
+        "tiny": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+    },
+    description="RCAN (Zhang et al., ECCV 2018): residual groups of channel-attention blocks; official keys",
+))
