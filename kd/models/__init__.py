@@ -1,5 +1,6 @@
 """Networks: registry and factory, official checkpoint loading, feature taps."""
 
+from kd.models.loading import identify_architecture, load_official, read_checkpoint
 from kd.models.registry import ModelEntry, create, get_entry, list_entries, register_model, resolve_fields
 from kd.models.taps import TapPoint, capture, resolve_taps
 
@@ -9,7 +10,10 @@ __all__ = [
     "capture",
     "create",
     "get_entry",
+    "identify_architecture",
     "list_entries",
+    "load_official",
+    "read_checkpoint",
     "register_model",
     "resolve_fields",
     "resolve_taps",

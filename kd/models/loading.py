@@ -1,0 +1,292 @@
+"""Load official checkpoints (ASID, RCAN, HAN, SwinIR) into kdbench networks, strictly, with readable errors.
+
+Every kdbench network keeps the official state_dict key names, so loading needs no key map. This module only
+unwraps the packaging, strips a DataParallel `module.` prefix, lets the network adapt size-dependent buffers
+(SwinIR `attn_mask`) and explains a mismatch in terms a user can act on:
+
+    missing 4 keys (...), unexpected 2 keys (...), wrong shape 1 (...)
+    checkpoint is x2: upsampler has 12 output channels; model is x4
+
+Packagings understood (the first that applies wins):
+
+* a raw state_dict (ASID `epoch0_ASID.pth`, RCAN/HAN `*_BIX{s}.pt`);
+* `{'params_ema': sd, ...}` and/or `{'params': sd, ...}` (SwinIR / KAIR / BasicSR). When both are present the EMA
+  weights are used, as BasicSR's test configs and SwinIR's `main_test_swinir.py` do for models trained with EMA;
+  pass `param_key='params'` to choose the raw weights instead. Official SwinIR releases hold only one of the two;
+* `{'state_dict': sd, ...}` (generic trainer checkpoints).
+
+Files are always read with `torch.load(..., map_location="cpu", weights_only=True)`: a checkpoint that needs
+arbitrary Python objects to unpickle is refused, never executed.
+
+A network module can help with two hooks:
+
+* `describe_state_dict(state_dict) -> dict` (module-level function or static method): what a state dict is, at
+  least `{"scale": s}`, e.g. also `img_size`, `window_size`, and optionally `"evidence"` (a short phrase such as
+  "upsampler has 12 output channels") used in the error message;
+* `model.adapt_official_state_dict(state_dict) -> state_dict`: adjust entries that depend on how the checkpoint
+  was trained rather than on the architecture (SwinIR masks built for another training patch size).
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Callable, Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kd.errors import KdError
+
+StateDict = dict[str, torch.Tensor]
+
+PACKAGING_KEYS = ("params_ema", "params", "state_dict")
+PREFIXES_TO_STRIP = ("module.",)
+SHOW_PER_KIND = 5
+
+# Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first.
+_FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
+    ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
+    ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
+    ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
+    ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
+)
+
+_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "rcan": "RCAN", "swinir": "SwinIR"}
+
+
+def _any_prefix(keys: set[str], prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in keys)
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def read_checkpoint(path: str | PathLike, *, param_key: str | None = None) -> StateDict:
+    """The state dict stored in a checkpoint file, unwrapped and with a `module.` prefix stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdError(f"checkpoint '{path}' not found (or not a file); check the path.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise KdError(
+                f"checkpoint '{path}' was refused: it contains Python objects other than tensors and plain "
+                "containers, which kdbench never unpickles (torch.load weights_only=True). Re-save the state dict "
+                "alone, e.g. torch.save(model.state_dict(), path), from a trusted environment."
+            ) from None
+        raise KdError(f"'{path}' is not a readable PyTorch checkpoint ({exc}).") from None
+    except Exception as exc:  # torch.load raises many types for non-checkpoint files
+        raise KdError(
+            f"'{path}' is not a PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+            "expected a .pt/.pth file written by torch.save."
+        ) from None
+    return unwrap_state_dict(obj, source=f"'{path}'", param_key=param_key)
+
+
+def unwrap_state_dict(obj: Any, *, source: str = "checkpoint", param_key: str | None = None) -> StateDict:
+    """The state dict inside a checkpoint object (raw, `params_ema`, `params` or `state_dict` packaging)."""
+    if not isinstance(obj, Mapping):
+        raise KdError(f"{source} holds a {type(obj).__name__}, not a state dict; expected a dict of tensors.")
+    if param_key is not None:
+        if param_key not in obj:
+            keys = ", ".join(repr(k) for k in list(obj)[:8])
+            raise KdError(f"{source} has no entry '{param_key}'; its top-level keys are {keys}.")
+        obj = obj[param_key]
+    elif not _is_tensor_dict(obj):
+        for key in PACKAGING_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
+        keys = ", ".join(repr(k) for k in list(obj)[:8]) if isinstance(obj, Mapping) else type(obj).__name__
+        raise KdError(
+            f"{source} is not a state dict: expected a dict of tensors, or one wrapped as "
+            f"{' / '.join(repr(k) for k in PACKAGING_KEYS)}; found {keys}."
+        )
+    return strip_prefixes(dict(obj))
+
+
+def _is_tensor_dict(obj: Mapping) -> bool:
+    return len(obj) > 0 and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def strip_prefixes(state_dict: StateDict, prefixes: tuple[str, ...] = PREFIXES_TO_STRIP) -> StateDict:
+    """Remove a prefix (DataParallel's `module.`) when every key carries it."""
+    for prefix in prefixes:
+        if state_dict and all(key.startswith(prefix) for key in state_dict):
+            state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
+
+
+# ---------------------------------------------------------------------------------------------------- knowing
+
+
+def identify_architecture(state_dict: Mapping[str, Any]) -> str | None:
+    """Which official architecture a state dict belongs to ('asid', 'han', 'rcan', 'swinir'), from key fingerprints."""
+    keys = set(state_dict)
+    for arch, _, matches in _FINGERPRINTS:
+        if matches(keys):
+            return arch
+    return None
+
+
+def _fingerprint_phrase(arch: str) -> str:
+    return next(phrase for name, phrase, _ in _FINGERPRINTS if name == arch)
+
+
+def describe_hook(model_or_arch: nn.Module | str) -> Callable[[Mapping[str, torch.Tensor]], dict] | None:
+    """The `describe_state_dict` hook of a network (given a model, or an architecture name in the registry)."""
+    if isinstance(model_or_arch, str):
+        from kd.models.registry import get_entry
+
+        try:
+            builder = get_entry(model_or_arch).builder
+        except KdError:
+            return None
+        hook = getattr(builder, "describe_state_dict", None)
+        module_name = builder.__module__
+    else:
+        hook = getattr(model_or_arch, "describe_state_dict", None)
+        module_name = type(model_or_arch).__module__
+    if hook is None:
+        hook = getattr(sys.modules.get(module_name), "describe_state_dict", None)
+    return hook if callable(hook) else None
+
+
+def _safe_describe(hook, state_dict: Mapping[str, torch.Tensor]) -> dict:
+    if hook is None:
+        return {}
+    try:
+        return dict(hook(state_dict) or {})
+    except Exception:  # a hook must never hide the real error behind its own
+        return {}
+
+
+def _format_facts(facts: Mapping[str, Any], keys: list[str]) -> str:
+    parts = []
+    for key in keys:
+        value = facts[key]
+        parts.append(f"x{value}" if key == "scale" else f"{key} {value}")
+    return ", ".join(parts)
+
+
+def explain_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """One sentence on what the checkpoint is when it does not fit the model ('' when nothing can be said)."""
+    spec_arch = getattr(model, "kd_spec", {}).get("arch")
+    model_family = _family(spec_arch) if spec_arch else identify_architecture(model.state_dict())
+    ckpt_arch = identify_architecture(state_dict)
+    if ckpt_arch and ckpt_arch != model_family:
+        name = _DISPLAY_NAMES.get(ckpt_arch, ckpt_arch)
+        facts = _safe_describe(describe_hook(ckpt_arch), state_dict)
+        shown = [k for k in facts if k != "evidence"]
+        extra = f" ({_format_facts(facts, shown)})" if shown else ""
+        return (
+            f"checkpoint looks like a {name} checkpoint{extra} ({_fingerprint_phrase(ckpt_arch)}), "
+            f"but the model is {spec_arch or type(model).__name__}; build the model with "
+            f"create('{ckpt_arch}', ...) instead."
+        )
+    hook = describe_hook(model)
+    ckpt_facts = _safe_describe(hook, state_dict)
+    model_facts = _safe_describe(hook, model.state_dict())
+    differing = [k for k in ckpt_facts if k != "evidence" and k in model_facts and ckpt_facts[k] != model_facts[k]]
+    if not differing:
+        return ""
+    evidence = f": {ckpt_facts['evidence']}" if ckpt_facts.get("evidence") else ""
+    return (
+        f"checkpoint is {_format_facts(ckpt_facts, differing)}{evidence}; "
+        f"model is {_format_facts(model_facts, differing)}."
+    )
+
+
+def _family(arch: str) -> str:
+    """Fingerprint family of a registered architecture name (variants such as 'asid_d8' share their base's keys)."""
+    for family in _DISPLAY_NAMES:
+        if arch == family or arch.startswith(family + "_") or arch.startswith(family + "-"):
+            return family
+    return arch
+
+
+# ---------------------------------------------------------------------------------------------------- checking
+
+
+def state_dict_diff(
+    model_sd: Mapping[str, torch.Tensor], ckpt_sd: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """(missing, unexpected, wrong_shape) keys of a checkpoint relative to a model's state dict."""
+    missing = [k for k in model_sd if k not in ckpt_sd]
+    unexpected = [k for k in ckpt_sd if k not in model_sd]
+    wrong = [
+        (k, tuple(ckpt_sd[k].shape), tuple(model_sd[k].shape))
+        for k in model_sd
+        if k in ckpt_sd and tuple(ckpt_sd[k].shape) != tuple(model_sd[k].shape)
+    ]
+    return missing, unexpected, wrong
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:SHOW_PER_KIND])
+    more = f", ... ({len(items) - SHOW_PER_KIND} more)" if len(items) > SHOW_PER_KIND else ""
+    return f"  {title} ({len(items)}): {shown}{more}"
+
+
+def format_diff(missing: list[str], unexpected: list[str], wrong: list[tuple[str, tuple, tuple]]) -> str:
+    lines = []
+    if missing:
+        lines.append(_listing("missing from checkpoint", missing))
+    if unexpected:
+        lines.append(_listing("unexpected in checkpoint", unexpected))
+    if wrong:
+        lines.append(
+            _listing("wrong shape", [f"{k} checkpoint {list(c)} vs model {list(m)}" for k, c, m in wrong])
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def load_official(
+    model: nn.Module,
+    path_or_state_dict: str | PathLike | Mapping[str, Any],
+    *,
+    strict: bool = True,
+    param_key: str | None = None,
+) -> nn.Module:
+    """Load an official checkpoint (file or already-loaded dict) into `model`, in place; returns `model`.
+
+    strict=True (the default) requires the exact key set and shapes. strict=False tolerates missing and
+    unexpected keys but never a wrong shape. Mismatches raise `KdError` listing what differs and, where the
+    checkpoint's own structure tells, what it is (another scale, another architecture).
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = "state dict"
+        state_dict = unwrap_state_dict(path_or_state_dict, source="the given state dict", param_key=param_key)
+    else:
+        source = f"'{path_or_state_dict}'"
+        state_dict = read_checkpoint(path_or_state_dict, param_key=param_key)
+
+    adapt = getattr(model, "adapt_official_state_dict", None)
+    if callable(adapt):
+        state_dict = adapt(state_dict)
+
+    model_sd = model.state_dict()
+    missing, unexpected, wrong = state_dict_diff(model_sd, state_dict)
+    if wrong or (strict and (missing or unexpected)):
+        what = getattr(model, "kd_spec", None)
+        model_name = (
+            f"{what['arch']} x{what['scale']}" if what and "arch" in what and "scale" in what else type(model).__name__
+        )
+        explanation = explain_mismatch(model, state_dict)
+        raise KdError(
+            f"checkpoint {source} does not fit the {model_name} model"
+            + (f": {explanation}" if explanation else ".")
+            + "\n"
+            + format_diff(missing, unexpected, wrong)
+        )
+    model.load_state_dict(state_dict, strict=strict)
+    return model
