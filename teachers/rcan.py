@@ -129,7 +129,7 @@ _UPSAMPLE_KEY = re.compile(r"^tail\.0\.(\d+)\.weight$")
 
 
 def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """What an RCAN/HAN state dict is: arch, scale (from the upsampler), trunk fields, upsampler shapes.
+    """What an RCAN/HAN state dict is: arch, scale (read off the upsampler), trunk fields, and `evidence`.
 
     Works on official checkpoints and on kdbench's own (same keys). A `module.` prefix (DataParallel) is reported
     as `prefix` and ignored for the analysis.
@@ -145,22 +145,25 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     groups = sorted(int(m.group(1)) for k in sd if (m := _GROUP_KEY.match(k)))
     blocks = sorted(int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k)))
     stages = sorted(int(m.group(1)) for k in sd if (m := _UPSAMPLE_KEY.match(k)))
-    upsampler = {f"tail.0.{i}.weight": tuple(sd[f"tail.0.{i}.weight"].shape) for i in stages}
-    scale = 1
-    for shape in upsampler.values():
-        factor = math.isqrt(shape[0] // n_feats)
-        if factor * factor * n_feats != shape[0]:
-            raise KdError(f"RCAN/HAN upsampler conv has {shape[0]} output channels, not n_feats ({n_feats}) x a "
+    out_channels = [int(sd[f"tail.0.{i}.weight"].shape[0]) for i in stages]
+    factors = []
+    for channels in out_channels:
+        factor = math.isqrt(channels // n_feats)
+        if factor < 2 or factor * factor * n_feats != channels:
+            raise KdError(f"RCAN/HAN upsampler conv has {channels} output channels, not n_feats ({n_feats}) times a "
                           "square: the state dict is not an RCAN/HAN checkpoint")
-        scale *= factor
+        factors.append(factor)
+    convs = ", ".join(f"tail.0.{i}" for i in stages)
+    shuffles = " + ".join(f"PixelShuffle({f})" for f in factors)
     info: dict[str, Any] = {
         "arch": "han" if "la.gamma" in sd else "rcan",
-        "scale": scale,
+        "scale": math.prod(factors),
         "n_resgroups": len(groups),
         "n_resblocks": len(blocks),
         "n_feats": n_feats,
         "reduction": n_feats // int(sd["body.0.body.0.body.3.conv_du.0.weight"].shape[0]),
-        "upsampler": upsampler,
+        "evidence": f"upsampler {convs} {'has' if len(stages) == 1 else 'have'} {out_channels[0]} output channels "
+                    f"({n_feats} features -> {shuffles})",
     }
     if prefix:
         info["prefix"] = prefix
@@ -170,9 +173,8 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def official_checkpoint_info(state_dict: Mapping[str, Any]) -> str:
     """One line describing an RCAN/HAN checkpoint, e.g. 'RCAN x4, 10 groups x 20 RCABs x 64 feats, ...'."""
     d = describe_state_dict(state_dict)
-    ups = ", ".join(f"{k.removesuffix('.weight')} {v[0]} out" for k, v in d["upsampler"].items())
     text = (f"{d['arch'].upper()} x{d['scale']}, {d['n_resgroups']} groups x {d['n_resblocks']} RCABs x "
-            f"{d['n_feats']} feats, reduction {d['reduction']} (upsampler: {ups})")
+            f"{d['n_feats']} feats, reduction {d['reduction']}; {d['evidence']}")
     return text + (f"; keys carry a '{d['prefix']}' prefix" if "prefix" in d else "")
 
 
@@ -186,8 +188,7 @@ def checkpoint_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str 
     if d["arch"] != arch:
         problems.append(f"checkpoint is {d['arch'].upper()}, model is {arch.upper()}")
     if d["scale"] != want["scale"]:
-        ups = ", ".join(f"{k} {v}" for k, v in d["upsampler"].items())
-        problems.append(f"checkpoint is x{d['scale']} (upsampler {ups}); model is x{want['scale']}")
+        problems.append(f"checkpoint is x{d['scale']}: {d['evidence']}; model is x{want['scale']}")
     for field in ("n_resgroups", "n_resblocks", "n_feats", "reduction"):
         if d[field] != want[field]:
             problems.append(f"checkpoint has {field}={d[field]}, model has {want[field]}")
