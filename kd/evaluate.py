@@ -1,0 +1,184 @@
+"""Benchmark evaluation of an SR network: PSNR/SSIM on Y (and LPIPS on RGB) per dataset and scale.
+
+The pipeline is METRICS.md section 2: HR modcropped to the scale, LR (shipped MATLAB files or regenerated with the
+MATLAB-style resize) fed to the network as float32 RGB in [0, 1], output quantised to uint8, `scale` pixels cropped
+from every border, metrics per image in float64, dataset score = mean of per-image values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from kd.errors import KdError
+from kd.metrics import METRIC_SPEC, psnr_y, quantize, ssim_y
+
+PER_DATASET_COLUMNS = ["model", "dataset", "scale", "images", "psnr_y", "ssim_y", "lpips", "lr_source", "seconds"]
+PER_IMAGE_COLUMNS = ["model", "dataset", "scale", "image", "psnr_y", "ssim_y", "lpips", "lr_source"]
+
+
+@dataclass
+class EvalResult:
+    per_dataset: pd.DataFrame  # one row per (dataset, scale): PER_DATASET_COLUMNS
+    per_image: pd.DataFrame  # one row per image: PER_IMAGE_COLUMNS
+    metric_spec: dict = field(default_factory=lambda: dict(METRIC_SPEC))
+    lpips_variant: dict | None = None  # {net, version, trunk_source}; None when LPIPS was off or unavailable
+    notes: list[str] = field(default_factory=list)
+
+
+def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _kept_spans(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """The part of each tile that goes into the output: neighbouring tiles split their overlap at its middle,
+    so every kept pixel lies at least overlap/2 away from any tile edge that is not an image edge."""
+    spans = []
+    for i, start in enumerate(starts):
+        lo = 0 if i == 0 else (start + starts[i - 1] + tile) // 2
+        hi = length if i == len(starts) - 1 else (starts[i + 1] + start + tile) // 2
+        spans.append((lo, hi))
+    return spans
+
+
+def forward_tiled(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, overlap: int = 32) -> torch.Tensor:
+    """Run `model` on (B, 3, h, w) `lr` in overlapping `tile` x `tile` pieces and stitch (B, 3, h*scale, w*scale).
+
+    Each output pixel is taken from the tile where it lies farthest from a cut, so a network whose receptive field
+    (in LR pixels) is smaller than `overlap` gives the same result as an untiled forward pass.
+    """
+    height, width = lr.shape[-2:]
+    if tile is None or (height <= tile and width <= tile):
+        return model(lr)
+    if overlap < 0 or tile <= overlap:
+        raise KdError(f"--tile ({tile}) must be larger than --tile-overlap ({overlap}), and the overlap >= 0")
+    stride = tile - overlap
+    rows, cols = _tile_starts(height, tile, stride), _tile_starts(width, tile, stride)
+    row_spans, col_spans = _kept_spans(rows, tile, height), _kept_spans(cols, tile, width)
+    out = None
+    for top, (row_lo, row_hi) in zip(rows, row_spans):
+        for left, (col_lo, col_hi) in zip(cols, col_spans):
+            piece = model(lr[..., top : top + tile, left : left + tile])
+            if out is None:
+                out = piece.new_empty(*piece.shape[:-2], height * scale, width * scale)
+            out[..., row_lo * scale : row_hi * scale, col_lo * scale : col_hi * scale] = piece[
+                ...,
+                (row_lo - top) * scale : (row_hi - top) * scale,
+                (col_lo - left) * scale : (col_hi - left) * scale,
+            ]
+    return out
+
+
+def _model_scale(model: nn.Module, scales: list[int]) -> None:
+    spec = getattr(model, "kd_spec", None)
+    if spec is None:
+        return
+    wrong = [s for s in scales if s != spec["scale"]]
+    if wrong:
+        raise KdError(
+            f"the '{spec['arch']}' model was built for x{spec['scale']} but x{wrong[0]} was requested; "
+            f"build one model per scale (kd.models.create(arch, scale))"
+        )
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True)
+
+
+def evaluate(
+    model: nn.Module,
+    datasets: Sequence[str],
+    scales: int | Sequence[int],
+    *,
+    data_root=None,
+    lr_source: str = "auto",
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    with_lpips: bool = True,
+    save_images: Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    model_name: str | None = None,
+) -> EvalResult:
+    """Score `model` on every (dataset, scale); see the module docstring for the exact pipeline."""
+    from kd.data.benchmark import load_eval_images
+    from kd.data.io import write_png
+    from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, build_lpips, lpips_rgb
+
+    scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    _model_scale(model, scales)
+    spec = getattr(model, "kd_spec", None)
+    name = model_name or (spec["arch"] if spec else type(model).__name__)
+    device = torch.device(device)
+    notes: list[str] = []
+    lpips_metric = build_lpips(device) if with_lpips else None
+    if with_lpips and lpips_metric is None:
+        notes.append(LPIPS_UNAVAILABLE_NOTE)
+    nan = float("nan")
+
+    was_training = model.training
+    model.eval().to(device)
+    image_rows, dataset_rows = [], []
+    try:
+        with _progress(progress) as bar, torch.inference_mode():
+            for dataset in datasets:
+                for scale in scales:
+                    started = time.perf_counter()
+                    images = load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source)
+                    task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
+                    rows = []
+                    for image in images:
+                        lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
+                        sr = forward_tiled(model, lr, scale, tile, tile_overlap)
+                        if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
+                            raise KdError(
+                                f"{name} returned {tuple(sr.shape[-3:])} for {dataset}/{image.name} x{scale}, "
+                                f"expected {tuple(image.hr.shape)}; is the model built for x{scale}?"
+                            )
+                        sr = quantize(sr[0]).cpu()
+                        rows.append({
+                            "model": name, "dataset": dataset, "scale": scale, "image": image.name,
+                            "psnr_y": psnr_y(sr, image.hr, scale), "ssim_y": ssim_y(sr, image.hr, scale),
+                            "lpips": lpips_rgb(sr, image.hr, scale, lpips_metric) if lpips_metric else nan,
+                            "lr_source": image.lr_source,
+                        })
+                        if save_images is not None:
+                            write_png(Path(save_images) / dataset / f"x{scale}" / f"{image.name}.png", sr)
+                        if bar:
+                            bar.advance(task)
+                    if bar:
+                        bar.remove_task(task)
+                    table = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
+                    image_rows.append(table)
+                    dataset_rows.append({
+                        "model": name, "dataset": dataset, "scale": scale, "images": len(table),
+                        "psnr_y": table["psnr_y"].mean(), "ssim_y": table["ssim_y"].mean(),
+                        "lpips": table["lpips"].mean() if lpips_metric else nan,
+                        "lr_source": ",".join(sorted(set(table["lr_source"]))),
+                        "seconds": time.perf_counter() - started,
+                    })
+    finally:
+        model.train(was_training)
+
+    return EvalResult(
+        per_dataset=pd.DataFrame(dataset_rows, columns=PER_DATASET_COLUMNS),
+        per_image=pd.concat(image_rows, ignore_index=True) if image_rows else pd.DataFrame(columns=PER_IMAGE_COLUMNS),
+        lpips_variant=lpips_metric.variant.as_dict() if lpips_metric else None,
+        notes=notes,
+    )

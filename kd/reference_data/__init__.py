@@ -1,0 +1,49 @@
+"""Reference tables shipped with kdbench (copies of `shared/reference/*.csv`), so the product never needs `../shared`.
+
+* `bicubic_reference()`: the golden bicubic PSNR/SSIM (Y, crop = scale) on the shared Set5 / Set14 / BSD100.
+* `published_results()`: numbers quoted from papers (RCAN, SwinIR, ... tables), one row per model, dataset, scale.
+
+The two files name the same dataset differently (`BSD100` vs the papers' `B100`). Both loaders keep the original
+spelling in `dataset` and add `dataset_key`, a canonical name to join on (`canonical_dataset`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import pandas as pd
+
+# Spellings of one benchmark set -> the name kdbench's data folder uses.
+_DATASET_ALIASES = {"b100": "BSD100", "bsd100": "BSD100", "set5": "Set5", "set14": "Set14",
+                    "urban100": "Urban100", "manga109": "Manga109"}
+
+
+def canonical_dataset(name: str) -> str:
+    return _DATASET_ALIASES.get(name.lower(), name)
+
+
+@cache
+def _read(filename: str) -> pd.DataFrame:
+    with resources.files(__name__).joinpath(filename).open("r", encoding="utf-8") as handle:
+        table = pd.read_csv(handle)
+    table["dataset_key"] = table["dataset"].map(canonical_dataset)
+    return table
+
+
+def bicubic_reference() -> pd.DataFrame:
+    """Columns dataset, scale, images, psnr_y, ssim_y (+ dataset_key)."""
+    return _read("bicubic_reference.csv").copy()
+
+
+def published_results() -> pd.DataFrame:
+    """Columns source, table, model, role, method, train_set, scale, dataset, psnr, ssim, params, evidence."""
+    return _read("published_results.csv").copy()
+
+
+def reference_row(table: pd.DataFrame, dataset: str, scale: int, **match: str) -> pd.Series | None:
+    """The first row of `table` for this dataset (any spelling), scale and extra column values, or None."""
+    rows = table[(table["dataset_key"] == canonical_dataset(dataset)) & (table["scale"] == int(scale))]
+    for column, value in match.items():
+        rows = rows[rows[column] == value]
+    return None if rows.empty else rows.iloc[0]
