@@ -56,6 +56,7 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
 )
 
 _DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "rcan": "RCAN", "swinir": "SwinIR"}
+_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "rcan": "an RCAN", "swinir": "a SwinIR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:
@@ -167,6 +168,15 @@ def _safe_describe(hook, state_dict: Mapping[str, torch.Tensor]) -> dict:
         return {}
 
 
+_NOT_COMPARED = ("arch", "evidence", "prefix")
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or (
+        isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value)
+    )
+
+
 def _format_facts(facts: Mapping[str, Any], keys: list[str]) -> str:
     parts = []
     for key in keys:
@@ -181,25 +191,34 @@ def explain_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     model_family = _family(spec_arch) if spec_arch else identify_architecture(model.state_dict())
     ckpt_arch = identify_architecture(state_dict)
     if ckpt_arch and ckpt_arch != model_family:
-        name = _DISPLAY_NAMES.get(ckpt_arch, ckpt_arch)
+        name = _WITH_ARTICLE.get(ckpt_arch, ckpt_arch)
         facts = _safe_describe(describe_hook(ckpt_arch), state_dict)
-        shown = [k for k in facts if k != "evidence"]
+        shown = [k for k in facts if k not in _NOT_COMPARED and _is_scalar(facts[k])]
         extra = f" ({_format_facts(facts, shown)})" if shown else ""
         return (
-            f"checkpoint looks like a {name} checkpoint{extra} ({_fingerprint_phrase(ckpt_arch)}), "
+            f"checkpoint looks like {name} checkpoint{extra} ({_fingerprint_phrase(ckpt_arch)}), "
             f"but the model is {spec_arch or type(model).__name__}; build the model with "
             f"create('{ckpt_arch}', ...) instead."
         )
     hook = describe_hook(model)
     ckpt_facts = _safe_describe(hook, state_dict)
     model_facts = _safe_describe(hook, model.state_dict())
-    differing = [k for k in ckpt_facts if k != "evidence" and k in model_facts and ckpt_facts[k] != model_facts[k]]
-    if not differing:
+    differing = [
+        k for k in ckpt_facts
+        if k not in _NOT_COMPARED and k in model_facts and ckpt_facts[k] != model_facts[k]
+    ]
+    # A different scale explains every upsampler difference; other differing fields would only repeat it.
+    headline = ["scale"] if "scale" in differing else [k for k in differing if _is_scalar(ckpt_facts[k])]
+    if ckpt_facts.get("evidence"):
+        details = [str(ckpt_facts["evidence"])]
+    else:
+        details = [f"{k} {ckpt_facts[k]}" for k in differing if k not in headline]
+    if not headline:
         return ""
-    evidence = f": {ckpt_facts['evidence']}" if ckpt_facts.get("evidence") else ""
+    because = f": {'; '.join(details)}" if details else ""
     return (
-        f"checkpoint is {_format_facts(ckpt_facts, differing)}{evidence}; "
-        f"model is {_format_facts(model_facts, differing)}."
+        f"checkpoint is {_format_facts(ckpt_facts, headline)}{because}; "
+        f"model is {_format_facts(model_facts, headline)}."
     )
 
 
@@ -264,7 +283,7 @@ def load_official(
     checkpoint's own structure tells, what it is (another scale, another architecture).
     """
     if isinstance(path_or_state_dict, Mapping):
-        source = "state dict"
+        source = "(given as a state dict)"
         state_dict = unwrap_state_dict(path_or_state_dict, source="the given state dict", param_key=param_key)
     else:
         source = f"'{path_or_state_dict}'"
