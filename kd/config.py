@@ -1,0 +1,303 @@
+"""Typed run configuration: dataclasses, strict loading from nested dicts, dotted overrides, run ids.
+
+A configuration is resolved in layers, later ones winning: the profile (`kd.profiles`), a YAML/TOML file
+(`--config`), command-line flags (`--student`, `--scale`, ...) and `--set key=value` overrides. Every layer is
+checked against the dataclasses, so a misspelt key is reported with its dotted name and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kd.errors import KdError
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "asid"
+    preset: str | None = None  # None: the architecture's default preset (the official configuration)
+
+
+@dataclass
+class TrainConfig:
+    """One training recipe; used for the student and (under `teacher.train`) for training a teacher."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr_patch: int = 48  # LR patch side; the HR patch is lr_patch * scale
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "multistep"  # multistep | cosine | constant
+    # Multi-step decay points: values below 1 are fractions of `steps`, others absolute step numbers.
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.5
+    min_lr: float = 0.0  # cosine floor
+    ema_decay: float = 0.0  # 0 disables the EMA of the trained network
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    log_every: int = 10
+    val_every: int = 0  # 0: validate only at the end
+    ckpt_every: int = 100
+
+
+@dataclass
+class TeacherConfig:
+    arch: str | None = "rcan"  # None: no teacher (method `none`)
+    preset: str | None = "mini"
+    ckpt: str | None = None  # official or kdbench checkpoint; None: the teacher zoo (trained on demand)
+    train: TrainConfig = field(default_factory=TrainConfig)  # recipe used when the zoo has to train it
+
+
+@dataclass
+class MethodConfig:
+    name: str = "none"
+    weights: dict[str, float] = field(default_factory=dict)  # loss-term weights over the method's defaults
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific options
+
+
+@dataclass
+class DataConfig:
+    train: str = "default"  # training patches come from this dataset (`291`, `default`, `DIV2K`, ...)
+    augment: bool = True
+    root: str | None = None  # data root; None: kd.data.roots default
+    workers: int = 0  # DataLoader workers
+
+
+@dataclass
+class EvalConfig:
+    datasets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
+    lpips: bool = True
+    val_dataset: str | None = "Set5"  # periodic validation; None disables it
+    weights: str = "last"  # which weights the final evaluation uses: last | best
+
+
+@dataclass
+class RunConfig:
+    profile: str = "cpu"
+    scale: int = 4
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    student: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Keys that change how a run executes but not what it computes; left out of the run id.
+NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips")
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fail_unknown(path: str, key: str, valid: list[str], source: str) -> KdError:
+    full = f"{path}.{key}" if path else key
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{(path + '.') if path else ''}{close[0]}'?" if close else ""
+    where = f"'{path}'" if path else "the top level"
+    return KdError(
+        f"unknown config key '{full}' in {source}.{hint} Valid keys at {where}: {', '.join(valid)}."
+    )
+
+
+def _coerce(value: Any, hint: Any, path: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path, source)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise KdError(f"config key '{path}' in {source} is a section; give its fields (e.g. {path}.<field>=...).")
+        return build_section(hint, value, path, source)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            return int(number)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if origin in (list, tuple):
+            items = value.split(",") if isinstance(value, str) else value
+            items = [items] if not isinstance(items, (list, tuple)) else list(items)
+            if isinstance(value, str) and value.strip() == "":
+                items = []
+            if origin is tuple:
+                if len(items) != len(args):
+                    raise ValueError
+                return tuple(_coerce(v, a, path, source) for v, a in zip(items, args))
+            return [_coerce(v.strip() if isinstance(v, str) else v, args[0], path, source) for v in items]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return {str(k): _coerce(v, args[1], f"{path}.{k}", source) for k, v in value.items()}
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise TypeError(f"unsupported config type {hint!r} at {path}")
+    shown = getattr(hint, "__name__", str(hint))
+    raise KdError(f"config key '{path}' in {source} expects {shown}, got {value!r}.")
+
+
+def build_section(cls: type, values: dict[str, Any], path: str, source: str) -> Any:
+    """Instantiate dataclass `cls` from a dict, coercing types; `path` is its dotted name in error messages."""
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise _fail_unknown(path, str(key), names, source)
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}" if path else key, source)
+    return cls(**kwargs)
+
+
+def from_dict(values: dict[str, Any], source: str = "the configuration") -> RunConfig:
+    """A RunConfig from a nested dict; missing keys take the dataclass defaults, unknown keys are an error."""
+    return build_section(RunConfig, values, "", source)
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain nested dict (lists instead of tuples), the inverse of `from_dict`."""
+    return json.loads(json.dumps(asdict(config)))
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`train.lr=2e-4` -> {"train": {"lr": "2e-4"}}; the value is parsed as YAML (lists, numbers, null)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise KdError(f"--set expects KEY=VALUE with a dotted key (e.g. train.lr=2e-4), got '{text}'.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise KdError(f"config file '{path}' not found; pass an existing YAML or TOML file to --config.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise KdError(f"config file '{path}' could not be parsed: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdError(f"config file '{path}' must hold a mapping of sections (student, train, ...).")
+    return data
+
+
+def resolve(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+    """Merge (source, nested dict) layers in order, checking each one's keys and types on its own."""
+    merged: dict[str, Any] = {}
+    for source, layer in layers:
+        from_dict(deep_merge(to_dict(RunConfig()), layer), source)  # reports errors against their source
+        merged = deep_merge(merged, layer)
+    config = from_dict(merged)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Value checks that types alone cannot express."""
+    for name, train in (("train", config.train), ("teacher.train", config.teacher.train)):
+        if train.steps < 1 or train.batch_size < 1 or train.lr_patch < 1:
+            raise KdError(f"{name}.steps, {name}.batch_size and {name}.lr_patch must be positive.")
+        if train.optimizer not in ("adam", "adamw"):
+            raise KdError(f"{name}.optimizer must be 'adam' or 'adamw', got '{train.optimizer}'.")
+        if train.schedule not in ("multistep", "cosine", "constant"):
+            raise KdError(f"{name}.schedule must be multistep, cosine or constant, got '{train.schedule}'.")
+        if not 0.0 <= train.ema_decay < 1.0:
+            raise KdError(f"{name}.ema_decay must be in [0, 1), got {train.ema_decay}.")
+        if train.ckpt_every < 1 or train.log_every < 1 or train.val_every < 0:
+            raise KdError(f"{name}.ckpt_every and {name}.log_every must be >= 1, {name}.val_every >= 0.")
+    if config.eval.weights not in ("last", "best"):
+        raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+
+def config_hash(config: RunConfig, length: int = 8) -> str:
+    data = to_dict(config)
+    if config.method.name == "none":
+        data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
+    for dotted in NON_RESULT_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def run_id(config: RunConfig) -> str:
+    """Readable prefix plus a hash of everything that affects the result: the same command finds the same run."""
+    teacher = config.teacher.arch if config.method.name != "none" and config.teacher.arch else "noteacher"
+    prefix = f"{config.student.arch}-{config.method.name}-{teacher}-x{config.scale}-{config.profile}-s{config.seed}"
+    return f"{prefix}-{config_hash(config)}"
+
+
+def dump_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

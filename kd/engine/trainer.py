@@ -1,0 +1,343 @@
+"""The training loop: one student (trained), an optional frozen teacher, one distillation method.
+
+Everything that determines the future of a run is in its checkpoint: student, method modules, optimizer, EMA,
+RNG state, best-so-far and the step (which is also the loader position, see `kd.engine.batches`). So a run killed
+at any moment and restarted from `checkpoints/last.pt` finishes bitwise identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from kd.config import TrainConfig
+from kd.engine.batches import BatchSource
+from kd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from kd.engine.ema import ModelEma
+from kd.engine.schedule import lr_at, make_optimizer, set_lr
+from kd.errors import KdError
+from kd.methods.base import Distiller, StepContext, StepInputs
+from kd.models import capture
+
+CHECKPOINT_FORMAT = "kdbench-train-v1"
+
+
+class TrainingDiverged(KdError):
+    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: the run was checkpointed at `step` and can be resumed by re-running the same command."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+class Progress(Protocol):
+    def start(self, total: int, completed: int) -> None: ...
+
+    def update(self, step: int, values: dict[str, float]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class NullProgress:
+    def start(self, total: int, completed: int) -> None:
+        pass
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    resumed_from: int
+    train_seconds: float
+    best_step: int | None
+    best_psnr: float | None
+
+
+class MetricsLog:
+    """`metrics.jsonl`: one JSON record per line; on resume, records after the checkpoint are dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextmanager
+def _sigint_as_flag() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C asks the loop to checkpoint and stop at the next step boundary; a second one aborts."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    def __init__(
+        self,
+        train: TrainConfig,
+        *,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        method: Distiller,
+        weights: dict[str, float],
+        batches: BatchSource,
+        run_dir: str | Path,
+        seed: int,
+        validate: Callable[[nn.Module], float] | None = None,
+        holdout: BatchSource | None = None,
+        progress: Progress | None = None,
+        config_hash: str = "",
+    ) -> None:
+        self.train = train
+        self.student = student
+        self.teacher = teacher
+        self.method = method
+        self.weights = dict(weights)
+        self.batches = batches
+        self.holdout = holdout
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.seed = seed
+        self.validate = validate
+        self.progress = progress or NullProgress()
+        self.config_hash = config_hash
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)  # frozen: never trained, never in train mode
+        student.train()
+        groups = [{"params": [p for p in student.parameters() if p.requires_grad], "lr": train.lr}]
+        self.optimizer = make_optimizer(train, [*groups, *method.param_groups(train.lr)])
+        self.trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.ema = ModelEma(student, train.ema_decay) if train.ema_decay > 0 else None
+        self.step = 0
+        self.train_seconds = 0.0
+        self.best_psnr: float | None = None
+        self.best_step: int | None = None
+        self.saved_step: int | None = None
+
+    # ------------------------------------------------------------------------------------------ one step
+
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, evaluated and exported: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.student
+
+    def _holdout_batch(self) -> tuple[Tensor, Tensor]:
+        if self.holdout is None:
+            raise RuntimeError(f"method '{self.method.name}' asked for a held-out batch but none was configured")
+        return self.holdout.batch(self.step)
+
+    def train_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
+        """One optimizer step on (lr, hr); returns the unweighted loss terms, the total and the learning rate."""
+        index = self.step
+        lr_value = lr_at(self.train, index)
+        set_lr(self.optimizer, lr_value, self.train.lr)
+
+        with capture(self.student, self.method.student_taps) as student_feats:
+            student_out = self.student(lr)
+        teacher_out, teacher_feats = None, {}
+        if self.teacher is not None and self.method.needs_teacher:
+            with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
+                teacher_out = self.teacher(lr)
+        terms = self.method.losses(
+            StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats))
+        )
+        unknown = [name for name in terms if name not in self.weights]
+        if unknown:
+            raise RuntimeError(f"method '{self.method.name}' returned undeclared loss terms {unknown}")
+        total = torch.stack([self.weights[n] * v for n, v in terms.items() if self.weights[n] != 0]).sum()
+
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["loss"] = float(total.detach())
+        for name, value in values.items():
+            if not math.isfinite(value):
+                kept = (
+                    f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_dir / 'last.pt'}"
+                    if self.saved_step is not None
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDiverged(
+                    f"training stopped at step {index + 1}: loss term '{name}' is {value}; {kept}. "
+                    "Lower train.lr or the term's weight (method.weights.<term>) and run again."
+                )
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trained_params, self.train.grad_clip)
+        context = StepContext(index, self.student, self.teacher, self.optimizer, lr_value, self._holdout_batch)
+        values.update(self.method.before_optimizer_step(context))
+        self.optimizer.step()
+        self.method.after_optimizer_step(context)
+        if self.ema is not None:
+            self.ema.update(self.student)
+        self.step = index + 1
+        values["lr"] = lr_value
+        return values
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config_hash": self.config_hash,
+            "step": self.step,
+            "samples_seen": self.step * self.batches.batch_size,
+            "student": self.student.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": self.train.schedule, "step": self.step, "lr": lr_at(self.train, self.step)},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {"torch": torch.get_rng_state()},
+            "best": {"psnr": self.best_psnr, "step": self.best_step},
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise KdError(f"{self.checkpoint_dir / 'last.pt'} is not a kdbench training checkpoint.")
+        if self.config_hash and state.get("config_hash") not in ("", self.config_hash):
+            raise KdError(
+                f"{self.checkpoint_dir / 'last.pt'} belongs to another configuration; remove {self.run_dir} to restart."
+            )
+        self.student.load_state_dict(state["student"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.best_psnr = state["best"]["psnr"]
+        self.best_step = state["best"]["step"]
+        self.train_seconds = float(state["train_seconds"])
+        self.step = int(state["step"])
+        self.saved_step = self.step
+
+    def save_last(self) -> None:
+        atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
+        self.saved_step = self.step
+
+    def _save_best(self, psnr: float) -> None:
+        state = {"step": self.step, "psnr": psnr, "student": self.eval_model().state_dict()}
+        atomic_save(state, self.checkpoint_dir / "best.pt")
+
+    def resume(self) -> int:
+        """Load `checkpoints/last.pt` when present; returns the step training continues from."""
+        path = self.checkpoint_dir / "last.pt"
+        if path.exists():
+            self.load_state_dict(load_checkpoint(path))
+        return self.step
+
+    # ------------------------------------------------------------------------------------------ loop
+
+    def _run_validation(self) -> float:
+        model = self.eval_model()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                psnr = float(self.validate(model))
+        finally:
+            model.train(was_training)
+        self.log.write({"step": self.step, "val_psnr_y": psnr})
+        if self.best_psnr is None or psnr > self.best_psnr:
+            self.best_psnr, self.best_step = psnr, self.step
+            self._save_best(psnr)
+        return psnr
+
+    def fit(self) -> TrainOutcome:
+        train = self.train
+        start = self.resume()
+        if start == 0:
+            torch.manual_seed(self.seed)
+        self.log.truncate_after(start)
+        self.progress.start(train.steps, start)
+        try:
+            with _sigint_as_flag() as interrupted:
+                if interrupted():
+                    raise TrainingInterrupted(self.step)
+                data_start = time.perf_counter()
+                for lr, hr in self.batches.iterate(start, train.steps):
+                    data_time = time.perf_counter() - data_start
+                    began = time.perf_counter()
+                    values = self.train_step(lr, hr)
+                    step_time = time.perf_counter() - began
+                    self.train_seconds += step_time + data_time
+                    step = self.step
+                    if step % train.log_every == 0 or step == train.steps:
+                        terms = {k: v for k, v in values.items() if k not in ("loss", "lr")}
+                        self.log.write(
+                            {"step": step, "lr": values["lr"], "loss": values["loss"], "terms": terms,
+                             "step_time": round(step_time, 6), "data_time": round(data_time, 6)}
+                        )
+                    self.progress.update(step, values)
+                    validated = False
+                    if self.validate is not None and (
+                        (train.val_every and step % train.val_every == 0) or step == train.steps
+                    ):
+                        psnr = self._run_validation()
+                        self.progress.note(f"step {step}: validation PSNR-Y {psnr:.3f} dB")
+                        validated = True
+                    if validated or step % train.ckpt_every == 0 or step == train.steps or interrupted():
+                        self.save_last()
+                    if interrupted() and step < train.steps:
+                        raise TrainingInterrupted(step)
+                    data_start = time.perf_counter()
+        finally:
+            self.progress.stop()
+        return TrainOutcome(train.steps, start, self.train_seconds, self.best_step, self.best_psnr)

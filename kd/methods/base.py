@@ -1,0 +1,80 @@
+"""The distillation-method interface shared by every method (mdistiller-style: one small class per method).
+
+A method is an `nn.Module` holding only its own trainable helpers (adapters, KRNets). It never owns the student
+or the teacher, so its `state_dict()` is exactly what must be checkpointed beside the student and never exported
+with it. Per training step the trainer:
+
+1. runs the student on the LR batch, capturing `student_taps`;
+2. if `needs_teacher`, runs the frozen teacher under `no_grad`, capturing `teacher_taps`;
+3. calls `losses(StepInputs)` -> {term: scalar tensor}, weights the terms (method defaults, then
+   `method.weights` of the config) and sums them; every term is logged unweighted;
+4. backward, then `before_optimizer_step(ctx)` (a hook for methods that need extra work between the gradient and
+   the update, e.g. meta-KD's virtual student step on a held-out batch), the optimizer step, then
+   `after_optimizer_step(ctx)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class StepInputs:
+    lr: Tensor  # (B, 3, h, w) in [0, 1]
+    hr: Tensor  # (B, 3, h*s, w*s) in [0, 1]
+    student_out: Tensor
+    teacher_out: Tensor | None = None
+    student_feats: dict[str, Tensor] = field(default_factory=dict)
+    teacher_feats: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What the optimizer-step hooks may use. Gradients of the weighted loss are already in `.grad`."""
+
+    step: int  # index of the step being taken (0-based)
+    student: nn.Module
+    teacher: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    lr: float
+    holdout_batch: Callable[[], tuple[Tensor, Tensor]]  # a training batch never used for the gradient step
+
+
+class Distiller(nn.Module):
+    """Base class of distillation methods; subclasses set the class attributes and implement `losses`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    default_weights: ClassVar[dict[str, float]] = {"rec": 1.0}
+    Options: ClassVar[type | None] = None  # dataclass of method options (`method.options.*`)
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any = None) -> None:
+        super().__init__()
+        self.options = options
+        self.student_taps: list[str] = []
+        self.teacher_taps: list[str] = []
+
+    def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def before_optimizer_step(self, ctx: StepContext) -> dict[str, float]:
+        """Hook between backward and the optimizer step; may add gradients. Returns extra values to log."""
+        return {}
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after the optimizer step (e.g. to update a method-owned second optimizer)."""
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups for the method's own parameters; by default trained with the student's lr."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr}] if params else []
+
+
+def reconstruction_l1(inputs: StepInputs) -> Tensor:
+    return torch.nn.functional.l1_loss(inputs.student_out, inputs.hr)

@@ -1,0 +1,23 @@
+"""Output ("logits") KD: L1 to the ground truth plus L1 between the student and teacher SR images.
+
+Both networks output RGB in [0, 1] (kdbench convention), so the two images are directly comparable.
+Weights w_pix = w_kd = 1 as in the DUKD/DCKD configurations (METHODS.md, section 3).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.nn import functional as F
+
+from kd.methods import register_method
+from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+
+
+@register_method
+class OutputDistillation(Distiller):
+    name = "logits"
+    description = "output KD: L1 to ground truth + L1 to the teacher's SR image"
+    default_weights = {"rec": 1.0, "kd": 1.0}
+
+    def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
+        return {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}
