@@ -366,7 +366,8 @@ class SwinIR(nn.Module):
         self.conv_first = nn.Conv2d(3, dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(dim)
         resolution = (config.img_size, config.img_size)
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        total = sum(config.depths)  # stochastic-depth rate rises linearly over all blocks (plain floats: meta-safe)
+        rates = [config.drop_path_rate * j / max(total - 1, 1) for j in range(total)]
         self.layers = nn.ModuleList()
         start = 0
         for depth, heads in zip(config.depths, config.num_heads):
@@ -450,7 +451,7 @@ class SwinIR(nn.Module):
         mine = self.config
         problems = []
         if found["scale"] is not None and found["scale"] != mine.scale:
-            problems.append(f"checkpoint is x{found['scale']} ({found['upsampler_detail']}); model is x{mine.scale}")
+            problems.append(f"checkpoint is x{found['scale']} ({found['evidence']}); model is x{mine.scale}")
         for key, ours in (
             ("upsampler", mine.upsampler),
             ("embed_dim", mine.embed_dim),
@@ -481,7 +482,7 @@ class SwinIR(nn.Module):
                 theirs = state.get(key)
                 if theirs is None:
                     state[key] = own.detach().clone()
-                elif tuple(theirs.shape) != tuple(own.shape) or not torch.equal(theirs.cpu(), own.detach().cpu()):
+                elif tuple(theirs.shape) != tuple(own.shape) or not torch.equal(theirs.cpu().long(), own.cpu()):
                     raise KdError(
                         f"checkpoint entry '{key}' (shape {tuple(theirs.shape)}) does not match a window of "
                         f"{self.config.window_size}: the checkpoint was trained with another window size. "
@@ -495,8 +496,8 @@ class SwinIR(nn.Module):
 
 
 def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The state dict inside an official `{'params': ...}` (or `{'params_ema': ...}`) file; flat dicts pass."""
-    for key in ("params", "params_ema"):
+    """The state dict inside an official `{'params_ema' / 'params': ...}` file; flat dicts pass through."""
+    for key in ("params_ema", "params"):  # EMA first, as kd.models.loading does
         inner = state_dict.get(key)
         if isinstance(inner, Mapping):
             return inner
@@ -507,7 +508,7 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The SwinIR configuration an official state dict was saved with, as far as its tensors show.
 
     Keys: scale, img_size (None when no shifted block carries a mask), window_size, embed_dim, depths,
-    num_heads, mlp_ratio, upsampler, variant, resi_connection, upsampler_detail (words).
+    num_heads, mlp_ratio, upsampler, variant, resi_connection, and `evidence` (the upsampler shapes in words).
     """
     sd = _unwrap(state_dict)
     shape = {k: tuple(v.shape) for k, v in sd.items() if hasattr(v, "shape")}
@@ -554,7 +555,7 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         "upsampler": upsampler,
         "variant": variant,
         "resi_connection": resi,
-        "upsampler_detail": detail,
+        "evidence": detail,
     }
 
 
@@ -564,7 +565,7 @@ def official_checkpoint_info(state_dict: Mapping[str, Any]) -> str:
     size = f", trained on {d['img_size']}x{d['img_size']} patches" if d["img_size"] else ""
     return (
         f"SwinIR {d['variant']} x{d['scale']} checkpoint: embed_dim {d['embed_dim']}, depths {d['depths']}, "
-        f"num_heads {d['num_heads']}, window {d['window_size']}{size} ({d['upsampler_detail']})"
+        f"num_heads {d['num_heads']}, window {d['window_size']}{size} ({d['evidence']})"
     )
 
 
