@@ -1,0 +1,96 @@
+"""The image files of a dataset, whether on disk under the data root or embedded, behind one interface."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kd.data.embedded import embedded_paths
+from kd.data.imresize import downscale_uint8
+from kd.data.io import IMAGE_SUFFIXES, read_image, write_png
+from kd.data.registry import DatasetInfo, resolve_dataset
+from kd.data.roots import cache_dir, dataset_dir, resolve_data_root
+from kd.errors import KdError
+
+SUPPORTED_SCALES = (2, 3, 4, 8)
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """HR image files of one dataset (or one split of the embedded one), sorted by file name."""
+
+    name: str  # canonical dataset name; "default/train" or "default/test" for the embedded splits
+    hr: tuple[Path, ...]
+    directory: Path | None = None  # <root>/<Name> for on-disk datasets
+
+    def shipped_lr(self, hr_path: Path, scale: int) -> Path | None:
+        """`LR_bicubic/X<s>/<stem>.*` beside `HR/`, if present (any image extension)."""
+        if self.directory is None:
+            return None
+        folder = self.directory / "LR_bicubic" / f"X{scale}"
+        for suffix in (hr_path.suffix, *IMAGE_SUFFIXES):
+            candidate = folder / f"{hr_path.stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+def check_scale(scale: int) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SUPPORTED_SCALES:
+        raise KdError(f"unsupported scale {scale!r}: kdbench datasets support x{', x'.join(map(str, SUPPORTED_SCALES))}")
+    return scale
+
+
+def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purpose: str) -> list[DatasetFiles]:
+    """Files of `dataset` for `purpose` ("train" or "eval"); a union dataset (291) gives one entry per part."""
+    info = dataset if isinstance(dataset, DatasetInfo) else resolve_dataset(dataset)
+    if info.parts:
+        return [files for part in info.parts for files in dataset_files(part, data_root, purpose)]
+    if info.embedded:
+        split = "train" if purpose == "train" else "test"
+        return [DatasetFiles(f"{info.name}/{split}", tuple(embedded_paths(split)))]
+    directory = dataset_dir(info, resolve_data_root(data_root))
+    hr = tuple(sorted(p for p in (directory / "HR").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+    if not hr:
+        raise KdError(f"dataset {info.name}: no PNG/BMP/JPEG images in {directory / 'HR'}")
+    stems = [p.stem for p in hr]
+    if len(set(stems)) != len(stems):
+        raise KdError(f"dataset {info.name}: two HR files share a name in {directory / 'HR'} (e.g. a.png and a.bmp)")
+    return [DatasetFiles(info.name, hr, directory)]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB-style LR of a modcropped HR image, cached as PNG under `cache_dir()/lr` keyed by the HR's sha256."""
+    key = file_sha256(hr_path)[:16]
+    folder = cache_dir() / "lr" / files.name.replace("/", "_") / f"X{scale}"
+    cached = folder / f"{hr_path.stem}.{key}.png"
+    if cached.is_file():
+        try:
+            lr = read_image(cached)
+            if lr.shape[-2:] == (hr_cropped.shape[-2] // scale, hr_cropped.shape[-1] // scale):
+                return lr
+        except KdError:
+            pass  # a damaged cache entry is simply regenerated
+    lr = downscale_uint8(hr_cropped, scale)
+    try:
+        write_png(cached, lr)
+    except OSError as exc:
+        warnings.warn(f"cannot cache generated LR in {folder} ({exc}); set $KDBENCH_CACHE to a writable folder")
+        return lr
+    for stale in folder.glob(f"{glob.escape(hr_path.stem)}.*.png"):
+        if stale != cached and len(stale.name) == len(cached.name):
+            stale.unlink(missing_ok=True)  # an entry for an older version of this HR file
+    return lr

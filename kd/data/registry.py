@@ -1,0 +1,60 @@
+"""The datasets kdbench knows by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kd.errors import unknown_choice
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # canonical name, also the folder name under the data root
+    aliases: tuple[str, ...]
+    role: str  # "eval" or "train": what the dataset is normally used for
+    description: str
+    image_count: int | None  # None when it varies or is unknown
+    download_source: str | None  # key of kd.data.download.SOURCES, or None (manual placement)
+    folders: tuple[str, ...] = ()  # folder names accepted on disk, in order of preference (default: (name,))
+    parts: tuple[str, ...] = ()  # a union of other datasets (291 = T91 + BSD200)
+    embedded: bool = False  # shipped inside an installed package (no data root needed)
+
+    @property
+    def folder_names(self) -> tuple[str, ...]:
+        return self.folders or (self.name,)
+
+
+DATASETS: tuple[DatasetInfo, ...] = (
+    DatasetInfo("Set5", (), "eval", "Bevilacqua et al. 2012, 5 images", 5, "benchmark"),
+    DatasetInfo("Set14", (), "eval", "Zeyde et al. 2010, 14 images (bridge is grey)", 14, "benchmark"),
+    DatasetInfo(
+        "B100", ("BSD100",), "eval", "Berkeley BSDS300 test images (Martin et al. 2001)", 100, "benchmark",
+        folders=("B100", "BSD100"),
+    ),
+    DatasetInfo("Urban100", (), "eval", "Huang et al. 2015, urban scenes", 100, "benchmark"),
+    DatasetInfo("Manga109", (), "eval", "Matsui et al. 2017, manga covers", 109, None),
+    DatasetInfo("DIV2K_train", ("DIV2K",), "train", "DIV2K images 0001-0800 (Agustsson & Timofte 2017)", 800, "div2k_train"),
+    DatasetInfo("DIV2K_valid", (), "eval", "DIV2K images 0801-0900", 100, "div2k_valid"),
+    DatasetInfo("Flickr2K", (), "train", "2650 Flickr images (Lim et al. 2017, EDSR)", 2650, "flickr2k"),
+    DatasetInfo("T91", (), "train", "Yang et al. 2010, 91 small BMP images", 91, None),
+    DatasetInfo("BSD200", (), "train", "Berkeley BSDS300 training images", 200, None),
+    DatasetInfo("291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, None, parts=("T91", "BSD200")),
+    DatasetInfo(
+        "default", (), "train", "colour photographs shipped with scikit-image (train split for training, "
+        "test split for evaluation); needs no data root", 9, None, embedded=True,
+    ),
+)
+
+
+def list_datasets() -> tuple[DatasetInfo, ...]:
+    return DATASETS
+
+
+def resolve_dataset(name: str) -> DatasetInfo:
+    """Dataset by canonical name or alias, case-insensitive; unknown names raise a `KdError` with the closest match."""
+    wanted = str(name).strip().lower()
+    for info in DATASETS:
+        if wanted in (n.lower() for n in (info.name, *info.aliases)):
+            return info
+    choices = [n for info in DATASETS for n in (info.name, *info.aliases)]
+    raise unknown_choice("dataset", str(name), choices)
