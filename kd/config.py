@@ -57,6 +57,7 @@ class TeacherConfig:
     arch: str | None = "rcan"  # None: no teacher (method `none`)
     preset: str | None = "mini"
     ckpt: str | None = None  # official or kdbench checkpoint; None: the teacher zoo (trained on demand)
+    seed: int = 0  # seed of a zoo-trained teacher; kept apart from the run seed so all seeds share one teacher
     train: TrainConfig = field(default_factory=TrainConfig)  # recipe used when the zoo has to train it
 
 

@@ -1,0 +1,130 @@
+"""`kdbench run`: train a student with a frozen teacher and a distillation method, evaluate it, record the run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kd.config import RunConfig, parse_override, read_config_file, resolve
+from kd.profiles import PROFILES, profile_layer
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `teacher train`: profile, config file, overrides, data root."""
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="base configuration (default: cpu, or the "
+                        "config file's 'profile')")
+    parser.add_argument("--config", metavar="FILE", help="YAML or TOML file of configuration values")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one configuration value, e.g. --set train.lr=2e-4 (repeatable)")
+    parser.add_argument("--scale", type=int, help="upscaling factor (2, 3 or 4)")
+    parser.add_argument("--seed", type=int, help="run seed (student initialisation and patch order)")
+    parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
+    """Layers: profile < --config file < command-line flags < --set overrides."""
+    file_values = read_config_file(args.config) if args.config else {}
+    profile = args.profile or file_values.get("profile") or "cpu"
+    common: dict[str, Any] = {}
+    if args.scale is not None:
+        common["scale"] = args.scale
+    if args.seed is not None:
+        common["seed"] = args.seed
+    if args.threads is not None:
+        common["threads"] = args.threads
+    if args.data_root:
+        common.setdefault("data", {})["root"] = args.data_root
+    layers = [profile_layer(str(profile))]
+    if file_values:
+        layers.append((f"config file '{args.config}'", {k: v for k, v in file_values.items() if k != "profile"}))
+    layers.append(("the command-line options", _merge(common, flags)))
+    layers.extend((f"--set {text}", parse_override(text)) for text in args.overrides)
+    return resolve(layers)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    from kd.config import deep_merge
+
+    return deep_merge(a, b)
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    teacher = summary.get("teacher") or {}
+    title = (
+        f"{summary['student']} x{summary['scale']} · method {summary['method']}"
+        + (f" · teacher {teacher.get('arch')} ({teacher.get('preset')})" if teacher else "")
+        + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.0f} s"
+    )
+    table = Table(title=title)
+    for column in ("dataset", "PSNR-Y", "SSIM-Y", "LPIPS"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for dataset, scores in summary["datasets"].items():
+        table.add_row(dataset, _fmt(scores["psnr_y"], 3), _fmt(scores["ssim_y"], 4), _fmt(scores["lpips"], 4))
+    return table
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from kd.engine import TrainingInterrupted, execute_run
+
+    flags: dict[str, Any] = {}
+    if args.student:
+        flags["student"] = {"arch": args.student}
+    if args.student_preset:
+        flags.setdefault("student", {})["preset"] = args.student_preset
+    if args.method:
+        flags["method"] = {"name": args.method}
+    if args.teacher:
+        flags["teacher"] = {"arch": None if args.teacher.lower() == "none" else args.teacher}
+    if args.teacher_ckpt:
+        # An official checkpoint is the architecture's official configuration unless a preset is named.
+        flags.setdefault("teacher", {}).update(ckpt=args.teacher_ckpt, preset=args.teacher_preset)
+    elif args.teacher_preset:
+        flags.setdefault("teacher", {})["preset"] = args.teacher_preset
+    config = build_config(args, flags)
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        err.print(
+            f"[yellow]interrupted at step {stop.step}[/]: checkpoint saved; run the same command again to resume.",
+            highlight=False,
+        )
+        return 130
+    if record.already_finished:
+        err.print(f"run {record.run_dir.name} is already finished; results in {record.run_dir}", highlight=False)
+    else:
+        err.print(f"run finished; results in {record.run_dir}", highlight=False)
+    console.print(summary_table(record.summary))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="train a student (optionally distilled from a teacher), evaluate it and record the run",
+        description="Train a student with a frozen teacher and a distillation method, evaluate it on the test "
+        "sets and write runs/<run-id>/. The run id follows from the configuration: the same command resumes an "
+        "unfinished run or reports a finished one.",
+    )
+    parser.add_argument("--student", help="student architecture (default: the profile's, asid)")
+    parser.add_argument("--student-preset", help="student preset (paper, mini, tiny)")
+    parser.add_argument("--teacher", help="teacher architecture, or 'none' (default: the profile's, rcan)")
+    parser.add_argument("--teacher-preset", help="teacher preset (default: the profile's; with --teacher-ckpt the "
+                        "official configuration)")
+    parser.add_argument("--teacher-ckpt", metavar="PATH", help="teacher weights (official checkpoint); default: "
+                        "the cached zoo teacher, trained first when missing")
+    parser.add_argument("--method", help="distillation method (see `kdbench list methods`; default: none)")
+    parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    add_config_arguments(parser)
+    parser.set_defaults(handler=run_command)

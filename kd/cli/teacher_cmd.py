@@ -1,0 +1,85 @@
+"""`kdbench teacher train|list`: the teacher zoo (teachers trained once, cached, reused by every run)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kd.cli.run_cmd import add_config_arguments, build_config
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from kd.engine.teachers import train_teacher, zoo_dir
+    from kd.models import get_entry
+
+    flags: dict[str, Any] = {"teacher": {"arch": args.teacher}}
+    if args.preset:
+        flags["teacher"]["preset"] = args.preset
+    if args.teacher_seed is not None:
+        flags["teacher"]["seed"] = args.teacher_seed
+    if args.data:
+        flags["data"] = {"train": args.data}
+    get_entry(args.teacher)  # unknown architecture: fail before resolving anything else
+    config = build_config(args, flags)
+    err = Console(stderr=True)
+    folder = zoo_dir(config)
+    if (folder / "teacher.pt").is_file() and not args.retrain:
+        err.print(f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again",
+                  highlight=False)
+        return 0
+    if args.retrain:
+        for name in ("teacher.pt", "teacher.json", "metrics.jsonl"):
+            (folder / name).unlink(missing_ok=True)
+        for name in ("last.pt", "best.pt"):
+            (folder / "checkpoints" / name).unlink(missing_ok=True)
+    err.print(f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}", highlight=False)
+    _, info = train_teacher(config, console=err, progress=not args.no_progress)
+    table = Table(title=f"teacher {info['key']} · {info['steps']} steps in {info['train_seconds']:.0f} s")
+    table.add_column("dataset")
+    table.add_column("PSNR-Y", justify="right")
+    table.add_column("SSIM-Y", justify="right")
+    for dataset, scores in info["eval"].items():
+        table.add_row(dataset, f"{scores['psnr_y']:.3f}", f"{scores['ssim_y']:.4f}")
+    Console().print(table)
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from kd.engine.teachers import list_zoo, zoo_root
+
+    entries = list_zoo()
+    console = Console()
+    if not entries:
+        console.print(f"no cached teachers in {zoo_root()}", highlight=False)
+        return 0
+    table = Table(title=f"teacher zoo ({zoo_root()})")
+    for column in ("key", "steps", "train s", "eval PSNR-Y"):
+        table.add_column(column)
+    for info in entries:
+        scores = ", ".join(f"{d} {s['psnr_y']:.2f}" for d, s in info.get("eval", {}).items())
+        table.add_row(info["key"], str(info["steps"]), f"{info['train_seconds']:.0f}", scores)
+    console.print(table)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("teacher", help="train and list cached teachers (the teacher zoo)")
+    commands = parser.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+    train = commands.add_parser(
+        "train",
+        help="train a teacher with the profile's teacher recipe and cache it",
+        description="Train a teacher and cache it under <cache>/teachers/, keyed by architecture, preset, scale, "
+        "training data, seed and recipe. `kdbench run` uses it when no --teacher-ckpt is given.",
+    )
+    train.add_argument("--teacher", required=True, help="teacher architecture (rcan, han, swinir)")
+    train.add_argument("--preset", help="teacher preset (default: the profile's)")
+    train.add_argument("--teacher-seed", type=int, help="teacher training seed (default 0)")
+    train.add_argument("--data", help="training dataset (default: the profile's)")
+    train.add_argument("--retrain", action="store_true", help="train again even if the zoo has this teacher")
+    add_config_arguments(train)
+    train.set_defaults(handler=train_command)
+    listing = commands.add_parser("list", help="list cached teachers")
+    listing.set_defaults(handler=list_command)

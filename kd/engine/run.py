@@ -1,0 +1,216 @@
+"""One benchmark run: train a student (optionally distilled from a frozen teacher), evaluate it, record it.
+
+`runs/<run-id>/` holds:
+    config.yaml           the resolved configuration (feed it back with --config to repeat the run)
+    environment.json      package versions, git commit, device
+    metrics.jsonl         loss terms, lr, step time per logged step; validation PSNR
+    checkpoints/last.pt   full training state (resumable); checkpoints/best.pt best validated weights
+    student.pt            the evaluated student weights (official key names, no adapters)
+    eval/per_image.csv, eval/per_dataset.csv
+    summary.json          written last: its presence means the run is finished
+
+The run id is derived from the configuration, so the same command resumes an unfinished run or reports a
+finished one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from kd.config import RunConfig, config_hash, dump_yaml, run_id
+from kd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from kd.engine.environment import environment
+from kd.engine.progress import RichProgress
+from kd.engine.services import LazyBatches, Services
+from kd.engine.teachers import load_teacher_checkpoint, teacher_preset, zoo_teacher
+from kd.engine.trainer import Trainer
+from kd.errors import KdError
+from kd.methods import create_method, get_method, loss_weights, method_options
+from kd.models import create, get_entry
+
+HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    summary: dict[str, Any]
+    already_finished: bool = False
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before any training when the runs root cannot hold a run."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".kdbench-write-test-"):
+            pass
+    except OSError as exc:
+        raise KdError(
+            f"runs directory '{out_dir}' is not writable ({exc.strerror or exc}); choose another with --out-dir."
+        ) from None
+
+
+def check_names(config: RunConfig) -> None:
+    """Unknown student / teacher / method / loss term / option: fail before anything is built or written."""
+    _named_entry(config.student.arch, "student (--student / student.arch)")
+    method = get_method(config.method.name)
+    loss_weights(config.method.name, config.method.weights)
+    method_options(config.method.name, config.method.options)
+    if method.needs_teacher:
+        if not config.teacher.arch:
+            raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
+        _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
+
+
+def _named_entry(arch: str, role: str) -> None:
+    try:
+        get_entry(arch)
+    except KdError as exc:
+        raise KdError(f"{role}: {exc}") from None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN (e.g. LPIPS switched off) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _macs(model: nn.Module, scale: int) -> int | None:
+    try:
+        from kd.metrics.cost import macs_for_output
+
+        return int(macs_for_output(model, scale))
+    except Exception:  # cost counting is informative; never fail a finished run on it
+        return None
+
+
+def _params(model: nn.Module) -> int:
+    from kd.metrics.cost import count_parameters
+
+    return int(count_parameters(model))
+
+
+def _write_csv(frame, path: Path) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def execute_run(
+    config: RunConfig,
+    *,
+    out_dir: str | Path = "runs",
+    services: Services | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+) -> RunRecord:
+    services = services or Services()
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    rid = run_id(config)
+    run_dir = out_dir / rid
+    summary_path = run_dir / "summary.json"
+    check_names(config)
+    check_writable(out_dir)
+    if summary_path.is_file():
+        return RunRecord(run_dir, json.loads(summary_path.read_text(encoding="utf-8")), already_finished=True)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = (run_dir / "checkpoints" / "last.pt").is_file()
+    console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}", highlight=False)
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
+    atomic_write_text(run_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")
+
+    method_cls = get_method(config.method.name)
+    teacher, teacher_info = None, None
+    if method_cls.needs_teacher:
+        if config.teacher.ckpt:
+            teacher = load_teacher_checkpoint(config, config.teacher.ckpt)
+            teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
+        else:
+            teacher, zoo_info = zoo_teacher(config, services=services, console=console, progress=progress)
+            teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
+        teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
+
+    # Seed right before each construction so the student's initial weights depend on the seed only (paired
+    # seeds across methods), never on whether a teacher or adapters were built.
+    torch.manual_seed(config.seed)
+    student = create(config.student.arch, config.scale, config.student.preset)
+    torch.manual_seed(config.seed + 1)
+    method = create_method(config.method.name, student, teacher, config.method.options)
+    weights = loss_weights(config.method.name, config.method.weights)
+
+    train = config.train
+    batches = services.make_batches(config, train, seed=config.seed)
+    holdout = LazyBatches(
+        lambda: services.make_batches(config, train, seed=config.seed + HOLDOUT_SEED_OFFSET), train.batch_size
+    )
+
+    def validate(model: nn.Module) -> float:
+        result = services.evaluate(
+            model, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
+            progress=False, model_name=config.student.arch,
+        )
+        return float(result.per_dataset["psnr_y"].mean())
+
+    trainer = Trainer(
+        train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
+        run_dir=run_dir, seed=config.seed + 2, validate=validate if config.eval.val_dataset else None,
+        holdout=holdout, config_hash=config_hash(config),
+        progress=RichProgress(console, f"{config.student.arch}/{config.method.name}") if progress else None,
+    )
+    outcome = trainer.fit()
+
+    final = trainer.eval_model()
+    if config.eval.weights == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
+        final = copy.deepcopy(final)
+        final.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["student"])
+    atomic_save(final.state_dict(), run_dir / "student.pt")
+
+    result = services.evaluate(
+        final, list(config.eval.datasets), config.scale, data_root=config.data.root,
+        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch,
+    )
+    _write_csv(result.per_image, run_dir / "eval" / "per_image.csv")
+    _write_csv(result.per_dataset, run_dir / "eval" / "per_dataset.csv")
+
+    summary = {
+        "run_id": rid,
+        "student": get_entry(config.student.arch).arch,
+        "student_preset": config.student.preset or get_entry(config.student.arch).default_preset,
+        "teacher": teacher_info,
+        "method": config.method.name,
+        "loss_weights": weights,
+        "scale": config.scale,
+        "seed": config.seed,
+        "profile": config.profile,
+        "params": _params(student),
+        "macs_1280x720": _macs(final, config.scale),
+        "steps": outcome.steps,
+        "train_seconds": round(outcome.train_seconds, 3),
+        "best_val": {"dataset": config.eval.val_dataset, "step": outcome.best_step, "psnr_y": outcome.best_psnr},
+        "eval_weights": config.eval.weights + (" (ema)" if trainer.ema is not None else ""),
+        "datasets": {
+            row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"]}
+            for row in result.per_dataset.to_dict("records")
+        },
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(summary_path, json.dumps(_clean(summary), indent=2) + "\n")
+    return RunRecord(run_dir, _clean(summary))

@@ -1,0 +1,53 @@
+"""The data and evaluation functions a run uses, bundled so tests (and future back-ends) can substitute them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from kd.config import RunConfig, TrainConfig
+from kd.engine.batches import BatchSource, patch_batches
+
+
+def default_batches(config: RunConfig, train: TrainConfig, *, seed: int) -> BatchSource:
+    return patch_batches(
+        config.data.train, config.scale, train.lr_patch, train.batch_size, train.steps,
+        seed=seed, augment=config.data.augment, data_root=config.data.root, workers=config.data.workers,
+    )
+
+
+def default_evaluate(model: nn.Module, datasets: list[str], scale: int, **kwargs: Any) -> Any:
+    from kd.evaluate import evaluate
+
+    return evaluate(model, datasets, [scale], **kwargs)
+
+
+@dataclass(frozen=True)
+class Services:
+    # (config, recipe, seed) -> batches of (lr, hr) training patches
+    make_batches: Callable[..., BatchSource] = default_batches
+    # (model, datasets, scale, data_root=, with_lpips=, progress=, model_name=) -> kd.evaluate.EvalResult
+    evaluate: Callable[..., Any] = default_evaluate
+
+
+class LazyBatches:
+    """Builds its batch source on first use (the held-out stream exists only for methods that ask for it)."""
+
+    def __init__(self, build: Callable[[], BatchSource], batch_size: int) -> None:
+        self._build = build
+        self._source: BatchSource | None = None
+        self.batch_size = batch_size
+
+    def _get(self) -> BatchSource:
+        if self._source is None:
+            self._source = self._build()
+        return self._source
+
+    def iterate(self, start_step: int, end_step: int):
+        return self._get().iterate(start_step, end_step)
+
+    def batch(self, step: int):
+        return self._get().batch(step)
