@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from kd.cli import main
+from kd.config import (
+    RunConfig,
+    from_dict,
+    parse_override,
+    read_config_file,
+    resolve,
+    run_id,
+    to_dict,
+)
+from kd.errors import KdError
+from kd.profiles import PROFILES, profile_layer
+
+
+def _cfg(*overrides: str, profile: str = "cpu") -> RunConfig:
+    return resolve([profile_layer(profile), *((f"--set {o}", parse_override(o)) for o in overrides)])
+
+
+def test_profiles_resolve_and_differ():
+    configs = {name: _cfg(profile=name) for name in PROFILES}
+    assert configs["smoke"].student.preset == "tiny" and configs["smoke"].teacher.preset == "tiny"
+    assert configs["cpu"].data.train == "291" and configs["cpu"].teacher.preset == "mini"
+    assert configs["cpu"].eval.datasets == ["Set5", "Set14", "B100"]
+    assert configs["paper"].data.train == "DIV2K"
+    assert len({run_id(c) for c in configs.values()}) == 3
+
+
+def test_overrides_are_typed():
+    config = _cfg("train.lr=2e-4", "train.steps=1e3", "train.betas=[0.9, 0.99]", "eval.datasets=Set5,Set14",
+                  "eval.val_dataset=null", "data.augment=false", "method.weights.kd=0.5", "train.milestones=[0.5]")
+    assert config.train.lr == 2e-4 and isinstance(config.train.lr, float)
+    assert config.train.steps == 1000 and isinstance(config.train.steps, int)
+    assert config.train.betas == (0.9, 0.99)
+    assert config.eval.datasets == ["Set5", "Set14"]
+    assert config.eval.val_dataset is None
+    assert config.data.augment is False
+    assert config.method.weights == {"kd": 0.5}
+    assert config.train.milestones == [0.5]
+
+
+def test_unknown_key_names_it_and_the_valid_keys():
+    with pytest.raises(KdError) as info:
+        _cfg("train.lrr=1")
+    message = str(info.value)
+    assert "'train.lrr'" in message and "--set train.lrr=1" in message
+    assert "Did you mean 'train.lr'" in message and "batch_size" in message
+    with pytest.raises(KdError, match="unknown config key 'trian'"):
+        _cfg("trian.lr=1")
+
+
+def test_bad_value_type_is_reported():
+    with pytest.raises(KdError, match="train.steps.*expects int"):
+        _cfg("train.steps=abc")
+    with pytest.raises(KdError, match="train.steps.*expects int"):
+        _cfg("train.steps=2.5")
+    with pytest.raises(KdError, match="optimizer"):
+        _cfg("train.optimizer=sgd")
+    with pytest.raises(KdError, match="KEY=VALUE"):
+        parse_override("train.lr")
+
+
+def test_config_files_yaml_and_toml(tmp_path):
+    (tmp_path / "a.yaml").write_text("train:\n  lr: 0.001\n  steps: 12\nmethod:\n  name: logits\n")
+    (tmp_path / "b.toml").write_text('[train]\nlr = 0.003\n[eval]\ndatasets = ["Set5"]\n')
+    (tmp_path / "bad.yaml").write_text("train:\n  stepz: 3\n")
+    a = resolve([profile_layer("cpu"), ("a.yaml", read_config_file(tmp_path / "a.yaml"))])
+    assert (a.train.lr, a.train.steps, a.method.name) == (0.001, 12, "logits")
+    b = resolve([profile_layer("cpu"), ("b.toml", read_config_file(tmp_path / "b.toml"))])
+    assert b.train.lr == 0.003 and b.eval.datasets == ["Set5"]
+    with pytest.raises(KdError, match="'train.stepz' in bad.yaml"):
+        resolve([profile_layer("cpu"), ("bad.yaml", read_config_file(tmp_path / "bad.yaml"))])
+    with pytest.raises(KdError, match="not found"):
+        read_config_file(tmp_path / "missing.yaml")
+
+
+def test_round_trip_and_run_id_identity():
+    config = _cfg("train.lr=3e-4", "method.name=fitnet")
+    assert from_dict(to_dict(config)) == config
+    assert run_id(from_dict(to_dict(config))) == run_id(config)
+    assert run_id(_cfg("train.lr=3e-4", "method.name=fitnet", "data.workers=2")) == run_id(config)
+    assert run_id(_cfg("train.lr=4e-4", "method.name=fitnet")) != run_id(config)
+    assert run_id(config).startswith("asid-fitnet-rcan-x4-cpu-s0-")
+    # the no-KD baseline does not depend on the teacher the command line names
+    assert run_id(_cfg("teacher.arch=han")) == run_id(_cfg("teacher.arch=rcan"))
+
+
+def test_cli_reports_unknown_key(capsys, tmp_path):
+    code = main(["run", "--profile", "smoke", "--set", "eval.datasetz=Set5", "--out-dir", str(tmp_path)])
+    assert code == 2
+    assert "eval.datasetz" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

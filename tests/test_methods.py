@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kd.errors import KdError
+from kd.methods import StepInputs, create_method, get_method, list_methods, loss_weights
+from kd.methods.pairing import body_stages, depth_positions, pair_by_depth
+from kd.models import capture
+
+
+class Stack(nn.Module):
+    """A toy SR network with `stages` numbered body modules of `width` channels."""
+
+    def __init__(self, stages: int, width: int, scale: int = 2) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+                                    for _ in range(stages)])
+        self.tail = nn.Sequential(nn.Conv2d(width, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+
+    def forward(self, x):
+        return self.tail(self.body(self.head(x)))
+
+
+def test_registry_lists_methods_and_suggests():
+    names = [name for name, _ in list_methods()]
+    assert {"none", "logits", "fitnet"} <= set(names)
+    with pytest.raises(KdError, match="Did you mean 'fitnet'"):
+        get_method("fitnt")
+    assert not get_method("none").needs_teacher and get_method("logits").needs_teacher
+
+
+def test_loss_weights_and_options_are_checked():
+    assert loss_weights("logits", {"kd": 0.5}) == {"rec": 1.0, "kd": 0.5}
+    with pytest.raises(KdError, match="no loss term 'fd'.*rec, kd"):
+        loss_weights("logits", {"fd": 1.0})
+    with pytest.raises(KdError, match="method.options.distanse"):
+        create_method("fitnet", Stack(3, 4), Stack(3, 6), {"distanse": "l1"})
+    with pytest.raises(KdError, match="needs a teacher"):
+        create_method("logits", Stack(3, 4), None)
+
+
+def test_depth_pairing_matches_reference_suggestion():
+    # ARCHITECTURES.md section 7: full RCAN (10 groups + body tail = 11 stages) pairs body.2/6/10 and
+    # SwinIR-M (6 layers) layers.1/3/5 with ASID's three blocks.
+    assert depth_positions(11, 3) == [2, 6, 10]
+    assert depth_positions(6, 3) == [1, 3, 5]
+    assert depth_positions(3, 3) == [0, 1, 2]
+    student, teacher = Stack(3, 4), Stack(5, 6)
+    assert body_stages(teacher) == [f"body.{i}" for i in range(5)]
+    assert pair_by_depth(student, teacher, 3) == (["body.0", "body.1", "body.2"], ["body.0", "body.2", "body.4"])
+
+
+def test_pairing_on_registered_networks():
+    from kd.models import create
+
+    asid, rcan = create("asid", 4, "tiny"), create("rcan", 4, "paper")
+    assert body_stages(asid)[:2] == ["block0", "block1"]
+    s_taps, t_taps = pair_by_depth(asid, rcan, 3)
+    assert t_taps[-1] == "body.10" and len(s_taps) == len(t_taps) == min(3, len(body_stages(asid)))
+
+
+def test_logits_terms_match_their_definition():
+    torch.manual_seed(0)
+    method = create_method("logits", Stack(1, 4), Stack(1, 4))
+    s, t, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    terms = method.losses(StepInputs(torch.rand(2, 3, 4, 4), y, s, t))
+    assert torch.allclose(terms["rec"], (s - y).abs().mean())
+    assert torch.allclose(terms["kd"], (s - t).abs().mean())
+
+
+def _fitnet_terms(method, student, teacher, lr, hr):
+    with capture(student, method.student_taps) as s_feats:
+        out = student(lr)
+    with torch.no_grad(), capture(teacher, method.teacher_taps) as t_feats:
+        t_out = teacher(lr)
+    return method.losses(StepInputs(lr, hr, out, t_out, dict(s_feats), dict(t_feats))), s_feats, t_feats
+
+
+def test_fitnet_adapters_gradients_and_state():
+    torch.manual_seed(0)
+    student, teacher = Stack(3, 4), Stack(6, 6)
+    method = create_method("fitnet", student, teacher, {"normalize": False, "distance": "l1"})
+    assert method.teacher_taps == ["body.1", "body.3", "body.5"]
+    assert all(a.weight.shape == (6, 4, 1, 1) for a in method.adapters.values())
+    # the method's state is its adapters only: never the student's or the teacher's weights
+    assert set(method.state_dict()) == {f"adapters.body_{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    terms, s_feats, t_feats = _fitnet_terms(method, student, teacher, lr, hr)
+    expected = torch.stack([
+        F.l1_loss(method.adapters[s.replace(".", "_")](s_feats[s]), t_feats[t])
+        for s, t in zip(method.student_taps, method.teacher_taps)
+    ]).mean()
+    assert torch.allclose(terms["fd"], expected)
+    terms["fd"].backward()
+    assert student.body[0][0].weight.grad.abs().sum() > 0
+    assert all(a.weight.grad.abs().sum() > 0 for a in method.adapters.values())
+    assert teacher.body[0][0].weight.grad is None
+
+
+def test_fitnet_identity_adapter_and_zero_loss_on_identical_features():
+    torch.manual_seed(0)
+    student = Stack(3, 5)
+    teacher = Stack(3, 5)
+    teacher.load_state_dict(student.state_dict())
+    method = create_method("fitnet", student, teacher)
+    assert all(isinstance(a, nn.Identity) for a in method.adapters.values())
+    terms, _, _ = _fitnet_terms(method, student, teacher, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16))
+    assert terms["fd"].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fitnet_normalisation_uses_teacher_statistics():
+    torch.manual_seed(0)
+    method = create_method("fitnet", Stack(1, 4), Stack(1, 4), {"count": 1})
+    teacher_feat = torch.randn(2, 4, 5, 5) * 100 + 50
+    student_feat = teacher_feat + 10.0
+    std = teacher_feat.std(dim=(0, 2, 3), keepdim=True)
+    assert torch.allclose(method.feature_distance(student_feat, teacher_feat), (10.0 / std).mean(), rtol=1e-5)
