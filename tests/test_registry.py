@@ -115,3 +115,36 @@ def test_network_maps_unit_rgb_to_upscaled_rgb(arch: str) -> None:
     with torch.no_grad():
         out = model(torch.rand(1, 3, 12, 20))  # not a multiple of 8: internal padding must be cropped away
     assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()
+
+
+# ---- `kdbench list models` ----------------------------------------------------------------------------------
+
+def test_cli_list_models_shows_every_network_and_counts(capsys, monkeypatch, toy_registry) -> None:
+    from kd.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    for entry in list_entries():
+        assert entry.arch in out
+    # toynet at x4: paper width 8 -> 8*3*9 + 8 = 224 parameters; tiny width 2 -> 56
+    row = next(line for line in out.splitlines() if line.strip().startswith("toynet"))
+    assert "toy_alias" in row and "224" in row and "56" in row
+
+
+def test_cli_list_models_taps(capsys, monkeypatch) -> None:
+    from kd.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["list", "models", "--taps"]) == 0
+    out = capsys.readouterr().out
+    for arch in NETWORKS:
+        for pattern in create(arch, 4, preset="tiny").TAPS:
+            assert pattern in out, (arch, pattern)
+
+
+def test_cli_list_without_a_thing_shows_help(capsys) -> None:
+    from kd.cli import main
+
+    assert main(["list"]) == 2
+    assert "models" in capsys.readouterr().out

@@ -1,0 +1,98 @@
+"""`kdbench list <what>`: what kdbench knows about. One sub-parser per thing (`models`; more can be added).
+
+    kdbench list models           networks, roles, aliases, presets and parameter counts at x4
+    kdbench list models --taps    the documented distillation taps of every network
+
+To add a thing, write `_register_<thing>(things)` adding a sub-parser with its own handler, and call it in
+`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kd.models import create, list_entries
+from kd.models.registry import ModelEntry
+
+LIST_SCALE = 4
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="list networks (and other registered things)",
+                                   description="List what kdbench knows about.")
+    things = parser.add_subparsers(dest="what", metavar="WHAT")
+    parser.set_defaults(handler=lambda args: _missing_what(parser))
+    _register_models(things)
+
+
+def _missing_what(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+def _register_models(things) -> None:
+    parser = things.add_parser(
+        "models",
+        help="registered networks with their presets and parameter counts",
+        description=f"Registered networks: role, aliases, presets and parameters of each preset at x{LIST_SCALE} "
+        "(counted on the meta device, no weights allocated).",
+    )
+    parser.add_argument("--taps", action="store_true", help="list each network's documented feature taps instead")
+    parser.set_defaults(handler=list_models)
+
+
+def _meta_model(entry: ModelEntry, preset: str) -> torch.nn.Module | None:
+    scale = LIST_SCALE if LIST_SCALE in entry.scales else max(entry.scales)
+    try:
+        with torch.device("meta"):
+            return create(entry.arch, scale, preset=preset)
+    except Exception:  # a listing must not fail because one preset does not build; it shows "?" instead
+        return None
+
+
+def _format_count(model: torch.nn.Module | None) -> str:
+    return "?" if model is None else f"{sum(p.numel() for p in model.parameters()):,}"
+
+
+def models_table(entries: list[ModelEntry]) -> Table:
+    presets = list(dict.fromkeys(name for entry in entries for name in entry.presets))
+    table = Table(title=f"kdbench networks (parameters of each preset at x{LIST_SCALE})", box=box.SIMPLE_HEAVY)
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("role", no_wrap=True)
+    table.add_column("aliases", overflow="fold")
+    for name in presets:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1, min_width=20)
+    for entry in entries:
+        counts = [_format_count(_meta_model(entry, name)) if name in entry.presets else "-" for name in presets]
+        table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, entry.description)
+    return table
+
+
+def taps_table(entries: list[ModelEntry]) -> Table:
+    table = Table(title="documented feature taps (glob patterns over module names)", box=box.SIMPLE_HEAVY)
+    table.add_column("network", no_wrap=True, style="bold")
+    table.add_column("tap pattern", overflow="fold")
+    table.add_column("what it is", overflow="fold", ratio=1, min_width=20)
+    for entry in entries:
+        model = _meta_model(entry, entry.default_preset)
+        taps = getattr(model, "TAPS", None) or {}
+        if not taps:
+            table.add_row(entry.arch, "-", "no documented taps")
+        for i, (pattern, description) in enumerate(taps.items()):
+            table.add_row(entry.arch if i == 0 else "", pattern, description, end_section=i == len(taps) - 1)
+    return table
+
+
+def list_models(args: argparse.Namespace) -> int:
+    entries = list_entries()
+    Console().print(taps_table(entries) if args.taps else models_table(entries))
+    return 0
