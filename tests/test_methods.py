@@ -118,5 +118,8 @@ def test_fitnet_normalisation_uses_teacher_statistics():
     method = create_method("fitnet", Stack(1, 4), Stack(1, 4), {"count": 1})
     teacher_feat = torch.randn(2, 4, 5, 5) * 100 + 50
     student_feat = teacher_feat + 10.0
-    std = teacher_feat.std(dim=(0, 2, 3), keepdim=True)
-    assert torch.allclose(method.feature_distance(student_feat, teacher_feat), (10.0 / std).mean(), rtol=1e-5)
+    centred = teacher_feat - teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
+    rms = centred.pow(2).mean().sqrt()
+    assert torch.allclose(method.feature_distance(student_feat, teacher_feat), 10.0 / rms, rtol=1e-5)
+    # invariant to the teacher's unit (RCAN works in [0, 255], SwinIR in [0, 1])
+    assert torch.allclose(method.feature_distance(student_feat * 255, teacher_feat * 255), 10.0 / rms, rtol=1e-5)

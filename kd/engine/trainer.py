@@ -302,6 +302,7 @@ class Trainer:
 
     def fit(self) -> TrainOutcome:
         train = self.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self.resume()
         if start == 0:
             torch.manual_seed(self.seed)

@@ -7,8 +7,8 @@ with it. Per-tap distances are stacked and averaged (never rebuilt with `torch.t
 gradient: METHODS.md, section 14, item 1).
 
 Feature scales differ by teacher (RCAN works in [0, 255], SwinIR in [0, 1], ASID in [-1, 1]), so by default both
-sides are standardised with the teacher's per-channel mean and std (detached), which keeps the default weight
-meaningful for every teacher. Set `normalize=false` for raw features.
+sides are centred with the teacher's per-channel mean and divided by the teacher map's RMS deviation (both
+detached), which keeps the default weight meaningful for every teacher. Set `normalize=false` for raw features.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class FitNetOptions:
     student_taps: list[str] = field(default_factory=list)  # explicit taps (override `count`)
     teacher_taps: list[str] = field(default_factory=list)
     distance: str = "l1"  # l1 | mse
-    normalize: bool = True  # standardise both sides with the teacher's per-channel statistics
+    normalize: bool = True  # centre/scale both sides with the teacher's statistics (see module docstring)
 
 
 def _adapter_key(tap: str) -> str:
@@ -76,9 +76,11 @@ class FitNet(Distiller):
 
     def feature_distance(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         if self.options.normalize:
+            # Per-channel centring, one scale for the whole map: a per-channel std would explode on channels a
+            # ReLU leaves (nearly) constant.
             mean = teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
-            std = teacher_feat.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-            student_feat, teacher_feat = (student_feat - mean) / std, (teacher_feat - mean) / std
+            scale = (teacher_feat - mean).pow(2).mean().sqrt().clamp_min(1e-6)
+            student_feat, teacher_feat = (student_feat - mean) / scale, (teacher_feat - mean) / scale
         if self.options.distance == "mse":
             return F.mse_loss(student_feat, teacher_feat)
         return F.l1_loss(student_feat, teacher_feat)
