@@ -180,3 +180,20 @@ def test_describe_state_dict(parity_dir):
     assert "model has" not in official_checkpoint_info(x4.state_dict(), x4)
     with pytest.raises(KdError, match="up.0.weight"):
         describe_state_dict({"input.weight": torch.zeros(48, 3, 3, 3)})
+
+
+def test_conv1x1_equals_convolution_in_value_and_gradient():
+    from students.asid import Conv1x1
+
+    torch.manual_seed(2)
+    conv = Conv1x1(12, 20)
+    x = torch.randn(2, 12, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    grad = torch.randn(2, 20, 9, 7)
+    conv(x).backward(grad)
+    F.conv2d(x_ref, conv.weight.detach(), conv.bias.detach()).backward(grad)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias), atol=1e-5)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    w_ref = conv.weight.detach().clone().requires_grad_()
+    F.conv2d(x.detach(), w_ref).backward(grad)
+    assert torch.allclose(conv.weight.grad, w_ref.grad, atol=1e-4)
