@@ -125,7 +125,7 @@ def test_teacher_is_frozen_bit_identical(tmp_path, method_name):
 
 
 def test_loss_decreases_and_terms_are_logged(tmp_path):
-    trainer = _trainer(tmp_path, "logits", steps=30)
+    trainer = _trainer(tmp_path, "logits", steps=30, ckpt_every=30, val_every=0)
     trainer.fit()
     records = [r for r in trainer.log.records() if "loss" in r]
     assert [r["step"] for r in records] == list(range(1, 31))
