@@ -123,3 +123,12 @@ def test_fitnet_normalisation_uses_teacher_statistics():
     assert torch.allclose(method.feature_distance(student_feat, teacher_feat), 10.0 / rms, rtol=1e-5)
     # invariant to the teacher's unit (RCAN works in [0, 255], SwinIR in [0, 1])
     assert torch.allclose(method.feature_distance(student_feat * 255, teacher_feat * 255), 10.0 / rms, rtol=1e-5)
+
+
+def test_cli_lists_methods(capsys):
+    from kd.cli import main
+
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name, _ in list_methods():
+        assert name in out

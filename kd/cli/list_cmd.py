@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     things = parser.add_subparsers(dest="what", metavar="WHAT")
     parser.set_defaults(handler=lambda args: _missing_what(parser))
     _register_models(things)
+    _register_methods(things)
 
 
 def _missing_what(parser: argparse.ArgumentParser) -> int:
@@ -95,4 +96,29 @@ def taps_table(entries: list[ModelEntry]) -> Table:
 def list_models(args: argparse.Namespace) -> int:
     entries = list_entries()
     Console().print(taps_table(entries) if args.taps else models_table(entries))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+
+
+def _register_methods(things) -> None:
+    parser = things.add_parser("methods", help="distillation methods with their loss terms",
+                               description="Registered distillation methods (`kdbench run --method NAME`).")
+    parser.set_defaults(handler=list_methods_command)
+
+
+def list_methods_command(args: argparse.Namespace) -> int:
+    from kd.methods import get_method, list_methods
+
+    table = Table(title="kdbench distillation methods", box=box.SIMPLE_HEAVY)
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("teacher", no_wrap=True)
+    table.add_column("loss terms (default weights)", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=1, min_width=20)
+    for name, description in list_methods():
+        method = get_method(name)
+        weights = ", ".join(f"{term} {weight:g}" for term, weight in method.default_weights.items())
+        table.add_row(name, "yes" if method.needs_teacher else "no", weights, description)
+    Console().print(table)
     return 0
