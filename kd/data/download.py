@@ -366,12 +366,12 @@ def _archive_members(path: Path) -> Iterator[list[_Member]]:
 
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[_Member]:
     for info in archive.infolist():
-        mode = info.external_attr >> 16
+        file_type = stat.S_IFMT(info.external_attr >> 16)  # Unix type bits; 0 when the archiver left them out
         if info.is_dir():
             kind, target = "dir", None
-        elif stat.S_ISLNK(mode):
+        elif file_type == stat.S_IFLNK:
             kind, target = "symlink", archive.read(info).decode("utf-8", "replace")
-        elif mode and not stat.S_ISREG(mode):
+        elif file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
             kind, target = "special", None
         else:
             kind, target = "file", None
