@@ -33,7 +33,8 @@ def _brute_force_resize_1d(signal: list[float], scale: float) -> list[float]:
     for x in range(1, out_n + 1):
         u = x / scale + 0.5 * (1 - 1 / scale)
         first = math.floor(u - width / 2)
-        taps = [(j, (scale * keys(scale * (u - j)) if antialias else keys(u - j))) for j in range(first, first + math.ceil(width) + 2)]
+        positions = range(first, first + math.ceil(width) + 2)
+        taps = [(j, scale * keys(scale * (u - j)) if antialias else keys(u - j)) for j in positions]
         total = sum(w for _, w in taps)
         result.append(sum(w * signal[mirror(j) - 1] for j, w in taps) / total)
     return result

@@ -11,7 +11,7 @@ from rich.table import Table
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="list and download datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    data.set_defaults(handler=lambda args: (data.print_help(), 2)[1])
+    data.set_defaults(handler=lambda args: _usage(data))
 
     listing = data_sub.add_parser("list", help="datasets kdbench knows, and which are on disk")
     listing.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     download.add_argument("--force", action="store_true", help="download and install again even if present")
     download.set_defaults(handler=download_command)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _where(info, root) -> tuple[str, str, str]:

@@ -62,7 +62,9 @@ def _div2k(split: str, hr_md5: str, lr_md5: Mapping[int, str]) -> DownloadSource
     base = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
     name = f"DIV2K_{split}"
     hr_rule = ((rf"{name}_HR/(?P<stem>\d{{4}})\.png", f"{name}/HR/{{stem}}.png"),)
-    lr_rule = ((rf"{name}_LR_bicubic/X(?P<s>\d)/(?P<stem>\d{{4}})x(?P=s)\.png", f"{name}/LR_bicubic/X{{s}}/{{stem}}.png"),)
+    lr_rule = (
+        (rf"{name}_LR_bicubic/X(?P<s>\d)/(?P<stem>\d{{4}})x(?P=s)\.png", f"{name}/LR_bicubic/X{{s}}/{{stem}}.png"),
+    )
     archives = [Archive(f"{base}{name}_HR.zip", f"{name}_HR.zip", hr_rule, md5=hr_md5)]
     archives += [
         Archive(f"{base}{name}_LR_bicubic_X{s}.zip", f"{name}_LR_bicubic_X{s}.zip", lr_rule, md5=md5)
@@ -76,11 +78,19 @@ _BENCHMARK_SETS = "Set5|Set14|B100|Urban100"
 SOURCES: dict[str, DownloadSource] = {
     "div2k_train": _div2k(
         "train", "bdc2d9338d4e574fe81bf7d158758658",
-        {2: "9a637d2ef4db0d0a81182be37fb00692", 3: "ad80b9fe40c049a07a8a6c51bfab3b6d", 4: "76c43ec4155851901ebbe8339846d93d"},
+        {
+            2: "9a637d2ef4db0d0a81182be37fb00692",
+            3: "ad80b9fe40c049a07a8a6c51bfab3b6d",
+            4: "76c43ec4155851901ebbe8339846d93d",
+        },
     ),
     "div2k_valid": _div2k(
         "valid", "9fcdda83005c5e5997799b69f955ff88",
-        {2: "1512c9a3f7bde2a1a21a73044e46b9cb", 3: "18b1d310f9f88c13618c287927b29898", 4: "21962de700c8d368c6ff83314480eff0"},
+        {
+            2: "1512c9a3f7bde2a1a21a73044e46b9cb",
+            3: "18b1d310f9f88c13618c287927b29898",
+            4: "21962de700c8d368c6ff83314480eff0",
+        },
     ),
     "benchmark": DownloadSource(
         "benchmark",
@@ -152,9 +162,10 @@ def download_dataset(
         raise KdError("the 'default' dataset is embedded in the installed scikit-image package: nothing to download")
     if info.download_source is None:
         folder = root / info.folder_names[0] / "HR"
-        where = (
-            f"put {', '.join(info.parts)} under {root} (each as <Name>/HR/*)" if info.parts else f"put its HR images in {folder}/"
-        )
+        if info.parts:
+            where = f"put {', '.join(info.parts)} under {root} (each as <Name>/HR/*)"
+        else:
+            where = f"put its HR images in {folder}/"
         raise KdError(f"{MANUAL_INSTRUCTIONS.get(info.name, f'{info.name} has no automatic download')}: {where}")
     table = SOURCES if sources is None else sources
     if info.download_source not in table:
@@ -247,7 +258,9 @@ def _download(url: str, part: Path, progress: Callable[[str, int, int | None], N
                     if progress:
                         progress(part.name.removesuffix(".part"), done, total)
         except OSError as exc:
-            raise KdError(f"download of {url} interrupted after {done} bytes: {exc}; run the command again to resume") from exc
+            raise KdError(
+                f"download of {url} interrupted after {done} bytes: {exc}; run the command again to resume"
+            ) from exc
     if total is not None and done != total:
         raise KdError(f"download of {url} incomplete ({done} of {total} bytes); run the command again to resume")
 
@@ -407,7 +420,7 @@ def _check_member(path: Path, member: _Member) -> None:
     if _normalise(member.name) is None:
         raise KdError(f"{path}: refusing the archive, member '{member.name}' would be written outside the target")
     if member.kind == "special":
-        raise KdError(f"{path}: refusing the archive, member '{member.name}' is a device file, FIFO or other special file")
+        raise KdError(f"{path}: refusing the archive, member '{member.name}' is a device, FIFO or other special file")
     if member.kind in ("symlink", "hardlink"):
         target = member.link_target or ""
         if member.kind == "hardlink":

@@ -42,7 +42,8 @@ class DatasetFiles:
 
 def check_scale(scale: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SUPPORTED_SCALES:
-        raise KdError(f"unsupported scale {scale!r}: kdbench datasets support x{', x'.join(map(str, SUPPORTED_SCALES))}")
+        supported = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
+        raise KdError(f"unsupported scale {scale!r}: kdbench datasets support {supported}")
     return scale
 
 

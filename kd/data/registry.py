@@ -33,12 +33,16 @@ DATASETS: tuple[DatasetInfo, ...] = (
     ),
     DatasetInfo("Urban100", (), "eval", "Huang et al. 2015, urban scenes", 100, "benchmark"),
     DatasetInfo("Manga109", (), "eval", "Matsui et al. 2017, manga covers", 109, None),
-    DatasetInfo("DIV2K_train", ("DIV2K",), "train", "DIV2K images 0001-0800 (Agustsson & Timofte 2017)", 800, "div2k_train"),
+    DatasetInfo(
+        "DIV2K_train", ("DIV2K",), "train", "DIV2K images 0001-0800 (Agustsson & Timofte 2017)", 800, "div2k_train"
+    ),
     DatasetInfo("DIV2K_valid", (), "eval", "DIV2K images 0801-0900", 100, "div2k_valid"),
     DatasetInfo("Flickr2K", (), "train", "2650 Flickr images (Lim et al. 2017, EDSR)", 2650, "flickr2k"),
     DatasetInfo("T91", (), "train", "Yang et al. 2010, 91 small BMP images", 91, None),
     DatasetInfo("BSD200", (), "train", "Berkeley BSDS300 training images", 200, None),
-    DatasetInfo("291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, None, parts=("T91", "BSD200")),
+    DatasetInfo(
+        "291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, None, parts=("T91", "BSD200")
+    ),
     DatasetInfo(
         "default", (), "train", "colour photographs shipped with scikit-image (train split for training, "
         "test split for evaluation); needs no data root", 9, None, embedded=True,
