@@ -8,7 +8,7 @@ from torch import nn
 
 from kd.errors import KdError
 from kd.metrics.cost import count_macs, count_parameters, macs_for_output
-from kd.models import create, get_entry
+from kd.models import create, get_entry, list_entries
 
 
 def _require(arch: str) -> None:
@@ -112,3 +112,15 @@ def _half_last_digit(published: float) -> float:
     """Rounding tolerance of a published figure: half a unit of its last printed decimal."""
     decimals = len(repr(published).split(".")[1])
     return 0.5 * 10.0 ** -decimals
+
+
+NETWORKS = [e.arch for e in list_entries() if e.role != "baseline"]
+
+
+@pytest.mark.parametrize("arch", NETWORKS or [pytest.param("none", marks=pytest.mark.skip("none registered"))])
+def test_cpu_model_counted_on_meta_like_a_meta_model(arch: str, recwarn) -> None:
+    model = create(arch, 4, preset="tiny")
+    with torch.device("meta"):
+        meta_model = create(arch, 4, preset="tiny")
+    assert count_macs(model, (16, 24)) == count_macs(meta_model, (16, 24)) > 0
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], "fell back to CPU counting"
