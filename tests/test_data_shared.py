@@ -130,3 +130,17 @@ def test_lr_source_choices(shared_data, tmp_path):
 
     with pytest.raises(KdError, match="LR_bicubic"):
         load_eval_images("Set5", 2, root, lr_source="shipped")
+
+
+def test_mismatched_shipped_lr_falls_back_with_warning_or_fails_when_required(shared_data, tmp_path):
+    from kd.errors import KdError
+
+    root = tmp_path / "data"
+    shutil.copytree(shared_data / "Set5", root / "Set5")
+    write_png(root / "Set5" / "LR_bicubic" / "X2" / "bird.png", torch.zeros(3, 10, 10, dtype=torch.uint8))
+    with pytest.warns(UserWarning, match="bird.png"):
+        images = {im.name: im for im in load_eval_images("Set5", 2, root)}
+    assert images["bird"].lr_source == "generated" and images["bird"].lr.shape == (3, 144, 144)
+    assert images["baby"].lr_source == "shipped"
+    with pytest.raises(KdError, match="bird.png is 10x10"):
+        load_eval_images("Set5", 2, root, lr_source="shipped")
