@@ -1,0 +1,128 @@
+"""Cost of one distillation training step against its unavoidable part, measured in the same process.
+
+    baseline = student forward + backward (L1) + frozen teacher forward (no_grad)
+    step     = Trainer.train_step of a method (taps, adapters, loss terms, backward, optimizer step)
+
+Target (issue 4): a `logits` or `fitnet` step costs <= 1.10 x baseline. Measurements are interleaved (baseline,
+then each method, per repetition) so that load from other processes hits them alike; the minimum over repetitions
+is the best estimate of an uncontended cost, the median is reported too.
+
+    .venv/bin/python benchmarks/bench_step.py                       # ASID (paper) + RCAN mini, batch 4, LR 48, x4
+    .venv/bin/python benchmarks/bench_step.py --teacher-preset tiny --repeats 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from torch.nn import functional as F
+
+from kd.config import TrainConfig
+from kd.engine import Trainer
+from kd.methods import create_method, loss_weights
+from kd.models import create
+
+
+class FixedBatch:
+    def __init__(self, lr: torch.Tensor, hr: torch.Tensor) -> None:
+        self.lr, self.hr, self.batch_size = lr, hr, lr.shape[0]
+
+    def batch(self, step: int):
+        return self.lr, self.hr
+
+    def iterate(self, start: int, end: int):
+        for _ in range(start, end):
+            yield self.lr, self.hr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", default="asid")
+    parser.add_argument("--student-preset", default=None)
+    parser.add_argument("--teacher", default="rcan")
+    parser.add_argument("--teacher-preset", default="mini")
+    parser.add_argument("--methods", default="logits,fitnet")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=48, help="LR patch side")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or this process's CPU time (less sensitive to other processes' load)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    lr = torch.rand(args.batch, 3, args.patch, args.patch)
+    hr = torch.rand(args.batch, 3, args.patch * args.scale, args.patch * args.scale)
+    teacher = create(args.teacher, args.scale, args.teacher_preset).eval().requires_grad_(False)
+    base_student = create(args.student, args.scale, args.student_preset).train()
+
+    def baseline() -> None:
+        base_student.zero_grad(set_to_none=True)
+        F.l1_loss(base_student(lr), hr).backward()
+        with torch.no_grad():
+            teacher(lr)
+
+    run_dir = tempfile.mkdtemp(prefix="kdbench-bench-")
+    steps = {}
+    for name in args.methods.split(","):
+        torch.manual_seed(0)
+        student = create(args.student, args.scale, args.student_preset)
+        method = create_method(name, student, teacher)
+        recipe = TrainConfig(steps=10**9, batch_size=args.batch, lr_patch=args.patch, lr=1e-5)
+        trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(name),
+                          batches=FixedBatch(lr, hr), run_dir=f"{run_dir}/{name}", seed=0)
+        steps[name] = lambda trainer=trainer: trainer.train_step(lr, hr)
+
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
+    def timed(fn) -> float:
+        began = clock()
+        fn()
+        return clock() - began
+
+    for _ in range(args.warmup):
+        baseline()
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[float]] = {"baseline": [], **{name: [] for name in steps}}
+    for _ in range(args.repeats):
+        times["baseline"].append(timed(baseline))
+        for name, fn in steps.items():
+            times[name].append(timed(fn))
+
+    base_min, base_med = min(times["baseline"]), statistics.median(times["baseline"])
+    report = {
+        "setup": {k: v for k, v in vars(args).items() if k != "json"},
+        "torch": torch.__version__,
+        "seconds": {name: {"min": min(v), "median": statistics.median(v)} for name, v in times.items()},
+        "ratio_to_baseline": {
+            name: {"min": min(times[name]) / base_min, "median": statistics.median(times[name]) / base_med}
+            for name in steps
+        },
+    }
+    print(f"{args.student} + {args.teacher} ({args.teacher_preset}) x{args.scale}, batch {args.batch}, "
+          f"LR {args.patch}px, {args.threads} threads, {args.repeats} repeats, {args.clock} clock")
+    print(f"{'':10s} {'min s':>8s} {'median s':>9s} {'ratio(min)':>11s} {'ratio(med)':>11s}")
+    for name, figures in report["seconds"].items():
+        ratio = report["ratio_to_baseline"].get(name, {"min": 1.0, "median": 1.0})
+        print(f"{name:10s} {figures['min']:8.4f} {figures['median']:9.4f} {ratio['min']:11.3f} {ratio['median']:11.3f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    worst = max(r["min"] for r in report["ratio_to_baseline"].values())
+    print(f"worst ratio (min): {worst:.3f} (target <= 1.10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
