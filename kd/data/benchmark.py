@@ -34,7 +34,7 @@ def load_eval_images(
     "generated" always uses kdbench's MATLAB-style resize (cached).
     For the embedded `default` dataset the images are its test split.
     """
-    check_scale(scale)
+    scale = check_scale(scale)
     if lr_source not in LR_SOURCES:
         raise KdError(f"unknown LR source {lr_source!r}: choose one of {', '.join(LR_SOURCES)}")
     return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,10 @@ class DatasetFiles:
 
 
 def check_scale(scale: int) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SUPPORTED_SCALES:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or int(scale) not in SUPPORTED_SCALES:
         supported = ", ".join(f"x{s}" for s in SUPPORTED_SCALES)
         raise KdError(f"unsupported scale {scale!r}: kdbench datasets support {supported}")
-    return scale
+    return int(scale)
 
 
 def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purpose: str) -> list[DatasetFiles]:

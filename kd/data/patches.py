@@ -45,7 +45,7 @@ class PatchDataset(Dataset):
         augment: bool = True,
         length: int = 1_000_000,
     ) -> None:
-        check_scale(scale)
+        scale = check_scale(scale)
         if lr_patch < 1:
             raise KdError(f"LR patch size must be at least 1, got {lr_patch}")
         if length < 1:
