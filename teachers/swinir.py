@@ -74,7 +74,10 @@ class SwinIRConfig:
                 all(h > 0 and self.embed_dim % h == 0 for h in self.num_heads),
                 f"embed_dim {self.embed_dim} must be divisible by every num_heads entry {list(self.num_heads)}",
             ),
-            (self.window_size > 0 and self.img_size > 0, "window_size and img_size must be positive"),
+            (
+                0 < self.window_size <= self.img_size,
+                f"img_size ({self.img_size}) must be at least window_size ({self.window_size})",
+            ),
             (self.img_range > 0 and self.mlp_ratio > 0, "img_range and mlp_ratio must be positive"),
         ]
         for ok, message in checks:

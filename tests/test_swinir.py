@@ -287,3 +287,5 @@ def test_invalid_config_raises_kderror():
         create("swinir", 2, preset="tiny", upsampler="nearest")
     with pytest.raises(KdError, match="divisible"):
         create("swinir", 2, preset="tiny", embed_dim=10, num_heads=[3])
+    with pytest.raises(KdError, match="img_size"):
+        create("swinir", 2, preset="tiny", img_size=4)
