@@ -100,8 +100,8 @@ def _trainer(tmp_path, method_name="fitnet", steps=8, batches=None, seed=0, **tr
     torch.manual_seed(seed)
     student = ToySR(width=4)
     method = create_method(method_name, student, teacher if method_name != "none" else None)
-    recipe = TrainConfig(steps=steps, batch_size=2, lr=1e-2, log_every=1, ckpt_every=2, val_every=4,
-                         **{"schedule": "multistep", "milestones": [0.5], **train})
+    recipe = TrainConfig(**{"steps": steps, "batch_size": 2, "lr": 1e-2, "log_every": 1, "ckpt_every": 2,
+                            "val_every": 4, "schedule": "multistep", "milestones": [0.5], **train})
     trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(method_name),
                       batches=batches or SyntheticBatches(), run_dir=tmp_path, seed=seed,
                       validate=lambda m: float(fake_evaluate(m, ["v"], SCALE).per_dataset["psnr_y"][0]))
