@@ -90,6 +90,7 @@ class RunConfig:
     scale: int = 4
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -99,7 +100,7 @@ class RunConfig:
 
 
 # Keys that change how a run executes but not what it computes; left out of the run id.
-NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips")
+NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device")
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -248,7 +248,8 @@ def test_run_writes_a_complete_record_and_reports_when_finished(tmp_path, monkey
     run_dir = tmp_path / "runs" / run_id(config)
     assert record.run_dir == run_dir and not record.already_finished
     for name in ("config.yaml", "environment.json", "metrics.jsonl", "student.pt", "summary.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt", "eval/per_image.csv", "eval/per_dataset.csv"):
+                 "checkpoints/last.pt", "checkpoints/best.pt", "eval/per_image.csv", "eval/per_dataset.csv",
+                 "eval/spec.json"):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == "fitnet" and summary["teacher"]["source"] == "zoo"

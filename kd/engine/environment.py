@@ -37,13 +37,14 @@ def git_commit(path: Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
-def environment() -> dict[str, Any]:
+def environment(device: str = "cpu") -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in PACKAGES},
         "git": git_commit(),
-        "device": "cpu",
+        "device": device,
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "argv": sys.argv,

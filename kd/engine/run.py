@@ -32,7 +32,7 @@ from kd.config import RunConfig, config_hash, dump_yaml, run_id
 from kd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from kd.engine.environment import environment
 from kd.engine.progress import RichProgress
-from kd.engine.services import LazyBatches, Services
+from kd.engine.services import LazyBatches, Services, resolve_device
 from kd.engine.teachers import load_teacher_checkpoint, teacher_preset, zoo_teacher
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
@@ -110,6 +110,16 @@ def _write_csv(frame, path: Path) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
+def _write_eval_spec(result: Any, path: Path) -> None:
+    """The metric conventions and LPIPS variant the evaluation used (when the evaluator reports them)."""
+    spec = {
+        "metric_spec": getattr(result, "metric_spec", None),
+        "lpips_variant": getattr(result, "lpips_variant", None),
+        "notes": getattr(result, "notes", []),
+    }
+    atomic_write_text(path, json.dumps(_clean(spec), indent=2, default=str) + "\n")
+
+
 def execute_run(
     config: RunConfig,
     *,
@@ -128,6 +138,7 @@ def execute_run(
     check_writable(out_dir)
     if summary_path.is_file():
         return RunRecord(run_dir, json.loads(summary_path.read_text(encoding="utf-8")), already_finished=True)
+    device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
@@ -135,25 +146,26 @@ def execute_run(
     resuming = (run_dir / "checkpoints" / "last.pt").is_file()
     console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}", highlight=False)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
-    atomic_write_text(run_dir / "environment.json", json.dumps(environment(), indent=2) + "\n")
+    atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
 
     method_cls = get_method(config.method.name)
     teacher, teacher_info = None, None
     if method_cls.needs_teacher:
         if config.teacher.ckpt:
-            teacher = load_teacher_checkpoint(config, config.teacher.ckpt)
+            teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
         else:
             teacher, zoo_info = zoo_teacher(config, services=services, console=console, progress=progress)
+            teacher = teacher.to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
         teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
 
     # Seed right before each construction so the student's initial weights depend on the seed only (paired
     # seeds across methods), never on whether a teacher or adapters were built.
     torch.manual_seed(config.seed)
-    student = create(config.student.arch, config.scale, config.student.preset)
+    student = create(config.student.arch, config.scale, config.student.preset).to(device)
     torch.manual_seed(config.seed + 1)
-    method = create_method(config.method.name, student, teacher, config.method.options)
+    method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     weights = loss_weights(config.method.name, config.method.weights)
 
     train = config.train
@@ -165,14 +177,14 @@ def execute_run(
     def validate(model: nn.Module) -> float:
         result = services.evaluate(
             model, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
-            progress=False, model_name=config.student.arch,
+            progress=False, model_name=config.student.arch, device=device,
         )
         return float(result.per_dataset["psnr_y"].mean())
 
     trainer = Trainer(
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
         run_dir=run_dir, seed=config.seed + 2, validate=validate if config.eval.val_dataset else None,
-        holdout=holdout, config_hash=config_hash(config),
+        holdout=holdout, config_hash=config_hash(config), device=device,
         progress=RichProgress(console, f"{config.student.arch}/{config.method.name}") if progress else None,
     )
     outcome = trainer.fit()
@@ -181,12 +193,13 @@ def execute_run(
     if config.eval.weights == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
         final = copy.deepcopy(final)
         final.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["student"])
-    atomic_save(final.state_dict(), run_dir / "student.pt")
+    atomic_save({k: v.cpu() for k, v in final.state_dict().items()}, run_dir / "student.pt")
 
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
-        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch,
+        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
     )
+    _write_eval_spec(result, run_dir / "eval" / "spec.json")
     _write_csv(result.per_image, run_dir / "eval" / "per_image.csv")
     _write_csv(result.per_dataset, run_dir / "eval" / "per_dataset.csv")
 
@@ -200,6 +213,7 @@ def execute_run(
         "scale": config.scale,
         "seed": config.seed,
         "profile": config.profile,
+        "device": device,
         "params": _params(student),
         "macs_1280x720": _macs(final, config.scale),
         "steps": outcome.steps,

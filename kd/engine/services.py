@@ -33,6 +33,21 @@ class Services:
     evaluate: Callable[..., Any] = default_evaluate
 
 
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda when available, else cpu; a CUDA device that is not there is a user error."""
+    import torch
+
+    from kd.errors import KdError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KdError(f"device '{name}' requested (device=...) but CUDA is not available; use device=cpu.")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise KdError(f"device must be auto, cpu or cuda[:N], got '{name}'.")
+    return name
+
+
 class LazyBatches:
     """Builds its batch source on first use (the held-out stream exists only for methods that ask for it)."""
 

@@ -21,7 +21,7 @@ from torch import nn
 from kd.config import RunConfig
 from kd.engine.checkpoint import atomic_save, atomic_write_text
 from kd.engine.progress import RichProgress
-from kd.engine.services import Services
+from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
 from kd.methods import create_method, loss_weights
@@ -82,28 +82,29 @@ def train_teacher(
     recipe = config.teacher.train
     folder = zoo_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
     torch.manual_seed(config.teacher.seed)
-    model = build_teacher(config)
+    model = build_teacher(config).to(device)
     method = create_method("none", model, None)
     batches = services.make_batches(config, recipe, seed=config.teacher.seed)
 
     def validate(net: nn.Module) -> float:
         result = services.evaluate(
             net, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
-            progress=False, model_name=config.teacher.arch,
+            progress=False, model_name=config.teacher.arch, device=device,
         )
         return float(result.per_dataset["psnr_y"].mean())
 
     trainer = Trainer(
         recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
         run_dir=folder, seed=config.teacher.seed, validate=validate if config.eval.val_dataset else None,
-        progress=RichProgress(console, f"teacher {zoo_key(config)}") if progress else None,
+        progress=RichProgress(console, f"teacher {zoo_key(config)}") if progress else None, device=device,
     )
     outcome = trainer.fit()
     final = trainer.eval_model()
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root, with_lpips=False,
-        progress=progress, model_name=config.teacher.arch,
+        progress=progress, model_name=config.teacher.arch, device=device,
     )
     scores = {
         row["dataset"]: {"psnr_y": float(row["psnr_y"]), "ssim_y": float(row["ssim_y"])}
@@ -122,7 +123,7 @@ def train_teacher(
         "eval": scores,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_save(final.state_dict(), folder / "teacher.pt")
+    atomic_save({k: v.cpu() for k, v in final.state_dict().items()}, folder / "teacher.pt")
     atomic_write_text(folder / "teacher.json", json.dumps(info, indent=2) + "\n")
     return final, info
 

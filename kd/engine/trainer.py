@@ -143,6 +143,7 @@ class Trainer:
         holdout: BatchSource | None = None,
         progress: Progress | None = None,
         config_hash: str = "",
+        device: str | torch.device = "cpu",
     ) -> None:
         self.train = train
         self.student = student
@@ -157,6 +158,7 @@ class Trainer:
         self.validate = validate
         self.progress = progress or NullProgress()
         self.config_hash = config_hash
+        self.device = torch.device(device)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
 
         if teacher is not None:
@@ -244,7 +246,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"name": self.train.schedule, "step": self.step, "lr": lr_at(self.train, self.step)},
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
             "best": {"psnr": self.best_psnr, "step": self.best_step},
             "train_seconds": self.train_seconds,
         }
@@ -261,6 +266,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         torch.set_rng_state(state["rng"]["torch"])
         self.best_psnr = state["best"]["psnr"]
         self.best_step = state["best"]["step"]
@@ -305,7 +312,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self.resume()
         if start == 0:
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.seed)  # seeds CUDA generators too
         self.log.truncate_after(start)
         self.progress.start(train.steps, start)
         try:
@@ -314,6 +321,7 @@ class Trainer:
                     raise TrainingInterrupted(self.step)
                 data_start = time.perf_counter()
                 for lr, hr in self.batches.iterate(start, train.steps):
+                    lr, hr = lr.to(self.device, non_blocking=True), hr.to(self.device, non_blocking=True)
                     data_time = time.perf_counter() - data_start
                     began = time.perf_counter()
                     values = self.train_step(lr, hr)
