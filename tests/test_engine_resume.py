@@ -86,3 +86,14 @@ def test_sigkill_and_rerun_matches_uninterrupted_run(tmp_path):
 
     again = _run(killed_root, cache)
     assert "already finished" in " ".join(again.stderr.split())
+
+    # the zoo holds the smoke teacher the runs trained: `teacher train` reuses it, `teacher list` shows it
+    def kdbench(*argv):
+        done = subprocess.run([sys.executable, "-m", "kd", *argv], cwd=REPO, env=_env(cache), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return " ".join((done.stdout + done.stderr).split())
+
+    assert "already in the zoo" in kdbench("teacher", "train", "--teacher", "rcan", "--profile", "smoke")
+    listing = kdbench("teacher", "list")
+    assert "rcan-tiny-x4-default-seed0" in listing

@@ -56,7 +56,8 @@ def list_command(args: argparse.Namespace) -> int:
         console.print(f"no cached teachers in {zoo_root()}", highlight=False)
         return 0
     table = Table(title=f"teacher zoo ({zoo_root()})")
-    for column in ("key", "steps", "train s", "eval PSNR-Y"):
+    table.add_column("key", no_wrap=True)
+    for column in ("steps", "train s", "eval PSNR-Y"):
         table.add_column(column)
     for info in entries:
         scores = ", ".join(f"{d} {s['psnr_y']:.2f}" for d, s in info.get("eval", {}).items())
