@@ -62,7 +62,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     title = (
         f"{summary['student']} x{summary['scale']} · method {summary['method']}"
         + (f" · teacher {teacher.get('arch')} ({teacher.get('preset')})" if teacher else "")
-        + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.0f} s"
+        + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.1f} s"
     )
     table = Table(title=title)
     for column in ("dataset", "PSNR-Y", "SSIM-Y", "LPIPS"):

@@ -98,7 +98,7 @@ def train_teacher(
     trainer = Trainer(
         recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
         run_dir=folder, seed=config.teacher.seed, validate=validate if config.eval.val_dataset else None,
-        progress=RichProgress(console, f"teacher {zoo_key(config)}") if progress else None, device=device,
+        progress=RichProgress(console, f"teacher {config.teacher.arch}") if progress else None, device=device,
     )
     outcome = trainer.fit()
     final = trainer.eval_model()
