@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"kd.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"kd.cli.{name}":
-                raise
-            continue  # a command whose module is not written yet
-        module.register(subparsers)
+        importlib.import_module(f"kd.cli.{name}").register(subparsers)
     return parser
 
 

@@ -65,11 +65,7 @@ def _load_builtins() -> None:
         return
     _loaded = True
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module)
 
 
 def get_entry(arch: str) -> ModelEntry:
