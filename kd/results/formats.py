@@ -1,0 +1,136 @@
+"""Render and write the results: a paper-style table (rich or LaTeX) and the tidy frame (CSV, Parquet).
+
+Paper-style: one row per student x teacher x method x profile x scale, one `PSNR/SSIM` cell per dataset (2 and 4
+decimals, the mean over seeds), LPIPS cells when it was measured. Files are written to a temporary file beside the
+target and renamed, so an interrupted write never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from kd.errors import KdError
+
+GROUP_KEYS = ["student", "teacher", "method", "profile", "scale"]
+FORMATS = ("table", "csv", "parquet", "latex")
+
+
+@contextmanager
+def _atomic_path(path: Path):
+    """A temporary path beside `path`; renamed onto it when the block succeeds, removed when it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    path = Path(path)
+    try:
+        with _atomic_path(path) as tmp:
+            write(tmp)
+    except OSError as exc:
+        raise KdError(f"cannot write '{path}' ({exc.strerror or exc}); choose another --out.") from None
+
+
+def paper_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows of strings) of the paper-style table."""
+    scored = df.dropna(subset=["metric"])
+    if scored.empty:
+        raise KdError("the selected runs have no evaluation results yet (unfinished runs without eval).")
+    datasets = list(dict.fromkeys(scored["dataset"]))
+    has_lpips = (scored["metric"] == "lpips").any()
+    means = scored.groupby([*GROUP_KEYS, "dataset", "metric"], sort=False)["value"].mean()
+    groups = scored.groupby(GROUP_KEYS, sort=False).agg(seeds=("seed", "nunique"), params=("params", "first"))
+    order = sorted(groups.index, key=lambda k: (k[0], k[4], k[3], k[1] != "none", k[1], k[2]))
+
+    headers = ["student", "teacher", "method", "profile", "scale", "seeds", "params"]
+    headers += [f"{d} PSNR/SSIM" for d in datasets]
+    headers += [f"{d} LPIPS" for d in datasets] if has_lpips else []
+    rows = []
+    for key in order:
+        student, teacher, method, profile, scale = key
+        params = groups.loc[key, "params"]
+        cells = [student, teacher, method, str(profile), f"x{scale}", str(groups.loc[key, "seeds"]),
+                 "-" if pd.isna(params) else f"{int(params):,}"]
+        for dataset in datasets:
+            psnr, ssim = means.get((*key, dataset, "psnr_y")), means.get((*key, dataset, "ssim_y"))
+            cells.append(f"{'-' if psnr is None else f'{psnr:.2f}'}/{'-' if ssim is None else f'{ssim:.4f}'}")
+        if has_lpips:
+            for dataset in datasets:
+                value = means.get((*key, dataset, "lpips"))
+                cells.append("-" if value is None else f"{value:.4f}")
+        rows.append(cells)
+    return headers, rows
+
+
+def rich_table(df: pd.DataFrame, title: str = "kdbench results"):
+    from rich import box
+    from rich.table import Table
+
+    headers, rows = paper_rows(df)
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 4 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def latex_table(df: pd.DataFrame) -> str:
+    """A booktabs `tabular` of the paper-style table (needs `\\usepackage{booktabs}`)."""
+    headers, rows = paper_rows(df)
+    spec = "l" * 4 + "r" * (len(headers) - 4)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(_latex_escape(h) for h in headers) + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def check_parquet_support() -> None:
+    if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+        raise KdError("--format parquet needs the pyarrow package, which is not installed; install it "
+                      "(pip install pyarrow) or use --format csv.")
+
+
+def write_results(df: pd.DataFrame, fmt: str, path: str | Path) -> None:
+    """Write `df` (tidy, for csv/parquet) or its paper-style table (latex, table) to `path` atomically."""
+    if fmt == "csv":
+        write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    elif fmt == "parquet":
+        check_parquet_support()
+        write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    elif fmt == "latex":
+        text = latex_table(df)
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    elif fmt == "table":
+        from rich.console import Console
+
+        console = Console(record=True, width=200, file=io.StringIO())
+        console.print(rich_table(df))
+        text = console.export_text()
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    else:
+        raise KdError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}.")
