@@ -223,7 +223,8 @@ class Trainer:
         total.backward()
         if self.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.trained_params, self.train.grad_clip)
-        context = StepContext(index, self.student, self.teacher, self.optimizer, lr_value, self._holdout_batch)
+        context = StepContext(index, self.student, self.teacher, self.optimizer, lr_value, self._holdout_batch,
+                              self.weights)
         values.update(self.method.before_optimizer_step(context))
         self.optimizer.step()
         self.method.after_optimizer_step(context)

@@ -14,7 +14,8 @@ from torch import nn
 from kd.errors import KdError, unknown_choice
 from kd.methods.base import Distiller, StepContext, StepInputs
 
-BUILTIN_MODULES = ("kd.methods.none", "kd.methods.logits", "kd.methods.fitnet")
+BUILTIN_MODULES = ("kd.methods.none", "kd.methods.logits", "kd.methods.fitnet", "kd.methods.krnet",
+                   "kd.methods.lsfd", "kd.methods.facd", "kd.methods.attention")
 
 _METHODS: dict[str, type[Distiller]] = {}
 _loaded = False

@@ -43,6 +43,7 @@ class StepContext:
     optimizer: torch.optim.Optimizer
     lr: float
     holdout_batch: Callable[[], tuple[Tensor, Tensor]]  # a training batch never used for the gradient step
+    weights: dict[str, float] = field(default_factory=dict)  # the loss-term weights the trainer applied
 
 
 class Distiller(nn.Module):
