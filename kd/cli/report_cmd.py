@@ -1,0 +1,43 @@
+"""`kdbench report`: an HTML + Markdown comparison report (tables, plots, visual crops) over finished runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write an HTML + Markdown comparison report over finished runs",
+        description="Per teacher x method x dataset: PSNR/SSIM (LPIPS) mean ± std over seeds, paired Δ PSNR vs the "
+        "no-KD student with a 95%% t-interval, share of the teacher-student gap recovered; delta bars, training "
+        "curves, PSNR vs cost beside published lightweight peers, visual crops.",
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (default runs/)")
+    parser.add_argument("--out", type=Path, help="output folder (default reports/<name of --runs>)")
+    parser.add_argument("--title", help="page title")
+    parser.add_argument("--visual-images", type=int, default=2, help="evaluation images in the visual comparison")
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from kd.errors import KdError
+    from kd.report import build_report
+
+    if args.visual_images < 0:
+        raise KdError(f"--visual-images must be >= 0, got {args.visual_images}")
+    out = args.out or Path("reports") / (args.runs.resolve().name or "report")
+    if out.exists() and not out.is_dir():
+        raise KdError(f"--out {out} is a file; give a folder for the report")
+    err = Console(stderr=True)
+    report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images)
+    console = Console()
+    for table in report.rich_tables():
+        console.print(table)
+    for note in report.content.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)", highlight=False)
+    return 0

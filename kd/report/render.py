@@ -1,0 +1,135 @@
+"""Report rendering: cell formatting, HTML page (no external resources), Markdown twin, rich terminal summary."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+from rich import box
+from rich.table import Table
+
+from kd.report.tables import BASELINE, TEACHER_ROW
+
+HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [95% CI]", "Gap recovered"]
+
+
+@dataclass
+class ReportContent:
+    title: str
+    intro: list[str]  # paragraphs (plain text)
+    table: pd.DataFrame
+    figures: dict[str, list[str]] = field(default_factory=dict)  # section title -> figure stems
+    notes: list[str] = field(default_factory=list)
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def fmt_mean_std(mean, std, digits: int) -> str:
+    if not _finite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if _finite(std) else f"{mean:.{digits}f}"
+
+
+def fmt_delta(row) -> str:
+    if row["method"] in (BASELINE, TEACHER_ROW) or not _finite(row["delta"]):
+        return "" if row["method"] in (BASELINE, TEACHER_ROW) else "n/a"
+    digits = 3 if abs(row["delta"]) < 0.1 else 2
+    text = f"{row['delta']:+.{digits}f}"
+    if _finite(row["delta_low"]):
+        return f"{text} [{row['delta_low']:+.{digits}f}, {row['delta_high']:+.{digits}f}]"
+    return f"{text} [n/a: 1 seed]"
+
+
+def fmt_gap(row) -> str:
+    if row["method"] in (BASELINE, TEACHER_ROW):
+        return ""
+    return f"{100 * row['gap_recovered']:.0f}%" if _finite(row["gap_recovered"]) else "n/a"
+
+
+def row_cells(row) -> list[str]:
+    method = row["method"] + (" ★" if row["best"] else "")
+    return [method, row["dataset"], str(int(row["seeds"])) if _finite(row["seeds"]) else "",
+            fmt_mean_std(row["psnr_mean"], row["psnr_std"], 2), fmt_mean_std(row["ssim_mean"], row["ssim_std"], 4),
+            fmt_mean_std(row["lpips_mean"], row["lpips_std"], 4), fmt_delta(row), fmt_gap(row)]
+
+
+def table_sections(table: pd.DataFrame):
+    """(heading, rows) per profile / student / scale / teacher."""
+    for (profile, student, scale, teacher), part in table.groupby(["profile", "student", "scale", "teacher"],
+                                                                   sort=False):
+        heading = f"Student {student}, x{scale}, teacher {teacher} ({profile} profile)"
+        yield heading, [row_cells(row) for _, row in part.iterrows()]
+
+
+CAPTION = ("PSNR/SSIM on Y (BT.601), crop = scale; mean ± std over seeds. Δ: mean of per-seed differences to the "
+           "no-KD student (paired by seed) with a 95% t-interval. Gap recovered: (KD − no-KD) / (teacher − no-KD). "
+           "★ = best KD method for that teacher and dataset.")
+
+CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}
+th{background:#eee}td:first-child,td:nth-child(2){text-align:left}.note{color:#555;font-size:0.9em}
+figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.warn{background:#fff6d6;padding:0.5em}"""
+
+
+def to_html(content: ReportContent) -> str:
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(content.title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{esc(content.title)}</h1>"]
+    parts += [f"<p>{esc(text)}</p>" for text in content.intro]
+    parts.append("<h2>Results</h2>")
+    parts.append(f"<p class='note'>{esc(CAPTION)}</p>")
+    for heading, rows in table_sections(content.table):
+        parts.append(f"<h3>{esc(heading)}</h3><table class='results'><thead><tr>"
+                     + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in rows]
+        parts.append("</tbody></table>")
+    for section, stems in content.figures.items():
+        parts.append(f"<h2>{esc(section)}</h2>")
+        for stem in stems:
+            parts.append(f"<figure><img src='figures/{esc(stem)}.png' alt='{esc(stem)}'>"
+                         f"<figcaption class='note'>{esc(stem)} (<a href='figures/{esc(stem)}.svg'>SVG</a>)"
+                         "</figcaption></figure>")
+    if content.notes:
+        parts.append("<h2>Notes</h2><ul class='warn'>" + "".join(f"<li>{esc(n)}</li>" for n in content.notes)
+                     + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(content: ReportContent) -> str:
+    lines = [f"# {content.title}", ""]
+    for text in content.intro:
+        lines += [text, ""]
+    lines += ["## Results", "", f"_{CAPTION}_", ""]
+    for heading, rows in table_sections(content.table):
+        lines += [f"### {heading}", "", "| " + " | ".join(HEADERS) + " |",
+                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
+        lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows]
+        lines.append("")
+    for section, stems in content.figures.items():
+        lines += [f"## {section}", ""]
+        lines += [f"![{stem}](figures/{stem}.png) ([SVG](figures/{stem}.svg))" for stem in stems]
+        lines.append("")
+    if content.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in content.notes] + [""]
+    return "\n".join(lines)
+
+
+def rich_summary(content: ReportContent) -> list[Table]:
+    tables = []
+    for heading, rows in table_sections(content.table):
+        table = Table(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method", box=box.SIMPLE_HEAD)
+        for i, name in enumerate(HEADERS):
+            table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i < 2)
+        for cells in rows:
+            table.add_row(*cells, style="bold" if cells[0].endswith("★") else None)
+        tables.append(table)
+    return tables

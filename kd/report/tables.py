@@ -1,0 +1,98 @@
+"""The KD comparison table: per (profile, student, scale) x teacher x method x dataset, seed statistics."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import pandas as pd
+
+from kd.report.runs import Run, RunSet
+from kd.report.stats import gap_recovered, mean_std, paired_delta
+
+# Methods with no public code: kdbench's versions are reconstructions from the papers' text.
+RECONSTRUCTED_METHODS = {"lsfd": "LSFD", "facd": "FACD", "krnet": "KRNet", "metakd": "KRNet", "meta_kd": "KRNet"}
+BASELINE = "none"
+TEACHER_ROW = "(teacher)"
+_METRIC_ALIASES = {"psnr": "psnr_y", "ssim": "ssim_y"}
+
+COLUMNS = ["profile", "student", "scale", "teacher", "method", "dataset", "seeds", "psnr_mean", "psnr_std",
+           "ssim_mean", "ssim_std", "lpips_mean", "lpips_std", "delta", "delta_std", "delta_low", "delta_high",
+           "delta_n", "gap_recovered", "best", "params", "macs"]
+
+
+def score_lookup(tidy: pd.DataFrame) -> dict[tuple[str, str, str], float]:
+    """(run_id, dataset, metric) -> value from the tidy frame."""
+    metrics = tidy["metric"].map(lambda m: _METRIC_ALIASES.get(m, m))
+    return {(r, d, m): float(v) if v is not None else math.nan
+            for r, d, m, v in zip(tidy["run_id"], tidy["dataset"], metrics, tidy["value"])}
+
+
+def _teacher_scores(runs: list[Run], dataset: str) -> tuple[float, float]:
+    for run in runs:
+        scores = (run.teacher_info.get("eval") or {}).get(dataset)
+        if scores and scores.get("psnr_y") is not None:
+            return float(scores["psnr_y"]), float(scores.get("ssim_y") or math.nan)
+    return math.nan, math.nan
+
+
+def comparison_table(runset: RunSet) -> pd.DataFrame:
+    lookup = score_lookup(runset.tidy)
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runset.runs:
+        groups[run.group].append(run)
+    rows = []
+    for (profile, student, scale), runs in sorted(groups.items()):
+        datasets = list(dict.fromkeys(d for run in runs for d in run.summary["datasets"]))
+        baseline = [r for r in runs if r.method == BASELINE]
+        teachers = sorted({r.teacher for r in runs if r.method != BASELINE and r.teacher}) or [None]
+        for teacher in teachers:
+            kd_runs = [r for r in runs if r.method != BASELINE and r.teacher == teacher]
+            methods = sorted({r.method for r in kd_runs})
+            for dataset in datasets:
+                def seeds_of(selected: list[Run], metric: str) -> dict[int, float]:
+                    return {r.seed: lookup.get((r.run_id, dataset, metric), math.nan) for r in selected}
+
+                base_psnr = seeds_of(baseline, "psnr_y")
+                base_mean = mean_std(list(base_psnr.values()))[0]
+                common = {"profile": profile, "student": student, "scale": scale, "teacher": teacher or "-",
+                          "dataset": dataset}
+                t_psnr, t_ssim = _teacher_scores(kd_runs, dataset)
+                if teacher and math.isfinite(t_psnr):
+                    rows.append({**common, "method": TEACHER_ROW, "seeds": 1, "psnr_mean": t_psnr,
+                                 "ssim_mean": t_ssim, "gap_recovered": 1.0 if math.isfinite(base_mean) else math.nan})
+                for method in [BASELINE, *methods] if baseline else methods:
+                    chosen = baseline if method == BASELINE else [r for r in kd_runs if r.method == method]
+                    psnr = seeds_of(chosen, "psnr_y")
+                    row = {**common, "method": method, "seeds": len(psnr)}
+                    for metric, key in (("psnr_y", "psnr"), ("ssim_y", "ssim"), ("lpips", "lpips")):
+                        row[f"{key}_mean"], row[f"{key}_std"] = mean_std(list(seeds_of(chosen, metric).values()))
+                    delta = paired_delta(psnr, base_psnr)
+                    row.update(delta=delta.mean, delta_std=delta.std, delta_low=delta.low, delta_high=delta.high,
+                               delta_n=delta.n, gap_recovered=gap_recovered(row["psnr_mean"], base_mean, t_psnr),
+                               params=chosen[0].summary.get("params"), macs=chosen[0].summary.get("macs_1280x720"))
+                    rows.append(row)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["best"] = False
+    kd_rows = ~table["method"].isin([BASELINE, TEACHER_ROW])
+    for _, part in table[kd_rows].groupby(["profile", "student", "scale", "teacher", "dataset"]):
+        if part["psnr_mean"].notna().any():
+            table.loc[part["psnr_mean"].idxmax(), "best"] = True
+    return table
+
+
+def reconstructed_methods(table: pd.DataFrame) -> list[str]:
+    return sorted({RECONSTRUCTED_METHODS[m] for m in table["method"] if m in RECONSTRUCTED_METHODS})
+
+
+def missing_baselines(runset: RunSet) -> list[str]:
+    """Groups with KD runs but no no-KD run: their deltas are n/a."""
+    notes = []
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runset.runs:
+        groups[run.group].append(run)
+    for (profile, student, scale), runs in sorted(groups.items()):
+        if not any(r.method == BASELINE for r in runs):
+            notes.append(f"no no-KD run for {student} x{scale} ({profile} profile): deltas are n/a; add one with "
+                         f"kdbench run --profile {profile} --method none --scale {scale}")
+    return notes
