@@ -8,8 +8,6 @@ from every border, metrics per image in float64, dataset score = mean of per-ima
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from kd.errors import KdError
+from kd.fileio import atomic_write_text
 from kd.metrics import METRIC_SPEC, psnr_y, quantize, ssim_y
 
 PER_DATASET_COLUMNS = ["model", "dataset", "scale", "images", "psnr_y", "ssim_y", "lpips", "lr_source", "seconds"]
@@ -189,18 +188,6 @@ def evaluate(
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def per_image_path(out: Path) -> Path:
     out = Path(out)
     return out.with_name(f"{out.stem}_per_image{out.suffix or '.csv'}")
@@ -211,13 +198,13 @@ def save_result(result: EvalResult, out: Path, *, per_image: bool = False, extra
     spec and LPIPS variant; every file is written to a temporary name first and renamed."""
     out = Path(out)
     written = [out]
-    _atomic_write_text(out, result.per_dataset.to_csv(index=False))
+    atomic_write_text(out, result.per_dataset.to_csv(index=False))
     if per_image:
         written.append(per_image_path(out))
-        _atomic_write_text(written[-1], result.per_image.to_csv(index=False))
+        atomic_write_text(written[-1], result.per_image.to_csv(index=False))
     meta = {"metric_spec": result.metric_spec, "lpips": result.lpips_variant, "notes": result.notes,
             "psnr_ssim": "Y (BT.601), crop = scale; LPIPS on RGB of the same quantised, cropped images",
             **(extra_meta or {})}
     written.append(out.with_name(out.name + ".meta.json"))
-    _atomic_write_text(written[-1], json.dumps(meta, indent=2, default=str) + "\n")
+    atomic_write_text(written[-1], json.dumps(meta, indent=2, default=str) + "\n")
     return written

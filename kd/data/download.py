@@ -36,6 +36,7 @@ from kd.data.io import IMAGE_SUFFIXES
 from kd.data.registry import resolve_dataset
 from kd.data.roots import cache_dir, resolve_data_root
 from kd.errors import KdError
+from kd.fileio import atomic_write_text
 
 RECORD_FILE = "recorded_sha256.json"
 CHUNK = 1 << 20
@@ -298,7 +299,7 @@ def _verify(archive: Archive, path: Path, folder: Path, log: Callable[[str], Non
             )
         return
     records[archive.url] = sha256
-    _write_json_atomically(records_path, records)
+    atomic_write_text(records_path, json.dumps(records, indent=2, sort_keys=True))
     log(
         f"WARNING: no SHA-256 is published for {archive.filename}"
         + (" (its published MD5 matched)" if archive.md5 else "")
@@ -318,15 +319,6 @@ def _read_records(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _write_json_atomically(path: Path, data: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- safe extraction

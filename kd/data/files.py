@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from kd.data.io import IMAGE_SUFFIXES, read_image, write_png
 from kd.data.registry import DatasetInfo, resolve_dataset
 from kd.data.roots import cache_dir, dataset_dir, resolve_data_root
 from kd.errors import KdError
+from kd.fileio import sha256_file
 
 SUPPORTED_SCALES = (2, 3, 4, 8)
 
@@ -66,17 +66,9 @@ def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purp
     return [DatasetFiles(info.name, hr, directory)]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-style LR of a modcropped HR image, cached as PNG under `cache_dir()/lr` keyed by the HR's sha256."""
-    key = file_sha256(hr_path)[:16]
+    key = sha256_file(hr_path)[:16]
     folder = cache_dir() / "lr" / files.name.replace("/", "_") / f"X{scale}"
     cached = folder / f"{hr_path.stem}.{key}.png"
     if cached.is_file():

@@ -6,8 +6,6 @@ holds (grey, palette, RGBA, 16-bit). Files are written with `write_png`, atomica
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from kd.errors import KdError
+from kd.fileio import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -113,13 +112,4 @@ def write_png(path: Path | str, image: torch.Tensor) -> Path:
         pil = Image.fromarray(array.contiguous().numpy())
     else:
         raise ValueError(f"write_png expects (3, H, W), (1, H, W) or (H, W), got shape {tuple(image.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pil.save(handle, format="PNG")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: pil.save(handle, format="PNG"))

