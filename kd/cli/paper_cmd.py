@@ -1,0 +1,67 @@
+"""`kdbench paper <table>`: a published table in its original layout with our measured cell beside each one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+def register(subparsers) -> None:
+    from kd.report.paper import FORMATS, PAPER_TABLES
+
+    parser = subparsers.add_parser(
+        "paper",
+        help="lay out a published table with our measured cells, the difference and the evidence level",
+        description="Tables: " + ", ".join(PAPER_TABLES) + ". A cell we have not measured shows a dash and the "
+        "command that would fill it.",
+    )
+    parser.add_argument("table", help="published table: " + ", ".join(PAPER_TABLES))
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
+    parser.add_argument("--eval-csv", type=Path, action="append", default=[],
+                        help="per-dataset CSV from kdbench eval --out (repeatable)")
+    parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")
+    parser.add_argument("--no-compute", action="store_true", help="bicubic: never evaluate on the fly")
+    parser.add_argument("--format", default="table", help="table (default), markdown or csv")
+    parser.set_defaults(handler=run_paper)
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from kd.errors import unknown_choice
+    from kd.report.paper import (
+        FORMATS, PAPER_TABLES, bicubic_on_the_fly, collect_measured, footnotes, grid, paper_table, to_text,
+    )
+
+    if args.table not in PAPER_TABLES:
+        raise unknown_choice("paper table", args.table, PAPER_TABLES)
+    if args.format not in FORMATS:
+        raise unknown_choice("--format", args.format, FORMATS)
+    measured, notes = collect_measured(args.runs if args.runs.is_dir() else None, args.eval_csv)
+    if args.table == "bicubic" and not args.no_compute and not (measured.models["arch"] == "bicubic").any():
+        computed, compute_notes = bicubic_on_the_fly(args.data_root, progress=args.format == "table")
+        measured.models = pd.concat([measured.models, computed], ignore_index=True)
+        notes += compute_notes
+    table = paper_table(args.table, measured=measured)
+    table.notes = notes + table.notes
+    console = Console()
+    if args.format != "table":
+        print(to_text(table, args.format), end="")
+        return 0
+    header, body = grid(table)
+    view = Table(title=table.title, caption="PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)",
+                 box=box.SIMPLE_HEAD)
+    for i, name in enumerate(header):
+        view.add_column(name, justify="left" if i < len(table.row_names) else "right")
+    for row in body:
+        view.add_row(*row)
+    console.print(view)
+    for command, number in footnotes(table).items():
+        console.print(f"[{number}] {command}", highlight=False, markup=False)
+    for note in table.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    return 0

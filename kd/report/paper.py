@@ -1,0 +1,425 @@
+"""Published tables in their original layout, with our measured cell, the difference and the evidence level.
+
+    table = paper_table("fakd", runs_dir="runs", eval_csvs=[...])
+    print(to_text(table, "markdown"))
+
+Our cells come from `kdbench eval --out` CSVs (`--eval-csv`, model rows) and from finished runs (students, and the
+teachers they were distilled from). A cell we have not measured shows a dash and a footnote with the command that
+would fill it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kd.errors import KdError, unknown_choice
+from kd.reference_data import canonical_dataset, published_results
+
+PAPER_DATASETS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
+# Published model names -> (kdbench architecture, preset). Presets not registered yet are named in the footnotes.
+MODEL_MAP = {"bicubic": ("bicubic", None), "rcan": ("rcan", "paper"), "han": ("han", "paper"),
+             "swinir": ("swinir", "paper"), "swinir_light": ("swinir_light", "paper"), "asid": ("asid", "paper"),
+             "rcan_10x6": ("rcan", "10x6"), "swinir_e60": ("swinir", "e60")}
+TEACHER_OF = {"rcan_10x6": "rcan", "swinir_e60": "swinir"}
+
+
+@dataclass(frozen=True)
+class Score:
+    psnr: float
+    ssim: float | None = None
+
+    def text(self) -> str:
+        if self.ssim is None or not math.isfinite(self.ssim):
+            return f"{self.psnr:.2f}"
+        return f"{self.psnr:.2f}/{self.ssim:.4f}"
+
+
+@dataclass
+class Cell:
+    row: tuple[str, ...]
+    column: str
+    published: Score | None
+    ours: Score | None
+    evidence: str = ""
+    command: str | None = None
+
+    @property
+    def delta(self) -> float | None:
+        return self.ours.psnr - self.published.psnr if self.ours and self.published else None
+
+
+@dataclass
+class PaperTable:
+    name: str
+    title: str
+    row_names: list[str]
+    columns: list[str]
+    cells: list[Cell]
+    notes: list[str] = field(default_factory=list)
+    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # per-row extra columns (params)
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+
+
+@dataclass
+class Measured:
+    """Our numbers: `models` (arch, preset, scale, dataset_key, psnr, ssim) and `students` (arch, preset, method,
+    teacher, scale, dataset_key, psnr, ssim; mean over seeds)."""
+
+    models: pd.DataFrame
+    students: pd.DataFrame
+
+    def model(self, arch: str, preset: str | None, scale: int, dataset: str) -> Score | None:
+        rows = self.models[(self.models["arch"] == arch) & (self.models["scale"] == scale)
+                           & (self.models["dataset_key"] == dataset)]
+        if preset is not None and arch != "bicubic":
+            rows = rows[rows["preset"].isna() | (rows["preset"] == preset)]
+        return _score(rows)
+
+    def student(self, arch: str, preset: str | None, method: str, teacher: str | None, scale: int,
+                dataset: str) -> Score | None:
+        s = self.students
+        rows = s[(s["arch"] == arch) & (s["preset"] == preset) & (s["method"] == method) & (s["scale"] == scale)
+                 & (s["dataset_key"] == dataset)]
+        if method != "none":
+            rows = rows[rows["teacher"] == teacher]
+        return _score(rows)
+
+
+def _score(rows: pd.DataFrame) -> Score | None:
+    if rows.empty:
+        return None
+    ssim = rows["ssim"].mean()
+    return Score(float(rows["psnr"].mean()), float(ssim) if pd.notna(ssim) else None)
+
+
+def read_eval_csv(path: Path) -> pd.DataFrame:
+    """A `kdbench eval --out` CSV as model rows; the preset comes from its `.meta.json` when present."""
+    if not path.is_file():
+        raise KdError(f"--eval-csv {path}: no such file; write one with kdbench eval --model ... --out {path}")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise KdError(f"--eval-csv {path} could not be read as CSV ({exc})") from None
+    missing = {"model", "dataset", "scale", "psnr_y", "ssim_y"} - set(table.columns)
+    if missing:
+        raise KdError(f"--eval-csv {path} lacks column(s) {', '.join(sorted(missing))}; "
+                      "pass a per-dataset CSV written by kdbench eval --out")
+    preset = None
+    meta = path.with_name(path.name + ".meta.json")
+    if meta.is_file():
+        try:
+            preset = (json.loads(meta.read_text(encoding="utf-8")).get("model") or {}).get("preset")
+        except (json.JSONDecodeError, AttributeError):
+            preset = None
+    return pd.DataFrame({"arch": table["model"], "preset": preset, "scale": table["scale"].astype(int),
+                         "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
+                         "ssim": table["ssim_y"]})
+
+
+def collect_measured(runs_dir: Path | None, eval_csvs: list[Path]) -> tuple[Measured, list[str]]:
+    notes: list[str] = []
+    models = [read_eval_csv(Path(p)) for p in eval_csvs]
+    students = []
+    if runs_dir is not None and Path(runs_dir).is_dir():
+        from kd.report.runs import scan_runs
+
+        try:
+            runset = scan_runs(runs_dir)
+        except KdError as exc:
+            notes.append(str(exc))
+            runset = None
+        if runset is not None:
+            notes += runset.warnings
+            for run in runset.runs:
+                info = run.teacher_info
+                for dataset, scores in run.summary["datasets"].items():
+                    students.append({"arch": run.summary["student"], "preset": run.summary.get("student_preset"),
+                                     "method": run.method, "teacher": info.get("arch"), "scale": run.scale,
+                                     "dataset_key": canonical_dataset(dataset), "psnr": scores.get("psnr_y"),
+                                     "ssim": scores.get("ssim_y")})
+                for dataset, scores in (info.get("eval") or {}).items():
+                    models.append(pd.DataFrame([{"arch": info.get("arch"), "preset": info.get("preset"),
+                                                 "scale": run.scale, "dataset_key": canonical_dataset(dataset),
+                                                 "psnr": scores.get("psnr_y"), "ssim": scores.get("ssim_y")}]))
+    model_cols = ["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]
+    model_frame = pd.concat(models, ignore_index=True) if models else pd.DataFrame(columns=model_cols)
+    student_frame = pd.DataFrame(students, columns=["arch", "preset", "method", "teacher", "scale", "dataset_key",
+                                                    "psnr", "ssim"])
+    for frame in (model_frame, student_frame):
+        frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
+        frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
+    return Measured(model_frame, student_frame), notes
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def _preset_note(arch: str, preset: str | None) -> str:
+    from kd.models import get_entry
+
+    if preset is None or preset in get_entry(arch).presets:
+        return ""
+    return f" (needs a '{preset}' preset of {arch}, not registered yet)"
+
+
+def eval_command(published_model: str, scale: int, dataset: str, table: str) -> str:
+    arch, preset = MODEL_MAP[published_model]
+    out = f"{arch}_x{scale}.csv"
+    ckpt = "" if arch == "bicubic" else f" --ckpt <official {arch} x{scale} weights>"
+    shown_preset = "" if arch == "bicubic" else f" --preset {preset}"
+    datasets = ",".join(PAPER_DATASETS)
+    return (f"kdbench eval --model {arch}{shown_preset}{ckpt} --data {datasets} --scale {scale} --out {out}, "
+            f"then kdbench paper {table} --eval-csv {out}") + _preset_note(arch, preset)
+
+
+def run_command(published_model: str, method: str, scale: int) -> str:
+    from kd.methods import list_methods
+
+    arch, preset = MODEL_MAP[published_model]
+    teacher = TEACHER_OF.get(published_model, "rcan")
+    kd_part = "--method none" if method == "none" else f"--teacher {teacher} --method {method}"
+    known = {name for name, _ in list_methods()}
+    missing = [m for m in method.split("+") if m not in known]
+    note = f" (method {', '.join(missing)} not implemented in kdbench yet)" if missing else ""
+    return (f"kdbench run --profile paper --student {arch} --student-preset {preset} {kd_part} --scale {scale}"
+            + note + _preset_note(arch, preset))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _published(**match) -> pd.DataFrame:
+    table = published_results()
+    for column, value in match.items():
+        table = table[table[column] == value]
+    return table
+
+
+def _pub_score(row) -> Score:
+    return Score(float(row["psnr"]), float(row["ssim"]) if pd.notna(row["ssim"]) else None)
+
+
+def _bicubic(measured: Measured) -> PaperTable:
+    cells = []
+    for _, row in _published(source="RCAN (Zhang et al., ECCV 2018)", model="bicubic").iterrows():
+        scale, dataset = int(row["scale"]), row["dataset_key"]
+        ours = measured.model("bicubic", None, scale, dataset)
+        cells.append(Cell((f"x{scale}", "Bicubic"), dataset, _pub_score(row), ours, row["evidence"],
+                          None if ours else eval_command("bicubic", scale, dataset, "bicubic")))
+    return PaperTable("bicubic", "RCAN (ECCV 2018) Table 3: Bicubic rows (PSNR/SSIM on Y)", ["Scale", "Method"],
+                      PAPER_DATASETS, cells)
+
+
+def _teachers(measured: Measured) -> PaperTable:
+    cells = []
+    for source, label in (("RCAN (Zhang", "RCAN"), ("HAN (Niu", "HAN"), ("SwinIR (Liang", "SwinIR")):
+        table = published_results()
+        table = table[table["source"].str.startswith(source) & (table["role"] == "teacher")]
+        for _, row in table.iterrows():
+            scale, dataset, model = int(row["scale"]), row["dataset_key"], row["model"]
+            arch, preset = MODEL_MAP[model]
+            ours = measured.model(arch, preset, scale, dataset)
+            cells.append(Cell((f"x{scale}", f"{label} ({row['train_set']})", row["source"].split(",")[0] + ")"),
+                              dataset, _pub_score(row), ours, row["evidence"],
+                              None if ours else eval_command(model, scale, dataset, "teachers")))
+    return PaperTable("teachers", "Teachers: RCAN Table 3, HAN (as quoted in SwinIR Table 2), SwinIR Table 2",
+                      ["Scale", "Model", "Source"], PAPER_DATASETS, cells)
+
+
+def _fakd(measured: Measured) -> PaperTable:
+    cells = []
+    columns = {("teacher", "none"): "TN (RCAN 10x20)", ("student", "none"): "SN without FAKD",
+               ("student", "fakd"): "SN with FAKD"}
+    for _, row in _published(source="FAKD (He et al., ICIP 2020)").iterrows():
+        scale, dataset = int(row["scale"]), row["dataset_key"]
+        column = columns[(row["role"], row["method"])]
+        if row["role"] == "teacher":
+            ours = measured.model("rcan", "paper", scale, dataset)
+            command = None if ours else eval_command("rcan", scale, dataset, "fakd")
+        else:
+            arch, preset = MODEL_MAP[row["model"]]
+            ours = measured.student(arch, preset, row["method"], "rcan", scale, dataset)
+            command = None if ours else run_command(row["model"], row["method"], scale)
+        cells.append(Cell((dataset, f"x{scale}"), column, _pub_score(row), ours, row["evidence"], command))
+    return PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
+                      ["Dataset", "Scale"], list(columns.values()), cells)
+
+
+DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
+                "dckd+dukd": "DCKD* (+DUKD)"}
+
+
+def _dckd(measured: Measured) -> PaperTable:
+    cells = []
+    families = {"swinir": "SwinIR", "swinir_e60": "SwinIR", "rcan": "RCAN", "rcan_10x6": "RCAN"}
+    for _, row in _published(source="DCKD (Zhou et al., AAAI 2025)").iterrows():
+        scale, dataset, model = int(row["scale"]), row["dataset_key"], row["model"]
+        column = f"{families[model]} {dataset}"
+        if row["role"] == "teacher":
+            method_label = "Teacher"
+            arch, preset = MODEL_MAP[model]
+            ours = measured.model(arch, preset, scale, dataset)
+            command = None if ours else eval_command(model, scale, dataset, "dckd")
+        else:
+            method_label = DCKD_METHODS[row["method"]]
+            arch, preset = MODEL_MAP[model]
+            ours = measured.student(arch, preset, row["method"], TEACHER_OF[model], scale, dataset)
+            command = None if ours else run_command(model, row["method"], scale)
+        cells.append(Cell((f"x{scale}", method_label), column, _pub_score(row), ours, row["evidence"], command))
+    columns = [f"{fam} {d}" for fam in ("SwinIR", "RCAN") for d in ("Set5", "Set14", "B100", "Urban100")]
+    order = ["Teacher", *DCKD_METHODS.values()]
+    cells.sort(key=lambda c: (c.row[0], order.index(c.row[1])))
+    return PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, RCAN 10x6)",
+                      ["Scale", "Method"], columns, cells)
+
+
+def _lightweight(measured: Measured) -> PaperTable:
+    from kd.metrics.cost import count_parameters
+    from kd.models import create
+
+    cells, extra = [], {}
+    peers = _published(role="lightweight peer")
+    for _, row in peers.iterrows():
+        key = (f"x{int(row['scale'])}", row["model"])
+        extra[key] = {"Params (published)": f"{row['params'] / 1e3:,.0f}K" if pd.notna(row["params"]) else "-"}
+        cells.append(Cell(key, row["dataset_key"], _pub_score(row), None, row["evidence"],
+                          "not a kdbench network: published value only"))
+    for scale in sorted(peers["scale"].unique()):
+        scale = int(scale)
+        key = (f"x{scale}", "asid (ours)")
+        extra[key] = {"Params (published)": "not confirmed",
+                      "Params (ours)": f"{count_parameters(create('asid', scale, 'paper')) / 1e3:,.1f}K"}
+        for dataset in PAPER_DATASETS:
+            ours = measured.model("asid", "paper", scale, dataset) or measured.student(
+                "asid", "paper", "none", None, scale, dataset)
+            cells.append(Cell(key, dataset, None, ours, "ASID's own table not confirmed (ARCHITECTURES.md 2.10)",
+                              None if ours else eval_command("asid", scale, dataset, "lightweight")))
+    cells.sort(key=lambda c: (c.row[0], c.row[1].startswith("asid"), c.row[1]))
+    return PaperTable("lightweight", "ASID beside the lightweight peers (Omni-SR Table 1 / SwinIR / SAFMN)",
+                      ["Scale", "Model"], PAPER_DATASETS, cells, extra=extra,
+                      notes=["ASID's published numbers are not in published_results.csv (not confirmed); only our "
+                             "measurement is shown for it."])
+
+
+PAPER_TABLES: dict[str, Callable[[Measured], PaperTable]] = {
+    "bicubic": _bicubic, "teachers": _teachers, "fakd": _fakd, "dckd": _dckd, "lightweight": _lightweight,
+}
+
+
+def paper_table(name: str, *, runs_dir: str | Path | None = None, eval_csvs: list[Path] | None = None,
+                measured: Measured | None = None) -> PaperTable:
+    if name not in PAPER_TABLES:
+        raise unknown_choice("paper table", name, PAPER_TABLES)
+    notes: list[str] = []
+    if measured is None:
+        measured, notes = collect_measured(Path(runs_dir) if runs_dir else None, list(eval_csvs or []))
+    table = PAPER_TABLES[name](measured)
+    table.notes = notes + table.notes
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+FORMATS = ("table", "markdown", "csv")
+
+
+def footnotes(table: PaperTable) -> dict[str, int]:
+    numbers: dict[str, int] = {}
+    for cell in table.cells:
+        if cell.ours is None and cell.command and cell.command not in numbers:
+            numbers[cell.command] = len(numbers) + 1
+    return numbers
+
+
+def grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the original layout: per column, published | ours | Δ; then the evidence."""
+    notes = footnotes(table)
+    rows: dict[tuple[str, ...], dict[str, Cell]] = {}
+    for cell in table.cells:
+        rows.setdefault(cell.row, {})[cell.column] = cell
+    columns = [c for c in table.columns if any(c in r for r in rows.values())]
+    extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
+    header = [*table.row_names, *extra_names]
+    for column in columns:
+        header += [f"{column} published", f"{column} ours", f"{column} Δ"]
+    header.append("Evidence")
+    body = []
+    for key, by_column in rows.items():
+        line = [*key, *(table.extra.get(key, {}).get(name, "") for name in extra_names)]
+        for column in columns:
+            cell = by_column.get(column)
+            if cell is None:
+                line += ["", "", ""]
+                continue
+            ours = cell.ours.text() if cell.ours else ("–" + (f" [{notes[cell.command]}]" if cell.command else ""))
+            line += [cell.published.text() if cell.published else "–", ours,
+                     f"{cell.delta:+.2f}" if cell.delta is not None else ""]
+        line.append("; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence)))
+        body.append(line)
+    return header, body
+
+
+def to_text(table: PaperTable, fmt: str = "markdown") -> str:
+    if fmt not in FORMATS:
+        raise unknown_choice("format", fmt, FORMATS)
+    if fmt == "csv":
+        return to_csv(table)
+    header, body = grid(table)
+    lines = [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(body_cell.replace("|", "\\|") for body_cell in row) + " |" for row in body]
+    lines += [""] + [f"[{n}] {command}" for command, n in footnotes(table).items()]
+    lines += [f"Note: {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: PaperTable) -> str:
+    records = []
+    for cell in table.cells:
+        records.append({
+            "table": table.name, **{name: value for name, value in zip(table.row_names, cell.row)},
+            "column": cell.column,
+            "published_psnr": cell.published.psnr if cell.published else None,
+            "published_ssim": cell.published.ssim if cell.published else None,
+            "ours_psnr": cell.ours.psnr if cell.ours else None, "ours_ssim": cell.ours.ssim if cell.ours else None,
+            "delta_psnr": cell.delta, "evidence": cell.evidence, "command": cell.command if not cell.ours else None,
+        })
+    buffer = io.StringIO()
+    pd.DataFrame(records).to_csv(buffer, index=False)
+    return buffer.getvalue()
+
+
+def bicubic_on_the_fly(data_root: str | Path | None, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Bicubic PSNR/SSIM on every paper dataset whose files are present (model rows for `Measured`)."""
+    from kd.data.files import dataset_files
+    from kd.evaluate import evaluate
+    from kd.models import create
+
+    present, notes = [], []
+    for dataset in PAPER_DATASETS:
+        try:
+            dataset_files(dataset, data_root, purpose="eval")
+            present.append(dataset)
+        except Exception:  # absent or unknown here: that column keeps its dash and command
+            notes.append(f"bicubic not computed on {dataset}: its files are not under the data root")
+    frames = []
+    for scale in (2, 3, 4):
+        if present:
+            result = evaluate(create("bicubic", scale), present, scale, data_root=data_root, with_lpips=False,
+                              progress=progress, model_name="bicubic")
+            frames.append(result.per_dataset)
+    if not frames:
+        return pd.DataFrame(columns=["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]), notes
+    table = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({"arch": "bicubic", "preset": None, "scale": table["scale"].astype(int),
+                         "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
+                         "ssim": table["ssim_y"]}), notes
