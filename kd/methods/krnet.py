@@ -29,6 +29,11 @@ Reconstructed here (METHODS.md 8.1 [I] plus documented choices):
   often ~1e-10 per element, which Adam's default eps would swamp); its state is checkpointed in this module's
   state dict (`get_extra_state`);
 * the student update uses the gradient computed with phi before its meta update (alternating, saves a recompute).
+
+First versus second order: with plain L1 the hyper-gradient is a derivative of sign(K*S - K*T), which autograd
+takes as zero; the exact (second-order) route therefore drops the sign-flip terms that the finite difference picks
+up, and the two disagree. With a smooth distance (`smooth` > 0, Charbonnier) both approximate the same derivative
+and agree (tests/test_methods_krnet.py checks them against a brute-force difference of the bilevel objective).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class KRNetOptions:
     kernel_size: int = 3
     hidden: int = 32  # KRNet width
     zero_mean: bool = True  # high-pass (texture) kernels
+    smooth: float = 0.0  # Charbonnier eps of the distance; 0 = plain L1 (see the module docstring)
     normalize: bool = True  # standardise both sides with the teacher's statistics
     meta_order: str = "first"  # first (finite-difference hyper-gradient) | second (exact, torch.func)
     meta_lr: float = 3e-4  # Adam lr of the KRNets
@@ -82,9 +88,11 @@ def apply_kernels(feat: Tensor, kernels: Tensor) -> Tensor:
 class KRNet(nn.Module):
     """Texture-aware dynamic-kernel generator of one tap pair."""
 
-    def __init__(self, channels: int, hidden: int, num_kernels: int, kernel_size: int, zero_mean: bool) -> None:
+    def __init__(
+        self, channels: int, hidden: int, num_kernels: int, kernel_size: int, zero_mean: bool, smooth: float = 0.0
+    ) -> None:
         super().__init__()
-        self.num_kernels, self.kernel_size, self.zero_mean = num_kernels, kernel_size, zero_mean
+        self.num_kernels, self.kernel_size, self.zero_mean, self.smooth = num_kernels, kernel_size, zero_mean, smooth
         self.generator = nn.Sequential(
             nn.Conv2d(3 * channels, hidden, 1), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(),
@@ -101,7 +109,10 @@ class KRNet(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         kernels = self.kernels(student, teacher)
-        return F.l1_loss(apply_kernels(student, kernels), apply_kernels(teacher, kernels))
+        diff = apply_kernels(student, kernels) - apply_kernels(teacher, kernels)
+        if self.smooth > 0:
+            return (diff.pow(2) + self.smooth**2).sqrt().sub(self.smooth).mean()
+        return diff.abs().mean()
 
 
 @register_method
@@ -137,7 +148,7 @@ class KRNetDistillation(Distiller):
                 nn.init.zeros_(conv.bias)
                 self.adapters[_key(s_tap)] = conv
             self.krnets[_key(s_tap)] = KRNet(
-                c_out, options.hidden, options.num_kernels, options.kernel_size, options.zero_mean
+                c_out, options.hidden, options.num_kernels, options.kernel_size, options.zero_mean, options.smooth
             )
         self.meta_optimizer = torch.optim.Adam(self.krnets.parameters(), lr=options.meta_lr, eps=options.meta_eps)
         self._step_batch: tuple[Tensor, dict[str, Tensor]] | None = None
@@ -293,6 +304,8 @@ def _check_options(options: KRNetOptions) -> None:
         problems.append(f"method.options.kernel_size must be odd and >= 1, got {options.kernel_size}")
     elif options.zero_mean and options.kernel_size == 1:
         problems.append("method.options.kernel_size=1 with zero_mean=true gives all-zero kernels; use 3 or more")
+    if options.smooth < 0:
+        problems.append(f"method.options.smooth must be >= 0, got {options.smooth}")
     if options.hidden < 1:
         problems.append(f"method.options.hidden must be >= 1, got {options.hidden}")
     if options.meta_order not in ("first", "second"):
