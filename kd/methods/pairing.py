@@ -74,3 +74,81 @@ def tap_channels(model: nn.Module, taps: list[str], size: int = 16) -> dict[str,
                 "the network should convert it in tap_value()."
             )
     return {name: feats[name].shape[1] for name in taps}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Shared by the feature methods (LSFD, FACD): tap pairing with an explanation on failure, and feature alignment.
+
+FEATURE_PAIRING_HELP = (
+    "depth pairing works for networks with a numbered body: students asid, asid_d8 (block0..); teachers rcan, han "
+    "(body.0..), swinir, swinir_light (layers.0..); for other networks give method.options.student_taps and "
+    "method.options.teacher_taps (module names; `kdbench list models --taps` shows each network's taps)"
+)
+
+
+def _side_name(model: nn.Module) -> str:
+    spec = getattr(model, "kd_spec", None) or {}
+    return spec.get("arch") or type(model).__name__
+
+
+def paired_feature_taps(
+    method: str,
+    student: nn.Module,
+    teacher: nn.Module,
+    count: int,
+    student_taps: list[str] | None = None,
+    teacher_taps: list[str] | None = None,
+) -> tuple[list[str], list[str], dict[str, int], dict[str, int]]:
+    """(student taps, teacher taps, student channels, teacher channels), checked by one dry forward per side.
+
+    Explicit taps override `count`. Any failure is a KdError naming the method, the side and the tap, and saying
+    which combinations work, so that a bad combination stops before training starts.
+    """
+    if student_taps or teacher_taps:
+        if not student_taps or not teacher_taps or len(student_taps) != len(teacher_taps):
+            raise KdError(
+                f"method '{method}': method.options.student_taps and method.options.teacher_taps must list the "
+                f"same number of taps (got {len(student_taps or [])} and {len(teacher_taps or [])})."
+            )
+        s_taps, t_taps = list(student_taps), list(teacher_taps)
+    else:
+        if count < 1:
+            raise KdError(f"method '{method}': method.options.count must be >= 1, got {count}.")
+        for side, model in (("student", student), ("teacher", teacher)):
+            try:
+                body_stages(model)
+            except KdError as exc:
+                raise KdError(
+                    f"method '{method}' cannot pair feature taps with {side} '{_side_name(model)}': {exc} "
+                    f"({FEATURE_PAIRING_HELP})."
+                ) from None
+        s_taps, t_taps = pair_by_depth(student, teacher, count)
+    channels = []
+    for side, model, taps in (("student", student, s_taps), ("teacher", teacher, t_taps)):
+        try:
+            channels.append(tap_channels(model, taps))
+        except KdError as exc:
+            raise KdError(
+                f"method '{method}': {side} '{_side_name(model)}' tap failed: {exc} ({FEATURE_PAIRING_HELP})."
+            ) from None
+    return s_taps, t_taps, channels[0], channels[1]
+
+
+def common_area(student_feat: torch.Tensor, teacher_feat: torch.Tensor, lr_size: tuple[int, int]):
+    """Both maps cropped to the LR image area they share: padded networks (ASID zero-pads, SwinIR reflect-pads to
+    a multiple of 8) return maps larger than the LR input, and the padding is not image content."""
+    h = min(student_feat.shape[-2], teacher_feat.shape[-2], lr_size[0])
+    w = min(student_feat.shape[-1], teacher_feat.shape[-1], lr_size[1])
+    return student_feat[..., :h, :w], teacher_feat[..., :h, :w]
+
+
+def standardize_by_teacher(student_feat: torch.Tensor, teacher_feat: torch.Tensor):
+    """Centre both maps with the teacher's per-channel mean and divide by the teacher's RMS deviation (detached).
+
+    Teachers work in different units (RCAN [0, 255], SwinIR [0, 1]); in these units a default loss weight means the
+    same for every teacher. One scale per map, not per channel: ReLU leaves some channels (nearly) constant.
+    """
+    teacher_feat = teacher_feat.detach()
+    mean = teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
+    scale = (teacher_feat - mean).pow(2).mean().sqrt().clamp_min(1e-6)
+    return (student_feat - mean) / scale, (teacher_feat - mean) / scale
