@@ -11,7 +11,10 @@ from rich.console import Console
 from kd.errors import KdError
 
 # Modules of kd.cli that add sub-commands, in the order they appear in --help.
-COMMAND_MODULES = ["data_cmd", "eval_cmd", "list_cmd", "weights_cmd", "run_cmd", "teacher_cmd"]
+COMMAND_MODULES = [
+    "data_cmd", "eval_cmd", "list_cmd", "weights_cmd", "run_cmd", "teacher_cmd", "results_cmd", "sweep_cmd",
+    "report_cmd", "paper_cmd",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,159 @@
+"""`kdbench sweep`: run a grid of students x teachers x methods x scales x seeds, one `kdbench run` per cell."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kd.errors import KdError
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _plan_table(plans, title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    for name in ("#", "student", "teacher", "method", "scale", "seed", "run id", "status", "est. time"):
+        table.add_column(name, justify="right" if name in ("#", "scale", "seed", "est. time") else "left",
+                         overflow="fold", no_wrap=name in ("run id", "est. time"))
+    for i, plan in enumerate(plans, 1):
+        cell = plan.cell
+        if plan.status == "invalid":
+            status = f"[red]invalid[/]: {plan.error}"
+        elif plan.status == "partial":
+            status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
+        else:
+            status = plan.status
+        estimate = "-" if plan.status in ("finished", "invalid") else (
+            f"{_duration(plan.est_seconds)} ({plan.est_source})")
+        table.add_row(str(i), cell.student, cell.teacher or "-", cell.method, f"x{cell.scale}", str(cell.seed),
+                      plan.run_id or "-", status, estimate)
+    return table
+
+
+def _outcome_table(outcomes) -> Table:
+    table = Table(title="sweep results", box=box.SIMPLE_HEAVY)
+    for name in ("#", "cell", "outcome", "time", "first dataset PSNR/SSIM"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("#", "time") else "left")
+    for i, outcome in enumerate(outcomes, 1):
+        scores = next(iter((outcome.summary.get("datasets") or {}).items()), None)
+        shown = "-"
+        if scores and scores[1].get("psnr_y") is not None:
+            shown = f"{scores[0]} {scores[1]['psnr_y']:.2f}/{scores[1]['ssim_y']:.4f}"
+        status = f"[red]failed[/]: {outcome.error}" if outcome.status == "failed" else outcome.status
+        table.add_row(str(i), outcome.plan.cell.label, status, _duration(outcome.seconds), shown)
+    return table
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from kd.config import deep_merge, read_config_file
+    from kd.engine import TrainingInterrupted
+    from kd.profiles import get_profile
+    from kd.results.sweep import base_layers, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+
+    file_values = read_config_file(args.config) if args.config else {}
+    profile = get_profile(str(args.profile or file_values.get("profile") or "cpu"))
+    common: dict[str, Any] = {}
+    if args.threads is not None:
+        common["threads"] = args.threads
+    if args.data_root:
+        common["data"] = {"root": args.data_root}
+    layers = base_layers(profile.name, file_values, args.config or "", common)
+
+    defaults = deep_merge(profile.values, file_values)
+    default_teacher = (defaults.get("teacher") or {}).get("arch") or "rcan"
+    default_scale = str(defaults.get("scale", 4))
+    cells = expand_grid(
+        _names(args.students), _names(args.teachers or default_teacher), _names(args.methods),
+        parse_ints(args.scales or default_scale, "--scales"), parse_ints(args.seeds, "--seeds"),
+    )
+    plans = plan_sweep(cells, layers, args.overrides, args.out_dir)
+    if all(plan.status == "invalid" for plan in plans):
+        raise KdError(f"no cell of the sweep can run: {plans[0].error}")
+
+    out = Console()
+    err = Console(stderr=True)
+    pending = [p for p in plans if p.status in ("new", "partial")]
+    total = sum(p.est_seconds or 0.0 for p in pending)
+    teachers = teachers_to_train(plans, args.out_dir)
+    title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
+             f"({len(plans) - len(pending)} finished or invalid)")
+    if args.dry_run:
+        out.print(_plan_table(plans, title))
+        for key, seconds in teachers:
+            out.print(f"teacher {key} is not in the zoo: trained first, about {_duration(seconds)} (rough)",
+                      highlight=False)
+        out.print(f"estimated training time: {_duration(total + sum(s for _, s in teachers))} for "
+                  f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)",
+                  highlight=False)
+        return 0
+
+    def announce(index: int, plan, remaining: float | None) -> None:
+        cell = plan.cell
+        note = {"finished": "finished already, skipping", "partial": f"resuming at step {plan.done_steps}",
+                "new": "starting", "invalid": "invalid, skipping"}[plan.status]
+        eta = f"; about {_duration(remaining)} of training left in the grid" if remaining else ""
+        err.rule(f"[bold]cell {index + 1}/{len(plans)}[/] {cell.label}", style="cyan")
+        err.print(f"{plan.run_id or '-'}: {note}{eta}", highlight=False)
+
+    try:
+        outcomes = run_sweep(plans, args.out_dir, console=err, progress=not args.no_progress, on_cell=announce)
+    except TrainingInterrupted as stop:
+        err.print(f"[yellow]sweep interrupted at step {stop.step}[/]: the cell's checkpoint is saved; run the same "
+                  "command again to resume the sweep.", highlight=False)
+        return 130
+    out.print(_outcome_table(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(outcomes)} cell(s) failed[/]; the others are recorded. Fix the "
+                  "cause and run the same command again: finished cells are skipped.", highlight=False)
+        return 1
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from kd.profiles import PROFILES
+
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a grid of students x teachers x methods x scales x seeds (finished cells are skipped)",
+        description="Expand the grid and run each cell as `kdbench run` would, in sequence. A method without a "
+        "teacher (none) is one cell per student/scale/seed, shared by all teachers. Finished cells are skipped "
+        "and unfinished ones resumed, so the same command continues an interrupted sweep; a failing cell is "
+        "reported and the others go on (exit status 1 at the end).",
+    )
+    parser.add_argument("--students", default="asid", help="comma-separated students (default: asid)")
+    parser.add_argument("--teachers", help="comma-separated teachers (default: the profile's)")
+    parser.add_argument("--methods", default="none", help="comma-separated methods, see `kdbench list methods` "
+                        "(default: none)")
+    parser.add_argument("--scales", help="comma-separated scales (default: the profile's, 4)")
+    parser.add_argument("--seeds", default="0", help="comma-separated run seeds (default: 0)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="base configuration (default: cpu)")
+    parser.add_argument("--config", metavar="FILE", help="YAML or TOML file of configuration values")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one configuration value in every cell (repeatable)")
+    parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells with their status and estimated "
+                        "time; run nothing")
+    parser.set_defaults(handler=sweep_command)

@@ -1,0 +1,379 @@
+"""Sweeps: a grid of students x teachers x methods x scales x seeds, each cell one idempotent `execute_run`.
+
+A method without a teacher (the no-KD student, method `none`) is one cell per student/scale/seed, shared by every
+teacher. Because a run id follows from its configuration, re-running a sweep skips finished cells and resumes an
+unfinished one from its checkpoint. A failing cell is recorded and the sweep goes on.
+
+Time estimates (`--dry-run`, and the remaining time shown while sweeping) cover training only:
+steps x seconds per step, where seconds per step come from, in order of preference,
+1. finished runs under the runs root with the same student, teacher, presets, batch, patch and scale
+   (`train_seconds / steps`; the same method preferred);
+2. `ROUGH_STEP_SECONDS`: per-network CPU figures (ARCHITECTURES.md section 10, 2 threads, batch 4, 48x48 LR,
+   official configuration), scaled by batch x patch area and, for other presets, by the ratio of MACs per patch
+   (counted on the meta device; small networks run fewer MACs per second, so this under-estimates them, by about
+   2x for RCAN-small against section 10). A distillation step costs the teacher's forward plus the student's
+   forward+backward.
+A teacher the zoo does not hold yet adds its own training (`teacher.train.steps` of its forward+backward), once;
+a zoo entry of the same network, preset, batch, patch and scale (any step count) gives a recorded figure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kd.config import RunConfig, deep_merge, parse_override, resolve, run_id
+from kd.errors import KdError
+from kd.profiles import profile_layer
+
+# (forward no_grad, forward+backward) seconds per step on 2 CPU threads at batch 4, 48x48 LR, x4, official
+# configuration: minima of ARCHITECTURES.md section 10 (SwinIR-S measured at 64x64, rescaled to 48x48).
+ROUGH_STEP_SECONDS: dict[str, tuple[float, float]] = {
+    "asid": (0.31, 0.57),
+    "asid_d8": (0.89, 1.37),
+    "rcan": (1.40, 3.59),
+    "han": (1.29, 4.39),
+    "swinir": (2.97, 6.69),
+    "swinir_light": (0.54, 1.27),
+}
+UNKNOWN_NETWORK_SECONDS = (0.5, 1.0)  # a network without a figure: a middling guess, flagged as such
+REFERENCE_PIXELS = 4 * 48 * 48  # batch x LR patch area of the figures above
+MIN_STEP_SECONDS = 0.005  # per network: tiny presets are dominated by per-step overhead, not by their MACs
+
+
+@dataclass(frozen=True)
+class Cell:
+    student: str
+    teacher: str | None  # None: a method without a teacher
+    method: str
+    scale: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.student} / {self.teacher or '-'} / {self.method} / x{self.scale} / seed {self.seed}"
+
+
+@dataclass
+class CellPlan:
+    cell: Cell
+    config: RunConfig | None
+    run_id: str | None
+    status: str  # finished | partial | new | invalid
+    done_steps: int = 0
+    error: str | None = None
+    est_seconds: float | None = None  # remaining training time of this cell
+    est_source: str = ""
+
+
+@dataclass
+class CellOutcome:
+    plan: CellPlan
+    status: str  # skipped | ran | resumed | failed
+    seconds: float = 0.0
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _split(values: str | list[str] | None) -> list[str]:
+    if values is None:
+        return []
+    items = values.split(",") if isinstance(values, str) else [v for text in values for v in text.split(",")]
+    return list(dict.fromkeys(v.strip() for v in items if v.strip()))
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in _split(text)]
+    except ValueError:
+        raise KdError(f"{option} expects comma-separated integers (e.g. {option} 0,1,2), got '{text}'.") from None
+
+
+def expand_grid(students: list[str], teachers: list[str], methods: list[str], scales: list[int],
+                seeds: list[int]) -> list[Cell]:
+    """Every cell of the grid, names checked against the registries and made canonical (aliases resolved)."""
+    from kd.methods import get_method
+    from kd.models import get_entry
+
+    for option, values in (("--students", students), ("--methods", methods), ("--scales", scales),
+                           ("--seeds", seeds)):
+        if not values:
+            raise KdError(f"{option} is empty; give at least one value.")
+    students = list(dict.fromkeys(_canonical(get_entry, s, "--students") for s in students))
+    teachers = list(dict.fromkeys(_canonical(get_entry, t, "--teachers") for t in teachers))
+    method_classes = [_checked(get_method, m, "--methods") for m in methods]
+    if any(cls.needs_teacher for cls in method_classes) and not teachers:
+        raise KdError("--methods includes distillation methods but --teachers is empty; give e.g. --teachers rcan.")
+    cells: list[Cell] = []
+    for student in students:
+        for scale in scales:
+            for seed in seeds:
+                for cls in method_classes:
+                    for teacher in (teachers if cls.needs_teacher else [None]):
+                        cells.append(Cell(student, teacher, cls.name, scale, seed))
+    return list(dict.fromkeys(cells))
+
+
+def _checked(lookup: Callable[[str], Any], name: str, option: str) -> Any:
+    try:
+        return lookup(name)
+    except KdError as exc:
+        raise KdError(f"{option}: {exc}") from None
+
+
+def _canonical(lookup: Callable[[str], Any], name: str, option: str) -> str:
+    return _checked(lookup, name, option).arch
+
+
+def cell_config(cell: Cell, base_layers: list[tuple[str, dict[str, Any]]], overrides: list[str]) -> RunConfig:
+    """The run configuration of one cell: base layers (profile, config file, common options), the cell, --set."""
+    flags: dict[str, Any] = {"student": {"arch": cell.student}, "method": {"name": cell.method},
+                             "scale": cell.scale, "seed": cell.seed}
+    if cell.teacher is not None:
+        flags["teacher"] = {"arch": cell.teacher}
+    layers = [*base_layers, (f"sweep cell {cell.label}", flags)]
+    layers += [(f"--set {text}", parse_override(text)) for text in overrides]
+    return resolve(layers)
+
+
+def base_layers(profile: str, file_values: dict[str, Any] | None = None, file_name: str = "",
+                common: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    layers = [profile_layer(profile)]
+    if file_values:
+        layers.append((f"config file '{file_name}'", {k: v for k, v in file_values.items() if k != "profile"}))
+    if common:
+        layers.append(("the command-line options", deep_merge({}, common)))
+    return layers
+
+
+# ------------------------------------------------------------------------------------------------ estimates
+
+
+def _presets(config: RunConfig) -> tuple[str, str | None]:
+    from kd.engine.teachers import teacher_preset
+    from kd.models import get_entry
+
+    student = config.student.preset or get_entry(config.student.arch).default_preset
+    teacher = teacher_preset(config) if config.teacher.arch and config.method.name != "none" else None
+    return student, teacher
+
+
+def _timing_key(config: RunConfig) -> tuple:
+    from kd.methods import get_method
+
+    student_preset, teacher_preset = _presets(config)
+    needs_teacher = get_method(config.method.name).needs_teacher
+    teacher = (config.teacher.arch, teacher_preset) if needs_teacher else None
+    return (config.student.arch, student_preset, teacher, config.train.batch_size, config.train.lr_patch,
+            config.scale)
+
+
+class StepTimes:
+    """Seconds per training step for a configuration: recorded by finished runs, else rough per-network figures."""
+
+    def __init__(self, runs_dir: str | Path) -> None:
+        self.recorded: dict[tuple, list[tuple[str, float]]] = {}
+        root = Path(runs_dir)
+        for summary_path in sorted(root.glob("*/summary.json")) if root.is_dir() else []:
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+                config = _read_run_config(summary_path.parent / "config.yaml")
+                per_step = float(summary["train_seconds"]) / int(summary["steps"])
+                self.recorded.setdefault(_timing_key(config), []).append((config.method.name, per_step))
+            except Exception:  # timings are a convenience: an unreadable run just does not contribute one
+                continue
+        self._macs_cache: dict[tuple[str, str, int], int] = {}
+        self.teacher_recorded: dict[tuple, float] = {}
+        for info in _zoo_entries():
+            try:
+                recipe = info["recipe"]
+                key = (info["arch"], info["preset"], recipe["batch_size"], recipe["lr_patch"], info["scale"])
+                self.teacher_recorded[key] = float(info["train_seconds"]) / int(info["steps"])
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                continue
+
+    def per_step(self, config: RunConfig) -> tuple[float, str]:
+        """(seconds per step, where the figure comes from)."""
+        from kd.methods import get_method
+
+        try:
+            samples = self.recorded.get(_timing_key(config), [])
+        except KdError:
+            samples = []
+        same_method = [s for m, s in samples if m == config.method.name]
+        chosen = same_method or [s for _, s in samples]
+        if chosen:
+            chosen = sorted(chosen)
+            return chosen[len(chosen) // 2], f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
+        pixels = config.train.batch_size * config.train.lr_patch ** 2 / REFERENCE_PIXELS
+        student_preset, teacher_preset = _presets(config)
+        seconds = self._network_seconds(config.student.arch, student_preset, config.scale, backward=True)
+        if get_method(config.method.name).needs_teacher and config.teacher.arch:
+            seconds += self._network_seconds(config.teacher.arch, teacher_preset, config.scale, backward=False)
+        return seconds * pixels, "rough"
+
+    def teacher_training(self, config: RunConfig) -> float:
+        recipe = config.teacher.train
+        pixels = recipe.batch_size * recipe.lr_patch ** 2 / REFERENCE_PIXELS
+        _, preset = _presets(config)
+        from kd.models import get_entry
+
+        key = (get_entry(config.teacher.arch).arch, preset, recipe.batch_size, recipe.lr_patch, config.scale)
+        if key in self.teacher_recorded:
+            return recipe.steps * self.teacher_recorded[key]
+        return recipe.steps * pixels * self._network_seconds(config.teacher.arch, preset, config.scale,
+                                                             backward=True)
+
+    def _network_seconds(self, arch: str, preset: str | None, scale: int, *, backward: bool) -> float:
+        from kd.models import get_entry
+
+        entry = get_entry(arch)
+        fwd, fwd_bwd = ROUGH_STEP_SECONDS.get(entry.arch, UNKNOWN_NETWORK_SECONDS)
+        seconds = fwd_bwd if backward else fwd
+        preset = preset or entry.default_preset
+        if preset != entry.default_preset:
+            official = self._macs(entry.arch, entry.default_preset, scale)
+            if official:
+                seconds *= self._macs(entry.arch, preset, scale) / official
+        return max(seconds, MIN_STEP_SECONDS)
+
+    def _macs(self, arch: str, preset: str, scale: int) -> int:
+        key = (arch, preset, scale)
+        if key not in self._macs_cache:
+            import torch
+
+            from kd.metrics.cost import count_macs
+            from kd.models import create
+
+            try:
+                with torch.device("meta"):  # shapes only: no memory, no compute
+                    model = create(arch, scale, preset=preset)
+                self._macs_cache[key] = count_macs(model, (48, 48))
+            except Exception:
+                self._macs_cache[key] = 0
+        return self._macs_cache[key]
+
+
+def _zoo_entries() -> list[dict[str, Any]]:
+    from kd.engine.teachers import list_zoo
+
+    try:
+        return list_zoo()
+    except (OSError, ValueError):
+        return []
+
+
+def _read_run_config(path: Path) -> RunConfig:
+    from kd.config import from_dict, read_config_file
+
+    return from_dict(read_config_file(path), f"'{path}'")
+
+
+def _done_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    step = 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                step = max(step, int(json.loads(line).get("step", 0)))
+            except (ValueError, AttributeError, TypeError):
+                continue
+    return step
+
+
+def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
+               out_dir: str | Path) -> list[CellPlan]:
+    """Resolve, check and locate every cell's run; estimate the training time still to do."""
+    from kd.engine.run import check_names
+
+    out_dir = Path(out_dir)
+    times = StepTimes(out_dir)
+    plans = []
+    for cell in cells:
+        try:
+            config = cell_config(cell, layers, overrides)
+            check_names(config)
+        except KdError as exc:
+            plans.append(CellPlan(cell, None, None, "invalid", error=str(exc)))
+            continue
+        rid = run_id(config)
+        run_dir = out_dir / rid
+        if (run_dir / "summary.json").is_file():
+            plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0))
+            continue
+        done = min(_done_steps(run_dir), config.train.steps) if run_dir.is_dir() else 0
+        per_step, source = times.per_step(config)
+        plans.append(CellPlan(cell, config, rid, "partial" if done else "new", done,
+                              est_seconds=per_step * (config.train.steps - done), est_source=source))
+    return plans
+
+
+def teachers_to_train(plans: list[CellPlan], runs_dir: str | Path) -> list[tuple[str, float]]:
+    """(zoo key, estimated seconds) of each teacher the pending cells need and the zoo does not hold yet."""
+    from kd.engine.teachers import zoo_dir
+    from kd.methods import get_method
+
+    times = StepTimes(runs_dir)
+    pending: dict[str, float] = {}
+    for plan in plans:
+        config = plan.config
+        if plan.status in ("finished", "invalid") or config is None or config.teacher.ckpt:
+            continue
+        if not get_method(config.method.name).needs_teacher:
+            continue
+        folder = zoo_dir(config)
+        if not (folder / "teacher.pt").is_file() and folder.name not in pending:
+            pending[folder.name] = times.teacher_training(config)
+    return list(pending.items())
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def run_sweep(plans: list[CellPlan], out_dir: str | Path, *, console: Any, progress: bool = True,
+              on_cell: Callable[[int, CellPlan, float | None], None] | None = None,
+              services: Any = None) -> list[CellOutcome]:
+    """Run the cells in order through `execute_run`; failures are recorded, not raised (Ctrl-C still stops).
+
+    `on_cell(index, plan, remaining_estimate)` is called before each cell (the whole grid's progress)."""
+    from kd.engine import TrainingInterrupted, execute_run
+
+    outcomes: list[CellOutcome] = []
+    # Observed / estimated time of the cells run so far corrects the estimate of the remaining ones.
+    spent, estimated = 0.0, 0.0
+    for index, plan in enumerate(plans):
+        remaining = sum(p.est_seconds or 0.0 for p in plans[index:] if p.status != "invalid")
+        if estimated > 0:
+            remaining *= spent / estimated
+        if on_cell:
+            on_cell(index, plan, remaining)
+        if plan.status == "invalid" or plan.config is None:
+            outcomes.append(CellOutcome(plan, "failed", error=plan.error))
+            continue
+        began = time.perf_counter()
+        try:
+            kwargs = {"services": services} if services is not None else {}
+            record = execute_run(plan.config, out_dir=out_dir, console=console, progress=progress, **kwargs)
+        except (KeyboardInterrupt, TrainingInterrupted):
+            raise
+        except KdError as exc:
+            outcomes.append(CellOutcome(plan, "failed", time.perf_counter() - began, str(exc)))
+            continue
+        except Exception as exc:  # one broken cell must not lose the rest of a long sweep
+            outcomes.append(CellOutcome(plan, "failed", time.perf_counter() - began,
+                                        f"{type(exc).__name__}: {exc}"))
+            continue
+        seconds = time.perf_counter() - began
+        if record.already_finished:
+            outcomes.append(CellOutcome(plan, "skipped", seconds, summary=record.summary))
+            continue
+        if plan.est_seconds:
+            spent += seconds
+            estimated += plan.est_seconds
+        status = "resumed" if plan.status == "partial" else "ran"
+        outcomes.append(CellOutcome(plan, status, seconds, summary=record.summary))
+    return outcomes
