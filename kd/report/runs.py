@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings as warnings_module
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,9 @@ def tidy_frame(runs_dir: Path, runs: list[Run], warnings: list[str]) -> pd.DataF
     except ImportError:
         return tidy_from_summaries(runs)
     try:
-        frame = load_runs(runs_dir)
+        with warnings_module.catch_warnings():
+            warnings_module.simplefilter("ignore")  # scan_runs already reported the runs it skips
+            frame = load_runs(runs_dir)
     except Exception as exc:  # the report must not break on the loader; the summaries hold the same numbers
         warnings.append(f"kd.results.load_runs failed ({exc}); using summary.json directly")
         return tidy_from_summaries(runs)

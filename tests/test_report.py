@@ -1,0 +1,112 @@
+"""`kdbench report` over a real smoke grid (tiny networks, seconds per run) and the seed statistics behind it."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from kd.cli import main
+from kd.config import parse_override, resolve
+from kd.engine import execute_run
+from kd.errors import KdError
+from kd.profiles import profile_layer
+from kd.report import build_report
+from kd.report.stats import gap_recovered, mean_std, paired_delta
+
+T_975_DF2 = 4.303  # Student t table, two-sided 95%, 2 degrees of freedom
+
+
+def test_paired_interval_matches_a_hand_calculation():
+    method = {0: 30.1, 1: 30.5, 2: 30.2}
+    base = {0: 30.0, 1: 30.2, 2: 30.0, 7: 99.0}  # seed 7 has no partner and is ignored
+    delta = paired_delta(method, base)
+    # differences 0.1, 0.3, 0.2: mean 0.2, sd 0.1, half-width t * 0.1 / sqrt(3)
+    half = T_975_DF2 * 0.1 / math.sqrt(3)
+    assert delta.n == 3 and delta.mean == pytest.approx(0.2) and delta.std == pytest.approx(0.1)
+    assert delta.low == pytest.approx(0.2 - half, abs=1e-3) and delta.high == pytest.approx(0.2 + half, abs=1e-3)
+    single = paired_delta({0: 30.3}, {0: 30.0})
+    assert single.n == 1 and single.mean == pytest.approx(0.3) and not single.has_interval
+    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2.0)))
+    assert gap_recovered(30.25, 30.0, 31.0) == pytest.approx(0.25)
+    assert math.isnan(gap_recovered(30.25, 30.0, 29.0)) and math.isnan(gap_recovered(30.25, 30.0, None))
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory):
+    """none + logits from an RCAN teacher, seeds 0 and 1, smoke profile; returns the runs folder."""
+    root = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDBENCH_CACHE", str(root / "cache"))
+        for method in ("none", "logits"):
+            for seed in (0, 1):
+                config = resolve([profile_layer("smoke"),
+                                  ("test", parse_override(f"method.name={method}")),
+                                  ("test", {"seed": seed, "teacher": {"arch": "rcan"}})])
+                execute_run(config, out_dir=root / "runs", progress=False)
+        yield root
+
+
+def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    out = tmp_path / "report"
+    report = build_report(smoke_grid / "runs", out, visual_images=1)
+    for name in ("report.html", "report.md", "results.csv", "figures/delta_bars.png", "figures/delta_bars.svg",
+                 "figures/training_curves.png", "figures/psnr_vs_cost.svg", "figures/visual_spec.json"):
+        assert (out / name).is_file(), name
+    html, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for text in (html, md):
+        assert "smoke profile" in text and "logits" in text and "none" in text and "(teacher)" in text
+    assert "reconstruction" not in html  # no LSFD/FACD/KRNet here
+
+    # the delta in the table is the mean of per-seed differences read straight from the summaries
+    summaries = [json.loads(p.read_text()) for p in (smoke_grid / "runs").glob("*/summary.json")]
+    psnr = {(s["method"], s["seed"]): s["datasets"]["default"]["psnr_y"] for s in summaries}
+    expected = ((psnr["logits", 0] - psnr["none", 0]) + (psnr["logits", 1] - psnr["none", 1])) / 2
+    table = pd.read_csv(out / "results.csv")
+    row = table[table["method"] == "logits"].iloc[0]
+    assert row["delta"] == pytest.approx(expected) and row["delta_n"] == 2 and math.isfinite(row["delta_low"])
+    assert bool(row["best"])
+    spec = json.loads((out / "figures" / "visual_spec.json").read_text())
+    labels = [p["label"] for p in spec["figures"][0]["panels"]]
+    assert labels[:3] == ["HR", "bicubic", "no-KD"] and "logits" in labels and labels[-1].startswith("teacher")
+    assert set(spec["figures"][0]["crop_hr"]) == {"top", "left", "size"}
+    assert not list(tmp_path.glob(".report*"))  # no temporary folder left behind
+
+
+def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_grid / "runs", runs)
+    broken = runs / "asid-broken-run"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json")
+    source = next(runs.glob("asid-logits-*-s0-*"))
+    lsfd = runs / source.name.replace("logits", "lsfd")
+    shutil.copytree(source, lsfd)
+    summary = json.loads((lsfd / "summary.json").read_text())
+    summary.update(method="lsfd", run_id=lsfd.name)
+    (lsfd / "summary.json").write_text(json.dumps(summary))
+    report = build_report(runs, tmp_path / "out", visual_images=0)
+    assert any("asid-broken-run" in note for note in report.content.notes)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "LSFD: reconstructions from the papers" in html and "asid-broken-run" in html
+    assert "lsfd" in set(pd.read_csv(tmp_path / "out" / "results.csv")["method"])
+
+
+def test_empty_partial_and_missing_runs_dirs_say_what_is_missing(tmp_path, capsys):
+    with pytest.raises(KdError, match="not found"):
+        build_report(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdError, match="no run folders with a summary.json"):
+        build_report(tmp_path / "empty", tmp_path / "out")
+    partial = tmp_path / "partial" / "asid-none-noteacher-x4-smoke-s0-deadbeef"
+    partial.mkdir(parents=True)
+    (partial / "config.yaml").write_text("profile: smoke\n")
+    assert main(["report", "--runs", str(partial.parent), "--out", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "only unfinished runs" in err and partial.name in err
+    assert not (tmp_path / "out").exists()
