@@ -19,4 +19,8 @@ demo: install
 	$(BIN)/kdbench eval --model bicubic --data default --scale 2,3,4
 
 test: install
+	@# Headless Chromium for tests/test_report_browser.py (skips when still absent); CI runs as root on Debian.
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) || \
+		echo "chromium could not be installed: the browser test will skip"
 	$(BIN)/python -m pytest -q -m "not slow"
