@@ -37,7 +37,7 @@ def test_paired_interval_matches_a_hand_calculation():
 
 @pytest.fixture(scope="module")
 def smoke_grid(tmp_path_factory):
-    """none + logits from an RCAN teacher, seeds 0 and 1, smoke profile; returns the runs folder."""
+    """none + logits from an RCAN teacher, seeds 0 and 1, smoke profile cut to 2 steps without validation."""
     root = tmp_path_factory.mktemp("grid")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KDBENCH_CACHE", str(root / "cache"))
@@ -45,7 +45,8 @@ def smoke_grid(tmp_path_factory):
             for seed in (0, 1):
                 config = resolve([profile_layer("smoke"),
                                   ("test", parse_override(f"method.name={method}")),
-                                  ("test", {"seed": seed, "teacher": {"arch": "rcan"}})])
+                                  ("test", {"seed": seed, "teacher": {"arch": "rcan", "train": {"steps": 2}},
+                                            "train": {"steps": 2}, "eval": {"val_dataset": None}})])
                 execute_run(config, out_dir=root / "runs", progress=False)
         yield root
 
