@@ -84,7 +84,7 @@ def rich_table(df: pd.DataFrame, title: str = "kdbench results"):
     headers, rows = paper_rows(df)
     table = Table(title=title, box=box.SIMPLE_HEAVY)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 4 else "right", no_wrap=True)
+        table.add_column(header, justify="left" if i < 4 else "right", overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table

@@ -1,0 +1,82 @@
+"""`kdbench sweep` on a small real grid of smoke runs: dry-run cells, skipping finished cells, failing cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kd.cli import main
+from kd.results.sweep import expand_grid
+
+FAST = ["--set", "eval.val_dataset=null"]  # no periodic validation: a few seconds per run
+GRID = ["--students", "asid", "--teachers", "rcan", "--methods", "none,logits", "--scales", "4", "--seeds", "0",
+        "--profile", "smoke", "--no-progress", *FAST]
+
+
+def _sweep(runs, *extra):
+    return main(["sweep", *GRID, "--out-dir", str(runs), *extra])
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDBENCH_CACHE", str(root / "cache"))
+        code = _sweep(root / "runs")
+        yield root / "runs", code, patch
+
+
+def test_grid_shares_the_no_kd_cell_across_teachers():
+    cells = expand_grid(["asid"], ["rcan", "han", "swinir"], ["none", "logits", "fitnet"], [4], [0, 1, 2])
+    assert len(cells) == 3 * (1 + 2 * 3)
+    baseline = [c for c in cells if c.method == "none"]
+    assert len(baseline) == 3 and all(c.teacher is None for c in baseline)
+    assert {(c.teacher, c.method) for c in cells if c.seed == 0} == {
+        (None, "none"), *((t, m) for t in ("rcan", "han", "swinir") for m in ("logits", "fitnet"))}
+    # aliases resolve to the registered name, so they do not make a second cell
+    assert len(expand_grid(["asid"], ["swinir", "swinir_m"], ["logits"], [4], [0])) == 1
+
+
+def test_dry_run_lists_cells_with_estimates(tmp_path, capsys):
+    argv = ["sweep", "--students", "asid", "--teachers", "rcan,han,swinir", "--methods", "none,logits,fitnet",
+            "--scales", "4", "--seeds", "0,1,2", "--profile", "cpu", "--out-dir", str(tmp_path / "runs"),
+            "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "21 cells" in out and out.count("noteacher") == 3  # one no-KD run id per seed
+    assert "estimated training time" in out and "rough" in out
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_unknown_method_is_reported_before_anything_runs(tmp_path, capsys):
+    assert main(["sweep", "--methods", "none,fitnt", "--out-dir", str(tmp_path), "--dry-run"]) == 2
+    assert "Did you mean 'fitnet'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_sweep_runs_every_cell_then_skips_finished_ones(swept, capsys):
+    runs, code, _ = swept
+    assert code == 0
+    summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert sorted(s["method"] for s in summaries) == ["logits", "none"]
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+
+    capsys.readouterr()
+    assert _sweep(runs, "--dry-run") == 0
+    assert "for 0 cell(s) to run" in " ".join(capsys.readouterr().out.split())
+    assert _sweep(runs) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == before  # nothing re-ran
+
+
+def test_failing_cell_is_reported_while_the_others_finish(swept, capsys):
+    runs, _, _ = swept
+    capsys.readouterr()
+    # `kd` is a loss term of logits only: the no-KD cell is invalid with it, the logits cell runs.
+    code = _sweep(runs, "--set", "method.weights.kd=2")
+    assert code == 1
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).split())
+    assert "failed" in text and "no loss term 'kd'" in text and "1 of 2 cell(s) failed" in text
+    weighted = [json.loads(p.read_text()) for p in runs.glob("*logits*/summary.json")]
+    assert sorted(s["loss_weights"]["kd"] for s in weighted) == [1.0, 2.0]
