@@ -347,7 +347,7 @@ def run_sweep(plans: list[CellPlan], out_dir: str | Path, *, console: Any, progr
     spent, estimated = 0.0, 0.0
     for index, plan in enumerate(plans):
         remaining = sum(p.est_seconds or 0.0 for p in plans[index:] if p.status != "invalid")
-        if estimated > 0:
+        if estimated >= 60:  # below a minute of estimates, evaluation and start-up dominate the ratio
             remaining *= spent / estimated
         if on_cell:
             on_cell(index, plan, remaining)
