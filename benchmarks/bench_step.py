@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':10s} {'min s':>8s} {'median s':>9s} {'/base(min)':>11s} {'/base(med)':>11s} "
           f"{'/none+T(min)':>13s} {'/none+T(med)':>13s} {'target':>7s}")
     for name, figures in report["seconds"].items():
-        ratio = report["ratio_to_baseline"].get(name, {"min": 1.0, "median": 1.0})
+        ratio = report["ratio_to_baseline"].get(name) or {
+            "min": figures["min"] / base_min, "median": figures["median"] / base_med}
         to_none = report["ratio_to_none_plus_teacher"].get(name, {"min": float("nan"), "median": float("nan")})
         target = report["targets"].get(name)
         print(f"{name:10s} {figures['min']:8.4f} {figures['median']:9.4f} {ratio['min']:11.3f} {ratio['median']:11.3f} "
