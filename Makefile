@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/kdbench eval --model bicubic --data default --scale 2,3,4
+	$(BIN)/kdbench run --student asid --teacher rcan --method facd --profile demo
 
 test: install
 	@# Headless Chromium for tests/test_report_browser.py (skips when still absent); CI runs as root on Debian.

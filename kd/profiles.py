@@ -1,6 +1,8 @@
 """Run profiles: named layers of configuration values over the `kd.config` defaults.
 
 * `smoke`: tiny networks, a handful of steps on the embedded photos; seconds. For tests and wiring checks.
+* `demo`: the real ASID student and an RCAN `mini` teacher trained briefly on the embedded photos; a few minutes
+  on a laptop CPU. The README's main command: it exercises everything, but is far too short to rank methods.
 * `cpu`: the real ASID student, `mini` teachers, the 291 set for training, Set5/Set14/B100 for testing; one
   distillation run at x4 fits in about 15 minutes on 2 CPU cores (calibrated by benchmarks/calibrate_teachers.py).
 * `paper`: official configurations and recipes (DIV2K, official schedules and teachers); for GPUs.
@@ -85,7 +87,27 @@ PAPER = Profile(
     },
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, CPU, PAPER)}
+DEMO = Profile(
+    "demo",
+    "the real ASID student and a mini teacher, briefly trained on the embedded photos: a few minutes on a laptop "
+    "CPU; shows the whole pipeline, too short for conclusions about methods",
+    {
+        "student": {"arch": "asid", "preset": "paper"},
+        "teacher": {
+            "arch": "rcan",
+            "preset": "mini",
+            "train": {"steps": 150, "batch_size": 4, "lr_patch": 32, "optimizer": "adam", "lr": 5e-4,
+                      "schedule": "cosine", "min_lr": 1e-5, "log_every": 10, "ckpt_every": 50, "val_every": 0},
+        },
+        "data": {"train": "default"},
+        "train": {"steps": 150, "batch_size": 4, "lr_patch": 32, "optimizer": "adamw", "lr": 5e-4,
+                  "weight_decay": 1e-4, "schedule": "cosine", "min_lr": 1e-5,
+                  "log_every": 10, "ckpt_every": 50, "val_every": 0},
+        "eval": {"datasets": ["default"], "lpips": True, "val_dataset": "default"},
+    },
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER)}
 
 
 def get_profile(name: str) -> Profile:

@@ -26,7 +26,8 @@ def test_profiles_resolve_and_differ():
     assert configs["cpu"].data.train == "291" and configs["cpu"].teacher.preset == "mini"
     assert configs["cpu"].eval.datasets == ["Set5", "Set14", "B100"]
     assert configs["paper"].data.train == "DIV2K"
-    assert len({run_id(c) for c in configs.values()}) == 3
+    assert configs["demo"].data.train == "default" and configs["demo"].student.preset == "paper"
+    assert len({run_id(c) for c in configs.values()}) == len(PROFILES)
 
 
 def test_overrides_are_typed():
