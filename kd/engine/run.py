@@ -29,13 +29,14 @@ from rich.console import Console
 from torch import nn
 
 from kd.config import RunConfig, config_hash, dump_yaml, run_id
-from kd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from kd.engine.checkpoint import atomic_save, load_checkpoint
 from kd.engine.environment import environment
 from kd.engine.progress import RichProgress
 from kd.engine.services import LazyBatches, Services, resolve_device
 from kd.engine.teachers import load_teacher_checkpoint, teacher_preset, zoo_teacher
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
+from kd.fileio import atomic_write_text
 from kd.methods import create_method, get_method, loss_weights, method_options
 from kd.models import create, get_entry
 
@@ -174,16 +175,9 @@ def execute_run(
         lambda: services.make_batches(config, train, seed=config.seed + HOLDOUT_SEED_OFFSET), train.batch_size
     )
 
-    def validate(model: nn.Module) -> float:
-        result = services.evaluate(
-            model, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
-            progress=False, model_name=config.student.arch, device=device,
-        )
-        return float(result.per_dataset["psnr_y"].mean())
-
     trainer = Trainer(
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
-        run_dir=run_dir, seed=config.seed + 2, validate=validate if config.eval.val_dataset else None,
+        run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
         holdout=holdout, config_hash=config_hash(config), device=device,
         progress=RichProgress(console, f"{config.student.arch}/{config.method.name}") if progress else None,
     )

@@ -33,6 +33,21 @@ class Services:
     evaluate: Callable[..., Any] = default_evaluate
 
 
+    def validator(self, config: RunConfig, device: str, model_name: str) -> Callable[[nn.Module], float] | None:
+        """Mean PSNR-Y on `eval.val_dataset` (no LPIPS, no progress bar), or None when validation is off."""
+        if not config.eval.val_dataset:
+            return None
+
+        def validate(model: nn.Module) -> float:
+            result = self.evaluate(
+                model, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
+                progress=False, model_name=model_name, device=device,
+            )
+            return float(result.per_dataset["psnr_y"].mean())
+
+        return validate
+
+
 def resolve_device(name: str) -> str:
     """`auto` -> cuda when available, else cpu; a CUDA device that is not there is a user error."""
     import torch

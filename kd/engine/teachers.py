@@ -19,11 +19,12 @@ from rich.console import Console
 from torch import nn
 
 from kd.config import RunConfig
-from kd.engine.checkpoint import atomic_save, atomic_write_text
+from kd.engine.checkpoint import atomic_save
 from kd.engine.progress import RichProgress
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
+from kd.fileio import atomic_write_text
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
 
@@ -88,16 +89,9 @@ def train_teacher(
     method = create_method("none", model, None)
     batches = services.make_batches(config, recipe, seed=config.teacher.seed)
 
-    def validate(net: nn.Module) -> float:
-        result = services.evaluate(
-            net, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
-            progress=False, model_name=config.teacher.arch, device=device,
-        )
-        return float(result.per_dataset["psnr_y"].mean())
-
     trainer = Trainer(
         recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
-        run_dir=folder, seed=config.teacher.seed, validate=validate if config.eval.val_dataset else None,
+        run_dir=folder, seed=config.teacher.seed, validate=services.validator(config, device, config.teacher.arch),
         progress=RichProgress(console, f"teacher {config.teacher.arch}") if progress else None, device=device,
     )
     outcome = trainer.fit()

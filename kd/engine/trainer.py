@@ -23,10 +23,11 @@ from torch import Tensor, nn
 
 from kd.config import TrainConfig
 from kd.engine.batches import BatchSource
-from kd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from kd.engine.checkpoint import atomic_save, load_checkpoint
 from kd.engine.ema import ModelEma
 from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
+from kd.fileio import atomic_write_text
 from kd.methods.base import Distiller, StepContext, StepInputs
 from kd.models import capture
 

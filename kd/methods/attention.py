@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import depth_positions
+from kd.methods.pairing import depth_positions, probe_taps
 
 MODES = ("auto", "channel", "window")
 WINDOW_MAPS = ("logits", "probs")
@@ -81,18 +81,8 @@ def _unshifted(model: nn.Module, taps: list[str]) -> list[str]:
     return [t for t in taps if getattr(modules.get(t.rsplit(".attn.", 1)[0]), "shift", 0) == 0]
 
 
-def _probe_shapes(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, tuple[int, ...]]:
-    from kd.models import capture
-
-    was_training = model.training
-    model.eval()
-    try:
-        probe = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
-        with torch.no_grad(), capture(model, taps, detach=True) as feats:
-            model(probe)
-    finally:
-        model.train(was_training)
-    return {name: tuple(value.shape) for name, value in feats.items()}
+def _probe_shapes(model: nn.Module, taps: list[str]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(value.shape) for name, value in probe_taps(model, taps).items()}
 
 
 def _arch(model: nn.Module) -> str:

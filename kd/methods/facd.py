@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import common_area, paired_feature_taps, standardize_by_teacher
+from kd.methods.pairing import common_area, conv_adapter, paired_feature_taps, standardize_by_teacher, tap_key
 
 FORMS = ("ratio", "infonce")
 GATES = ("teacher_better", "none")
@@ -60,10 +60,6 @@ class FacdOptions:
     gate: str = "teacher_better"  # teacher_better: distil a sample only where L1(T, y) < L1(S, y) | none
     eps: float = 1e-6  # ratio guard when negatives are close to the anchor
     normalize: bool = True  # standardise both sides with the teacher's statistics
-
-
-def _module_key(tap: str) -> str:
-    return tap.replace(".", "_")
 
 
 def per_sample_l1(a: Tensor, b: Tensor) -> Tensor:
@@ -110,10 +106,7 @@ class FeatureAdaptiveContrastive(Distiller):
         )
         self.remap = nn.ModuleDict()
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
-            conv = nn.Conv2d(s_channels[s_tap], t_channels[t_tap], kernel_size=1)
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
-            nn.init.zeros_(conv.bias)
-            self.remap[_module_key(s_tap)] = conv
+            self.remap[tap_key(s_tap)] = conv_adapter(s_channels[s_tap], t_channels[t_tap], identity_if_equal=False)
 
     def contrastive_loss(self, inputs: StepInputs) -> Tensor:
         """(B,) mean over taps of the per-sample contrastive term."""
@@ -125,7 +118,7 @@ class FeatureAdaptiveContrastive(Distiller):
         lr_size = tuple(inputs.lr.shape[-2:])
         per_tap = []
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
-            remapped = self.remap[_module_key(s_tap)](inputs.student_feats[s_tap])
+            remapped = self.remap[tap_key(s_tap)](inputs.student_feats[s_tap])
             anchor, positive = common_area(remapped, inputs.teacher_feats[t_tap].detach(), lr_size)
             if self.options.normalize:
                 anchor, positive = standardize_by_teacher(anchor, positive)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import pair_by_depth, tap_channels
+from kd.methods.pairing import conv_adapter, paired_feature_taps, tap_key
 
 
 @dataclass
@@ -32,10 +32,6 @@ class FitNetOptions:
     teacher_taps: list[str] = field(default_factory=list)
     distance: str = "l1"  # l1 | mse
     normalize: bool = True  # centre/scale both sides with the teacher's statistics (see module docstring)
-
-
-def _adapter_key(tap: str) -> str:
-    return tap.replace(".", "_")
 
 
 @register_method
@@ -51,28 +47,12 @@ class FitNet(Distiller):
         super().__init__(student, teacher, options)
         if options.distance not in ("l1", "mse"):
             raise KdError(f"method.options.distance must be 'l1' or 'mse', got '{options.distance}'.")
-        if options.student_taps or options.teacher_taps:
-            if len(options.student_taps) != len(options.teacher_taps) or not options.student_taps:
-                raise KdError(
-                    "method.options.student_taps and method.options.teacher_taps must list the same number of taps."
-                )
-            self.student_taps, self.teacher_taps = list(options.student_taps), list(options.teacher_taps)
-        else:
-            if options.count < 1:
-                raise KdError(f"method.options.count must be >= 1, got {options.count}.")
-            self.student_taps, self.teacher_taps = pair_by_depth(student, teacher, options.count)
-        student_channels = tap_channels(student, self.student_taps)
-        teacher_channels = tap_channels(teacher, self.teacher_taps)
-        self.adapters = nn.ModuleDict()
-        for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
-            c_in, c_out = student_channels[s_tap], teacher_channels[t_tap]
-            if c_in == c_out:
-                self.adapters[_adapter_key(s_tap)] = nn.Identity()
-            else:
-                conv = nn.Conv2d(c_in, c_out, kernel_size=1)
-                nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
-                nn.init.zeros_(conv.bias)
-                self.adapters[_adapter_key(s_tap)] = conv
+        self.student_taps, self.teacher_taps, s_channels, t_channels = paired_feature_taps(
+            self.name, student, teacher, options.count, options.student_taps, options.teacher_taps
+        )
+        self.adapters = nn.ModuleDict({
+            tap_key(s): conv_adapter(s_channels[s], t_channels[t]) for s, t in zip(self.student_taps, self.teacher_taps)
+        })
 
     def feature_distance(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         if self.options.normalize:
@@ -89,7 +69,7 @@ class FitNet(Distiller):
         per_tap = []
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
             teacher_feat = inputs.teacher_feats[t_tap].detach()
-            student_feat = self.adapters[_adapter_key(s_tap)](inputs.student_feats[s_tap])
+            student_feat = self.adapters[tap_key(s_tap)](inputs.student_feats[s_tap])
             # Padded networks (ASID, SwinIR) may return maps larger than the LR input; compare the common area.
             h = min(student_feat.shape[-2], teacher_feat.shape[-2])
             w = min(student_feat.shape[-1], teacher_feat.shape[-1])

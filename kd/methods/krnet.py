@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction_l1
-from kd.methods.pairing import pair_by_depth, tap_channels
+from kd.methods.pairing import conv_adapter, paired_feature_taps, tap_key
 from kd.models import capture
 
 
@@ -72,9 +72,6 @@ class KRNetOptions:
     virtual_lr: float = 0.0  # virtual-step size alpha; 0 = the student's current lr
     fd_epsilon: float = 0.01  # finite-difference radius r = fd_epsilon / ||v|| (DARTS)
 
-
-def _key(tap: str) -> str:
-    return tap.replace(".", "_")
 
 
 def apply_kernels(feat: Tensor, kernels: Tensor) -> Tensor:
@@ -126,28 +123,15 @@ class KRNetDistillation(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: KRNetOptions) -> None:
         super().__init__(student, teacher, options)
         _check_options(options)
-        if options.student_taps or options.teacher_taps:
-            if len(options.student_taps) != len(options.teacher_taps) or not options.student_taps:
-                raise KdError(
-                    "method.options.student_taps and method.options.teacher_taps must list the same number of taps."
-                )
-            self.student_taps, self.teacher_taps = list(options.student_taps), list(options.teacher_taps)
-        else:
-            self.student_taps, self.teacher_taps = pair_by_depth(student, teacher, options.count)
-        student_channels = tap_channels(student, self.student_taps)
-        teacher_channels = tap_channels(teacher, self.teacher_taps)
+        self.student_taps, self.teacher_taps, student_channels, teacher_channels = paired_feature_taps(
+            self.name, student, teacher, options.count, options.student_taps, options.teacher_taps
+        )
         self.adapters = nn.ModuleDict()
         self.krnets = nn.ModuleDict()
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
-            c_in, c_out = student_channels[s_tap], teacher_channels[t_tap]
-            if c_in == c_out:
-                self.adapters[_key(s_tap)] = nn.Identity()
-            else:
-                conv = nn.Conv2d(c_in, c_out, kernel_size=1)
-                nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
-                nn.init.zeros_(conv.bias)
-                self.adapters[_key(s_tap)] = conv
-            self.krnets[_key(s_tap)] = KRNet(
+            c_out = teacher_channels[t_tap]
+            self.adapters[tap_key(s_tap)] = conv_adapter(student_channels[s_tap], c_out)
+            self.krnets[tap_key(s_tap)] = KRNet(
                 c_out, options.hidden, options.num_kernels, options.kernel_size, options.zero_mean, options.smooth
             )
         self.meta_optimizer = torch.optim.Adam(self.krnets.parameters(), lr=options.meta_lr, eps=options.meta_eps)
@@ -160,7 +144,7 @@ class KRNetDistillation(Distiller):
         per_tap = []
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
             teacher = teacher_feats[t_tap].detach()
-            student = self.adapters[_key(s_tap)](student_feats[s_tap])
+            student = self.adapters[tap_key(s_tap)](student_feats[s_tap])
             # Padded networks (ASID, SwinIR) may return maps larger than the LR input; compare the common area.
             h, w = min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1])
             student, teacher = student[..., :h, :w], teacher[..., :h, :w]
@@ -168,7 +152,7 @@ class KRNetDistillation(Distiller):
                 mean = teacher.mean(dim=(0, 2, 3), keepdim=True)
                 scale = (teacher - mean).pow(2).mean().sqrt().clamp_min(1e-6)
                 student, teacher = (student - mean) / scale, (teacher - mean) / scale
-            per_tap.append(self.krnets[_key(s_tap)](student, teacher))
+            per_tap.append(self.krnets[tap_key(s_tap)](student, teacher))
         return torch.stack(per_tap).mean()
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import common_area, paired_feature_taps, standardize_by_teacher
+from kd.methods.pairing import common_area, paired_feature_taps, standardize_by_teacher, tap_key
 
 
 @dataclass
@@ -65,10 +65,6 @@ def difference_attention(distance: Tensor, temperature: float) -> Tensor:
     return (torch.softmax(relative / temperature, dim=1) * d.shape[1]).view_as(distance)
 
 
-def _module_key(tap: str) -> str:
-    return tap.replace(".", "_")
-
-
 @register_method
 class LocalSelectiveFD(Distiller):
     name = "lsfd"
@@ -88,7 +84,7 @@ class LocalSelectiveFD(Distiller):
             self.name, student, teacher, options.count, options.student_taps, options.teacher_taps
         )
         self.regressors = nn.ModuleDict({
-            _module_key(s): local_regressor(s_channels[s], t_channels[t], options.regressor_layers)
+            tap_key(s): local_regressor(s_channels[s], t_channels[t], options.regressor_layers)
             for s, t in zip(self.student_taps, self.teacher_taps)
         })
 
@@ -112,7 +108,7 @@ class LocalSelectiveFD(Distiller):
         per_tap = []
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
             # Regress on the full (possibly padded) map so border pixels see real neighbours, then crop.
-            regressed = self.regressors[_module_key(s_tap)](inputs.student_feats[s_tap])
+            regressed = self.regressors[tap_key(s_tap)](inputs.student_feats[s_tap])
             student_feat, teacher_feat = common_area(regressed, inputs.teacher_feats[t_tap], lr_size)
             per_tap.append(self.tap_loss(student_feat, teacher_feat))
         return {"rec": reconstruction_l1(inputs), "lsfd": torch.stack(per_tap).mean()}

@@ -52,8 +52,23 @@ def pair_by_depth(student: nn.Module, teacher: nn.Module, count: int) -> tuple[l
     )
 
 
-def tap_channels(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, int]:
-    """Channel count of each tap, from one small dry forward pass (no gradients, mode preserved)."""
+def tap_key(tap: str) -> str:
+    """A tap name usable as an `nn.ModuleDict` key (module names contain dots)."""
+    return tap.replace(".", "_")
+
+
+def conv_adapter(c_in: int, c_out: int, *, identity_if_equal: bool = True) -> nn.Module:
+    """1x1 conv from student to teacher channels (variance-preserving init, zero bias), or identity when equal."""
+    if identity_if_equal and c_in == c_out:
+        return nn.Identity()
+    conv = nn.Conv2d(c_in, c_out, kernel_size=1)
+    nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def probe_taps(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, torch.Tensor]:
+    """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved)."""
     from kd.models import capture
 
     was_training = model.training
@@ -64,6 +79,12 @@ def tap_channels(model: nn.Module, taps: list[str], size: int = 16) -> dict[str,
             model(probe)
     finally:
         model.train(was_training)
+    return feats
+
+
+def tap_channels(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, int]:
+    """Channel count of each tap, from one small dry forward pass."""
+    feats = probe_taps(model, taps, size)
     missing = [t for t in taps if t not in feats]
     if missing:
         raise KdError(f"tap(s) {', '.join(missing)} of {type(model).__name__} produced no tensor in a forward pass.")
