@@ -59,6 +59,10 @@ def run_paper(args: argparse.Namespace) -> int:
         view.add_column(name, justify="left" if i < len(table.row_names) else "right")
     for row in body:
         view.add_row(*row)
+    # Never cut a published number short: widen the console to the table's natural width (the terminal wraps).
+    natural = Console(width=100_000).measure(view).maximum
+    if natural > console.width:
+        console = Console(width=natural)
     console.print(view)
     for command, number in footnotes(table).items():
         console.print(f"[{number}] {command}", highlight=False, markup=False)
