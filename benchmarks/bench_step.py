@@ -29,23 +29,11 @@ from torch.nn import functional as F
 
 from kd.config import TrainConfig
 from kd.engine import Trainer
+from kd.engine.batches import FixedBatch
 from kd.methods import create_method, loss_weights
 from kd.models import create
 
-
 TARGETS = {"logits": 1.10, "fitnet": 1.10, "lsfd": 1.15, "facd": 1.15, "attention": 1.15}
-
-
-class FixedBatch:
-    def __init__(self, lr: torch.Tensor, hr: torch.Tensor) -> None:
-        self.lr, self.hr, self.batch_size = lr, hr, lr.shape[0]
-
-    def batch(self, step: int):
-        return self.lr, self.hr
-
-    def iterate(self, start: int, end: int):
-        for _ in range(start, end):
-            yield self.lr, self.hr
 
 
 def main(argv: list[str] | None = None) -> int:

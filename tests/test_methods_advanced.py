@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from kd.config import TrainConfig
 from kd.engine import Trainer
+from kd.engine.batches import FixedBatch
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, get_method, list_methods, loss_weights
 from kd.models import capture, create
@@ -27,18 +28,6 @@ DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att"}
 # The tiny teachers are untrained, so FACD's teacher-better gate would switch its term off: tested on its own below.
 TEST_OPTIONS = {"facd": {"gate": "none"}}
 LR_PATCH = 16
-
-
-class FixedBatch:
-    def __init__(self, lr: torch.Tensor, hr: torch.Tensor) -> None:
-        self.lr, self.hr, self.batch_size = lr, hr, lr.shape[0]
-
-    def batch(self, step: int):
-        return self.lr, self.hr
-
-    def iterate(self, start: int, end: int):
-        for _ in range(start, end):
-            yield self.lr, self.hr
 
 
 def smooth_batch(scale: int, batch: int = 4, seed: int = 0):

@@ -19,6 +19,20 @@ class BatchSource(Protocol):
     def batch(self, step: int) -> tuple[Tensor, Tensor]: ...
 
 
+class FixedBatch:
+    """The same (lr, hr) batch at every step: for overfitting checks and step-cost benchmarks."""
+
+    def __init__(self, lr: Tensor, hr: Tensor) -> None:
+        self.lr, self.hr, self.batch_size = lr, hr, lr.shape[0]
+
+    def iterate(self, start_step: int, end_step: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for _ in range(start_step, end_step):
+            yield self.lr, self.hr
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        return self.lr, self.hr
+
+
 class PatchBatches:
     """Batches of (lr, hr) patches from a map-style dataset of (lr, hr) pairs."""
 
