@@ -85,6 +85,32 @@ class EvalConfig:
 
 
 @dataclass
+class AccelConfig:
+    """Speed options for GPUs (see `kd.engine.accel`); the defaults are plain fp32 eager execution."""
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes and losses)
+    teacher_dtype: str = "fp32"  # fp32 | bf16 | fp16: the frozen teacher's weights and forward pass
+    channels_last: bool = False  # NHWC memory format for networks and batches
+    compile: str = ""  # "" off, else a torch.compile backend (inductor, eager, ...); methods without taps only
+    pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies
+
+
+@dataclass
+class ClusterConfig:
+    """Resources of one sweep cell on a Slurm cluster (`kdbench sweep --executor slurm`, through submitit)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    timeout_min: int = 240  # a cell past its time is requeued and resumes from its checkpoint
+    gpus_per_node: int = 1  # > 1: one task per GPU, the cell trains with DDP across them
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    log_dir: str = "runs/_slurm"  # submitit's job scripts and logs
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     scale: int = 4
@@ -97,10 +123,13 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    accel: AccelConfig = field(default_factory=AccelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # Keys that change how a run executes but not what it computes; left out of the run id.
-NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device")
+NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "accel.pin_memory",
+                   "cluster")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -273,6 +302,11 @@ def validate(config: RunConfig) -> None:
             raise KdError(f"{name}.ema_decay must be in [0, 1), got {train.ema_decay}.")
         if train.ckpt_every < 1 or train.log_every < 1 or train.val_every < 0:
             raise KdError(f"{name}.ckpt_every and {name}.log_every must be >= 1, {name}.val_every >= 0.")
+    if config.accel.precision not in ("fp32", "bf16"):
+        raise KdError(f"accel.precision must be fp32 or bf16, got '{config.accel.precision}' (fp16 autocast needs "
+                      "loss scaling; use bf16).")
+    if config.accel.teacher_dtype not in ("fp32", "bf16", "fp16"):
+        raise KdError(f"accel.teacher_dtype must be fp32, bf16 or fp16, got '{config.accel.teacher_dtype}'.")
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
 
@@ -284,6 +318,8 @@ def config_hash(config: RunConfig, length: int = 8) -> str:
     data = to_dict(config)
     if config.method.name == "none":
         data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
+    if config.accel == AccelConfig():
+        data.pop("accel")  # default execution: run ids stay those of runs recorded before accel existed
     for dotted in NON_RESULT_KEYS:
         *parents, leaf = dotted.split(".")
         node = data

@@ -237,7 +237,7 @@ def _run_config(*overrides, method="fitnet"):
 
 
 def _services():
-    return Services(make_batches=lambda config, train, seed: SyntheticBatches(train.batch_size, 8, seed),
+    return Services(make_batches=lambda config, train, seed, **_: SyntheticBatches(train.batch_size, 8, seed),
                     evaluate=fake_evaluate)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import warnings
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +27,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (one per GPU, or gloo "
+                        "processes on the CPU), launched through torchrun; train.batch_size stays the global batch")
 
 
 def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
@@ -51,6 +56,36 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     from kd.config import deep_merge
 
     return deep_merge(a, b)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus `--nproc N` / `--nproc=N`: what each torchrun worker runs."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
+
+
+def relaunch_under_torchrun(args: argparse.Namespace, config: RunConfig) -> int | None:
+    """`--nproc N` (N > 1) outside torchrun: run the same command as N torchrun workers; None: run here."""
+    from kd.engine.distributed import check_nproc, threads_per_process, torchrun_command
+
+    if args.nproc == 1 or "WORLD_SIZE" in os.environ:
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_nproc(args.nproc, config.device)
+    for warning in caught:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    argv = without_nproc(args.argv)
+    if args.threads is None:
+        argv += ["--threads", str(threads_per_process(args.nproc))]
+    return subprocess.call(torchrun_command(args.nproc, argv))
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -90,6 +125,9 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.teacher_preset:
         flags.setdefault("teacher", {})["preset"] = args.teacher_preset
     config = build_config(args, flags)
+    relaunched = relaunch_under_torchrun(args, config)
+    if relaunched is not None:
+        return relaunched
 
     console = Console()
     err = Console(stderr=True)
@@ -101,6 +139,8 @@ def run_command(args: argparse.Namespace) -> int:
             highlight=False,
         )
         return 130
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # a torchrun worker other than rank 0: rank 0 reports
     if record.already_finished:
         err.print(f"run {record.run_dir.name} is already finished; results in {record.run_dir}", highlight=False)
     else:

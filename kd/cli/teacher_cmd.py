@@ -8,10 +8,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kd.cli.run_cmd import add_config_arguments, build_config
+from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from kd.engine.distributed import from_environment
+    from kd.engine.services import resolve_device
     from kd.engine.teachers import train_teacher, zoo_dir
     from kd.models import get_entry
 
@@ -24,19 +26,25 @@ def train_command(args: argparse.Namespace) -> int:
         flags["data"] = {"train": args.data}
     get_entry(args.teacher)  # unknown architecture: fail before resolving anything else
     config = build_config(args, flags)
-    err = Console(stderr=True)
+    relaunched = relaunch_under_torchrun(args, config)
+    if relaunched is not None:
+        return relaunched
+    dist = from_environment(resolve_device(config.device))
+    err = Console(stderr=True, quiet=not dist.is_main)
     folder = zoo_dir(config)
     if (folder / "teacher.pt").is_file() and not args.retrain:
         err.print(f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again",
                   highlight=False)
         return 0
-    if args.retrain:
+    if args.retrain and dist.is_main:
         for name in ("teacher.pt", "teacher.json", "metrics.jsonl"):
             (folder / name).unlink(missing_ok=True)
         for name in ("last.pt", "best.pt"):
             (folder / "checkpoints" / name).unlink(missing_ok=True)
     err.print(f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}", highlight=False)
-    _, info = train_teacher(config, console=err, progress=not args.no_progress)
+    _, info = train_teacher(config, console=err, progress=not args.no_progress and dist.is_main, dist=dist)
+    if not dist.is_main:
+        return 0
     table = Table(title=f"teacher {info['key']} · {info['steps']} steps in {info['train_seconds']:.0f} s")
     table.add_column("dataset")
     table.add_column("PSNR-Y", justify="right")

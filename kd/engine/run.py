@@ -11,6 +11,9 @@
 
 The run id is derived from the configuration, so the same command resumes an unfinished run or reports a
 finished one.
+
+Under torchrun every rank calls `execute_run`; they train together (`kd.engine.distributed`) and rank 0 alone
+writes the run directory, evaluates and prints.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from rich.console import Console
 from torch import nn
 
 from kd.config import RunConfig, config_hash, dump_yaml, run_id
+from kd.engine.accel import plan_accel
 from kd.engine.checkpoint import atomic_save, load_checkpoint
+from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
 from kd.engine.progress import RichProgress
 from kd.engine.services import LazyBatches, Services, resolve_device
@@ -128,9 +133,9 @@ def execute_run(
     services: Services | None = None,
     console: Console | None = None,
     progress: bool = True,
+    dist: DistContext | None = None,
 ) -> RunRecord:
     services = services or Services()
-    console = console or Console(stderr=True)
     out_dir = Path(out_dir)
     rid = run_id(config)
     run_dir = out_dir / rid
@@ -140,14 +145,20 @@ def execute_run(
     if summary_path.is_file():
         return RunRecord(run_dir, json.loads(summary_path.read_text(encoding="utf-8")), already_finished=True)
     device = resolve_device(config.device)
+    dist = dist or from_environment(device)
+    device = rank_device(device, dist)
+    console = (console or Console(stderr=True)) if dist.is_main else Console(quiet=True)
+    progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = (run_dir / "checkpoints" / "last.pt").is_file()
-    console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}", highlight=False)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
-    atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resuming = (run_dir / "checkpoints" / "last.pt").is_file()
+        processes = f" on {dist.world_size} processes" if dist.enabled else ""
+        console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}", highlight=False)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
+        atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
 
     method_cls = get_method(config.method.name)
     teacher, teacher_info = None, None
@@ -156,7 +167,8 @@ def execute_run(
             teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
         else:
-            teacher, zoo_info = zoo_teacher(config, services=services, console=console, progress=progress)
+            teacher, zoo_info = zoo_teacher(config, services=services, console=console, progress=progress,
+                                            dist=dist)
             teacher = teacher.to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
         teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
@@ -168,20 +180,30 @@ def execute_run(
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     weights = loss_weights(config.method.name, config.method.weights)
+    accel = plan_accel(config.accel, device, taps=bool(method.student_taps or method.teacher_taps))
+    for note in accel.warnings:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    accel.network(student)
+    if teacher is not None:
+        accel.network(teacher, frozen_teacher=True)
 
     train = config.train
-    batches = services.make_batches(config, train, seed=config.seed)
+    batches = services.make_batches(config, train, seed=config.seed, dist=dist, pin_memory=accel.pin_memory)
     holdout = LazyBatches(
-        lambda: services.make_batches(config, train, seed=config.seed + HOLDOUT_SEED_OFFSET), train.batch_size
+        lambda: services.make_batches(config, train, seed=config.seed + HOLDOUT_SEED_OFFSET, dist=dist),
+        train.batch_size,
     )
 
     trainer = Trainer(
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
         run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
-        holdout=holdout, config_hash=config_hash(config), device=device,
+        holdout=holdout, config_hash=config_hash(config), device=device, dist=dist, accel=accel,
         progress=RichProgress(console, f"{config.student.arch}/{config.method.name}") if progress else None,
     )
     outcome = trainer.fit()
+    if not dist.is_main:
+        dist.barrier()  # rank 0 evaluates and writes the record
+        return RunRecord(run_dir, {})
 
     final = trainer.eval_model()
     if config.eval.weights == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
@@ -208,6 +230,7 @@ def execute_run(
         "seed": config.seed,
         "profile": config.profile,
         "device": device,
+        "world_size": dist.world_size,
         "params": _params(student),
         "macs_1280x720": _macs(final, config.scale),
         "steps": outcome.steps,
@@ -221,4 +244,5 @@ def execute_run(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(summary_path, json.dumps(_clean(summary), indent=2) + "\n")
+    dist.barrier()
     return RunRecord(run_dir, _clean(summary))

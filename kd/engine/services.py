@@ -10,12 +10,17 @@ from torch import nn
 
 from kd.config import RunConfig, TrainConfig
 from kd.engine.batches import BatchSource, patch_batches
+from kd.engine.distributed import SINGLE, DistContext
 
 
-def default_batches(config: RunConfig, train: TrainConfig, *, seed: int) -> BatchSource:
+def default_batches(config: RunConfig, train: TrainConfig, *, seed: int, dist: DistContext = SINGLE,
+                    pin_memory: bool = False) -> BatchSource:
+    """This process's share of the training batches (`train.batch_size` is the global batch)."""
+    dist.shard(train.batch_size)
     return patch_batches(
         config.data.train, config.scale, train.lr_patch, train.batch_size, train.steps,
         seed=seed, augment=config.data.augment, data_root=config.data.root, workers=config.data.workers,
+        rank=dist.rank, world_size=dist.world_size, pin_memory=pin_memory,
     )
 
 
@@ -27,11 +32,10 @@ def default_evaluate(model: nn.Module, datasets: list[str], scale: int, **kwargs
 
 @dataclass(frozen=True)
 class Services:
-    # (config, recipe, seed) -> batches of (lr, hr) training patches
+    # (config, recipe, seed=, dist=, pin_memory=) -> this process's batches of (lr, hr) training patches
     make_batches: Callable[..., BatchSource] = default_batches
     # (model, datasets, scale, data_root=, with_lpips=, progress=, model_name=) -> kd.evaluate.EvalResult
     evaluate: Callable[..., Any] = default_evaluate
-
 
     def validator(self, config: RunConfig, device: str, model_name: str) -> Callable[[nn.Module], float] | None:
         """Mean PSNR-Y on `eval.val_dataset` (no LPIPS, no progress bar), or None when validation is off."""

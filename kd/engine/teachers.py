@@ -3,14 +3,18 @@
 Zoo entries live in `<cache>/teachers/<arch>-<preset>-x<scale>-<data>-seed<seed>-<recipe hash>/`: the training
 run itself (resumable checkpoints, metrics.jsonl), `teacher.pt` (the final weights, official key names, so
 `kd.models.load_official` reads them) and `teacher.json` (what it is, how it was trained, its evaluation).
+A lock file per entry lets concurrent runs (a parallel sweep) share one training instead of racing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from torch import nn
 
 from kd.config import RunConfig
 from kd.engine.checkpoint import atomic_save
+from kd.engine.distributed import SINGLE, DistContext, rank_device
 from kd.engine.progress import RichProgress
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
@@ -75,27 +80,35 @@ def list_zoo() -> list[dict[str, Any]]:
 
 
 def train_teacher(
-    config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True
+    config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True,
+    dist: DistContext = SINGLE,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the configured teacher with its recipe (`teacher.train`) into the zoo, or resume that training."""
+    """Train the configured teacher with its recipe (`teacher.train`) into the zoo, or resume that training.
+
+    Under torchrun all ranks train it together; rank 0 evaluates it and writes the entry."""
     services = services or Services()
     console = console or Console(stderr=True)
     recipe = config.teacher.train
     folder = zoo_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    if dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+    device = rank_device(resolve_device(config.device), dist)
     torch.manual_seed(config.teacher.seed)
     model = build_teacher(config).to(device)
     method = create_method("none", model, None)
-    batches = services.make_batches(config, recipe, seed=config.teacher.seed)
+    batches = services.make_batches(config, recipe, seed=config.teacher.seed, dist=dist)
 
     trainer = Trainer(
         recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
         run_dir=folder, seed=config.teacher.seed, validate=services.validator(config, device, config.teacher.arch),
         progress=RichProgress(console, f"teacher {config.teacher.arch}") if progress else None, device=device,
+        dist=dist,
     )
     outcome = trainer.fit()
     final = trainer.eval_model()
+    if not dist.is_main:
+        dist.barrier()
+        return final, {"key": zoo_key(config)}
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root, with_lpips=False,
         progress=progress, model_name=config.teacher.arch, device=device,
@@ -119,22 +132,39 @@ def train_teacher(
     }
     atomic_save({k: v.cpu() for k, v in final.state_dict().items()}, folder / "teacher.pt")
     atomic_write_text(folder / "teacher.json", json.dumps(info, indent=2) + "\n")
+    dist.barrier()
     return final, info
 
 
+@contextlib.contextmanager
+def _entry_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on `<entry>.lock` beside the zoo entry (blocks while another process trains it)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def zoo_teacher(
-    config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True
+    config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True,
+    dist: DistContext = SINGLE,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The cached teacher for this configuration, training it first when the zoo does not have it."""
     console = console or Console(stderr=True)
     folder = zoo_dir(config)
     weights, meta = folder / "teacher.pt", folder / "teacher.json"
-    if weights.is_file() and meta.is_file():
-        console.print(f"using cached teacher {folder.name} ({weights})", highlight=False)
-        return load_official(build_teacher(config), weights), json.loads(meta.read_text(encoding="utf-8"))
-    console.print(
-        f"teacher {folder.name} is not in the zoo: training it first "
-        f"({config.teacher.train.steps} steps; cached in {folder})",
-        highlight=False,
-    )
-    return train_teacher(config, services=services, console=console, progress=progress)
+    # Only rank 0 takes the lock: the other ranks wait for it at the barrier, then decide as it does.
+    with _entry_lock(folder) if dist.is_main else contextlib.nullcontext():
+        dist.barrier()
+        if weights.is_file() and meta.is_file():
+            console.print(f"using cached teacher {folder.name} ({weights})", highlight=False)
+            return load_official(build_teacher(config), weights), json.loads(meta.read_text(encoding="utf-8"))
+        console.print(
+            f"teacher {folder.name} is not in the zoo: training it first "
+            f"({config.teacher.train.steps} steps; cached in {folder})",
+            highlight=False,
+        )
+        return train_teacher(config, services=services, console=console, progress=progress, dist=dist)

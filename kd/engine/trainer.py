@@ -3,6 +3,9 @@
 Everything that determines the future of a run is in its checkpoint: student, method modules, optimizer, EMA,
 RNG state, best-so-far and the step (which is also the loader position, see `kd.engine.batches`). So a run killed
 at any moment and restarted from `checkpoints/last.pt` finishes bitwise identical to an uninterrupted one on CPU.
+
+Under torchrun (`kd.engine.distributed`) every rank runs this loop on its shard of each global batch; gradients
+and logged loss terms are averaged over ranks, and only rank 0 logs, validates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from kd.config import TrainConfig
+from kd.engine.accel import AccelPlan, as_float32
 from kd.engine.batches import BatchSource
 from kd.engine.checkpoint import atomic_save, load_checkpoint
+from kd.engine.distributed import SINGLE, DistContext
 from kd.engine.ema import ModelEma
 from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
@@ -145,6 +150,8 @@ class Trainer:
         progress: Progress | None = None,
         config_hash: str = "",
         device: str | torch.device = "cpu",
+        dist: DistContext = SINGLE,
+        accel: AccelPlan | None = None,
     ) -> None:
         self.train = train
         self.student = student
@@ -156,8 +163,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.seed = seed
-        self.validate = validate
-        self.progress = progress or NullProgress()
+        self.dist = dist
+        self.accel = accel or AccelPlan(device_type=torch.device(device).type)
+        self.validate = validate if dist.is_main else None
+        self.validation_planned = validate is not None  # on every rank: checkpoint steps must agree
+        self.progress = (progress or NullProgress()) if dist.is_main else NullProgress()
         self.config_hash = config_hash
         self.device = torch.device(device)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -192,22 +202,33 @@ class Trainer:
         lr_value = lr_at(self.train, index)
         set_lr(self.optimizer, lr_value, self.train.lr)
 
-        with capture(self.student, self.method.student_taps) as student_feats:
+        accel = self.accel
+        lr, hr = accel.batch(lr), accel.batch(hr)
+        with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
             student_out = self.student(lr)
         teacher_out, teacher_feats = None, {}
         if self.teacher is not None and self.method.needs_teacher:
             with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
-                teacher_out = self.teacher(lr)
-        terms = self.method.losses(
-            StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats))
-        )
+                if accel.teacher_dtype != torch.float32:  # a half-precision teacher runs without autocast
+                    teacher_out = self.teacher(lr.to(accel.teacher_dtype))
+                else:
+                    with accel.autocast():
+                        teacher_out = self.teacher(lr)
+            teacher_out, teacher_feats = as_float32(teacher_out), as_float32(dict(teacher_feats))
+        with accel.autocast():
+            terms = self.method.losses(
+                StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats),
+                           average=self.dist.average_)
+            )
+        terms = {name: value.float() for name, value in terms.items()}
         unknown = [name for name in terms if name not in self.weights]
         if unknown:
             raise RuntimeError(f"method '{self.method.name}' returned undeclared loss terms {unknown}")
         total = torch.stack([self.weights[n] * v for n, v in terms.items() if self.weights[n] != 0]).sum()
 
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        values["loss"] = float(total.detach())
+        logged = torch.stack([*(v.detach() for v in terms.values()), total.detach()])
+        self.dist.average_([logged])  # every rank sees the same values, so a NaN stops all of them together
+        values = dict(zip([*terms, "loss"], logged.tolist()))
         for name, value in values.items():
             if not math.isfinite(value):
                 kept = (
@@ -222,10 +243,11 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        self.dist.average_gradients([p for p in self.trained_params if p.grad is not None])
         if self.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.trained_params, self.train.grad_clip)
         context = StepContext(index, self.student, self.teacher, self.optimizer, lr_value, self._holdout_batch,
-                              self.weights)
+                              self.weights, average=self.dist.average_)
         values.update(self.method.before_optimizer_step(context))
         self.optimizer.step()
         self.method.after_optimizer_step(context)
@@ -237,7 +259,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ state
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
     def state_dict(self) -> dict[str, Any]:
+        """The full training state; under DDP a collective call (it gathers every rank's RNG state)."""
+        rng = self._rng_state()
+        per_rank = self.dist.gather_objects(rng) if self.dist.enabled else None
         return {
             "format": CHECKPOINT_FORMAT,
             "config_hash": self.config_hash,
@@ -248,10 +279,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"name": self.train.schedule, "step": self.step, "lr": lr_at(self.train, self.step)},
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            },
+            "rng": {**rng, "per_rank": per_rank},
             "best": {"psnr": self.best_psnr, "step": self.best_step},
             "train_seconds": self.train_seconds,
         }
@@ -268,9 +296,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        torch.set_rng_state(state["rng"]["torch"])
+        rng = state["rng"]
+        per_rank = rng.get("per_rank")
+        if per_rank and len(per_rank) == self.dist.world_size:
+            rng = per_rank[self.dist.rank]  # resumed with as many processes as were saved: each its own stream
+        if self.device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        torch.set_rng_state(rng["torch"])
         self.best_psnr = state["best"]["psnr"]
         self.best_step = state["best"]["step"]
         self.train_seconds = float(state["train_seconds"])
@@ -278,7 +310,9 @@ class Trainer:
         self.saved_step = self.step
 
     def save_last(self) -> None:
-        atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
+        state = self.state_dict()
+        if self.dist.is_main:
+            atomic_save(state, self.checkpoint_dir / "last.pt")
         self.saved_step = self.step
 
     def _save_best(self, psnr: float) -> None:
@@ -288,6 +322,7 @@ class Trainer:
     def resume(self) -> int:
         """Load `checkpoints/last.pt` when present; returns the step training continues from."""
         path = self.checkpoint_dir / "last.pt"
+        self.dist.barrier()  # rank 0 may still be writing the run directory
         if path.exists():
             self.load_state_dict(load_checkpoint(path))
         return self.step
@@ -311,14 +346,21 @@ class Trainer:
 
     def fit(self) -> TrainOutcome:
         train = self.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self.resume()
         if start == 0:
-            torch.manual_seed(self.seed)  # seeds CUDA generators too
-        self.log.truncate_after(start)
+            torch.manual_seed(self.seed + self.dist.rank)  # seeds CUDA generators too
+            self.dist.broadcast_module(self.student)
+            self.dist.broadcast_module(self.method)
+        if self.dist.is_main:
+            self.log.truncate_after(start)
         self.progress.start(train.steps, start)
         try:
-            with _sigint_as_flag() as interrupted:
+            with _sigint_as_flag() as local_interrupt:
+                def interrupted() -> bool:
+                    return self.dist.any(local_interrupt())
+
                 if interrupted():
                     raise TrainingInterrupted(self.step)
                 data_start = time.perf_counter()
@@ -330,23 +372,23 @@ class Trainer:
                     step_time = time.perf_counter() - began
                     self.train_seconds += step_time + data_time
                     step = self.step
-                    if step % train.log_every == 0 or step == train.steps:
+                    if self.dist.is_main and (step % train.log_every == 0 or step == train.steps):
                         terms = {k: v for k, v in values.items() if k not in ("loss", "lr")}
                         self.log.write(
                             {"step": step, "lr": values["lr"], "loss": values["loss"], "terms": terms,
                              "step_time": round(step_time, 6), "data_time": round(data_time, 6)}
                         )
                     self.progress.update(step, values)
-                    validated = False
-                    if self.validate is not None and (
+                    validation_due = self.validation_planned and (
                         (train.val_every and step % train.val_every == 0) or step == train.steps
-                    ):
+                    )
+                    if validation_due and self.validate is not None:
                         psnr = self._run_validation()
                         self.progress.note(f"step {step}: validation PSNR-Y {psnr:.3f} dB")
-                        validated = True
-                    if validated or step % train.ckpt_every == 0 or step == train.steps or interrupted():
+                    stop = interrupted()
+                    if validation_due or step % train.ckpt_every == 0 or step == train.steps or stop:
                         self.save_last()
-                    if interrupted() and step < train.steps:
+                    if stop and step < train.steps:
                         raise TrainingInterrupted(step)
                     data_start = time.perf_counter()
         finally:

@@ -15,7 +15,7 @@ with it. Per training step the trainer:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +31,8 @@ class StepInputs:
     teacher_out: Tensor | None = None
     student_feats: dict[str, Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, Tensor] = field(default_factory=dict)
+    # In-place mean over data-parallel ranks (no-op in one process), for batch statistics that must be global.
+    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
 
 
 @dataclass
@@ -44,6 +46,9 @@ class StepContext:
     lr: float
     holdout_batch: Callable[[], tuple[Tensor, Tensor]]  # a training batch never used for the gradient step
     weights: dict[str, float] = field(default_factory=dict)  # the loss-term weights the trainer applied
+    # In-place mean over data-parallel ranks (a no-op in one process): gradients a hook computes itself must pass
+    # through it so every rank applies the same update. The trainer has already averaged `.grad`.
+    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
 
 
 class Distiller(nn.Module):

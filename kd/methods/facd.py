@@ -121,7 +121,7 @@ class FeatureAdaptiveContrastive(Distiller):
             remapped = self.remap[tap_key(s_tap)](inputs.student_feats[s_tap])
             anchor, positive = common_area(remapped, inputs.teacher_feats[t_tap].detach(), lr_size)
             if self.options.normalize:
-                anchor, positive = standardize_by_teacher(anchor, positive)
+                anchor, positive = standardize_by_teacher(anchor, positive, inputs.average)
             negatives = positive if self.options.negative_source == "teacher" else anchor.detach()
             per_tap.append(contrastive_terms(anchor, positive, negatives, count, self.options.form,
                                              self.options.temperature, self.options.eps))

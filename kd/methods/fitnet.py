@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import conv_adapter, paired_feature_taps, tap_key
+from kd.methods.pairing import conv_adapter, paired_feature_taps, standardize_by_teacher, tap_key
 
 
 @dataclass
@@ -54,13 +54,9 @@ class FitNet(Distiller):
             tap_key(s): conv_adapter(s_channels[s], t_channels[t]) for s, t in zip(self.student_taps, self.teacher_taps)
         })
 
-    def feature_distance(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    def feature_distance(self, student_feat: Tensor, teacher_feat: Tensor, average=lambda tensors: None) -> Tensor:
         if self.options.normalize:
-            # Per-channel centring, one scale for the whole map: a per-channel std would explode on channels a
-            # ReLU leaves (nearly) constant.
-            mean = teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
-            scale = (teacher_feat - mean).pow(2).mean().sqrt().clamp_min(1e-6)
-            student_feat, teacher_feat = (student_feat - mean) / scale, (teacher_feat - mean) / scale
+            student_feat, teacher_feat = standardize_by_teacher(student_feat, teacher_feat, average)
         if self.options.distance == "mse":
             return F.mse_loss(student_feat, teacher_feat)
         return F.l1_loss(student_feat, teacher_feat)
@@ -73,5 +69,6 @@ class FitNet(Distiller):
             # Padded networks (ASID, SwinIR) may return maps larger than the LR input; compare the common area.
             h = min(student_feat.shape[-2], teacher_feat.shape[-2])
             w = min(student_feat.shape[-1], teacher_feat.shape[-1])
-            per_tap.append(self.feature_distance(student_feat[..., :h, :w], teacher_feat[..., :h, :w]))
+            per_tap.append(self.feature_distance(student_feat[..., :h, :w], teacher_feat[..., :h, :w],
+                                                 inputs.average))
         return {"rec": reconstruction_l1(inputs), "fd": torch.stack(per_tap).mean()}

@@ -38,7 +38,7 @@ and agree (tests/test_methods_krnet.py checks them against a brute-force differe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction_l1
-from kd.methods.pairing import conv_adapter, paired_feature_taps, tap_key
+from kd.methods.pairing import conv_adapter, paired_feature_taps, standardize_by_teacher, tap_key
 from kd.models import capture
 
 
@@ -136,6 +136,7 @@ class KRNetDistillation(Distiller):
             )
         self.meta_optimizer = torch.optim.Adam(self.krnets.parameters(), lr=options.meta_lr, eps=options.meta_eps)
         self._step_batch: tuple[Tensor, dict[str, Tensor]] | None = None
+        self._average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
 
     # ------------------------------------------------------------------------------------------ loss
 
@@ -149,15 +150,14 @@ class KRNetDistillation(Distiller):
             h, w = min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1])
             student, teacher = student[..., :h, :w], teacher[..., :h, :w]
             if self.options.normalize:
-                mean = teacher.mean(dim=(0, 2, 3), keepdim=True)
-                scale = (teacher - mean).pow(2).mean().sqrt().clamp_min(1e-6)
-                student, teacher = (student - mean) / scale, (teacher - mean) / scale
+                student, teacher = standardize_by_teacher(student, teacher, self._average)
             per_tap.append(self.krnets[tap_key(s_tap)](student, teacher))
         return torch.stack(per_tap).mean()
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         teacher_feats = {k: v.detach() for k, v in inputs.teacher_feats.items()}
         self._step_batch = (inputs.lr.detach(), teacher_feats)  # the meta step re-evaluates L_KR on this batch
+        self._average = inputs.average  # ... with the same (global) feature statistics
         return {"rec": reconstruction_l1(inputs), "kr": self(inputs.student_feats, teacher_feats)}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -179,6 +179,7 @@ class KRNetDistillation(Distiller):
         alpha = self.options.virtual_lr or ctx.lr
         holdout_lr, holdout_hr = ctx.holdout_batch()
         hyper, val_loss = self.hypergradient(ctx.student, lr, teacher_feats, holdout_lr, holdout_hr, alpha, weight)
+        ctx.average(hyper)
         for param, grad in zip(self.krnets.parameters(), hyper):
             param.grad = grad / (alpha * weight)  # Adam ignores this positive scale, except through its eps
         self.meta_optimizer.step()

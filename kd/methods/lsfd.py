@@ -88,10 +88,10 @@ class LocalSelectiveFD(Distiller):
             for s, t in zip(self.student_taps, self.teacher_taps)
         })
 
-    def pixel_distance(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    def pixel_distance(self, student_feat: Tensor, teacher_feat: Tensor, average=lambda tensors: None) -> Tensor:
         """D: (B, H, W) mean squared difference over channels (optionally neighbourhood-averaged)."""
         if self.options.normalize:
-            student_feat, teacher_feat = standardize_by_teacher(student_feat, teacher_feat)
+            student_feat, teacher_feat = standardize_by_teacher(student_feat, teacher_feat, average)
         distance = (student_feat - teacher_feat.detach()).pow(2).mean(dim=1)
         k = self.options.neighbourhood
         if k > 1:
@@ -99,8 +99,8 @@ class LocalSelectiveFD(Distiller):
                                     count_include_pad=False).squeeze(1)
         return distance
 
-    def tap_loss(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
-        distance = self.pixel_distance(student_feat, teacher_feat)
+    def tap_loss(self, student_feat: Tensor, teacher_feat: Tensor, average=lambda tensors: None) -> Tensor:
+        distance = self.pixel_distance(student_feat, teacher_feat, average)
         return (difference_attention(distance, self.options.temperature) * distance).mean()
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
@@ -110,5 +110,5 @@ class LocalSelectiveFD(Distiller):
             # Regress on the full (possibly padded) map so border pixels see real neighbours, then crop.
             regressed = self.regressors[tap_key(s_tap)](inputs.student_feats[s_tap])
             student_feat, teacher_feat = common_area(regressed, inputs.teacher_feats[t_tap], lr_size)
-            per_tap.append(self.tap_loss(student_feat, teacher_feat))
+            per_tap.append(self.tap_loss(student_feat, teacher_feat, inputs.average))
         return {"rec": reconstruction_l1(inputs), "lsfd": torch.stack(per_tap).mean()}

@@ -10,6 +10,7 @@ fewer groups get the same relative positions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
@@ -163,13 +164,18 @@ def common_area(student_feat: torch.Tensor, teacher_feat: torch.Tensor, lr_size:
     return student_feat[..., :h, :w], teacher_feat[..., :h, :w]
 
 
-def standardize_by_teacher(student_feat: torch.Tensor, teacher_feat: torch.Tensor):
+def standardize_by_teacher(student_feat: torch.Tensor, teacher_feat: torch.Tensor,
+                           average: Callable[[Sequence[torch.Tensor]], None] = lambda tensors: None):
     """Centre both maps with the teacher's per-channel mean and divide by the teacher's RMS deviation (detached).
 
     Teachers work in different units (RCAN [0, 255], SwinIR [0, 1]); in these units a default loss weight means the
     same for every teacher. One scale per map, not per channel: ReLU leaves some channels (nearly) constant.
+    `average` (`StepInputs.average`) makes the statistics those of the global batch under data parallelism.
     """
     teacher_feat = teacher_feat.detach()
     mean = teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
-    scale = (teacher_feat - mean).pow(2).mean().sqrt().clamp_min(1e-6)
+    average([mean])
+    variance = (teacher_feat - mean).pow(2).mean().reshape(1)
+    average([variance])
+    scale = variance.sqrt().clamp_min(1e-6).reshape(())
     return (student_feat - mean) / scale, (teacher_feat - mean) / scale
