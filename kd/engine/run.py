@@ -73,6 +73,7 @@ def check_names(config: RunConfig) -> None:
     method = get_method(config.method.name)
     loss_weights(config.method.name, config.method.weights)
     method_options(config.method.name, config.method.options)
+    plan_accel(config.accel, "cpu", taps=method.taps_features)  # refuses impossible combinations up front
     if method.needs_teacher:
         if not config.teacher.arch:
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
@@ -180,7 +181,7 @@ def execute_run(
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     weights = loss_weights(config.method.name, config.method.weights)
-    accel = plan_accel(config.accel, device, taps=bool(method.student_taps or method.teacher_taps))
+    accel = plan_accel(config.accel, device, taps=method_cls.taps_features)
     for note in accel.warnings:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
     accel.network(student)

@@ -57,6 +57,7 @@ class Distiller(nn.Module):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
+    taps_features: ClassVar[bool] = True  # captures intermediate features (rules out accel.compile)
     default_weights: ClassVar[dict[str, float]] = {"rec": 1.0}
     Options: ClassVar[type | None] = None  # dataclass of method options (`method.options.*`)
 

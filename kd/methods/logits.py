@@ -18,6 +18,7 @@ class OutputDistillation(Distiller):
     name = "logits"
     description = "output KD: L1 to ground truth + L1 to the teacher's SR image"
     default_weights = {"rec": 1.0, "kd": 1.0}
+    taps_features = False
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         return {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}

@@ -13,6 +13,7 @@ class NoDistillation(Distiller):
     name = "none"
     description = "no distillation: L1 to the ground truth (the baseline)"
     needs_teacher = False
+    taps_features = False
     default_weights = {"rec": 1.0}
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
