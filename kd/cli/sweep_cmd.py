@@ -63,8 +63,10 @@ def sweep_command(args: argparse.Namespace) -> int:
     from kd.config import deep_merge, read_config_file
     from kd.engine import TrainingInterrupted
     from kd.profiles import get_profile
+    from kd.results.cluster import check_executor, run_sweep_jobs
     from kd.results.sweep import base_layers, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
 
+    check_executor(args.executor)
     file_values = read_config_file(args.config) if args.config else {}
     profile = get_profile(str(args.profile or file_values.get("profile") or "cpu"))
     common: dict[str, Any] = {}
@@ -111,7 +113,11 @@ def sweep_command(args: argparse.Namespace) -> int:
         err.print(f"{plan.run_id or '-'}: {note}{eta}", highlight=False)
 
     try:
-        outcomes = run_sweep(plans, args.out_dir, console=err, progress=not args.no_progress, on_cell=announce)
+        if args.executor == "inline":
+            outcomes = run_sweep(plans, args.out_dir, console=err, progress=not args.no_progress, on_cell=announce)
+        else:
+            out.print(_plan_table(plans, title))
+            outcomes = run_sweep_jobs(args.executor, plans, args.out_dir, console=err, max_parallel=args.max_parallel)
     except TrainingInterrupted as stop:
         err.print(f"[yellow]sweep interrupted at step {stop.step}[/]: the cell's checkpoint is saved; run the same "
                   "command again to resume the sweep.", highlight=False)
@@ -154,6 +160,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
+    parser.add_argument("--executor", default="inline", help="inline (default: cells one after another in this "
+                        "process), local (submitit jobs on this machine) or slurm (submitit job arrays; resources "
+                        "from the cluster.* config keys)")
+    parser.add_argument("--max-parallel", type=int, default=0, metavar="N", help="with --executor local|slurm: at "
+                        "most N jobs in flight (default: all at once)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells with their status and estimated "
                         "time; run nothing")
     parser.set_defaults(handler=sweep_command)

@@ -18,11 +18,14 @@ writes the run directory, evaluates and prints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +155,35 @@ def execute_run(
     progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
+        return _train_and_record(config, run_dir, services, console, progress, dist, device)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on `<run>/.lock`: a run that another process is training is not trained twice
+    (e.g. a sweep re-submitted while its first jobs still run)."""
+    with open(run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KdError(
+                f"run {run_dir.name} is being trained by another process (lock {run_dir / '.lock'}); wait for it "
+                "to finish or stop it, then run the same command again."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_and_record(config: RunConfig, run_dir: Path, services: Services, console: Console, progress: bool,
+                      dist: DistContext, device: str) -> RunRecord:
+    rid = run_dir.name
+    summary_path = run_dir / "summary.json"
+    if dist.is_main:
         resuming = (run_dir / "checkpoints" / "last.pt").is_file()
         processes = f" on {dist.world_size} processes" if dist.enabled else ""
         console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}", highlight=False)
