@@ -281,6 +281,16 @@ def test_unwritable_runs_dir_fails_before_training(tmp_path, monkeypatch, toy_mo
     assert not (tmp_path / "cache").exists()  # no teacher was trained
 
 
+def test_unpairable_taps_fail_before_a_teacher_is_trained(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["run", "--profile", "smoke", "--teacher", "han", "--method", "lsfd", "--set",
+            "method.options.student_taps=[nonexistent]", "--set", "method.options.teacher_taps=[body.0]",
+            "--out-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 2
+    assert "student 'asid' tap failed" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "cache").exists() and not list((tmp_path / "runs").glob("asid-*"))
+
+
 def test_cli_bad_names(capsys, tmp_path):
     out = ["--out-dir", str(tmp_path), "--profile", "smoke", "--no-progress"]
 

@@ -81,6 +81,22 @@ def check_names(config: RunConfig) -> None:
         if not config.teacher.arch:
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
         _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
+        _check_pairing(config)
+
+
+def _check_pairing(config: RunConfig) -> None:
+    """The method's taps paired on shape-only (meta-device) networks: a combination that cannot work fails here,
+    before a teacher is trained or loaded. Only the method's own explanation (KdError) is raised; anything the
+    meta device cannot run is left to the real construction."""
+    try:
+        with torch.device("meta"):
+            student = create(config.student.arch, config.scale, config.student.preset)
+            teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
+            create_method(config.method.name, student, teacher, config.method.options)
+    except KdError:
+        raise
+    except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
+        return
 
 
 def _named_entry(arch: str, role: str) -> None:
