@@ -54,7 +54,7 @@ def smoke_grid(tmp_path_factory):
 def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
     out = tmp_path / "report"
-    report = build_report(smoke_grid / "runs", out, visual_images=1)
+    build_report(smoke_grid / "runs", out, visual_images=1)
     for name in ("report.html", "report.md", "results.csv", "figures/delta_bars.png", "figures/delta_bars.svg",
                  "figures/training_curves.png", "figures/psnr_vs_cost.svg", "figures/visual_spec.json"):
         assert (out / name).is_file(), name

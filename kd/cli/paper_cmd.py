@@ -11,7 +11,7 @@ from rich.table import Table
 
 
 def register(subparsers) -> None:
-    from kd.report.paper import FORMATS, PAPER_TABLES
+    from kd.report.paper import PAPER_TABLES
 
     parser = subparsers.add_parser(
         "paper",

@@ -22,6 +22,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,7 @@ class DistContext:
 
 
 SINGLE = DistContext()
+COLLECTIVE_TIMEOUT = timedelta(hours=1)
 
 
 def from_environment(device: str) -> DistContext:
@@ -121,7 +123,8 @@ def from_environment(device: str) -> DistContext:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        # Ranks other than 0 wait in a collective while rank 0 validates or evaluates: allow for a slow evaluation.
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return DistContext(rank, world_size, local_rank)
 
 

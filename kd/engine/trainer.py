@@ -359,7 +359,7 @@ class Trainer:
         try:
             with _sigint_as_flag() as local_interrupt:
                 def interrupted() -> bool:
-                    return self.dist.any(local_interrupt())
+                    return self.dist.any(local_interrupt(), self.device)
 
                 if interrupted():
                     raise TrainingInterrupted(self.step)
