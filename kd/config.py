@@ -127,9 +127,10 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-# Keys that change how a run executes but not what it computes; left out of the run id.
-NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "accel.pin_memory",
-                   "cluster")
+# Keys that change how a run executes but not what it computes (up to float summation order, for the thread count
+# and the device); left out of the run id, so a grid finished on one machine is found on another.
+NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
+                   "accel.pin_memory", "cluster")
 
 
 # ----------------------------------------------------------------------------------------------- loading
