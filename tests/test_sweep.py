@@ -80,3 +80,19 @@ def test_failing_cell_is_reported_while_the_others_finish(swept, capsys):
     assert "failed" in text and "no loss term 'kd'" in text and "1 of 2 cell(s) failed" in text
     weighted = [json.loads(p.read_text()) for p in runs.glob("*logits*/summary.json")]
     assert sorted(s["loss_weights"]["kd"] for s in weighted) == [1.0, 2.0]
+
+
+def test_rough_estimate_charges_meta_kd_its_measured_factor(tmp_path, monkeypatch):
+    from kd.config import resolve
+    from kd.profiles import profile_layer
+    from kd.results.sweep import METHOD_STEP_FACTOR, StepTimes
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    times = StepTimes(tmp_path / "runs")
+
+    def per_step(method):
+        return times.per_step(resolve([profile_layer("cpu"), ("test", {"method": {"name": method}})]))
+
+    (logits, source), (krnet, _) = per_step("logits"), per_step("krnet")
+    assert source == "rough"
+    assert krnet == pytest.approx(METHOD_STEP_FACTOR["krnet"] * logits)

@@ -12,7 +12,7 @@ steps x seconds per step, where seconds per step come from, in order of preferen
    official configuration), scaled by batch x patch area and, for other presets, by the ratio of MACs per patch
    (counted on the meta device; small networks run fewer MACs per second, so this under-estimates them, by about
    2x for RCAN-small against section 10). A distillation step costs the teacher's forward plus the student's
-   forward+backward.
+   forward+backward; `krnet` is scaled by its measured factor (`METHOD_STEP_FACTOR`).
 A teacher the zoo does not hold yet adds its own training (`teacher.train.steps` of its forward+backward), once;
 a zoo entry of the same network, preset, batch, patch and scale (any step count) gives a recorded figure.
 """
@@ -40,6 +40,9 @@ ROUGH_STEP_SECONDS: dict[str, tuple[float, float]] = {
     "swinir": (2.97, 6.69),
     "swinir_light": (0.54, 1.27),
 }
+# Step cost of a method relative to `none` + teacher forward (benchmarks/bench_step.py, ASID + RCAN mini, CPU):
+# meta-KD adds a virtual student step and a held-out forward+backward; the others stay within 1.07.
+METHOD_STEP_FACTOR = {"krnet": 3.0}
 UNKNOWN_NETWORK_SECONDS = (0.5, 1.0)  # a network without a figure: a middling guess, flagged as such
 REFERENCE_PIXELS = 4 * 48 * 48  # batch x LR patch area of the figures above
 MIN_STEP_SECONDS = 0.005  # per network: tiny presets are dominated by per-step overhead, not by their MACs
@@ -205,7 +208,8 @@ class StepTimes:
         except KdError:
             samples = []
         same_method = [s for m, s in samples if m == config.method.name]
-        chosen = same_method or [s for _, s in samples]
+        factor = METHOD_STEP_FACTOR.get(config.method.name, 1.0)
+        chosen = same_method or [s * factor / METHOD_STEP_FACTOR.get(m, 1.0) for m, s in samples]
         if chosen:
             chosen = sorted(chosen)
             return chosen[len(chosen) // 2], f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
@@ -214,7 +218,7 @@ class StepTimes:
         seconds = self._network_seconds(config.student.arch, student_preset, config.scale, backward=True)
         if get_method(config.method.name).needs_teacher and config.teacher.arch:
             seconds += self._network_seconds(config.teacher.arch, teacher_preset, config.scale, backward=False)
-        return seconds * pixels, "rough"
+        return seconds * pixels * METHOD_STEP_FACTOR.get(config.method.name, 1.0), "rough"
 
     def teacher_training(self, config: RunConfig) -> float:
         recipe = config.teacher.train
