@@ -6,8 +6,9 @@ Semantics (the same run, spread over processes):
   B must be divisible by W.
 * Every trained parameter (student and method modules) gets its gradient averaged over the ranks after the backward
   pass (one coalesced all-reduce); for losses that are means over samples this is the single-process gradient, so
-  the run matches a single-process run up to floating-point summation order. Losses that compare samples inside a
-  batch (FACD's negatives) see only the local shard: the negatives per sample are the local batch's.
+  the run matches a single-process run up to floating-point summation order. Batch statistics go through the same
+  average (`StepInputs.average`: the teacher-feature statistics FitNet, LSFD, FACD and KRNet standardise with).
+  Only comparisons between samples see the local shard: FACD's negatives come from the local batch.
 * Parameters start identical (broadcast from rank 0) and receive identical updates, so every rank holds the same
   weights; only rank 0 logs, validates, checkpoints, evaluates and writes files. Logged loss terms are the
   averages over ranks.
