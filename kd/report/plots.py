@@ -31,7 +31,7 @@ def delta_bars(table: pd.DataFrame, out_dir: Path) -> str | None:
     if kd.empty:
         return None
     panels = list(kd.groupby(["student", "scale", "dataset"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained")
     for ax, ((student, scale, dataset), part) in zip(axes[0], panels):
         methods = list(dict.fromkeys(part["method"]))
         teachers = list(dict.fromkeys(part["teacher"]))
@@ -48,13 +48,14 @@ def delta_bars(table: pd.DataFrame, out_dir: Path) -> str | None:
                 has = math.isfinite(row["delta_low"])
                 errs[0].append(row["delta"] - row["delta_low"] if has else 0.0)
                 errs[1].append(row["delta_high"] - row["delta"] if has else 0.0)
-            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=teacher)
+            with_interval = any(e > 0 for e in errs[0] + errs[1])  # one seed: no interval, no whisker
+            ax.bar(xs, ys, width, yerr=errs if with_interval else None, capsize=3, label=teacher)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right")
         ax.set_title(f"{dataset} x{scale}")
-        ax.set_ylabel("Δ PSNR-Y vs no-KD (dB)")
+    axes[0][0].set_ylabel("Δ PSNR-Y vs no-KD (dB)")
     axes[0][-1].legend(title="teacher", fontsize=8)
-    fig.suptitle("Paired Δ PSNR over seeds (bars: mean; whiskers: 95% t-interval)", y=1.05)
+    fig.suptitle("Paired Δ PSNR over seeds (bars: mean; whiskers: 95% t-interval where there are >= 2 seeds)")
     return save(fig, out_dir, "delta_bars")
 
 
