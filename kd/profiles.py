@@ -51,7 +51,8 @@ CPU = Profile(
             "arch": "rcan",
             "preset": "mini",
             # Teacher recipe: must beat the no-KD student by >= 0.3 dB on Set5/Set14 x4 within 45 minutes.
-            # 1500 steps left RCAN mini only +0.21/+0.13 dB ahead; 5000 steps (0.45-0.49 s/step) fit with headroom.
+            # RCAN mini, 5000 steps: Set5/Set14 +1.37/+0.95 dB over the no-KD student, 0.48 s/step (39.7 min) on
+            # 2 quiet cores (1500 steps gave only +0.21/+0.13). HAN and SwinIR: not yet measured.
             # benchmarks/calibrate_teachers.py measures the fit and the gap.
             "train": {"steps": 5000, "batch_size": 8, "lr_patch": 32, "optimizer": "adam", "lr": 5e-4,
                       "schedule": "cosine", "min_lr": 1e-6, "log_every": 10, "ckpt_every": 100, "val_every": 500},
