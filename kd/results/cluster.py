@@ -14,6 +14,7 @@ process is refused by its run lock rather than trained twice).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -54,8 +55,6 @@ class CellJob:
         self.config, self.out_dir, self.teacher_only = config, out_dir, teacher_only
 
     def __call__(self) -> dict[str, Any]:
-        import os
-
         from kd.engine import execute_run
         from kd.engine.teachers import zoo_teacher
 
