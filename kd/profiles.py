@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from kd.config import RunConfig, resolve
 from kd.errors import unknown_choice
 
 
@@ -21,6 +22,9 @@ class Profile:
     name: str
     description: str
     values: dict[str, Any]
+    # Per teacher architecture: overrides of `teacher.train`, layered right after `values` (so a config file, the
+    # command line and --set still win). Teachers differ in cost per step and in their official recipes.
+    teacher_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 SMOKE = Profile(
@@ -50,10 +54,10 @@ CPU = Profile(
         "teacher": {
             "arch": "rcan",
             "preset": "mini",
-            # Teacher recipe: must beat the no-KD student by >= 0.3 dB on Set5/Set14 x4 within 45 minutes.
-            # RCAN mini, 5000 steps: Set5/Set14 +1.37/+0.95 dB over the no-KD student, 0.48 s/step (39.7 min) on
-            # 2 quiet cores (1500 steps gave only +0.21/+0.13). HAN and SwinIR: not yet measured.
-            # benchmarks/calibrate_teachers.py measures the fit and the gap.
+            # Teacher recipe: must beat the no-KD student by >= 0.3 dB on Set5/Set14 x4 within 45 minutes on 2
+            # cores (benchmarks/calibrate_teachers.py measures both). 5000 steps, Set5/Set14 gap and quiet step time:
+            # RCAN mini +1.37/+0.95 dB, 0.44-0.48 s (37-40 min; 1500 steps gave only +0.21/+0.13 dB);
+            # HAN mini +1.57/+1.09 dB, 0.50-0.55 s (41-46 min). SwinIR: see teacher_recipes.
             "train": {"steps": 5000, "batch_size": 8, "lr_patch": 32, "optimizer": "adam", "lr": 5e-4,
                       "schedule": "cosine", "min_lr": 1e-6, "log_every": 10, "ckpt_every": 100, "val_every": 500},
         },
@@ -64,6 +68,8 @@ CPU = Profile(
                   "log_every": 10, "ckpt_every": 100, "val_every": 250},
         "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
     },
+    # SwinIR mini steps cost 0.57 s (its official 64-channel reconstruction head dominates): 5000 would take 47 min.
+    teacher_recipes={"swinir": {"steps": 4000}},
 )
 
 PAPER = Profile(
@@ -85,6 +91,16 @@ PAPER = Profile(
                   "weight_decay": 1e-4, "schedule": "multistep", "milestones": [800_000], "gamma": 0.5,
                   "log_every": 100, "ckpt_every": 5000, "val_every": 5000},
         "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
+    },
+    teacher_recipes={
+        # HAN's official recipe is RCAN's (same framework). SwinIR classical (KAIR options): Adam 2e-4, batch 32,
+        # LR patch 48 on DIV2K, 500k iterations halved at 250k/400k/450k/475k. The official x3/x4 models are
+        # fine-tuned from x2 with both halved; this recipe trains each scale from scratch.
+        # The lightweight model: batch 64, LR patch 64, same schedule.
+        "swinir": {"steps": 500_000, "batch_size": 32, "lr_patch": 48, "optimizer": "adam", "lr": 2e-4,
+                   "schedule": "multistep", "milestones": [250_000, 400_000, 450_000, 475_000], "gamma": 0.5},
+        "swinir_light": {"steps": 500_000, "batch_size": 64, "lr_patch": 64, "optimizer": "adam", "lr": 2e-4,
+                         "schedule": "multistep", "milestones": [250_000, 400_000, 450_000, 475_000], "gamma": 0.5},
     },
 )
 
@@ -118,6 +134,31 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_layer(name: str) -> tuple[str, dict[str, Any]]:
-    """The (source, values) layer for `kd.config.resolve`, with the profile name recorded in the config."""
+    """The (source, values) layer for `resolve_layers`, with the profile name recorded in the config."""
     profile = get_profile(name)
-    return f"profile '{name}'", {**profile.values, "profile": name}
+    return _source(profile), {**profile.values, "profile": name}
+
+
+def _source(profile: Profile) -> str:
+    return f"profile '{profile.name}'"
+
+
+def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+    """`kd.config.resolve`, plus the profile's recipe for the resolved teacher architecture.
+
+    The teacher is known only once every layer is merged (the command line or a sweep cell names it), so this
+    resolves twice: the second time with the recipe inserted right after the profile's own layer.
+    """
+    from kd.models import get_entry
+
+    config = resolve(layers)
+    profile = PROFILES.get(config.profile)
+    if profile is None or not profile.teacher_recipes or not config.teacher.arch:
+        return config
+    arch = get_entry(config.teacher.arch).arch
+    recipe = profile.teacher_recipes.get(arch)
+    at = next((i for i, (source, _) in enumerate(layers) if source == _source(profile)), None)
+    if recipe is None or at is None:
+        return config
+    layer = (f"{_source(profile)} recipe for {arch} teachers", {"teacher": {"train": recipe}})
+    return resolve([*layers[: at + 1], layer, *layers[at + 1 :]])

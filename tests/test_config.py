@@ -13,7 +13,7 @@ from kd.config import (
     to_dict,
 )
 from kd.errors import KdError
-from kd.profiles import PROFILES, profile_layer
+from kd.profiles import PROFILES, profile_layer, resolve_layers
 
 
 def _cfg(*overrides: str, profile: str = "cpu") -> RunConfig:
@@ -28,6 +28,20 @@ def test_profiles_resolve_and_differ():
     assert configs["paper"].data.train == "DIV2K"
     assert configs["demo"].data.train == "default" and configs["demo"].student.preset == "paper"
     assert len({run_id(c) for c in configs.values()}) == len(PROFILES)
+
+
+def test_profile_teacher_recipe_follows_the_resolved_teacher():
+    def teacher_train(*layers):
+        return resolve_layers([profile_layer("paper"), *layers]).teacher.train
+
+    rcan = teacher_train(("cli", {"teacher": {"arch": "rcan"}}))
+    swinir = teacher_train(("cli", {"teacher": {"arch": "swinir_m"}}))  # an alias gets the architecture's recipe
+    assert (rcan.lr, rcan.batch_size) == (1e-4, 16) and (swinir.lr, swinir.batch_size) == (2e-4, 32)
+    assert teacher_train(("cli", {"teacher": {"arch": "swinir_light"}})).batch_size == 64
+    later = teacher_train(("cli", {"teacher": {"arch": "swinir"}}), ("--set", {"teacher": {"train": {"lr": 1e-3}}}))
+    assert later.lr == 1e-3 and later.batch_size == 32  # layers after the profile still win over its recipe
+    with pytest.raises(KdError, match="swinir"):
+        teacher_train(("cli", {"teacher": {"arch": "swinirr"}}))
 
 
 def test_overrides_are_typed():

@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kd.config import RunConfig, parse_override, read_config_file, resolve
-from kd.profiles import PROFILES, profile_layer
+from kd.config import RunConfig, parse_override, read_config_file
+from kd.profiles import PROFILES, profile_layer, resolve_layers
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
         layers.append((f"config file '{args.config}'", {k: v for k, v in file_values.items() if k != "profile"}))
     layers.append(("the command-line options", _merge(common, flags)))
     layers.extend((f"--set {text}", parse_override(text)) for text in args.overrides)
-    return resolve(layers)
+    return resolve_layers(layers)
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

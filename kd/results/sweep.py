@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kd.config import RunConfig, deep_merge, parse_override, resolve, run_id
+from kd.config import RunConfig, deep_merge, parse_override, run_id
 from kd.errors import KdError
-from kd.profiles import profile_layer
+from kd.profiles import profile_layer, resolve_layers
 
 # (forward no_grad, forward+backward) seconds per step on 2 CPU threads at batch 4, 48x48 LR, x4, official
 # configuration: minima of ARCHITECTURES.md section 10 (SwinIR-S measured at 64x64, rescaled to 48x48).
@@ -140,7 +140,7 @@ def cell_config(cell: Cell, base_layers: list[tuple[str, dict[str, Any]]], overr
         flags["teacher"] = {"arch": cell.teacher}
     layers = [*base_layers, (f"sweep cell {cell.label}", flags)]
     layers += [(f"--set {text}", parse_override(text)) for text in overrides]
-    return resolve(layers)
+    return resolve_layers(layers)
 
 
 def base_layers(profile: str, file_values: dict[str, Any] | None = None, file_name: str = "",
