@@ -55,9 +55,8 @@ CPU = Profile(
             "arch": "rcan",
             "preset": "mini",
             # Teacher recipe: must beat the no-KD student by >= 0.3 dB on Set5/Set14 x4 within 45 minutes on 2
-            # cores (benchmarks/calibrate_teachers.py measures both). 5000 steps, Set5/Set14 gap and quiet step time:
-            # RCAN mini +1.37/+0.95 dB, 0.44-0.48 s (37-40 min; 1500 steps gave only +0.21/+0.13 dB);
-            # HAN mini +1.57/+1.09 dB, 0.50-0.55 s (41-46 min). SwinIR: see teacher_recipes.
+            # cores (benchmarks/calibrate_teachers.py measures both). RCAN mini, 5000 steps: +1.37/+0.95 dB,
+            # 0.44-0.48 s/step (37-40 min; 1500 steps gave only +0.21/+0.13 dB). HAN and SwinIR: teacher_recipes.
             "train": {"steps": 5000, "batch_size": 8, "lr_patch": 32, "optimizer": "adam", "lr": 5e-4,
                       "schedule": "cosine", "min_lr": 1e-6, "log_every": 10, "ckpt_every": 100, "val_every": 500},
         },
@@ -68,8 +67,10 @@ CPU = Profile(
                   "log_every": 10, "ckpt_every": 100, "val_every": 250},
         "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
     },
-    # SwinIR mini steps cost 0.57 s (its official 64-channel reconstruction head dominates): 5000 would take 47 min.
-    teacher_recipes={"swinir": {"steps": 4000}},
+    # Fewer steps where a step costs more. HAN mini: 0.50-0.55 s/step, so 5000 steps took 41-46 min (+1.57/+1.09 dB).
+    # SwinIR mini: 0.57-0.64 s/step (its official 64-channel reconstruction head dominates); 4000 steps took
+    # 38-43 min for +0.78/+0.50 dB.
+    teacher_recipes={"han": {"steps": 4500}, "swinir": {"steps": 4000}},
 )
 
 PAPER = Profile(
