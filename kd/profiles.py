@@ -67,9 +67,9 @@ CPU = Profile(
                   "log_every": 10, "ckpt_every": 100, "val_every": 250},
         "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
     },
-    # Fewer steps where a step costs more. HAN mini: 0.50-0.55 s/step, so 5000 steps took 41-46 min (+1.57/+1.09 dB).
-    # SwinIR mini: 0.57-0.64 s/step (its official 64-channel reconstruction head dominates); 4000 steps took
-    # 38-43 min for +0.78/+0.50 dB.
+    # Fewer steps where a step costs more. HAN mini: 0.50-0.55 s/step (5000 steps projected 41-46 min); 4500 steps:
+    # 41.4 min, +1.51/+1.03 dB. SwinIR mini: 0.57-0.64 s/step (its official 64-channel reconstruction head
+    # dominates); 4000 steps: 42.6 min, +0.78/+0.50 dB.
     teacher_recipes={"han": {"steps": 4500}, "swinir": {"steps": 4000}},
 )
 
