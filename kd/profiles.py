@@ -94,9 +94,10 @@ PAPER = Profile(
         "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
     },
     teacher_recipes={
-        # HAN's official recipe is RCAN's (same framework). SwinIR classical (KAIR options): Adam 2e-4, batch 32,
-        # LR patch 48 on DIV2K, 500k iterations halved at 250k/400k/450k/475k. The official x3/x4 models are
-        # fine-tuned from x2 with both halved; this recipe trains each scale from scratch.
+        # HAN's official recipe is RCAN's (same framework; its repository's default loss is MSE, kdbench trains with
+        # L1). SwinIR classical (KAIR options): Adam 2e-4, batch 32, LR patch 48 on DIV2K, 500k iterations halved at
+        # 250k/400k/450k/475k. The official x3/x4 models are fine-tuned from x2 with both halved; this recipe trains
+        # each scale from scratch.
         # The lightweight model: batch 64, LR patch 64, same schedule.
         "swinir": {"steps": 500_000, "batch_size": 32, "lr_patch": 48, "optimizer": "adam", "lr": 2e-4,
                    "schedule": "multistep", "milestones": [250_000, 400_000, 450_000, 475_000], "gamma": 0.5},
