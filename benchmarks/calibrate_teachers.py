@@ -12,7 +12,7 @@ Steps, per teacher:
 4. compare Set5/Set14 PSNR-Y and print a verdict; `--json` writes the figures.
 
 The budget is judged on the larger of two projections: the probe, and the median step time logged during the zoo
-training times its steps (the probe runs a fresh process and has come out 8-15% faster). The zoo's recorded wall
+training times its steps (the probe runs a fresh process and has come out up to 15% faster). The zoo's recorded wall
 time is shown too; it also counts whatever else shared the cores and time lost to interruptions.
 
     .venv/bin/python benchmarks/calibrate_teachers.py --estimate-only
