@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 
 from kd.errors import KdError
+from kd.messages import say
 
 # Modules of kd.cli that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = [
@@ -39,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except KdError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        say(err, str(exc), "error")
         return 2
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        say(err, "interrupted", "warning")
         return 130
 
 

@@ -7,6 +7,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from kd.messages import say
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="list and download datasets")
@@ -92,5 +94,5 @@ def download_command(args: argparse.Namespace) -> int:
             progress=progress,
         )
     for folder in installed:
-        err.print(f"[green]ready:[/] {folder}")
+        say(err, str(folder), "ready")
     return 0

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd.errors import KdError
+from kd.messages import say
 
 DEFAULT_DATA = "Set5,Set14,B100"
 
@@ -109,12 +110,12 @@ def run_eval(args: argparse.Namespace) -> int:
     preset = args.preset or entry.default_preset
     console.print(results_table(result, entry.arch, preset))
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        say(console, note, "note")
     if args.out is not None:
         meta = {"model": {"arch": entry.arch, "preset": preset, "ckpt": str(args.ckpt) if args.ckpt else None},
                 "lr_source": args.lr_source, "tile": args.tile}
         for path in save_result(result, args.out, per_image=args.per_image, extra_meta=meta):
-            console.print(f"wrote {path}", highlight=False)
+            say(console, f"wrote {path}")
     return 0
 
 

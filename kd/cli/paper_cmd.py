@@ -9,6 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kd.messages import say
+
 
 def register(subparsers) -> None:
     from kd.report.paper import PAPER_TABLES
@@ -65,7 +67,7 @@ def run_paper(args: argparse.Namespace) -> int:
         console = Console(width=natural)
     console.print(view)
     for command, number in footnotes(table).items():
-        console.print(f"[{number}] {command}", highlight=False, markup=False)
+        say(console, f"[{number}] {command}")
     for note in table.notes:
-        console.print(f"note: {note}", highlight=False, markup=False)
+        say(console, note, "note")
     return 0

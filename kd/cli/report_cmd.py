@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kd.messages import say
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -38,6 +40,6 @@ def run_report(args: argparse.Namespace) -> int:
     for table in report.rich_tables():
         console.print(table)
     for note in report.content.notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)", highlight=False)
+        say(err, note, "note")
+    say(console, f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)")
     return 0

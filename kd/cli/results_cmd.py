@@ -8,6 +8,7 @@ import warnings
 from rich.console import Console
 
 from kd.errors import KdError
+from kd.messages import say
 
 
 def results_command(args: argparse.Namespace) -> int:
@@ -24,15 +25,14 @@ def results_command(args: argparse.Namespace) -> int:
         frame = load_runs(args.runs, include_unfinished=args.include_unfinished)
     for warning in caught:
         if issubclass(warning.category, CorruptRunWarning):
-            err.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+            say(err, str(warning.message), "warning")
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     frame = filter_runs(frame, args.filters)
 
     if args.out:
         write_results(frame, args.format, args.out)
-        err.print(f"wrote {args.format} results of {frame['run_id'].nunique()} run(s) to {args.out}",
-                  highlight=False)
+        say(err, f"wrote {args.format} results of {frame['run_id'].nunique()} run(s) to {args.out}")
     elif args.format == "table":
         Console().print(rich_table(frame, title=f"kdbench results ({args.runs})"))
     elif args.format == "csv":

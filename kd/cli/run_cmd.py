@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd.config import RunConfig, parse_override, read_config_file
+from kd.messages import say
 from kd.profiles import PROFILES, profile_layer, resolve_layers
 
 
@@ -81,7 +82,7 @@ def relaunch_under_torchrun(args: argparse.Namespace, config: RunConfig) -> int 
         warnings.simplefilter("always")
         check_nproc(args.nproc, config.device)
     for warning in caught:
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+        say(Console(stderr=True), str(warning.message), "warning")
     argv = without_nproc(args.argv)
     if args.threads is None:
         argv += ["--threads", str(threads_per_process(args.nproc))]
@@ -142,9 +143,9 @@ def run_command(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0  # a torchrun worker other than rank 0: rank 0 reports
     if record.already_finished:
-        err.print(f"run {record.run_dir.name} is already finished; results in {record.run_dir}", highlight=False)
+        say(err, f"run {record.run_dir.name} is already finished; results in {record.run_dir}")
     else:
-        err.print(f"run finished; results in {record.run_dir}", highlight=False)
+        say(err, f"run finished; results in {record.run_dir}")
     console.print(summary_table(record.summary))
     return 0
 

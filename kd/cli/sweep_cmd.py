@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd.errors import KdError
+from kd.messages import say
 
 
 def _duration(seconds: float | None) -> str:
@@ -110,7 +111,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                 "new": "starting", "invalid": "invalid, skipping"}[plan.status]
         eta = f"; about {_duration(remaining)} of training left in the grid" if remaining else ""
         err.rule(f"[bold]cell {index + 1}/{len(plans)}[/] {cell.label}", style="cyan")
-        err.print(f"{plan.run_id or '-'}: {note}{eta}", highlight=False)
+        say(err, f"{plan.run_id or '-'}: {note}{eta}")
 
     try:
         if args.executor == "inline":

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
+from kd.messages import say
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -33,15 +34,14 @@ def train_command(args: argparse.Namespace) -> int:
     err = Console(stderr=True, quiet=not dist.is_main)
     folder = zoo_dir(config)
     if (folder / "teacher.pt").is_file() and not args.retrain:
-        err.print(f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again",
-                  highlight=False)
+        say(err, f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again")
         return 0
     if args.retrain and dist.is_main:
         for name in ("teacher.pt", "teacher.json", "metrics.jsonl"):
             (folder / name).unlink(missing_ok=True)
         for name in ("last.pt", "best.pt"):
             (folder / "checkpoints" / name).unlink(missing_ok=True)
-    err.print(f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}", highlight=False)
+    say(err, f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}")
     _, info = train_teacher(config, console=err, progress=not args.no_progress and dist.is_main, dist=dist)
     if not dist.is_main:
         return 0
@@ -61,7 +61,7 @@ def list_command(args: argparse.Namespace) -> int:
     entries = list_zoo()
     console = Console()
     if not entries:
-        console.print(f"no cached teachers in {zoo_root()}", highlight=False)
+        say(console, f"no cached teachers in {zoo_root()}")
         return 0
     table = Table(title=f"teacher zoo ({zoo_root()})")
     table.add_column("key", no_wrap=True)

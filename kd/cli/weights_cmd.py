@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kd.errors import unknown_choice
+from kd.messages import say
 
 FETCHABLE = ("lpips",)
 
@@ -41,7 +42,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     console = Console()
     path = fetch_lpips_trunk(args.source, allow_download=not args.no_download)
     trunk, source = find_trunk(path.parent)
-    console.print(f"LPIPS AlexNet trunk ({len(trunk)} tensors, source {source}) written to {path}", highlight=False)
+    say(console, f"LPIPS AlexNet trunk ({len(trunk)} tensors, source {source}) written to {path}")
     return 0
 
 
@@ -53,5 +54,5 @@ def run_status(args: argparse.Namespace) -> int:
     if found is None:
         console.print(LPIPS_UNAVAILABLE_NOTE, highlight=False)
         return 1
-    console.print(f"LPIPS: net alex, version 0.1, trunk_source {found[1]}", highlight=False)
+    say(console, f"LPIPS: net alex, version 0.1, trunk_source {found[1]}")
     return 0

@@ -45,6 +45,7 @@ from kd.engine.teachers import load_teacher_checkpoint, teacher_preset, zoo_teac
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
+from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
 from kd.models import create, get_entry
 
@@ -202,7 +203,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
     if dist.is_main:
         resuming = (run_dir / "checkpoints" / "last.pt").is_file()
         processes = f" on {dist.world_size} processes" if dist.enabled else ""
-        console.print(f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}", highlight=False)
+        say(console, f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}")
         atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
 
@@ -228,7 +229,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
     weights = loss_weights(config.method.name, config.method.weights)
     accel = plan_accel(config.accel, device, taps=method_cls.taps_features)
     for note in accel.warnings:
-        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        say(console, note, "warning")
     accel.network(student)
     if teacher is not None:
         accel.network(teacher, frozen_teacher=True)

@@ -30,6 +30,7 @@ from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
+from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
 
@@ -160,7 +161,7 @@ def zoo_teacher(
     with _entry_lock(folder) if dist.is_main else contextlib.nullcontext():
         dist.barrier()
         if weights.is_file() and meta.is_file():
-            console.print(f"using cached teacher {folder.name} ({weights})", highlight=False)
+            say(console, f"using cached teacher {folder.name} ({weights})")
             return load_official(build_teacher(config), weights), json.loads(meta.read_text(encoding="utf-8"))
         console.print(
             f"teacher {folder.name} is not in the zoo: training it first "

@@ -24,6 +24,7 @@ from typing import Any
 
 from kd.config import ClusterConfig, RunConfig, from_dict, to_dict
 from kd.errors import KdError
+from kd.messages import say
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -169,7 +170,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
     failed_teachers: dict[str, str] = {}
 
     def teacher_done(label: str, result: dict[str, Any] | None, error: str | None, seconds: float) -> None:
-        console.print(f"{label}: {'trained' if error is None else error} ({seconds:.0f} s)", highlight=False)
+        say(console, f"{label}: {'trained' if error is None else error} ({seconds:.0f} s)")
         if error is not None:
             failed_teachers[label.removeprefix("teacher ")] = error
 
@@ -194,7 +195,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         else:
             status = "skipped" if result["already_finished"] else ("resumed" if plan.status == "partial" else "ran")
             outcomes[runnable[label]] = CellOutcome(plan, status, seconds, summary=result["summary"])
-        console.print(f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s)", highlight=False)
+        say(console, f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s)")
 
     if cells:
         console.print(f"submitting {len(cells)} cell(s) to the {kind} executor", highlight=False)
