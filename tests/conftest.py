@@ -24,3 +24,9 @@ def shared_data(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def parity_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "parity"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tests read rich tables as text: fix the width so a narrow runner's COLUMNS cannot elide cells."""
+    monkeypatch.setenv("COLUMNS", "160")
