@@ -90,7 +90,7 @@ def download_command(args: argparse.Namespace) -> int:
             bar.update(tasks[name], completed=done, total=total)
 
         installed = download_dataset(
-            args.name, args.data_root, force=args.force, log=lambda m: bar.console.print(m, highlight=False),
+            args.name, args.data_root, force=args.force, log=lambda m: say(bar.console, m),
             progress=progress,
         )
     for folder in installed:

@@ -52,7 +52,7 @@ def run_status(args: argparse.Namespace) -> int:
     found = find_trunk()
     console = Console()
     if found is None:
-        console.print(LPIPS_UNAVAILABLE_NOTE, highlight=False)
+        say(console, LPIPS_UNAVAILABLE_NOTE)
         return 1
     say(console, f"LPIPS: net alex, version 0.1, trunk_source {found[1]}")
     return 0

@@ -163,9 +163,6 @@ def zoo_teacher(
         if weights.is_file() and meta.is_file():
             say(console, f"using cached teacher {folder.name} ({weights})")
             return load_official(build_teacher(config), weights), json.loads(meta.read_text(encoding="utf-8"))
-        console.print(
-            f"teacher {folder.name} is not in the zoo: training it first "
-            f"({config.teacher.train.steps} steps; cached in {folder})",
-            highlight=False,
-        )
+        say(console, f"teacher {folder.name} is not in the zoo: training it first "
+                     f"({config.teacher.train.steps} steps; cached in {folder})")
         return train_teacher(config, services=services, console=console, progress=progress, dist=dist)
