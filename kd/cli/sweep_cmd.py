@@ -98,11 +98,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         out.print(_plan_table(plans, title))
         for key, seconds in teachers:
-            out.print(f"teacher {key} is not in the zoo: trained first, about {_duration(seconds)} (rough)",
-                      highlight=False)
-        out.print(f"estimated training time: {_duration(total + sum(s for _, s in teachers))} for "
-                  f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)",
-                  highlight=False)
+            say(out, f"teacher {key} is not in the zoo: trained first, about {_duration(seconds)} (rough)")
+        say(out, f"estimated training time: {_duration(total + sum(s for _, s in teachers))} for "
+                 f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)")
         return 0
 
     def announce(index: int, plan, remaining: float | None) -> None:

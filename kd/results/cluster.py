@@ -175,7 +175,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
             failed_teachers[label.removeprefix("teacher ")] = error
 
     if teachers:
-        console.print(f"training {len(teachers)} teacher(s) the zoo lacks, one {kind} job each", highlight=False)
+        say(console, f"training {len(teachers)} teacher(s) the zoo lacks, one {kind} job each")
         submit_and_wait(kind, [(f"teacher {key}", cfg, True) for key, cfg in teachers.items()], out_dir,
                         max_parallel=max_parallel, poll_seconds=poll_seconds, on_done=teacher_done)
 
@@ -198,7 +198,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         say(console, f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s)")
 
     if cells:
-        console.print(f"submitting {len(cells)} cell(s) to the {kind} executor", highlight=False)
+        say(console, f"submitting {len(cells)} cell(s) to the {kind} executor")
         submit_and_wait(kind, cells, out_dir, max_parallel=max_parallel, poll_seconds=poll_seconds,
                         on_done=cell_done)
     return [outcomes[i] for i in range(len(plans))]
