@@ -477,6 +477,7 @@ SHARED_MAP_NAMES = ("a1", "a2", "a3", "a4", "a5", "a6")
 class ASID(nn.Module):
     """ASID (blocks=3) / ASIDd8 (blocks=8). RGB [0, 1] -> RGB [0, 1], unclamped."""
 
+    body_tail = "output"  # the body end before the long skip (kd.methods.pairing)
     TAPS = {
         "input": "shallow feature (B, C, h', w'), also the long-skip residual",
         "block[0-9]": "block outputs (B, C, h', w'); block0 returns (out, a1..a6) and capture keeps out",

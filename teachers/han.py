@@ -73,6 +73,7 @@ class ChannelSpatialAttention(nn.Module):
 class HAN(nn.Module):
     """HAN with the official module names; [0, 1] RGB in and out (unclamped)."""
 
+    body_tail = "last"  # the fused body end before the long skip (kd.methods.pairing)
     TAPS = {
         "head.0": "shallow features (B, n_feats, h, w)",
         "body.[0-9]": "body.0..body.{n_resgroups-1}: residual-group outputs after the group skip; "

@@ -348,6 +348,7 @@ def _pixelshuffle_upsampler(scale: int, features: int) -> nn.Sequential:
 
 
 class SwinIR(nn.Module):
+    body_tail = "conv_after_body"  # the body end before the long skip (kd.methods.pairing)
     TAPS = {
         "conv_first": "shallow features (B, C, h', w'), C = embed_dim",
         "layers.?": "RSTB outputs, tokens delivered as (B, C, h', w') maps (h', w' = LR size padded to the window)",

@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kd.errors import KdError
 from kd.models import create, list_entries
 from kd.models.registry import ModelEntry
 
@@ -105,11 +106,47 @@ def list_models(args: argparse.Namespace) -> int:
 def _register_methods(things) -> None:
     parser = things.add_parser("methods", help="distillation methods with their loss terms",
                                description="Registered distillation methods (`kdbench run --method NAME`).")
+    parser.add_argument("--taps", action="store_true", help="show which student tap each teacher tap is paired "
+                        "with (feature methods and attention KD) instead")
+    parser.add_argument("--student", default="asid", help="student for --taps (default: asid)")
     parser.set_defaults(handler=list_methods_command)
+
+
+PAIRING_TEACHERS = (("rcan", "mini"), ("han", "mini"), ("swinir", "mini"), ("rcan", "paper"), ("han", "paper"),
+                    ("swinir", "paper"), ("swinir_light", "paper"))
+
+
+def pairing_table(student_arch: str) -> Table:
+    """Tap pairs of the feature methods (fitnet, lsfd, facd, krnet: 3 pairs by relative depth, the last tail to
+    tail) and of attention KD, for each teacher kind, on meta-device networks (no weights allocated)."""
+    from kd.methods.attention import attention_pairs
+    from kd.methods.pairing import pair_by_depth
+
+    table = Table(title=f"tap pairing with student {student_arch} (student tap -> teacher tap)", box=box.SIMPLE_HEAVY)
+    table.add_column("teacher", no_wrap=True, style="bold")
+    table.add_column("fitnet, lsfd, facd, krnet", overflow="fold")
+    table.add_column("attention", overflow="fold")
+    for arch, preset in PAIRING_TEACHERS:
+        with torch.device("meta"):
+            student = create(student_arch, LIST_SCALE)
+            teacher = create(arch, LIST_SCALE, preset)
+        feature = "; ".join(f"{s} -> {t}" for s, t in zip(*pair_by_depth(student, teacher, 3)))
+        try:
+            mode, s_taps, t_taps = attention_pairs(student, teacher)
+            attention = f"{mode} mode, {len(s_taps)} pairs: " + "; ".join(
+                f"{s} -> {t}" for s, t in zip(s_taps, t_taps))
+        except KdError as exc:
+            attention = f"not available: {exc}"
+        table.add_row(f"{arch} {preset}", feature, attention)
+    return table
 
 
 def list_methods_command(args: argparse.Namespace) -> int:
     from kd.methods import get_method, list_methods
+
+    if args.taps:
+        Console().print(pairing_table(args.student))
+        return 0
 
     table = Table(title="kdbench distillation methods", box=box.SIMPLE_HEAVY)
     table.add_column("name", no_wrap=True, style="bold")

@@ -58,7 +58,8 @@ class Distiller(nn.Module):
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     taps_features: ClassVar[bool] = True  # captures intermediate features (rules out accel.compile)
-    default_weights: ClassVar[dict[str, float]] = {"rec": 1.0}
+    default_weights: ClassVar[dict[str, float]] = {"rec": 1.0}  # an instance may narrow them (e.g. per mode)
+    version: ClassVar[int] = 1  # part of the run id: bump it when the method's behaviour changes
     Options: ClassVar[type | None] = None  # dataclass of method options (`method.options.*`)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any = None) -> None:

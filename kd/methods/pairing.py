@@ -1,29 +1,47 @@
-"""Choosing feature taps: a network's body stages and a depth-proportional teacher/student pairing.
+"""Choosing feature taps and comparing features across networks.
 
-A body stage is a top-level numbered module: RCAN/HAN `body.0..body.G` (G residual groups plus the body-tail
-conv), SwinIR `layers.0..L-1`, ASID `block0..blockN-1`. Pairing by relative depth picks, for k pairs, the stage
-at about j/k of each body (j = 1..k), so full-size RCAN (11 stages) pairs `body.2, body.6, body.10` and
-SwinIR-M (6 stages) `layers.1, layers.3, layers.5` (ARCHITECTURES.md, section 7), and smaller presets with
-fewer groups get the same relative positions.
+Tap pairing (ARCHITECTURES.md section 7, METHODS.md section 13). A body stage is a top-level numbered module:
+RCAN/HAN `body.0..body.G`, SwinIR `layers.0..L-1`, ASID `block0..blockN-1`. Every network also has a *body tail*:
+the body's last map before the long skip (RCAN `body.{G}`, HAN `last`, SwinIR `conv_after_body`, ASID `output`),
+declared by the network as `body_tail` (else the last numbered stage). The depth sequence is the body stages
+followed by the tail; k pairs take the entries at about j/k of both sequences (j = 1..k), so the last pair is always
+tail to tail (the analogous place in any two SR networks) and the others pair by relative depth: full RCAN
+`body.2, body.6, body.10` and SwinIR-M `layers.1, layers.3, conv_after_body` against ASID `block0, block1, output`.
+`kdbench list methods --taps` prints the table.
+
+Feature comparison. Teachers work in different units (RCAN [0, 255]: tap RMS 20-30; SwinIR [0, 1]; ASID
+[-1, 1]: 0.1-0.2), so both sides are standardised, each with its *own* statistics (`standardize_pair`). The
+teacher's are detached; the student's are not, so the loss does not depend on the student's feature scale and no
+gradient asks the student to reproduce the teacher's magnitude (with teacher statistics on both sides, as before,
+the student gradient scaled as 1/sigma_T: inert with RCAN, destructive with SwinIR). Adapters are always learned
+1x1 convs: two networks' channel c never correspond, even when their channel counts happen to match.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from kd.errors import KdError
 
 # Which numbered family is the body, for the built-in networks; others fall back to the largest family.
-BODY_PREFIX = {"asid": "block", "rcan": "body.", "han": "body.", "swinir": "layers."}
+BODY_PREFIX = {"asid": "block", "asid_d8": "block", "rcan": "body.", "han": "body.", "swinir": "layers.",
+               "swinir_light": "layers."}
 
 _NUMBERED = re.compile(r"([A-Za-z_]+\.?)(\d+)")
 
+Average = Callable[[Sequence[Tensor]], None]
 
-def body_stages(model: nn.Module) -> list[str]:
-    """Top-level numbered modules forming the network body, in depth order."""
+
+def _no_average(tensors: Sequence[Tensor]) -> None:
+    pass
+
+
+def _numbered_stages(model: nn.Module) -> list[str]:
     families: dict[str, list[tuple[int, str]]] = {}
     for name, _ in model.named_modules():
         match = _NUMBERED.fullmatch(name)
@@ -38,18 +56,35 @@ def body_stages(model: nn.Module) -> list[str]:
     return [name for _, name in sorted(families[prefix])]
 
 
+def body_tail(model: nn.Module) -> str:
+    """The body's last map before the long skip: the network's `body_tail`, else its last numbered stage."""
+    declared = getattr(model, "body_tail", None)
+    return declared if isinstance(declared, str) else _numbered_stages(model)[-1]
+
+
+def body_stages(model: nn.Module) -> list[str]:
+    """The numbered body stages in depth order, without the body tail."""
+    tail = body_tail(model)
+    return [name for name in _numbered_stages(model) if name != tail]
+
+
 def depth_positions(length: int, count: int) -> list[int]:
     """Indices at about 1/count, 2/count, ..., 1 of a body of `length` stages (the last is the end)."""
     return [max(0, (j * length) // count - 1) for j in range(1, count + 1)]
 
 
+def depth_sequence(model: nn.Module) -> list[str]:
+    """The body stages in depth order ending with the body tail."""
+    return [*body_stages(model), body_tail(model)]
+
+
 def pair_by_depth(student: nn.Module, teacher: nn.Module, count: int) -> tuple[list[str], list[str]]:
-    student_body = body_stages(student)
-    teacher_body = body_stages(teacher)
-    count = min(count, len(student_body), len(teacher_body))
+    """`count` tap pairs at about 1/count, 2/count, ..., 1 of both depth sequences: the last pair is tail to tail."""
+    student_seq, teacher_seq = depth_sequence(student), depth_sequence(teacher)
+    count = min(count, len(student_seq), len(teacher_seq))
     return (
-        [student_body[i] for i in depth_positions(len(student_body), count)],
-        [teacher_body[i] for i in depth_positions(len(teacher_body), count)],
+        [student_seq[i] for i in depth_positions(len(student_seq), count)],
+        [teacher_seq[i] for i in depth_positions(len(teacher_seq), count)],
     )
 
 
@@ -58,10 +93,8 @@ def tap_key(tap: str) -> str:
     return tap.replace(".", "_")
 
 
-def conv_adapter(c_in: int, c_out: int, *, identity_if_equal: bool = True) -> nn.Module:
-    """1x1 conv from student to teacher channels (variance-preserving init, zero bias), or identity when equal."""
-    if identity_if_equal and c_in == c_out:
-        return nn.Identity()
+def conv_adapter(c_in: int, c_out: int) -> nn.Conv2d:
+    """Learned 1x1 conv from student to teacher channels (variance-preserving init, zero bias)."""
     conv = nn.Conv2d(c_in, c_out, kernel_size=1)
     nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
     nn.init.zeros_(conv.bias)
@@ -164,18 +197,48 @@ def common_area(student_feat: torch.Tensor, teacher_feat: torch.Tensor, lr_size:
     return student_feat[..., :h, :w], teacher_feat[..., :h, :w]
 
 
-def standardize_by_teacher(student_feat: torch.Tensor, teacher_feat: torch.Tensor,
-                           average: Callable[[Sequence[torch.Tensor]], None] = lambda tensors: None):
-    """Centre both maps with the teacher's per-channel mean and divide by the teacher's RMS deviation (detached).
+class _DifferentiableAverage(torch.autograd.Function):
+    """Mean over data-parallel ranks whose backward averages the incoming gradient the same way, so a statistic of
+    the global batch gets the gradient it would get in one process."""
 
-    Teachers work in different units (RCAN [0, 255], SwinIR [0, 1]); in these units a default loss weight means the
-    same for every teacher. One scale per map, not per channel: ReLU leaves some channels (nearly) constant.
-    `average` (`StepInputs.average`) makes the statistics those of the global batch under data parallelism.
+    @staticmethod
+    def forward(value: Tensor, average: Average) -> Tensor:
+        value = value.clone()
+        average([value])
+        return value
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Average], output: Tensor) -> None:
+        ctx.average = inputs[1]  # setup_context (not ctx in forward) keeps torch.func transforms working
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.clone()
+        ctx.average([grad])
+        return grad, None
+
+
+def _global_mean(value: Tensor, average: Average) -> Tensor:
+    if not value.requires_grad:
+        value = value.clone()
+        average([value])
+        return value
+    return _DifferentiableAverage.apply(value, average)
+
+
+def standardize(feat: Tensor, average: Average = _no_average) -> Tensor:
+    """Centre each channel with its batch mean and divide the map by its RMS deviation (one scalar per map: ReLU
+    leaves some channels nearly constant). Statistics are those of the global batch under data parallelism and
+    carry gradients when `feat` does."""
+    mean = _global_mean(feat.mean(dim=(0, 2, 3), keepdim=True), average)
+    variance = _global_mean((feat - mean).pow(2).mean().reshape(1), average)
+    return (feat - mean) / variance.clamp_min(1e-12).sqrt().reshape(())
+
+
+def standardize_pair(student_feat: Tensor, teacher_feat: Tensor,
+                     average: Average = _no_average) -> tuple[Tensor, Tensor]:
+    """Each side standardised with its own statistics; the teacher side detached (see the module docstring).
+
+    `average` is `StepInputs.average`: under data parallelism the statistics are those of the global batch.
     """
-    teacher_feat = teacher_feat.detach()
-    mean = teacher_feat.mean(dim=(0, 2, 3), keepdim=True)
-    average([mean])
-    variance = (teacher_feat - mean).pow(2).mean().reshape(1)
-    average([variance])
-    scale = variance.sqrt().clamp_min(1e-6).reshape(())
-    return (student_feat - mean) / scale, (teacher_feat - mean) / scale
+    return standardize(student_feat, average), standardize(teacher_feat.detach(), average)
