@@ -25,7 +25,7 @@ METHODS = [name for name, _ in list_methods()]
 TEACHER_METHODS = [name for name in METHODS if get_method(name).needs_teacher]
 NEW_METHODS = ("lsfd", "facd", "attention")
 DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att"}
-# The tiny teachers are untrained, so FACD's teacher-better gate would switch its term off: tested on its own below.
+# The tiny teachers are untrained, so FACD's gate would weaken its term: the gates are tested on their own below.
 TEST_OPTIONS = {"facd": {"gate": "none"}}
 LR_PATCH = 16
 
@@ -186,10 +186,11 @@ def test_facd_contrastive_terms_match_brute_force(form):
         assert got[i].item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_facd_gate_distils_only_where_teacher_beats_student():
+@pytest.mark.parametrize("gate", ["soft", "teacher_better"])
+def test_facd_gate_weighs_samples_by_whether_the_teacher_beats_the_student(gate):
     torch.manual_seed(0)
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny")
-    method = create_method("facd", student, teacher)
+    method = create_method("facd", student, teacher, {"gate": gate})
     lr, hr = smooth_batch(2, batch=3)
     with capture(student, method.student_taps) as s_feats:
         out = student(lr)
@@ -199,8 +200,13 @@ def test_facd_gate_distils_only_where_teacher_beats_student():
     perfect_teacher = hr.clone()  # beats the student on every sample
     useless_teacher = hr.clone()
     useless_teacher[1] = out[1].detach() + 0.5  # worse than the student on sample 1 only
+    # hard gate: sample 1 is left out; soft gate: it keeps weight e_S / e_T = L1(S, y) / L1(T, y)
+    e_student = (out[1].detach() - hr[1]).abs().mean()
+    e_teacher = (useless_teacher[1] - hr[1]).abs().mean()
+    weight = 0.0 if gate == "teacher_better" else float(e_student / e_teacher)
+    assert 0 < float(e_student / e_teacher) < 1
     for teacher_out, expected in ((perfect_teacher, ungated.mean()),
-                                  (useless_teacher, ungated[[0, 2]].sum() / 3)):
+                                  (useless_teacher, (ungated[[0, 2]].sum() + weight * ungated[1]) / 3)):
         terms = method.losses(StepInputs(lr, hr, out, teacher_out, dict(s_feats), dict(t_feats)))
         assert torch.allclose(terms["facd"], expected, rtol=1e-5)
     terms = method.losses(StepInputs(lr, hr, out, perfect_teacher, dict(s_feats), dict(t_feats)))

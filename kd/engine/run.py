@@ -226,7 +226,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
     student = create(config.student.arch, config.scale, config.student.preset).to(device)
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
-    weights = loss_weights(config.method.name, config.method.weights)
+    weights = loss_weights(config.method.name, config.method.weights, method)
     accel = plan_accel(config.accel, device, taps=method_cls.taps_features)
     for note in accel.warnings:
         say(console, note, "warning")

@@ -63,10 +63,14 @@ def method_options(name: str, options: dict[str, Any] | None = None) -> Any:
     return build_section(cls.Options, dict(options or {}), "method.options", "the configuration")
 
 
-def loss_weights(name: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """The method's default loss-term weights updated by `method.weights`; an unknown term is an error."""
+def loss_weights(name: str, overrides: dict[str, float] | None = None,
+                 method: Distiller | None = None) -> dict[str, float]:
+    """The method's default loss-term weights updated by `method.weights`; an unknown term is an error.
+
+    A built method may set its own defaults (e.g. per mode); pass it as `method` to start from those.
+    """
     cls = get_method(name)
-    weights = dict(cls.default_weights)
+    weights = dict(method.default_weights if method is not None else cls.default_weights)
     for term, value in (overrides or {}).items():
         if term not in weights:
             raise KdError(

@@ -5,8 +5,16 @@ Paper: S. Shin, J. Lee, J. Lee, Y. Yu, K. Lee, ECCV 2022, arXiv:2209.14498; offi
 
 Verified in the official code [V-code]: distil *attention maps*, not features, taken *before* the normalising
 non-linearity (pre-sigmoid there); per sample, `1 - cos(vec(A_S), vec(A_T))`; the teacher frozen in eval mode.
-A-SKD *sums* over its 48 maps with lambda = 5; kdbench *averages* over the mapped pairs (METHODS.md 14, item 4)
-and keeps lambda = 5 as the default weight, plus L1(S, y) (and L1(S, T), weight 0 by default: `method.weights.kd`).
+A-SKD *sums* over its 48 maps with lambda = 5 beside a classification loss; kdbench *averages* over the mapped
+pairs (METHODS.md 14, item 4), plus L1(S, y) (and L1(S, T), weight 0 by default: `method.weights.kd`).
+
+Default weight (kdbench's calibration, not the paper's): A-SKD's lambda = 5 sits beside a cross-entropy whose
+gradient is O(1); beside SR's L1 it made the attention gradient on ASID 120-250x the reconstruction gradient with
+RCAN (channel mode) and 2.6-6x with SwinIR (window mode). The two modes compare different objects (a reduced
+channel-attention vector vs whole window maps), so their natural scales differ by ~50x and each has its own
+default weight: 0.02 in channel mode, 0.4 in window mode, which puts the step-0 gradient ratio at about 0.1-1
+with tiny, random mini or trained mini teachers (`benchmarks/method_health.py`). `method.weights.att` overrides
+either.
 
 The transfer to SR and to kdbench's networks is kdbench's design (METHODS.md 7.2 [I]), for an ASID student:
 
@@ -45,6 +53,7 @@ from kd.methods.base import Distiller, StepInputs, reconstruction_l1
 from kd.methods.pairing import depth_positions, probe_taps
 
 MODES = ("auto", "channel", "window")
+CHANNEL_MODE_WEIGHT = 0.02  # see the module docstring
 WINDOW_MAPS = ("logits", "probs")
 
 STUDENT_SITES = {
@@ -107,12 +116,40 @@ def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(a, b, dim=1, eps=1e-8)).mean()
 
 
+def attention_pairs(student: nn.Module, teacher: nn.Module, mode: str = "auto",
+                    pairs: int = 0) -> tuple[str, list[str], list[str]]:
+    """(mode, student taps, teacher taps): the attention sites of both networks paired by relative depth."""
+    teacher_sites = {
+        "window": _unshifted(teacher, _sites(teacher, TEACHER_SITES["window"])),
+        "channel": _sites(teacher, TEACHER_SITES["channel"]),
+    }
+    if mode == "auto":
+        mode = next((m for m in ("window", "channel") if teacher_sites[m]), None)
+        if mode is None:
+            raise KdError(f"teacher '{_arch(teacher)}' exposes no attention map the method can use (looked for "
+                          f"{', '.join(TEACHER_SITES['window'] + TEACHER_SITES['channel'])}); "
+                          f"{WORKING_COMBINATIONS}.")
+    elif not teacher_sites[mode]:
+        raise KdError(f"teacher '{_arch(teacher)}' has no {mode}-attention tap ({TEACHER_SITES[mode][0]}); "
+                      f"{WORKING_COMBINATIONS}.")
+    student_sites = _sites(student, STUDENT_SITES[mode])
+    if not student_sites:
+        raise KdError(f"student '{_arch(student)}' has no {mode}-attention tap "
+                      f"({', '.join(STUDENT_SITES[mode])}); {WORKING_COMBINATIONS}.")
+    count = min(pairs or len(student_sites), len(student_sites), len(teacher_sites[mode]))
+    student_taps = [student_sites[i] for i in depth_positions(len(student_sites), count)]
+    teacher_taps = [teacher_sites[mode][i] for i in depth_positions(len(teacher_sites[mode]), count)]
+    return mode, student_taps, teacher_taps
+
+
 @register_method
 class AttentionSimilarity(Distiller):
     name = "attention"
-    description = "A-SKD transferred to SR: 1 - cos between pre-normalisation attention maps, paired by depth"
-    default_weights = {"rec": 1.0, "att": 5.0, "kd": 0.0}
+    description = ("A-SKD transferred to SR: 1 - cos between pre-normalisation attention maps, paired by depth "
+                   "(att weight 0.4 window maps, 0.02 channel attention)")
+    default_weights = {"rec": 1.0, "att": 0.4, "kd": 0.0}  # window mode; channel mode: CHANNEL_MODE_WEIGHT
     Options = AttentionOptions
+    version = 2  # per-mode default weights (gradient health)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: AttentionOptions) -> None:
         super().__init__(student, teacher, options)
@@ -123,28 +160,10 @@ class AttentionSimilarity(Distiller):
                           f"got '{options.window_maps}'.")
         if options.pairs < 0 or not options.log_floor > 0:
             raise KdError("method.options.pairs must be >= 0 and method.options.log_floor > 0.")
-        teacher_sites = {
-            "window": _unshifted(teacher, _sites(teacher, TEACHER_SITES["window"])),
-            "channel": _sites(teacher, TEACHER_SITES["channel"]),
-        }
-        mode = options.mode
-        if mode == "auto":
-            mode = next((m for m in ("window", "channel") if teacher_sites[m]), None)
-            if mode is None:
-                raise KdError(f"teacher '{_arch(teacher)}' exposes no attention map the method can use (looked for "
-                              f"{', '.join(TEACHER_SITES['window'] + TEACHER_SITES['channel'])}); "
-                              f"{WORKING_COMBINATIONS}.")
-        elif not teacher_sites[mode]:
-            raise KdError(f"teacher '{_arch(teacher)}' has no {mode}-attention tap ({TEACHER_SITES[mode][0]}); "
-                          f"{WORKING_COMBINATIONS}.")
-        student_sites = _sites(student, STUDENT_SITES[mode])
-        if not student_sites:
-            raise KdError(f"student '{_arch(student)}' has no {mode}-attention tap "
-                          f"({', '.join(STUDENT_SITES[mode])}); {WORKING_COMBINATIONS}.")
-        self.mode = mode
-        count = min(options.pairs or len(student_sites), len(student_sites), len(teacher_sites[mode]))
-        self.student_taps = [student_sites[i] for i in depth_positions(len(student_sites), count)]
-        self.teacher_taps = [teacher_sites[mode][i] for i in depth_positions(len(teacher_sites[mode]), count)]
+        self.mode, self.student_taps, self.teacher_taps = attention_pairs(student, teacher, options.mode,
+                                                                          options.pairs)
+        if self.mode == "channel":
+            self.default_weights = {**self.default_weights, "att": CHANNEL_MODE_WEIGHT}
         self.adapters = nn.ModuleDict()
         self._check_shapes(student, teacher)
 

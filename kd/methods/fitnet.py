@@ -43,7 +43,7 @@ class FitNet(Distiller):
     # reconstruction dominant. METHODS.md suggests sweeping {0.1, 1, 10}.
     default_weights = {"rec": 1.0, "fd": 0.1}
     Options = FitNetOptions
-    version = 2  # per-side standardisation, learned adapters, body-tail pairing, calibrated weights
+    version = 2  # per-side standardisation, learned adapters, body-tail pairing
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: FitNetOptions) -> None:
         super().__init__(student, teacher, options)

@@ -11,21 +11,28 @@ transfer improves the student's reconstruction; no inference overhead (the KRNet
 
 Reconstructed here (METHODS.md 8.1 [I] plus documented choices):
 
-* taps: pairs at about 1/3, 2/3 and the end of both bodies (`kd.methods.pairing`, as FitNet); a 1x1 adapter maps
-  student channels to the teacher's when they differ and is trained with the student (like FitNet's regressor);
-* features are centred with the teacher's per-channel mean and divided by the teacher map's RMS (both detached), so
-  one weight suits RCAN ([0, 255]), SwinIR ([0, 1]) and ASID ([-1, 1]) teachers;
+* taps: pairs at about 1/3 and 2/3 of both bodies plus body tail to body tail (`kd.methods.pairing`, as FitNet);
+  a learned 1x1 adapter maps student channels to the teacher's and is trained with the student (like FitNet's);
+* each side is standardised with its own statistics (`kd.methods.pairing.standardize_pair`), so one weight suits
+  RCAN ([0, 255]), SwinIR ([0, 1]) and ASID ([-1, 1]) teachers and the student is not pulled to the teacher's scale;
 * per tap, a KRNet `g_phi` (1x1 conv -> GELU -> 3x3 conv -> GELU -> 1x1 conv) reads concat(S, T, S*T) (the product
   is the per-channel correlation) and emits `num_kernels` per-pixel k x k kernels, shared across channels. Each
   kernel is made zero-mean (a high-pass filter: texture, not flat colour) and unit-norm (so the KRNet chooses which
-  textures to compare, never how loudly), then applied to both sides: L_KR = mean |K * S - K * T|;
-* meta step (DARTS-style bi-level update, after the main backward): virtual SGD step theta' = theta - alpha * g with
-  g the student's current gradient and alpha the student's lr; v = grad of the L1 reconstruction of S_theta' on a
-  held-out training batch; the hyper-gradient of phi is -alpha * w_kr * d/dphi <grad_theta L_KR(theta, phi), v>.
+  textures to compare, never how loudly), then applied to both sides: L_KR = mean |K * S - K * T|. The student
+  features reach the generator *detached*: the student learns by matching the filtered features, never by steering
+  which textures are compared (without the detach, 74 % of L_KR's gradient on the student went through the
+  generator's input);
+* meta step (DARTS-style bi-level update, after the main backward): a virtual step theta' = theta - Delta(g) that is
+  the update the student's own optimizer would take for its current gradient g (Adam/AdamW with its moments, bias
+  corrections and weight decay: a plain SGD step at the same lr is ~2000x smaller than the real AdamW step;
+  `virtual_step="sgd"` keeps the DARTS form theta - alpha * g); v = grad of the L1 reconstruction of S_theta' on a
+  held-out training batch; the hyper-gradient of phi is -w_kr * d/dphi <grad_theta L_KR(theta, phi), P v>, with
+  P = dDelta/dg the optimizer's per-element step size (Adam: lr (1 - beta1) / (1 - beta1^t) / (sqrt(v_hat) + eps),
+  the second moment held fixed; SGD: alpha).
   `meta_order="first"` (default) approximates that mixed second derivative by a central finite difference of
   grad_phi L_KR at theta +- r v (first-order gradients only); `"second"` computes it exactly with `torch.func`
   (grad of grad; memory-heavy). The KRNets have their own Adam optimizer (lr 3e-4, DARTS' architecture lr), fed
-  the hyper-gradient divided by alpha * w_kr with eps 1e-12 (the hyper-gradient is a mixed second derivative,
+  the hyper-gradient divided by lr * w_kr with eps 1e-12 (the hyper-gradient is a mixed second derivative,
   often ~1e-10 per element, which Adam's default eps would swamp); its state is checkpointed in this module's
   state dict (`get_extra_state`);
 * the student update uses the gradient computed with phi before its meta update (alternating, saves a recompute).
@@ -50,7 +57,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction_l1
-from kd.methods.pairing import conv_adapter, paired_feature_taps, standardize_by_teacher, tap_key
+from kd.methods.pairing import conv_adapter, paired_feature_taps, standardize_pair, tap_key
 from kd.models import capture
 
 
@@ -64,14 +71,58 @@ class KRNetOptions:
     hidden: int = 32  # KRNet width
     zero_mean: bool = True  # high-pass (texture) kernels
     smooth: float = 0.0  # Charbonnier eps of the distance; 0 = plain L1 (see the module docstring)
-    normalize: bool = True  # standardise both sides with the teacher's statistics
+    normalize: bool = True  # standardise each side with its own statistics (kd.methods.pairing.standardize_pair)
     meta_order: str = "first"  # first (finite-difference hyper-gradient) | second (exact, torch.func)
     meta_lr: float = 3e-4  # Adam lr of the KRNets
     meta_eps: float = 1e-12  # Adam eps of the KRNets: hyper-gradients are tiny, 1e-8 would swamp them
     meta_every: int = 1  # meta step every N student steps (CPU budget knob)
-    virtual_lr: float = 0.0  # virtual-step size alpha; 0 = the student's current lr
+    virtual_step: str = "optimizer"  # optimizer: the student optimizer's own (Adam/AdamW) update | sgd: theta - alpha g
+    virtual_lr: float = 0.0  # lr of the virtual step; 0 = the student's current lr
     fd_epsilon: float = 0.01  # finite-difference radius r = fd_epsilon / ||v|| (DARTS)
 
+
+
+@dataclass
+class VirtualStep:
+    """A virtual student update theta' = theta - update, and its per-element derivative d update / d g."""
+
+    update: list[Tensor]
+    jacobian: list[Tensor]
+
+
+def sgd_virtual_step(grads: Sequence[Tensor], lr: float) -> VirtualStep:
+    return VirtualStep([lr * g for g in grads], [torch.full_like(g, lr) for g in grads])
+
+
+def optimizer_virtual_step(optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grads: Sequence[Tensor],
+                           lr: float) -> VirtualStep:
+    """The update `optimizer` (Adam or AdamW, with its current moments) would apply for `grads` at `lr`, without
+    applying it; other optimizers fall back to an SGD step. The second moment is held fixed in the derivative."""
+    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return sgd_virtual_step(grads, lr)
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    decoupled = isinstance(optimizer, torch.optim.AdamW)
+    updates, jacobians = [], []
+    for param, grad in zip(params, grads):
+        group = group_of.get(id(param))
+        if group is None:
+            updates.append(lr * grad)
+            jacobians.append(torch.full_like(grad, lr))
+            continue
+        beta1, beta2 = group["betas"]
+        state = optimizer.state.get(param, {})
+        t = int(state["step"]) + 1 if "step" in state else 1
+        if group["weight_decay"] and not decoupled:
+            grad = grad + group["weight_decay"] * param.detach()
+        m = state["exp_avg"] * beta1 + (1 - beta1) * grad if "exp_avg" in state else (1 - beta1) * grad
+        v = state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad if "exp_avg_sq" in state else (1 - beta2) * grad * grad
+        denominator = (v / (1 - beta2**t)).sqrt() + group["eps"]
+        update = lr * (m / (1 - beta1**t)) / denominator
+        if group["weight_decay"] and decoupled:
+            update = update + lr * group["weight_decay"] * param.detach()
+        updates.append(update)
+        jacobians.append(lr * (1 - beta1) / (1 - beta1**t) / denominator)
+    return VirtualStep(updates, jacobians)
 
 
 def apply_kernels(feat: Tensor, kernels: Tensor) -> Tensor:
@@ -98,14 +149,16 @@ class KRNet(nn.Module):
 
     def kernels(self, student: Tensor, teacher: Tensor) -> Tensor:
         b, _, h, w = student.shape
+        student = student.detach()  # see the module docstring: the student must not steer the kernels
         raw = self.generator(torch.cat([student, teacher, student * teacher], dim=1))
         raw = raw.view(b, self.num_kernels, self.kernel_size**2, h, w)
         if self.zero_mean:
             raw = raw - raw.mean(dim=2, keepdim=True)
         return raw * torch.rsqrt(raw.pow(2).sum(dim=2, keepdim=True) + 1e-6)
 
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        kernels = self.kernels(student, teacher)
+    def forward(self, student: Tensor, teacher: Tensor, kernel_student: Tensor | None = None) -> Tensor:
+        """L_KR of one tap; the kernels read `kernel_student` (default: `student`), always detached."""
+        kernels = self.kernels(student if kernel_student is None else kernel_student, teacher)
         diff = apply_kernels(student, kernels) - apply_kernels(teacher, kernels)
         if self.smooth > 0:
             return (diff.pow(2) + self.smooth**2).sqrt().sub(self.smooth).mean()
@@ -119,6 +172,7 @@ class KRNetDistillation(Distiller):
     # Standardised features as in FitNet; 0.1 keeps the reconstruction term dominant (paper weight unknown).
     default_weights = {"rec": 1.0, "kr": 0.1}
     Options = KRNetOptions
+    version = 2  # per-side standardisation, body-tail pairing, detached kernel input, optimizer-consistent virtual step
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: KRNetOptions) -> None:
         super().__init__(student, teacher, options)
@@ -140,18 +194,28 @@ class KRNetDistillation(Distiller):
 
     # ------------------------------------------------------------------------------------------ loss
 
-    def forward(self, student_feats: dict[str, Tensor], teacher_feats: dict[str, Tensor]) -> Tensor:
-        """L_KR: mean over tap pairs of the L1 between kernel-filtered student and teacher features."""
+    def _compared(self, s_tap: str, t_tap: str, student_feats: dict[str, Tensor],
+                  teacher_feats: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The adapted student map and the teacher map of one pair, on their common area, standardised."""
+        teacher = teacher_feats[t_tap].detach()
+        student = self.adapters[tap_key(s_tap)](student_feats[s_tap])
+        # Padded networks (ASID, SwinIR) may return maps larger than the LR input; compare the common area.
+        h, w = min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1])
+        student, teacher = student[..., :h, :w], teacher[..., :h, :w]
+        if self.options.normalize:
+            student, teacher = standardize_pair(student, teacher, self._average)
+        return student, teacher
+
+    def forward(self, student_feats: dict[str, Tensor], teacher_feats: dict[str, Tensor],
+                kernel_feats: dict[str, Tensor] | None = None) -> Tensor:
+        """L_KR: mean over tap pairs of the L1 between kernel-filtered student and teacher features. The kernels
+        read `kernel_feats` (default: `student_feats`): the meta step holds them at the unperturbed student."""
         per_tap = []
         for s_tap, t_tap in zip(self.student_taps, self.teacher_taps):
-            teacher = teacher_feats[t_tap].detach()
-            student = self.adapters[tap_key(s_tap)](student_feats[s_tap])
-            # Padded networks (ASID, SwinIR) may return maps larger than the LR input; compare the common area.
-            h, w = min(student.shape[-2], teacher.shape[-2]), min(student.shape[-1], teacher.shape[-1])
-            student, teacher = student[..., :h, :w], teacher[..., :h, :w]
-            if self.options.normalize:
-                student, teacher = standardize_by_teacher(student, teacher, self._average)
-            per_tap.append(self.krnets[tap_key(s_tap)](student, teacher))
+            student, teacher = self._compared(s_tap, t_tap, student_feats, teacher_feats)
+            kernel_student = None if kernel_feats is None else self._compared(s_tap, t_tap, kernel_feats,
+                                                                               teacher_feats)[0]
+            per_tap.append(self.krnets[tap_key(s_tap)](student, teacher, kernel_student))
         return torch.stack(per_tap).mean()
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
@@ -176,12 +240,18 @@ class KRNetDistillation(Distiller):
             return {}
         lr, teacher_feats = self._step_batch
         self._step_batch = None
-        alpha = self.options.virtual_lr or ctx.lr
+        step_lr = self.options.virtual_lr or ctx.lr
+        params = [p for p in ctx.student.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        if self.options.virtual_step == "optimizer":
+            step = optimizer_virtual_step(ctx.optimizer, params, grads, step_lr)
+        else:
+            step = sgd_virtual_step(grads, step_lr)
         holdout_lr, holdout_hr = ctx.holdout_batch()
-        hyper, val_loss = self.hypergradient(ctx.student, lr, teacher_feats, holdout_lr, holdout_hr, alpha, weight)
+        hyper, val_loss = self.hypergradient(ctx.student, lr, teacher_feats, holdout_lr, holdout_hr, step, weight)
         ctx.average(hyper)
         for param, grad in zip(self.krnets.parameters(), hyper):
-            param.grad = grad / (alpha * weight)  # Adam ignores this positive scale, except through its eps
+            param.grad = grad / (step_lr * weight)  # Adam ignores this positive scale, except through its eps
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
         return {"meta_val_rec": val_loss}
@@ -193,26 +263,29 @@ class KRNetDistillation(Distiller):
         teacher_feats: dict[str, Tensor],
         holdout_lr: Tensor,
         holdout_hr: Tensor,
-        alpha: float,
+        step: VirtualStep | float,
         weight: float,
     ) -> tuple[list[Tensor], float]:
-        """d L_val(theta') / d phi for theta' = theta - alpha * theta.grad; theta.grad must hold the step's gradient.
+        """d L_val(theta') / d phi for theta' = theta - step.update; `step` may be a plain SGD step size, applied to
+        the gradient in `.grad` (which must hold the step's gradient).
 
         Returns the gradients in `self.krnets.parameters()` order and L_val(theta'). The student is left bitwise
         as it was.
         """
         names, params = zip(*[(n, p) for n, p in student.named_parameters() if p.requires_grad])
+        if not isinstance(step, VirtualStep):
+            step = sgd_virtual_step([p.grad if p.grad is not None else torch.zeros_like(p) for p in params], step)
         device = params[0].device
         holdout_lr, holdout_hr = holdout_lr.to(device), holdout_hr.to(device)
         saved = [p.detach().clone() for p in params]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         try:
             with torch.no_grad():
-                for p, g in zip(params, grads):
-                    p.sub_(alpha * g)
+                for p, u in zip(params, step.update):
+                    p.sub_(u)
             val_loss = F.l1_loss(student(holdout_lr), holdout_hr)
             direction = torch.autograd.grad(val_loss, params, allow_unused=True)
-            direction = [torch.zeros_like(p) if d is None else d for p, d in zip(params, direction)]
+            direction = [torch.zeros_like(p) if d is None else d * j for p, d, j in zip(params, direction,
+                                                                                        step.jacobian)]
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
@@ -224,7 +297,7 @@ class KRNetDistillation(Distiller):
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
-        return [-alpha * weight * m for m in mixed], float(val_loss.detach())
+        return [-weight * m for m in mixed], float(val_loss.detach())
 
     def _mixed_finite_difference(
         self,
@@ -235,10 +308,15 @@ class KRNetDistillation(Distiller):
         lr: Tensor,
         teacher_feats: dict[str, Tensor],
     ) -> list[Tensor]:
-        """(grad_phi L_KR(theta + r v) - grad_phi L_KR(theta - r v)) / 2r ~ d/dphi <grad_theta L_KR, v>."""
+        """(grad_phi L_KR(theta + r v) - grad_phi L_KR(theta - r v)) / 2r ~ d/dphi <grad_theta L_KR, v>.
+
+        The kernels read the features at theta on both sides: the student's gradient never flows through the
+        kernel generator's input, so its derivative along v must not either."""
         norm = torch.sqrt(sum(d.pow(2).sum() for d in direction))
         radius = self.options.fd_epsilon / float(norm.clamp_min(1e-12))
         phi = list(self.krnets.parameters())
+        with torch.no_grad(), capture(student, self.student_taps, detach=True) as at_theta:
+            student(lr)
         sides = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
@@ -246,7 +324,8 @@ class KRNetDistillation(Distiller):
                     p.copy_(s + sign * radius * d)
             with torch.no_grad(), capture(student, self.student_taps, detach=True) as feats:
                 student(lr)
-            sides.append(torch.autograd.grad(self(dict(feats), teacher_feats), phi, allow_unused=True))
+            sides.append(torch.autograd.grad(self(dict(feats), teacher_feats, dict(at_theta)), phi,
+                                             allow_unused=True))
         return [
             torch.zeros_like(p) if a is None else (a - b) / (2 * radius) for p, a, b in zip(phi, *sides)
         ]
@@ -293,6 +372,8 @@ def _check_options(options: KRNetOptions) -> None:
         problems.append(f"method.options.smooth must be >= 0, got {options.smooth}")
     if options.hidden < 1:
         problems.append(f"method.options.hidden must be >= 1, got {options.hidden}")
+    if options.virtual_step not in ("optimizer", "sgd"):
+        problems.append(f"method.options.virtual_step must be 'optimizer' or 'sgd', got '{options.virtual_step}'")
     if options.meta_order not in ("first", "second"):
         problems.append(f"method.options.meta_order must be 'first' or 'second', got '{options.meta_order}'")
     positive = min(options.meta_lr, options.meta_eps, options.fd_epsilon) > 0

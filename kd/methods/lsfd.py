@@ -16,10 +16,14 @@ Reconstructed (METHODS.md 5.1 [I]), per tapped layer (taps paired by relative de
     L_lsfd = mean over taps of (1/HW) sum_p A(p) D(p);    L = L1(S, y) + lambda * L_lsfd
 
 kdbench choices (not from the paper): D is a channel *mean* (the paper's squared norm is C times it: a weight
-rescale); features are standardised with the teacher's statistics as in kdbench's FitNet (teachers work in
-different units); the softmax argument is D relative to its per-image mean, so the selectivity set by `tau` does
-not fade to a plain average as D shrinks during training; lambda = 0.1 as FitNet (same units). Results must be
-labelled "LSFD-like (re-implemented from the abstract)".
+rescale); the regressed student map and the teacher map are each standardised with their own statistics
+(`kd.methods.pairing.standardize_pair`): teachers work in different units, and with teacher statistics on both
+sides the 3x3 regressor grew its output RMS from 0.17 to ~14 within 100 steps, dragging the student body towards
+the teacher's scale (a 4x4 phase-locked error pattern followed); the softmax argument is D relative to its
+per-image mean, so the selectivity set by `tau` does not fade to a plain average as D shrinks during training;
+lambda = 0.02: the attention concentrates the squared distance on the worst pixels, which makes this term's
+step-0 gradient 5-15x FitNet's at the same weight (`benchmarks/method_health.py`; 0.02 puts it at 0.3-4x the
+reconstruction gradient). Results must be labelled "LSFD-like (re-implemented from the abstract)".
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, reconstruction_l1
-from kd.methods.pairing import common_area, paired_feature_taps, standardize_by_teacher, tap_key
+from kd.methods.pairing import common_area, paired_feature_taps, standardize_pair, tap_key
 
 
 @dataclass
@@ -44,7 +48,7 @@ class LsfdOptions:
     regressor_layers: int = 1  # 1: Conv3x3; 2: Conv3x3-ReLU-Conv3x3 (keep shallow: METHODS.md 5, pitfalls)
     temperature: float = 1.0  # softmax temperature on D / mean(D); smaller = more selective
     neighbourhood: int = 1  # odd k: D averaged over k x k pixels before weighting (1 = per pixel)
-    normalize: bool = True  # standardise both sides with the teacher's statistics
+    normalize: bool = True  # standardise each side with its own statistics (kd.methods.pairing.standardize_pair)
 
 
 def local_regressor(c_in: int, c_out: int, layers: int) -> nn.Sequential:
@@ -69,8 +73,9 @@ def difference_attention(distance: Tensor, temperature: float) -> Tensor:
 class LocalSelectiveFD(Distiller):
     name = "lsfd"
     description = "LSFD-like (from the abstract): 3x3 regressor, teacher-student-difference attention over pixels"
-    default_weights = {"rec": 1.0, "lsfd": 0.1}
+    default_weights = {"rec": 1.0, "lsfd": 0.02}
     Options = LsfdOptions
+    version = 2  # per-side standardisation, body-tail pairing, weight 0.02
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: LsfdOptions) -> None:
         super().__init__(student, teacher, options)
@@ -91,7 +96,7 @@ class LocalSelectiveFD(Distiller):
     def pixel_distance(self, student_feat: Tensor, teacher_feat: Tensor, average=lambda tensors: None) -> Tensor:
         """D: (B, H, W) mean squared difference over channels (optionally neighbourhood-averaged)."""
         if self.options.normalize:
-            student_feat, teacher_feat = standardize_by_teacher(student_feat, teacher_feat, average)
+            student_feat, teacher_feat = standardize_pair(student_feat, teacher_feat, average)
         distance = (student_feat - teacher_feat.detach()).pow(2).mean(dim=1)
         k = self.options.neighbourhood
         if k > 1:
