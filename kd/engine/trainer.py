@@ -34,9 +34,11 @@ from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.methods.base import Distiller, StepContext, StepInputs
+from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
 from kd.models import capture
 
 CHECKPOINT_FORMAT = "kdbench-train-v1"
+HEALTH_EVERY_LOGS = 10  # method health is measured at step 0 and every log_every * 10 steps
 
 
 class TrainingDiverged(KdError):
@@ -196,12 +198,8 @@ class Trainer:
             raise RuntimeError(f"method '{self.method.name}' asked for a held-out batch but none was configured")
         return self.holdout.batch(self.step)
 
-    def train_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
-        """One optimizer step on (lr, hr); returns the unweighted loss terms, the total and the learning rate."""
-        index = self.step
-        lr_value = lr_at(self.train, index)
-        set_lr(self.optimizer, lr_value, self.train.lr)
-
+    def loss_terms(self, lr: Tensor, hr: Tensor) -> dict[str, Tensor]:
+        """The method's unweighted loss terms on one batch (student forward with taps, frozen teacher forward)."""
         accel = self.accel
         lr, hr = accel.batch(lr), accel.batch(hr)
         with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
@@ -224,7 +222,37 @@ class Trainer:
         unknown = [name for name in terms if name not in self.weights]
         if unknown:
             raise RuntimeError(f"method '{self.method.name}' returned undeclared loss terms {unknown}")
+        return terms
+
+    def health(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
+        """Gradient-norm ratio of each weighted KD term to the reconstruction term on this batch (no step taken)."""
+        return gradient_ratios(self.loss_terms(lr, hr), self.weights, list(self.student.parameters()))
+
+    def _health_due(self, index: int) -> bool:
+        return index % (self.train.log_every * HEALTH_EVERY_LOGS) == 0
+
+    def _record_health(self, index: int, ratios: dict[str, float]) -> None:
+        if not ratios or not self.dist.is_main:
+            return
+        self.log.write({"step": index + 1, "health_step": index, "health": ratios})
+        for name, ratio in out_of_range(ratios).items():
+            low, high = HEALTHY
+            self.progress.note(
+                f"warning: step {index}: term '{name}' pulls on the student {ratio:.3g}x as hard as the "
+                f"reconstruction (healthy: {low:g}-{high:g}x); adjust method.weights.{name}"
+            )
+
+    def train_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
+        """One optimizer step on (lr, hr); returns the unweighted loss terms, the total and the learning rate."""
+        index = self.step
+        lr_value = lr_at(self.train, index)
+        set_lr(self.optimizer, lr_value, self.train.lr)
+
+        terms = self.loss_terms(lr, hr)
         total = torch.stack([self.weights[n] * v for n, v in terms.items() if self.weights[n] != 0]).sum()
+        if self._health_due(index):
+            # On every rank (the feature statistics' backward may be collective); rank 0 records.
+            self._record_health(index, gradient_ratios(terms, self.weights, list(self.student.parameters())))
 
         logged = torch.stack([*(v.detach() for v in terms.values()), total.detach()])
         self.dist.average_([logged])  # every rank sees the same values, so a NaN stops all of them together

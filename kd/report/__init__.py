@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd.report.render import ReportContent, rich_summary, to_html, to_markdown
+from kd.report.render import ReportContent, TableSection, rich_summary, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
 from kd.report.tables import comparison_table, missing_baselines, reconstructed_methods
 
@@ -53,7 +53,7 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
 def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None = None,
                  visual_images: int = 2) -> Report:
     from kd.reference_data import published_results
-    from kd.report import plots, visual
+    from kd.report import health, plots, visual
 
     runset = scan_runs(runs_dir)
     table = comparison_table(runset)
@@ -81,6 +81,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
         content = ReportContent(title or f"kdbench report: {Path(runs_dir).name}", _intro(runset, table), table,
                                 figures, notes)
+        rows = health.health_rows(runset.runs)
+        if rows:
+            content.sections.append(TableSection("Method health", health.CAPTION, health.HEADERS, rows))
         (work / "report.html").write_text(to_html(content), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)

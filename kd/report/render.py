@@ -22,6 +22,15 @@ class ReportContent:
     table: pd.DataFrame
     figures: dict[str, list[str]] = field(default_factory=dict)  # section title -> figure stems
     notes: list[str] = field(default_factory=list)
+    sections: list[TableSection] = field(default_factory=list)  # further tables, after the results
+
+
+@dataclass
+class TableSection:
+    title: str
+    caption: str
+    headers: list[str]
+    rows: list[list[str]]
 
 
 def _finite(value) -> bool:
@@ -87,6 +96,11 @@ def to_html(content: ReportContent) -> str:
                      + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr></thead><tbody>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in rows]
         parts.append("</tbody></table>")
+    for section in content.sections:
+        parts.append(f"<h2>{esc(section.title)}</h2><p class='note'>{esc(section.caption)}</p><table><thead><tr>"
+                     + "".join(f"<th>{esc(h)}</th>" for h in section.headers) + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in section.rows]
+        parts.append("</tbody></table>")
     for section, stems in content.figures.items():
         parts.append(f"<h2>{esc(section)}</h2>")
         for stem in stems:
@@ -113,6 +127,11 @@ def to_markdown(content: ReportContent) -> str:
         lines += [f"### {heading}", "", "| " + " | ".join(HEADERS) + " |",
                   "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
         lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows]
+        lines.append("")
+    for section in content.sections:
+        lines += [f"## {section.title}", "", f"_{section.caption}_", "", "| " + " | ".join(section.headers) + " |",
+                  "|" + "|".join(["---"] * len(section.headers)) + "|"]
+        lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in section.rows]
         lines.append("")
     for section, stems in content.figures.items():
         lines += [f"## {section}", ""]

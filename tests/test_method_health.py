@@ -1,0 +1,90 @@
+"""Method health: every method's weighted KD gradient is comparable to the reconstruction gradient at step 0, for a
+teacher working in [0, 255] (RCAN) and one working in [0, 1] (SwinIR); the trainer logs and warns about it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from kd.config import TrainConfig
+from kd.engine import Trainer
+from kd.engine.batches import FixedBatch
+from kd.methods import create_method, get_method, list_methods, loss_weights
+from kd.methods.health import gradient_ratios, out_of_range
+from kd.models import create
+
+SCALE = 4
+TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(seed: int = 0, batch: int = 4, size: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(batch, 3, size * SCALE, size * SCALE, generator=g)
+    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    return F.avg_pool2d(hr, SCALE), hr
+
+
+def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, float] | None = None, **train):
+    torch.manual_seed(0)
+    teacher = create(teacher_arch, SCALE, "tiny")
+    student = create("asid", SCALE, "tiny")
+    method = create_method(method_name, student, teacher)
+    lr, hr = _batch()
+    recipe = TrainConfig(**{"steps": 2, "batch_size": 4, "lr_patch": 16, "lr": 1e-3, "log_every": 1,
+                            "val_every": 0, **train})
+    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
+                      weights=loss_weights(method_name, weights, method), batches=FixedBatch(lr, hr),
+                      holdout=FixedBatch(*_batch(1)), run_dir=tmp_path, seed=0)
+    return trainer, lr, hr
+
+
+@pytest.mark.parametrize("teacher_arch", ["rcan", "swinir"])
+@pytest.mark.parametrize("method_name", TEACHER_METHODS)
+def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
+    trainer, lr, hr = _trainer(tmp_path, method_name, teacher_arch)
+    ratios = trainer.health(lr, hr)
+    assert ratios, "every distillation method has a weighted term besides the reconstruction"
+    for term, ratio in ratios.items():
+        assert 0.05 <= ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
+
+
+def test_ratio_matches_its_definition():
+    torch.manual_seed(0)
+    w = torch.randn(3, requires_grad=True)
+    terms = {"rec": (w * torch.tensor([1.0, 0.0, 0.0])).sum(), "kd": (w * torch.tensor([0.0, 3.0, 4.0])).sum(),
+             "off": w.sum()}
+    ratios = gradient_ratios(terms, {"rec": 2.0, "kd": 0.5, "off": 0.0}, [w])
+    assert ratios == pytest.approx({"kd": 0.5 * 5 / 2.0})  # zero-weight terms are left out
+    assert out_of_range({"a": 0.001, "b": 1.0, "c": 20.0}) == {"a": 0.001, "c": 20.0}
+
+
+def test_trainer_logs_health_and_warns_outside_the_band(tmp_path):
+    notes = []
+
+    class Notes:
+        def start(self, total, completed): pass
+        def update(self, step, values): pass
+        def note(self, text): notes.append(text)
+        def stop(self): pass
+
+    trainer, _, _ = _trainer(tmp_path, "fitnet", "rcan", weights={"fd": 1000.0}, steps=3)
+    trainer.progress = Notes()
+    trainer.train = TrainConfig(**{**trainer.train.__dict__, "log_every": 1})
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    health = [r for r in records if "health" in r]
+    # log_every 1: measured at step 0 and every 10 steps, so once in 3 steps
+    assert [r["health_step"] for r in health] == [0]
+    assert health[0]["health"]["fd"] > 10
+    assert any("'fd'" in note and "method.weights.fd" in note for note in notes)
