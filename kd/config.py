@@ -80,7 +80,7 @@ class DataConfig:
 class EvalConfig:
     datasets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
     lpips: bool = True
-    val_dataset: str | None = "Set5"  # periodic validation; None disables it
+    val_dataset: str | None = None  # periodic validation on a held-out split (e.g. 291-val), never a test set
     weights: str = "last"  # which weights the final evaluation uses: last | best
 
 

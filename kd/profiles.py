@@ -3,9 +3,14 @@
 * `smoke`: tiny networks, a handful of steps on the embedded photos; seconds. For tests and wiring checks.
 * `demo`: the real ASID student and an RCAN `mini` teacher trained briefly on the embedded photos; a few minutes
   on a laptop CPU. The README's main command: it exercises everything, but is far too short to rank methods.
-* `cpu`: the real ASID student, `mini` teachers, the 291 set for training, Set5/Set14/B100 for testing; one
-  distillation run at x4 fits in about 15 minutes on 2 CPU cores (calibrated by benchmarks/calibrate_teachers.py).
-* `paper`: official configurations and recipes (DIV2K, official schedules and teachers); for GPUs.
+* `cpu`: the real ASID student, `mini` teachers, 281 of the 291 images for training and the other 10 (`291-val`)
+  for validation, Set5/Set14/B100 for testing; one distillation run at x4 fits in about 15 minutes on 2 CPU cores
+  (calibrated by benchmarks/calibrate_teachers.py).
+* `paper`: official configurations and recipes (DIV2K, official schedules and teachers, DIV2K 0801-0810 for
+  validation); for GPUs.
+
+Validation (periodic checks, `eval.weights=best`, `kdbench tune`) never uses a test set: Set5/Set14/B100 are touched
+only by the final evaluation.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ SMOKE = Profile(
 
 CPU = Profile(
     "cpu",
-    "real ASID student, mini teachers, 291 training set, Set5/Set14/B100 test; ~15 min per x4 run on 2 cores",
+    "real ASID student, mini teachers, 291 set (10 held out for validation), Set5/Set14/B100 test; ~15 min per x4 run on 2 cores",
     {
         "student": {"arch": "asid", "preset": None},
         "teacher": {
@@ -60,12 +65,12 @@ CPU = Profile(
             "train": {"steps": 5000, "batch_size": 8, "lr_patch": 32, "optimizer": "adam", "lr": 5e-4,
                       "schedule": "cosine", "min_lr": 1e-6, "log_every": 10, "ckpt_every": 100, "val_every": 500},
         },
-        "data": {"train": "291"},
+        "data": {"train": "291-train"},
         # ASID's own optimiser (AdamW 5e-4, wd 1e-4), with a cosine decay suited to a short schedule.
         "train": {"steps": 1000, "batch_size": 4, "lr_patch": 48, "optimizer": "adamw", "lr": 5e-4,
                   "weight_decay": 1e-4, "schedule": "cosine", "min_lr": 1e-6,
                   "log_every": 10, "ckpt_every": 100, "val_every": 250},
-        "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
+        "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "291-val"},
     },
     # Fewer steps where a step costs more. HAN mini: 0.50-0.55 s/step (5000 steps projected 41-46 min); 4500 steps:
     # 41.4 min, +1.51/+1.03 dB. SwinIR mini: 0.57-0.64 s/step (its official 64-channel reconstruction head
@@ -91,7 +96,7 @@ PAPER = Profile(
         "train": {"steps": 1_600_000, "batch_size": 16, "lr_patch": 64, "optimizer": "adamw", "lr": 5e-4,
                   "weight_decay": 1e-4, "schedule": "multistep", "milestones": [800_000], "gamma": 0.5,
                   "log_every": 100, "ckpt_every": 5000, "val_every": 5000},
-        "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "Set5"},
+        "eval": {"datasets": ["Set5", "Set14", "B100"], "lpips": True, "val_dataset": "DIV2K-val10"},
     },
     teacher_recipes={
         # HAN's official recipe is RCAN's (same framework; its repository's default loss is MSE, kdbench trains with

@@ -52,7 +52,8 @@ def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purp
     """Files of `dataset` for `purpose` ("train" or "eval"); a union dataset (291) gives one entry per part."""
     info = dataset if isinstance(dataset, DatasetInfo) else resolve_dataset(dataset)
     if info.parts:
-        return [files for part in info.parts for files in dataset_files(part, data_root, purpose)]
+        parts = [files for part in info.parts for files in dataset_files(part, data_root, purpose)]
+        return _split(parts, info) if info.keep or info.drop else parts
     if info.embedded:
         split = "train" if purpose == "train" else "test"
         return [DatasetFiles(f"{info.name}/{split}", tuple(embedded_paths(split)))]
@@ -64,6 +65,21 @@ def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purp
     if len(set(stems)) != len(stems):
         raise KdError(f"dataset {info.name}: two HR files share a name in {directory / 'HR'} (e.g. a.png and a.bmp)")
     return [DatasetFiles(info.name, hr, directory)]
+
+
+def _split(parts: list[DatasetFiles], info: DatasetInfo) -> list[DatasetFiles]:
+    """The parts' images kept by `info.keep` / `info.drop`; every kept image must exist."""
+    if info.keep:
+        missing = sorted(set(info.keep) - {p.stem for files in parts for p in files.hr})
+        if missing:
+            where = ", ".join(str(files.directory or files.name) for files in parts)
+            raise KdError(f"dataset {info.name}: {where} lacks {', '.join(missing)} ({len(missing)} of its "
+                          f"{len(info.keep)} images); put the complete {' + '.join(info.parts)} there.")
+    return [
+        DatasetFiles(files.name, tuple(p for p in files.hr if (not info.keep or p.stem in info.keep)
+                                       and p.stem not in info.drop), files.directory)
+        for files in parts
+    ]
 
 
 def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:

@@ -18,11 +18,20 @@ class DatasetInfo:
     folders: tuple[str, ...] = ()  # folder names accepted on disk, in order of preference (default: (name,))
     parts: tuple[str, ...] = ()  # a union of other datasets (291 = T91 + BSD200)
     embedded: bool = False  # shipped inside an installed package (no data root needed)
+    # A split of the parts' images by file stem: only `keep` (when given), never `drop`.
+    keep: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
 
     @property
     def folder_names(self) -> tuple[str, ...]:
         return self.folders or (self.name,)
 
+
+# Validation images held out of the 291 training set: every 20th BSD200 image by sorted file name. Tuning and
+# best-checkpoint selection use these, so Set5/Set14/B100 are touched only by the final evaluation.
+VALIDATION_291 = ("100075", "12074", "151087", "176035", "198023", "232038", "268002", "317080", "376020", "65010")
+# The paper protocol's validation images: DIV2K 0801-0810 (outside DIV2K's 800 training images).
+VALIDATION_DIV2K = tuple(f"{i:04d}" for i in range(801, 811))
 
 DATASETS: tuple[DatasetInfo, ...] = (
     DatasetInfo("Set5", (), "eval", "Bevilacqua et al. 2012, 5 images", 5, "benchmark"),
@@ -42,6 +51,18 @@ DATASETS: tuple[DatasetInfo, ...] = (
     DatasetInfo("BSD200", (), "train", "Berkeley BSDS300 training images", 200, None),
     DatasetInfo(
         "291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, None, parts=("T91", "BSD200")
+    ),
+    DatasetInfo(
+        "291-train", (), "train", "291 without the 10 validation images of 291-val (the cpu profile's training set)",
+        281, None, parts=("T91", "BSD200"), drop=VALIDATION_291,
+    ),
+    DatasetInfo(
+        "291-val", (), "val", "10 BSD200 images held out of 291-train for validation and tuning", 10, None,
+        parts=("BSD200",), keep=VALIDATION_291,
+    ),
+    DatasetInfo(
+        "DIV2K-val10", (), "val", "DIV2K 0801-0810, the paper profile's validation images", 10, None,
+        parts=("DIV2K_valid",), keep=VALIDATION_DIV2K,
     ),
     DatasetInfo(
         "default", (), "train", "colour photographs shipped with scikit-image (train split for training, "
