@@ -1,0 +1,84 @@
+"""Grid artefacts: the sub-pixel-phase pattern of each run's residual on an evaluation set.
+
+For a x s network every HR pixel has a phase (y mod s, x mod s). A phase-locked error (the 4x4 checkerboard that
+teacher-scale feature matching produced) shows as a residual whose mean depends on the phase. Per image,
+
+    M[a, b]  = mean of (Y_SR - Y_HR) over the pixels of phase (a, b)        (Y: BT.601, 8-bit scale, crop = s)
+    pattern  = standard deviation of M over the s * s phases
+
+averaged over the images. Each run is compared with the no-KD run of the same profile, scale and seed (the bar of
+the method-correctness issue: pattern <= 1.5 x no-KD).
+
+    .venv/bin/python benchmarks/phase_residual.py --runs runs --dataset Set5 --data-root ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from kd.config import from_dict, read_config_file
+from kd.data.benchmark import load_eval_images
+from kd.engine.checkpoint import load_checkpoint
+from kd.evaluate import forward_tiled
+from kd.metrics.psnr_ssim import quantize, rgb_to_y_bt601
+from kd.models import create
+from kd.report.runs import scan_runs
+
+LIMIT = 1.5
+
+
+def phase_pattern(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> float:
+    """Std over the s*s sub-pixel phases of the mean Y residual (uint8 RGB images (3, H, W), border crop = s)."""
+    residual = (rgb_to_y_bt601(sr) - rgb_to_y_bt601(hr))[scale:-scale, scale:-scale]
+    h, w = (residual.shape[0] // scale) * scale, (residual.shape[1] // scale) * scale
+    phases = residual[:h, :w].reshape(h // scale, scale, w // scale, scale).mean(dim=(0, 2))
+    return float(phases.std(unbiased=False))
+
+
+def run_pattern(run_dir: Path, dataset: str, data_root: str | None) -> float:
+    config = from_dict(read_config_file(run_dir / "config.yaml"), f"'{run_dir / 'config.yaml'}'")
+    model = create(config.student.arch, config.scale, config.student.preset)
+    model.load_state_dict(load_checkpoint(run_dir / "student.pt"))
+    model.eval()
+    values = []
+    with torch.inference_mode():
+        for image in load_eval_images(dataset, config.scale, data_root=data_root):
+            lr = image.lr.float().div(255.0).unsqueeze(0)
+            sr = quantize(forward_tiled(model, lr, config.scale, None)[0])
+            values.append(phase_pattern(sr, image.hr, config.scale))
+    return statistics.fmean(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--dataset", default="Set5")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    runs = scan_runs(args.runs).runs
+    patterns = {run.run_dir: run_pattern(run.run_dir, args.dataset, args.data_root) for run in runs}
+    baseline = {(run.profile, run.scale, run.seed): patterns[run.run_dir] for run in runs if run.method == "none"}
+    print(f"sub-pixel-phase residual pattern on {args.dataset} (std over phases of the mean Y residual, 8-bit "
+          f"units); limit {LIMIT}x the no-KD run of the same seed")
+    print(f"{'method':<10} {'teacher':<16} {'seed':>4} {'pattern':>8} {'/ no-KD':>8}  verdict")
+    worst = 0.0
+    for run in sorted(runs, key=lambda r: (r.method != "none", r.method, r.teacher or "", r.seed)):
+        reference = baseline.get((run.profile, run.scale, run.seed))
+        ratio = patterns[run.run_dir] / reference if reference else float("nan")
+        worst = max(worst, ratio) if ratio == ratio else worst
+        verdict = "-" if reference is None else ("ok" if ratio <= LIMIT else "GRID PATTERN")
+        print(f"{run.method:<10} {run.teacher or '-':<16} {run.seed:>4} {patterns[run.run_dir]:8.4f} {ratio:8.2f}  "
+              f"{verdict}")
+    print(f"largest ratio to no-KD: {worst:.2f} ({'within' if worst <= LIMIT else 'over'} the {LIMIT}x limit)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Fair tuning: a short-budget grid over configuration values, scored on the validation split only.
+
+Each grid point is a sweep cell with extra `--set` overrides and a shortened schedule (`train.steps`); its final
+evaluation runs on the profile's validation split (`eval.val_dataset`, e.g. `291-val`), never on a test set. Points
+are ranked by mean validation PSNR-Y over the seeds. The evidence is a CSV per (method, teacher, profile) and one
+line per tuning in `<report dir>/README.md`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kd.data.registry import resolve_dataset
+from kd.errors import KdError
+from kd.fileio import atomic_write_text
+from kd.results.sweep import Cell, CellPlan, plan_sweep
+
+BUDGET_FRACTION = 4  # default tuning budget: a quarter of the profile's training steps
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass
+class TuningPoint:
+    values: dict[str, str]  # config key -> value, as given on the command line
+    plans: list[CellPlan]  # one per seed
+
+
+def parse_grid(items: list[str]) -> list[GridAxis]:
+    """`key=v1,v2,...` items (one per --grid) -> axes; a key given twice or without values is an error."""
+    axes: list[GridAxis] = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        parsed = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not sep or not key or not parsed:
+            raise KdError(f"--grid '{item}' must look like KEY=V1,V2,... (e.g. method.weights.fd=0.03,0.1,0.3).")
+        if any(axis.key == key for axis in axes):
+            raise KdError(f"--grid names {key} twice; give all its values in one --grid.")
+        axes.append(GridAxis(key, parsed))
+    if not axes:
+        raise KdError("give at least one --grid KEY=V1,V2,... to tune.")
+    return axes
+
+
+def plan_tuning(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
+                axes: list[GridAxis], steps: int | None, out_dir: str | Path) -> tuple[list[TuningPoint], str, int]:
+    """Every grid point's runs (one cell per seed), the validation dataset and the step budget."""
+    probe = plan_sweep(cells[:1], layers, overrides, out_dir)[0]
+    if probe.config is None:
+        raise KdError(probe.error or "the tuning cell is invalid")
+    val = probe.config.eval.val_dataset
+    if not val:
+        raise KdError("tuning scores on the validation split, and eval.val_dataset is not set; use a profile with "
+                      "one (cpu: 291-val) or --set eval.val_dataset=NAME (never a test set).")
+    if resolve_dataset(val).role == "eval":
+        raise KdError(f"eval.val_dataset {val} is a test set; tune on a held-out split (cpu profile: 291-val, "
+                      "paper profile: DIV2K-val10).")
+    budget = steps or max(1, probe.config.train.steps // BUDGET_FRACTION)
+    fixed = [*overrides, f"train.steps={budget}", "train.val_every=0", f"eval.datasets=[{val}]", "eval.lpips=false"]
+    points = []
+    for combination in itertools.product(*(axis.values for axis in axes)):
+        values = {axis.key: value for axis, value in zip(axes, combination)}
+        point_overrides = [*fixed, *(f"{key}={value}" for key, value in values.items())]
+        plans = plan_sweep(cells, layers, point_overrides, out_dir)
+        invalid = next((p for p in plans if p.status == "invalid"), None)
+        if invalid is not None:
+            raise KdError(f"grid point {_label(values)}: {invalid.error}")
+        points.append(TuningPoint(values, plans))
+    return points, val, budget
+
+
+def _label(values: dict[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+def _validation_psnr(run_dir: Path, val: str) -> float:
+    path = run_dir / "summary.json"
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["datasets"][val]["psnr_y"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return math.nan
+
+
+def tuning_results(points: list[TuningPoint], val: str, out_dir: str | Path) -> pd.DataFrame:
+    """One row per run: the grid values, seed, validation PSNR-Y (NaN when the run did not finish) and run id."""
+    rows = []
+    for point in points:
+        for plan in point.plans:
+            rows.append({**point.values, "seed": plan.cell.seed, "val_dataset": val,
+                         "val_psnr_y": _validation_psnr(Path(out_dir) / plan.run_id, val), "run_id": plan.run_id})
+    return pd.DataFrame(rows)
+
+
+def rank_points(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, std and count of validation PSNR per grid point, best first; points with no finished run last."""
+    ranked = (results.groupby(keys, sort=False)["val_psnr_y"]
+              .agg(mean="mean", std="std", seeds="count").reset_index())
+    return ranked.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int) -> str:
+    """One sentence: the chosen values and the margin over the runner-up."""
+    best = ranked.iloc[0]
+    if math.isnan(best["mean"]):
+        return "no grid point finished; nothing was chosen."
+    chosen = ", ".join(f"{key}={best[key]}" for key in keys)
+    text = (f"chosen {chosen}: {best['mean']:.3f} dB PSNR-Y on {val} (mean of {int(best['seeds'])} seed(s), "
+            f"{budget} steps)")
+    if len(ranked) > 1 and not math.isnan(ranked.iloc[1]["mean"]):
+        runner = ranked.iloc[1]
+        text += (f", {best['mean'] - runner['mean']:+.3f} dB over "
+                 f"{', '.join(f'{key}={runner[key]}' for key in keys)}")
+    return text + "."
+
+
+def write_evidence(results: pd.DataFrame, sentence: str, report_dir: str | Path, name: str,
+                   context: dict[str, str]) -> Path:
+    """`<report_dir>/<name>.csv` (every run) and this tuning's line in `<report_dir>/README.md` (replacing an
+    earlier line of the same name)."""
+    report_dir = Path(report_dir)
+    csv_path = report_dir / f"{name}.csv"
+    atomic_write_text(csv_path, results.to_csv(index=False, float_format="%.4f"))
+    index = report_dir / "README.md"
+    header = ("# Tuning evidence\n\nWritten by `kdbench tune`: short-budget grids scored on the validation split "
+              "only. One line per tuning; the CSV beside it has every run.\n\n")
+    lines = []
+    if index.is_file():
+        lines = [line for line in index.read_text(encoding="utf-8").splitlines()
+                 if line.startswith("- ") and f"[{name}.csv]" not in line]
+    described = ", ".join(f"{k} {v}" for k, v in context.items())
+    lines.append(f"- **{name}** ({described}): {sentence} Evidence: [{name}.csv]({name}.csv)")
+    atomic_write_text(index, header + "\n".join(sorted(lines)) + "\n")
+    return csv_path

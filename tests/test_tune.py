@@ -1,0 +1,94 @@
+"""Validation split and `kdbench tune`: tuning is scored on held-out images only, and leaves its evidence."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from kd.data.files import dataset_files
+from kd.data.registry import VALIDATION_291, resolve_dataset
+from kd.errors import KdError
+from kd.profiles import get_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _image_folder(root: Path, name: str, stems: list[str]) -> None:
+    folder = root / name / "HR"
+    folder.mkdir(parents=True)
+    for stem in stems:
+        (folder / f"{stem}.png").write_bytes(b"")  # listing only: never decoded here
+
+
+def test_validation_split_is_held_out_of_training(tmp_path):
+    _image_folder(tmp_path, "T91", ["t1", "t2"])
+    _image_folder(tmp_path, "BSD200", [*VALIDATION_291, "2092", "8049"])
+    train = {p.stem for files in dataset_files("291-train", tmp_path, "train") for p in files.hr}
+    val = {p.stem for files in dataset_files("291-val", tmp_path, "eval") for p in files.hr}
+    full = {p.stem for files in dataset_files("291", tmp_path, "train") for p in files.hr}
+    assert val == set(VALIDATION_291) and not train & val and train | val == full
+
+
+def test_incomplete_validation_split_names_what_is_missing(tmp_path):
+    _image_folder(tmp_path, "BSD200", list(VALIDATION_291[:-1]))
+    with pytest.raises(KdError, match=f"lacks {VALIDATION_291[-1]}"):
+        dataset_files("291-val", tmp_path, "eval")
+
+
+def test_profiles_validate_on_held_out_images_never_on_test_sets():
+    for name in ("cpu", "paper"):
+        values = get_profile(name).values
+        val = values["eval"]["val_dataset"]
+        assert resolve_dataset(val).role == "val" and val not in values["eval"]["datasets"]
+    assert get_profile("cpu").values["data"]["train"] == "291-train"
+
+
+def test_shared_291_split(shared_data):
+    train = [p for files in dataset_files("291-train", shared_data, "train") for p in files.hr]
+    val = [p for files in dataset_files("291-val", shared_data, "eval") for p in files.hr]
+    assert len(train) == 281 and len(val) == 10 and not {p.stem for p in train} & {p.stem for p in val}
+
+
+def test_tune_refuses_a_test_set_as_validation(tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    code = main(["tune", "--profile", "smoke", "--method", "fitnet", "--grid", "method.weights.fd=0.1,1",
+                 "--set", "eval.val_dataset=Set5", "--out-dir", str(tmp_path / "runs"), "--dry-run"])
+    assert code == 2 and "Set5 is a test set" in capsys.readouterr().err
+
+
+def test_tune_runs_the_grid_and_writes_its_evidence(tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["tune", "--profile", "smoke", "--method", "fitnet", "--grid", "method.weights.fd=0.1,1", "--steps", "2",
+            "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
+            "--report-dir", str(tmp_path / "tuning")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "tuning" / "fitnet-rcan-x4-smoke.csv").open()))
+    assert [row["method.weights.fd"] for row in rows] == ["0.1", "1"]
+    assert all(row["val_dataset"] == "default" and float(row["val_psnr_y"]) > 0 for row in rows)
+    best = max(rows, key=lambda row: float(row["val_psnr_y"]))
+    assert f"chosen method.weights.fd={best['method.weights.fd']}" in out
+    index = (tmp_path / "tuning" / "README.md").read_text()
+    assert index.count("fitnet-rcan-x4-smoke.csv") == 2  # one line: label and link
+    assert main(argv) == 0  # idempotent: finished runs are reused, the line is replaced, not added
+    assert (tmp_path / "tuning" / "README.md").read_text().count("](fitnet-rcan-x4-smoke.csv)") == 1
+
+
+def test_phase_pattern_measures_a_phase_locked_residual():
+    spec = importlib.util.spec_from_file_location("phase_residual", REPO / "benchmarks" / "phase_residual.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hr = torch.full((3, 32, 32), 100, dtype=torch.uint8)
+    assert module.phase_pattern(hr.clone(), hr, 4) == 0.0
+    sr = hr.clone()
+    sr[:, ::4, ::4] += 16  # one phase of 16 is 16 levels too bright in RGB: Y grows by 16 * (65.481+128.553+24.966)/255
+    expected_mean = torch.tensor([16 * 219 / 255] + [0.0] * 15, dtype=torch.float64)
+    assert module.phase_pattern(sr, hr, 4) == pytest.approx(float(expected_mean.std(unbiased=False)), rel=1e-6)
