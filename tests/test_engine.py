@@ -185,7 +185,9 @@ def test_nan_stops_naming_step_and_term(tmp_path):
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     assert "step 3" in str(info.value) and "'bad'" in str(info.value) and "nan" in str(info.value)
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+    # The step-2 weights produced the NaN at step 3: the checkpoint before them is the one kept.
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert "step 1" in str(info.value)
 
 
 def test_ctrl_c_saves_and_stops_cleanly(tmp_path):
