@@ -121,6 +121,7 @@ def evaluate(
     from kd.data.benchmark import load_eval_images
     from kd.data.io import write_png
     from kd.data.registry import resolve_dataset
+    from kd.engine.services import resolve_device
     from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, build_lpips, lpips_rgb
 
     scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
@@ -129,7 +130,7 @@ def evaluate(
     _model_scale(model, scales)
     spec = getattr(model, "kd_spec", None)
     name = model_name or (spec["arch"] if spec else type(model).__name__)
-    device = torch.device(device)
+    device = torch.device(resolve_device(str(device)))
     notes: list[str] = []
     lpips_metric = build_lpips(device) if with_lpips else None
     if with_lpips and lpips_metric is None:
@@ -145,11 +146,16 @@ def evaluate(
                 for scale in scales:
                     started = time.perf_counter()
                     images = load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source)
+                    expected = resolve_dataset(dataset).image_count
+                    if expected and len(images) < expected and scale == scales[0]:
+                        notes.append(f"{dataset} holds {len(images)} of its {expected} images: its scores are not "
+                                     "comparable with published numbers (complete it with `kdbench data download "
+                                     f"{dataset}`)")
                     task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
                     rows = []
                     for image in images:
                         lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
-                        sr = forward_tiled(model, lr, scale, tile, tile_overlap)
+                        sr = _forward(model, lr, scale, tile, tile_overlap, image, f"{dataset} x{scale}")
                         if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
                             raise KdError(
                                 f"{name} returned {tuple(sr.shape[-3:])} for {dataset}/{image.name} x{scale}, "
@@ -186,6 +192,22 @@ def evaluate(
         lpips_variant=lpips_metric.variant.as_dict() if lpips_metric else None,
         notes=notes,
     )
+
+
+def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, tile_overlap: int, image,
+             where: str) -> torch.Tensor:
+    """The network on one image; a failure names the image (too small for the network, out of memory, ...)."""
+    try:
+        return forward_tiled(model, lr, scale, tile, tile_overlap)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        source = image.path or image.name
+        if "out of memory" in first.lower():
+            raise KdError(f"out of memory on {source} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]}): evaluate in tiles, "
+                          "e.g. --tile 128") from None
+        raise KdError(f"the network failed on {source} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]}): {first}. An "
+                      "image this small may not suit the network: remove it from the dataset or use larger images.") \
+            from None
 
 
 def per_image_path(out: Path) -> Path:

@@ -15,7 +15,7 @@ from kd.messages import say
 def train_command(args: argparse.Namespace) -> int:
     from kd.engine.distributed import from_environment
     from kd.engine.services import resolve_device
-    from kd.engine.teachers import train_teacher, zoo_dir
+    from kd.engine.teachers import complete_entry, train_teacher, zoo_dir
     from kd.models import get_entry
 
     flags: dict[str, Any] = {"teacher": {"arch": args.teacher}}
@@ -33,7 +33,7 @@ def train_command(args: argparse.Namespace) -> int:
     dist = from_environment(resolve_device(config.device))
     err = Console(stderr=True, quiet=not dist.is_main)
     folder = zoo_dir(config)
-    if (folder / "teacher.pt").is_file() and not args.retrain:
+    if complete_entry(folder) and not args.retrain:
         say(err, f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again")
         return 0
     if args.retrain and dist.is_main:
@@ -58,8 +58,11 @@ def train_command(args: argparse.Namespace) -> int:
 def list_command(args: argparse.Namespace) -> int:
     from kd.engine.teachers import list_zoo, zoo_root
 
-    entries = list_zoo()
+    damaged: list[str] = []
+    entries = list_zoo(damaged)
     console = Console()
+    for message in damaged:
+        say(Console(stderr=True), message, "warning")
     if not entries:
         say(console, f"no cached teachers in {zoo_root()}")
         return 0

@@ -60,10 +60,16 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KdError(f"device '{name}' requested (device=...) but CUDA is not available; use device=cpu.")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise KdError(f"device must be auto, cpu or cuda[:N], got '{name}'.")
+    if not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise KdError(f"device (--device / device=...) must be auto, cpu or cuda[:N], got '{name}'.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KdError(f"device '{name}' requested (--device / device=...) but CUDA is not available (no GPU "
+                          "visible or torch built without CUDA); use cpu.")
+        index = int(name[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise KdError(f"device '{name}' requested (--device / device=...) but only {torch.cuda.device_count()} "
+                          "GPU(s) are visible; use cuda:0 or cpu.")
     return name
 
 

@@ -7,18 +7,26 @@ results.csv and figures/ (PNG + SVG), built in a temporary folder and moved into
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from kd.errors import KdError
+from kd.fileio import current_umask
 from kd.report.render import ReportContent, rich_summary, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
 from kd.report.tables import comparison_table, missing_baselines, reconstructed_methods
 
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
+
+REPORT_MARKER = ".kdbench-report"  # in every report folder: the folders `build_report` may replace
 
 
 @dataclass
@@ -50,14 +58,50 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     return text
 
 
+def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
+    """A report replaces only a new folder, an empty one or (with `force`) an earlier kdbench report: never the
+    runs, nor a folder that holds anything kdbench did not write there."""
+    runs, out = runs_dir.resolve(), out_dir.resolve()
+    if out == runs or out.is_relative_to(runs):
+        raise KdError(f"--out {out_dir} is inside --runs {runs_dir}: the report would replace runs; give an --out "
+                      "folder outside the runs folder (e.g. reports/NAME).")
+    if runs.is_relative_to(out):
+        raise KdError(f"--out {out_dir} contains --runs {runs_dir}: replacing it would delete the runs; give an "
+                      "--out folder of its own (e.g. reports/NAME).")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise KdError(f"--out {out_dir} is a file; give a folder for the report.")
+    if (out / REPORT_MARKER).is_file():
+        if not force:
+            raise KdError(f"--out {out_dir} holds an earlier kdbench report; add --force to replace it, or give "
+                          "another --out folder.")
+    elif any(out.iterdir()):
+        raise KdError(f"--out {out_dir} is a folder that kdbench did not write (no {REPORT_MARKER} in it); kdbench "
+                      "replaces only its own reports: give a new or empty --out folder.")
+
+
+@contextlib.contextmanager
+def _out_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive lock beside the report folder: concurrent reports into one folder replace it one at a time."""
+    with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None = None,
-                 visual_images: int = 2) -> Report:
+                 visual_images: int = 2, force: bool = False) -> Report:
+    """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report."""
     from kd.reference_data import published_results
     from kd.report import plots, visual
 
+    out_dir = Path(out_dir)
+    check_out_dir(Path(runs_dir), out_dir, force)
     runset = scan_runs(runs_dir)
     table = comparison_table(runset)
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -84,7 +128,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         (work / "report.html").write_text(to_html(content), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
-        _replace_dir(work, out_dir)
+        (work / REPORT_MARKER).write_text(f"kdbench report over {Path(runs_dir).resolve()}\n", encoding="utf-8")
+        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700; a report is as readable as any folder
+        with _out_lock(out_dir):
+            check_out_dir(Path(runs_dir), out_dir, force)  # again: another process may have written it meanwhile
+            _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -93,10 +141,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder into place; an older report there is removed only after the new one is complete."""
+    """Move the finished folder into place (under `_out_lock`); the report it replaces is removed only after the new
+    one is in place. The temporary names derive from `new`'s unique mkdtemp name."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name[-8:]}")
+        old = target.with_name(f".{target.name}.old-{new.name.rsplit('-', 1)[-1]}")
         target.rename(old)
     new.rename(target)
     if old is not None:
