@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
 from kd.messages import say
@@ -66,7 +67,7 @@ def list_command(args: argparse.Namespace) -> int:
     if not entries:
         say(console, f"no cached teachers in {zoo_root()}")
         return 0
-    table = Table(title=f"teacher zoo ({zoo_root()})")
+    table = Table(title=Text(f"teacher zoo ({zoo_root()})"))  # Text: a path's [..] is not markup
     table.add_column("key", no_wrap=True)
     for column in ("steps", "train s", "eval PSNR-Y"):
         table.add_column(column)

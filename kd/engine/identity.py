@@ -17,6 +17,7 @@ from kd.config import RunConfig
 from kd.data.files import DatasetFiles, dataset_files
 from kd.data.io import IMAGE_SUFFIXES
 from kd.data.roots import cache_dir
+from kd.errors import KdError
 from kd.fileio import atomic_write_text, sha256_file
 
 
@@ -64,14 +65,20 @@ def _dataset_manifest(files: DatasetFiles, scale: int, hashes: _HashCache) -> li
 
 
 def data_fingerprint(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Per dataset and purpose: image count and the sha256 of its manifest. A missing dataset raises `KdError`."""
+    """Per dataset and purpose: image count and the sha256 of its manifest (None for a dataset that is not there:
+    the run reports it when it needs the images, unless its data services come from elsewhere, as in tests)."""
     hashes = _HashCache()
     wanted = [("train", config.data.train)]
     wanted += [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset]) if name]
     result: dict[str, dict[str, Any]] = {}
     try:
         for purpose, name in wanted:
-            for files in dataset_files(name, config.data.root, purpose):
+            try:
+                parts = dataset_files(name, config.data.root, purpose)
+            except KdError:
+                result[f"{purpose}:{name}"] = {"images": 0, "manifest_sha256": None}
+                continue
+            for files in parts:
                 lines = _dataset_manifest(files, config.scale, hashes)
                 digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
                 result[f"{purpose}:{files.name}"] = {"images": len(files.hr), "manifest_sha256": digest}

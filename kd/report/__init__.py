@@ -83,13 +83,14 @@ def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
 
 @contextlib.contextmanager
 def _out_lock(out_dir: Path) -> Iterator[None]:
-    """Exclusive lock beside the report folder: concurrent reports into one folder replace it one at a time."""
-    with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Exclusive lock on the folder that holds the report folder (no lock file left behind): concurrent reports
+    replace their folders one at a time."""
+    fd = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None = None,

@@ -82,9 +82,10 @@ def paper_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def rich_table(df: pd.DataFrame, title: str = "kdbench results"):
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     headers, rows = paper_rows(df)
-    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    table = Table(title=Text(title), box=box.SIMPLE_HEAVY)  # Text: a path's [..] in the title is not markup
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i < 4 else "right", overflow="fold")
     for row in rows:
