@@ -146,11 +146,9 @@ def evaluate(
                 for scale in scales:
                     started = time.perf_counter()
                     images = load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source)
-                    expected = resolve_dataset(dataset).image_count
-                    if expected and len(images) < expected and scale == scales[0]:
-                        notes.append(f"{dataset} holds {len(images)} of its {expected} images: its scores are not "
-                                     "comparable with published numbers (complete it with `kdbench data download "
-                                     f"{dataset}`)")
+                    partial = incomplete_note(dataset, len(images))
+                    if partial and partial not in notes:
+                        notes.append(partial)
                     task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
                     rows = []
                     for image in images:
@@ -194,12 +192,24 @@ def evaluate(
     )
 
 
+def incomplete_note(dataset: str, images: int) -> str | None:
+    """A note when a dataset holds fewer images than its published (reference) version."""
+    from kd.data.registry import resolve_dataset
+
+    info = resolve_dataset(dataset)
+    expected = info.image_count
+    if info.embedded or not expected or images >= expected:
+        return None
+    return (f"{dataset} holds {images} of its {expected} images: its scores are not comparable with published "
+            f"numbers (complete it with `kdbench data download {dataset}`)")
+
+
 def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, tile_overlap: int, image,
              where: str) -> torch.Tensor:
     """The network on one image; a failure names the image (too small for the network, out of memory, ...)."""
     try:
         return forward_tiled(model, lr, scale, tile, tile_overlap)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, KdError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         source = image.path or image.name
         if "out of memory" in first.lower():

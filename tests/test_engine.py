@@ -17,6 +17,7 @@ from kd.cli import main
 from kd.config import TrainConfig, from_dict, parse_override, read_config_file, resolve, run_id
 from kd.engine import Services, Trainer, TrainingDiverged, TrainingInterrupted, execute_run
 from kd.engine.checkpoint import load_checkpoint
+from kd.engine.run import locate_run
 from kd.engine.ema import ModelEma
 from kd.engine.schedule import lr_at
 from kd.errors import KdError
@@ -247,7 +248,7 @@ def test_run_writes_a_complete_record_and_reports_when_finished(tmp_path, monkey
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     config = _run_config()
     record = execute_run(config, out_dir=tmp_path / "runs", services=_services(), progress=False)
-    run_dir = tmp_path / "runs" / run_id(config)
+    run_dir = locate_run(config, tmp_path / "runs", _services())
     assert record.run_dir == run_dir and not record.already_finished
     for name in ("config.yaml", "environment.json", "metrics.jsonl", "student.pt", "summary.json",
                  "checkpoints/last.pt", "checkpoints/best.pt", "eval/per_image.csv", "eval/per_dataset.csv",

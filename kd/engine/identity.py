@@ -64,9 +64,9 @@ def _dataset_manifest(files: DatasetFiles, scale: int, hashes: _HashCache) -> li
             for p in paths]
 
 
-def data_fingerprint(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Per dataset and purpose: image count and the sha256 of its manifest (None for a dataset that is not there:
-    the run reports it when it needs the images, unless its data services come from elsewhere, as in tests)."""
+def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[str, Any]]:
+    """Per dataset and purpose: image count and the sha256 of its manifest. A dataset that is not there raises
+    `KdError` (saying how to get it) when `strict`, else its manifest is None (data that comes from elsewhere)."""
     hashes = _HashCache()
     wanted = [("train", config.data.train)]
     wanted += [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset]) if name]
@@ -76,6 +76,8 @@ def data_fingerprint(config: RunConfig) -> dict[str, dict[str, Any]]:
             try:
                 parts = dataset_files(name, config.data.root, purpose)
             except KdError:
+                if strict:
+                    raise
                 result[f"{purpose}:{name}"] = {"images": 0, "manifest_sha256": None}
                 continue
             for files in parts:
@@ -101,12 +103,13 @@ def teacher_identity(config: RunConfig) -> dict[str, Any] | None:
     return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
 
 
-def run_inputs(config: RunConfig) -> dict[str, Any]:
-    """Everything outside the configuration that the run's result depends on (hashed into the run id)."""
+def run_inputs(config: RunConfig, strict: bool = True) -> dict[str, Any]:
+    """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
+    a missing dataset is an error (see `data_fingerprint`)."""
     from kd.methods import get_method
 
     return {
         "method_version": getattr(get_method(config.method.name), "version", 1),
         "teacher": teacher_identity(config),
-        "data": data_fingerprint(config),
+        "data": data_fingerprint(config, strict),
     }

@@ -39,9 +39,9 @@ from kd.engine.accel import plan_accel
 from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
+from kd.engine.identity import run_inputs
 from kd.engine.progress import RichProgress
 from kd.engine.services import LazyBatches, Services, resolve_device
-from kd.engine.identity import run_inputs
 from kd.engine.teachers import (
     build_teacher,
     ensure_zoo_teacher,
@@ -155,9 +155,10 @@ def _write_eval_spec(result: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(_clean(spec), indent=2, default=str) + "\n")
 
 
-def locate_run(config: RunConfig, out_dir: str | Path) -> Path:
+def locate_run(config: RunConfig, out_dir: str | Path, services: Services | None = None) -> Path:
     """`<out_dir>/<run id>`: the id hashes the configuration and the run's inputs (`kd.engine.identity`)."""
-    return Path(out_dir) / run_id(config, run_inputs(config))
+    strict = (services or Services()).reads_datasets
+    return Path(out_dir) / run_id(config, run_inputs(config, strict=strict))
 
 
 def finished_summary(run_dir: Path, console: Console | None = None) -> dict[str, Any] | None:
@@ -221,7 +222,7 @@ def execute_run(
                 raise KdError(f"teacher checkpoint '{config.teacher.ckpt}' (--teacher-ckpt) not found.")
         else:  # the run id covers the teacher's weights: they must exist first
             ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
-    inputs = run_inputs(config)
+    inputs = run_inputs(config, strict=services.reads_datasets)  # a missing dataset: reported before any work
     run_dir = out_dir / run_id(config, inputs)
     summary = finished_summary(run_dir, console if not restart else None)
     if summary is not None and not restart:
@@ -331,6 +332,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
         with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
     )
+    for note in getattr(result, "notes", []):
+        say(console, note, "note")
     _write_eval_spec(result, run_dir / "eval" / "spec.json")
     _write_csv(result.per_image, run_dir / "eval" / "per_image.csv")
     _write_csv(result.per_dataset, run_dir / "eval" / "per_dataset.csv")
@@ -354,7 +357,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         "best_val": {"dataset": config.eval.val_dataset, "step": outcome.best_step, "psnr_y": outcome.best_psnr},
         "eval_weights": config.eval.weights + (" (ema)" if trainer.ema is not None else ""),
         "datasets": {
-            row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"]}
+            row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"],
+                             "images": row.get("images")}
             for row in result.per_dataset.to_dict("records")
         },
         "inputs": inputs,

@@ -37,6 +37,11 @@ class Services:
     # (model, datasets, scale, data_root=, with_lpips=, progress=, model_name=) -> kd.evaluate.EvalResult
     evaluate: Callable[..., Any] = default_evaluate
 
+    @property
+    def reads_datasets(self) -> bool:
+        """The default data and evaluation functions, which read the configured datasets from disk."""
+        return self.make_batches is default_batches and self.evaluate is default_evaluate
+
     def validator(self, config: RunConfig, device: str, model_name: str) -> Callable[[nn.Module], float] | None:
         """Mean PSNR-Y on `eval.val_dataset` (no LPIPS, no progress bar), or None when validation is off."""
         if not config.eval.val_dataset:

@@ -68,8 +68,8 @@ def load_teacher_checkpoint(config: RunConfig, path: str | Path) -> nn.Module:
     return load_official(build_teacher(config), path)
 
 
-REBUILD_HINT = "the next `kdbench run` or `kdbench teacher train` that uses this teacher rebuilds it from the entry's " \
-    "training checkpoint"
+REBUILD_HINT = ("the next `kdbench run` or `kdbench teacher train` that uses this teacher rebuilds it from the "
+                "entry's training checkpoint")
 
 
 def read_zoo_info(folder: Path) -> dict[str, Any]:

@@ -58,6 +58,21 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     return text
 
 
+def _incomplete_datasets(runset: RunSet) -> list[str]:
+    """Datasets evaluated on fewer images than their reference version (the report compares with published
+    numbers)."""
+    from kd.evaluate import incomplete_note
+
+    notes = []
+    for run in runset.runs:
+        for dataset, scores in (run.summary.get("datasets") or {}).items():
+            images = scores.get("images") if isinstance(scores, dict) else None
+            note = incomplete_note(dataset, int(images)) if isinstance(images, int) else None
+            if note and note not in notes:
+                notes.append(note)
+    return notes
+
+
 def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
     """A report replaces only a new folder, an empty one or (with `force`) an earlier kdbench report: never the
     runs, nor a folder that holds anything kdbench did not write there."""
@@ -107,7 +122,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         fig_dir = work / "figures"
-        notes = list(runset.warnings) + missing_baselines(runset)
+        notes = list(runset.warnings) + missing_baselines(runset) + _incomplete_datasets(runset)
         figures: dict[str, list[str]] = {}
         stem = plots.delta_bars(table, fig_dir)
         if stem:
@@ -134,6 +149,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         with _out_lock(out_dir):
             check_out_dir(Path(runs_dir), out_dir, force)  # again: another process may have written it meanwhile
             _replace_dir(work, out_dir)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if exc.filename is None:  # a failed write (disk full) names no file: name the report folder
+            raise OSError(exc.errno, exc.strerror, str(out_dir)) from exc
+        raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -306,10 +306,11 @@ def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], over
             plans.append(CellPlan(cell, None, None, "invalid", error=str(exc)))
             continue
         try:
-            inputs = run_inputs(config)
+            inputs = run_inputs(config, strict=False)
         except KdError:  # its data is missing
             inputs = None
-        if inputs is None or (inputs["teacher"] or {}).get("sha256", "") is None:
+        missing_data = inputs is not None and any(d["manifest_sha256"] is None for d in inputs["data"].values())
+        if inputs is None or missing_data or (inputs["teacher"] or {}).get("sha256", "") is None:
             # The run id covers the data and the teacher's weights: without them no run of this cell can exist.
             per_step, source = times.per_step(config)
             plans.append(CellPlan(cell, config, f"{run_prefix(config)}-?", "new", 0,
