@@ -25,7 +25,10 @@ from torch.nn import functional as F
 from kd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--profile", "smoke", "--no-progress", "--set", "eval.val_dataset=null", "--set", "train.steps=2"]
+# Smoke runs of 2 steps on small images in the module's data root (`shared_data`): T91 (6 x 80 px) for training,
+# Set5 (5 x 48 px) for evaluation.
+FAST = ["--profile", "smoke", "--no-progress", "--set", "eval.val_dataset=null", "--set", "train.steps=2",
+        "--set", "eval.datasets=[Set5]", "--set", "data.train=T91"]
 NO_GPU = not torch.cuda.is_available()
 
 
@@ -40,13 +43,27 @@ def _repo_state() -> str:
         return ""
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One kdbench cache for the module (generated LR images, fingerprints): runs after the first are fast."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _dataset(root, "Set5", [48] * 5)
+    _dataset(root, "T91", [80] * 6, seed=2)
+    return root
+
+
 @pytest.fixture(autouse=True)
-def sandbox(tmp_path, monkeypatch):
-    """Every path kdbench could default to points into tmp_path; the repository is unchanged afterwards."""
-    for name in ("cache", "data", "home"):
+def sandbox(tmp_path, monkeypatch, shared_cache, shared_data):
+    """Every path kdbench could default to points into a temporary folder; the repository is unchanged after."""
+    for name in ("data", "home"):
         (tmp_path / name).mkdir(exist_ok=True)
-    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("KDBENCH_CACHE", str(shared_cache))
+    monkeypatch.setenv("KDBENCH_DATA", str(shared_data))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -145,11 +162,12 @@ def full_disk(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, shared_cache, shared_data):
     """(runs folder, run folder) of one finished smoke run, made once; tests copy it before changing it."""
     root = tmp_path_factory.mktemp("finished")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KDBENCH_CACHE", str(root / "cache"))
+        patch.setenv("KDBENCH_CACHE", str(shared_cache))
+        patch.setenv("KDBENCH_DATA", str(shared_data))
         patch.setenv("OMP_NUM_THREADS", "1")
         assert main(["run", "--method", "none", "--out-dir", str(root / "runs"), *FAST]) == 0
     (run_dir,) = (root / "runs").iterdir()
@@ -195,7 +213,12 @@ def test_report_never_replaces_a_users_folder(capsys, runs_copy, tmp_path):
 
 def test_report_replaces_an_earlier_report_only_with_force(capsys, runs_copy, tmp_path):
     out = tmp_path / "rep"
-    check(cli(capsys, "report", "--runs", runs_copy[0], "--out", out, "--visual-images", "0"), 0, "report.html")
+    summary = runs_copy[1] / "summary.json"
+    record = json.loads(summary.read_text())
+    record["datasets"]["Set5"]["images"] = 2  # evaluated on a partial Set5: the report flags it
+    summary.write_text(json.dumps(record))
+    check(cli(capsys, "report", "--runs", runs_copy[0], "--out", out, "--visual-images", "0"), 0, "report.html",
+          "Set5 holds 2 of its 5 images")
     first = (out / "report.md").stat().st_mtime_ns
     check(cli(capsys, "report", "--runs", runs_copy[0], "--out", out, "--visual-images", "0"), 2, "--force",
           str(out))
@@ -310,8 +333,9 @@ def test_runs_folder_is_a_file_or_read_only(capsys, tmp_path, readonly_dir):
 
 def test_missing_dataset_is_named_and_leaves_no_run_folder(capsys, tmp_path):
     runs = tmp_path / "runs"
-    check(cli(capsys, "run", "--method", "none", "--out-dir", runs, *FAST, "--set", "eval.datasets=[Set5]",
-              "--data-root", tmp_path / "data"), 2, "Set5", "kdbench data download Set5")
+    _dataset(tmp_path / "data", "T91", [80] * 6)
+    check(cli(capsys, "run", "--method", "none", "--out-dir", runs, *FAST, "--data-root", tmp_path / "data"), 2,
+          "Set5", "kdbench data download Set5")
     assert not any(runs.iterdir())
 
 
@@ -361,6 +385,7 @@ def test_results_problems(capsys, tmp_path, runs_copy):
 def test_changed_evaluation_images_are_a_new_run(capsys, tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     hr = _dataset(data, "Set5", [48] * 5)
+    _dataset(data, "T91", [80] * 6)
     argv = ["run", "--method", "none", "--out-dir", runs, *FAST, "--set", "eval.datasets=[Set5]", "--data-root", data]
     check(cli(capsys, *argv), 0, "run finished")
     check(cli(capsys, *argv), 0, "already finished")
@@ -370,8 +395,6 @@ def test_changed_evaluation_images_are_a_new_run(capsys, tmp_path):
     (hr / "img4.png").unlink()  # an image removed: a partial set, flagged beside the reference comparison
     check(cli(capsys, *argv), 0, "run finished", "Set5 holds 4 of its 5 images", "published numbers")
     assert len(list(runs.iterdir())) == 3
-    check(cli(capsys, "report", "--runs", runs, "--out", tmp_path / "rep", "--visual-images", "0"), 0,
-          "Set5 holds 4 of its 5 images")
 
 
 def test_teacher_checkpoint_retrained_in_place_is_a_new_run(capsys, tmp_path):
@@ -393,11 +416,11 @@ def test_teacher_checkpoint_retrained_in_place_is_a_new_run(capsys, tmp_path):
 # ------------------------------------------------------------------------------------------------ teacher zoo
 
 
-def test_damaged_zoo_record_is_reported_and_rebuilt(capsys, tmp_path):
+def test_damaged_zoo_record_is_reported_and_rebuilt(capsys, shared_cache):
     teacher = ["teacher", "train", "--teacher", "rcan", "--profile", "smoke", "--no-progress",
                "--set", "teacher.train.steps=2"]
     check(cli(capsys, *teacher), 0)
-    (meta,) = (tmp_path / "cache" / "teachers").glob("*/teacher.json")
+    (meta,) = (shared_cache / "teachers").glob("*/teacher.json")
     meta.write_text("{not json")
     check(cli(capsys, "teacher", "list"), 0, "teacher.json", "damaged", "rebuilds it")
     check(cli(capsys, *teacher), 0)
