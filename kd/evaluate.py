@@ -21,6 +21,7 @@ from torch import nn
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.metrics import METRIC_SPEC, psnr_y, quantize, ssim_y
+from kd.metrics.psnr_ssim import SSIM_WINDOW
 
 PER_DATASET_COLUMNS = ["model", "dataset", "scale", "images", "psnr_y", "ssim_y", "lpips", "lr_source", "seconds"]
 PER_IMAGE_COLUMNS = ["model", "dataset", "scale", "image", "psnr_y", "ssim_y", "lpips", "lr_source"]
@@ -152,6 +153,10 @@ def evaluate(
                     task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
                     rows = []
                     for image in images:
+                        if min(image.hr.shape[-2:]) - 2 * scale < SSIM_WINDOW:
+                            raise KdError(f"{image.path or image.name} is too small to score at x{scale}: the metrics "
+                                          f"crop {scale} px at each border and SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} "
+                                          "px after that; remove the image or use larger ones")
                         lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
                         sr = _forward(model, lr, scale, tile, tile_overlap, image, f"{dataset} x{scale}")
                         if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
@@ -211,13 +216,13 @@ def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, t
         return forward_tiled(model, lr, scale, tile, tile_overlap)
     except (RuntimeError, ValueError, KdError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        source = image.path or image.name
+        at = f"{image.path or image.name} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]})"
         if "out of memory" in first.lower():
-            raise KdError(f"out of memory on {source} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]}): evaluate in tiles, "
-                          "e.g. --tile 128") from None
-        raise KdError(f"the network failed on {source} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]}): {first}. An "
-                      "image this small may not suit the network: remove it from the dataset or use larger images.") \
-            from None
+            message = f"out of memory on {at}: evaluate in tiles, e.g. --tile 128"
+        else:
+            message = (f"the network failed on {at}: {first}. If the image is too small for the network, remove it "
+                       "from the dataset or use larger images.")
+        raise KdError(message) from None
 
 
 def per_image_path(out: Path) -> Path:

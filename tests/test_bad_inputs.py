@@ -215,7 +215,7 @@ def test_report_replaces_an_earlier_report_only_with_force(capsys, runs_copy, tm
     out = tmp_path / "rep"
     summary = runs_copy[1] / "summary.json"
     record = json.loads(summary.read_text())
-    record["datasets"]["Set5"]["images"] = 2  # evaluated on a partial Set5: the report flags it
+    record["dataset_images"]["Set5"] = 2  # evaluated on a partial Set5: the report flags it
     summary.write_text(json.dumps(record))
     check(cli(capsys, "report", "--runs", runs_copy[0], "--out", out, "--visual-images", "0"), 0, "report.html",
           "Set5 holds 2 of its 5 images")

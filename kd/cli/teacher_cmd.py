@@ -40,7 +40,7 @@ def train_command(args: argparse.Namespace) -> int:
     if args.retrain and dist.is_main:
         for name in ("teacher.pt", "teacher.json", "metrics.jsonl"):
             (folder / name).unlink(missing_ok=True)
-        for name in ("last.pt", "best.pt"):
+        for name in ("last.pt", "previous.pt", "best.pt"):
             (folder / "checkpoints" / name).unlink(missing_ok=True)
     say(err, f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}")
     _, info = train_teacher(config, console=err, progress=not args.no_progress and dist.is_main, dist=dist)

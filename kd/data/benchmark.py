@@ -12,7 +12,6 @@ from kd.data.files import DatasetFiles, check_scale, dataset_files, generated_lr
 from kd.data.imresize import modcrop
 from kd.data.io import read_image
 from kd.errors import KdError
-from kd.metrics.psnr_ssim import SSIM_WINDOW
 
 LR_SOURCES = ("auto", "shipped", "generated")
 
@@ -50,9 +49,6 @@ def _eval_image(files: DatasetFiles, hr_path: Path, scale: int, lr_source: str) 
     hr = modcrop(read_image(hr_path), scale)
     if min(hr.shape[-2:]) == 0:
         raise KdError(f"{hr_path} is smaller than the scale x{scale}")
-    if min(hr.shape[-2:]) - 2 * scale < SSIM_WINDOW:
-        raise KdError(f"{hr_path} is too small to score at x{scale}: the metrics crop {scale} px at each border and "
-                      f"SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} px after that; remove the image or use larger ones")
     lr_size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
     shipped = files.shipped_lr(hr_path, scale) if lr_source != "generated" else None
     if shipped is not None:

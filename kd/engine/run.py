@@ -357,10 +357,10 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         "best_val": {"dataset": config.eval.val_dataset, "step": outcome.best_step, "psnr_y": outcome.best_psnr},
         "eval_weights": config.eval.weights + (" (ema)" if trainer.ema is not None else ""),
         "datasets": {
-            row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"],
-                             "images": row.get("images")}
+            row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"]}
             for row in result.per_dataset.to_dict("records")
         },
+        "dataset_images": {row["dataset"]: row.get("images") for row in result.per_dataset.to_dict("records")},
         "inputs": inputs,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -322,8 +322,9 @@ class Trainer:
         tensors = [p.detach() for p in self.trained_params]
         if self.ema is not None:
             tensors += [t.detach() for t in self.ema.module.state_dict().values() if t.is_floating_point()]
-        # One reduction per tensor, one sync at the end: cheap next to a training step.
-        return bool(torch.stack([t.float().abs().sum() for t in tensors]).sum().isfinite()) if tensors else True
+        # One max per tensor (a NaN propagates, a sum could overflow), one sync at the end: cheap next to a step.
+        peaks = [t.abs().amax().float() for t in tensors if t.numel()]
+        return bool(torch.stack(peaks).isfinite().all()) if peaks else True
 
     def _diverged(self, what: str, poisoned_step: int | None) -> TrainingDiverged:
         """The divergence error; `poisoned_step`: a checkpoint written at that step holds the weights that produced
@@ -345,8 +346,8 @@ class Trainer:
         )
 
     def save_last(self) -> None:
-        """Write `last.pt` from finite weights only; the checkpoint it replaces stays as `previous.pt` until the
-        next step has shown (by a finite loss) that the new weights are good."""
+        """Write `last.pt` from finite weights only. The checkpoint it replaces is kept as `previous.pt`: should the
+        next step's loss be non-finite, the new weights caused it and `previous.pt` becomes `last.pt` again."""
         if not self._weights_finite():
             raise self._diverged(f"training stopped at step {self.step}: the weights are no longer finite",
                                  poisoned_step=None)
@@ -355,6 +356,8 @@ class Trainer:
         if self.dist.is_main:
             if last.is_file():
                 keep_previous(last, self.checkpoint_dir / "previous.pt")
+            else:  # a fresh start: a previous.pt left from an older training is not this one's
+                (self.checkpoint_dir / "previous.pt").unlink(missing_ok=True)
             atomic_save(state, last)
         self.saved_step = self.step
 

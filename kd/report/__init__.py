@@ -65,9 +65,8 @@ def _incomplete_datasets(runset: RunSet) -> list[str]:
 
     notes = []
     for run in runset.runs:
-        for dataset, scores in (run.summary.get("datasets") or {}).items():
-            images = scores.get("images") if isinstance(scores, dict) else None
-            note = incomplete_note(dataset, int(images)) if isinstance(images, int) else None
+        for dataset, images in (run.summary.get("dataset_images") or {}).items():
+            note = incomplete_note(dataset, images) if isinstance(images, int) else None
             if note and note not in notes:
                 notes.append(note)
     return notes
