@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -301,6 +302,16 @@ def validate(config: RunConfig) -> None:
             raise KdError(f"{name}.schedule must be multistep, cosine or constant, got '{train.schedule}'.")
         if not 0.0 <= train.ema_decay < 1.0:
             raise KdError(f"{name}.ema_decay must be in [0, 1), got {train.ema_decay}.")
+        for key in ("lr", "weight_decay", "gamma", "min_lr", "grad_clip", "ema_decay"):
+            value = getattr(train, key)
+            if not math.isfinite(value) or value < 0:
+                raise KdError(f"{name}.{key} must be a finite number >= 0, got {value}.")
+        if train.lr == 0:
+            raise KdError(f"{name}.lr must be positive, got 0 (nothing would be learned).")
+        if not all(math.isfinite(beta) and 0 <= beta < 1 for beta in train.betas):
+            raise KdError(f"{name}.betas must be two numbers in [0, 1), got {list(train.betas)}.")
+        if not all(math.isfinite(m) and m > 0 for m in train.milestones):
+            raise KdError(f"{name}.milestones must be positive numbers, got {train.milestones}.")
         if train.ckpt_every < 1 or train.log_every < 1 or train.val_every < 0:
             raise KdError(f"{name}.ckpt_every and {name}.log_every must be >= 1, {name}.val_every >= 0.")
     if config.accel.precision not in ("fp32", "bf16"):
@@ -315,7 +326,9 @@ def validate(config: RunConfig) -> None:
 # ----------------------------------------------------------------------------------------------- identity
 
 
-def config_hash(config: RunConfig, length: int = 8) -> str:
+def config_hash(config: RunConfig, length: int = 8, inputs: dict[str, Any] | None = None) -> str:
+    """Hash of the result-relevant configuration; `inputs` (teacher weights, data fingerprints, method version, see
+    `kd.engine.identity`) are hashed with it when given."""
     data = to_dict(config)
     if config.method.name == "none":
         data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
@@ -327,15 +340,24 @@ def config_hash(config: RunConfig, length: int = 8) -> str:
         for part in parents:
             node = node.get(part, {})
         node.pop(leaf, None)
+    if inputs is not None:
+        data = {"config": data, "inputs": inputs}
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
-def run_id(config: RunConfig) -> str:
-    """Readable prefix plus a hash of everything that affects the result: the same command finds the same run."""
+def run_id(config: RunConfig, inputs: dict[str, Any] | None = None) -> str:
+    """Readable prefix plus a hash of everything that affects the result: the same command finds the same run.
+
+    `kd.engine.run.locate_run` passes the run's `inputs` (teacher weights, data, method version); without them the
+    hash covers the configuration only."""
+    return f"{run_prefix(config)}-{config_hash(config, inputs=inputs)}"
+
+
+def run_prefix(config: RunConfig) -> str:
+    """The readable part of the run id: student, method, teacher, scale, profile, seed."""
     teacher = config.teacher.arch if config.method.name != "none" and config.teacher.arch else "noteacher"
-    prefix = f"{config.student.arch}-{config.method.name}-{teacher}-x{config.scale}-{config.profile}-s{config.seed}"
-    return f"{prefix}-{config_hash(config)}"
+    return f"{config.student.arch}-{config.method.name}-{teacher}-x{config.scale}-{config.profile}-s{config.seed}"
 
 
 def dump_yaml(config: RunConfig) -> str:

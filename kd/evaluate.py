@@ -21,6 +21,7 @@ from torch import nn
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.metrics import METRIC_SPEC, psnr_y, quantize, ssim_y
+from kd.metrics.psnr_ssim import SSIM_WINDOW
 
 PER_DATASET_COLUMNS = ["model", "dataset", "scale", "images", "psnr_y", "ssim_y", "lpips", "lr_source", "seconds"]
 PER_IMAGE_COLUMNS = ["model", "dataset", "scale", "image", "psnr_y", "ssim_y", "lpips", "lr_source"]
@@ -121,6 +122,7 @@ def evaluate(
     from kd.data.benchmark import load_eval_images
     from kd.data.io import write_png
     from kd.data.registry import resolve_dataset
+    from kd.engine.services import resolve_device
     from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, build_lpips, lpips_rgb
 
     scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
@@ -129,7 +131,7 @@ def evaluate(
     _model_scale(model, scales)
     spec = getattr(model, "kd_spec", None)
     name = model_name or (spec["arch"] if spec else type(model).__name__)
-    device = torch.device(device)
+    device = torch.device(resolve_device(str(device)))
     notes: list[str] = []
     lpips_metric = build_lpips(device) if with_lpips else None
     if with_lpips and lpips_metric is None:
@@ -145,11 +147,18 @@ def evaluate(
                 for scale in scales:
                     started = time.perf_counter()
                     images = load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source)
+                    partial = incomplete_note(dataset, len(images))
+                    if partial and partial not in notes:
+                        notes.append(partial)
                     task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
                     rows = []
                     for image in images:
+                        if min(image.hr.shape[-2:]) - 2 * scale < SSIM_WINDOW:
+                            raise KdError(f"{image.path or image.name} is too small to score at x{scale}: the metrics "
+                                          f"crop {scale} px at each border and SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} "
+                                          "px after that; remove the image or use larger ones")
                         lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
-                        sr = forward_tiled(model, lr, scale, tile, tile_overlap)
+                        sr = _forward(model, lr, scale, tile, tile_overlap, image, f"{dataset} x{scale}")
                         if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
                             raise KdError(
                                 f"{name} returned {tuple(sr.shape[-3:])} for {dataset}/{image.name} x{scale}, "
@@ -186,6 +195,34 @@ def evaluate(
         lpips_variant=lpips_metric.variant.as_dict() if lpips_metric else None,
         notes=notes,
     )
+
+
+def incomplete_note(dataset: str, images: int) -> str | None:
+    """A note when a dataset holds fewer images than its published (reference) version."""
+    from kd.data.registry import resolve_dataset
+
+    info = resolve_dataset(dataset)
+    expected = info.image_count
+    if info.embedded or not expected or images >= expected:
+        return None
+    return (f"{dataset} holds {images} of its {expected} images: its scores are not comparable with published "
+            f"numbers (complete it with `kdbench data download {dataset}`)")
+
+
+def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, tile_overlap: int, image,
+             where: str) -> torch.Tensor:
+    """The network on one image; a failure names the image (too small for the network, out of memory, ...)."""
+    try:
+        return forward_tiled(model, lr, scale, tile, tile_overlap)
+    except (RuntimeError, ValueError, KdError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        at = f"{image.path or image.name} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]})"
+        if "out of memory" in first.lower():
+            message = f"out of memory on {at}: evaluate in tiles, e.g. --tile 128"
+        else:
+            message = (f"the network failed on {at}: {first}. If the image is too small for the network, remove it "
+                       "from the dataset or use larger images.")
+        raise KdError(message) from None
 
 
 def per_image_path(out: Path) -> Path:

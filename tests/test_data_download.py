@@ -254,16 +254,38 @@ def test_archive_without_expected_layout_is_refused(server, tmp_path):
     assert _tree(tmp_path / "data") == []
 
 
-def test_force_replaces_an_existing_install(server, tmp_path):
+def test_force_rewrites_the_archive_files_and_keeps_the_users(server, tmp_path):
     data = _tar(GOOD_MEMBERS)
     server.files["good.tar"] = data
     root = tmp_path / "data"
     (root / "Set5" / "HR").mkdir(parents=True)
     (root / "Set5" / "HR" / "old.png").write_bytes(b"old")
+    (root / "Set5" / "HR" / "baby.png").write_bytes(b"stale copy")
     download_dataset("Set5", root, sources=_source(server.url("good.tar"), data), downloads=tmp_path / "dl",
                      log=lambda m: None, force=True)
-    assert sorted(p.name for p in (root / "Set5" / "HR").iterdir()) == ["baby.png", "bird.png"]
+    assert sorted(p.name for p in (root / "Set5" / "HR").iterdir()) == ["baby.png", "bird.png", "old.png"]
+    assert (root / "Set5" / "HR" / "old.png").read_bytes() == b"old"  # not the archive's: never touched
+    assert (root / "Set5" / "HR" / "baby.png").read_bytes() != b"stale copy"
     assert [p.name for p in root.iterdir()] == ["Set5"]  # no staging or backup folder left
+
+
+def test_download_adds_only_missing_files(server, tmp_path):
+    """Set14 missing, Set5 there with the user's own file: Set14 is installed, Set5 keeps every file it had."""
+    data = _tar({**GOOD_MEMBERS, "pack/Set14/HR/comic.png": _png_bytes(4, 12, 12)})
+    server.files["good.tar"] = data
+    rules = ((r"pack/(?P<ds>Set5|Set14)/HR/(?P<stem>[^/]+)\.png", "{ds}/HR/{stem}.png"),)
+    archive = Archive(server.url("good.tar"), "good.tar", rules, sha256=hashlib.sha256(data).hexdigest())
+    sources = {"benchmark": DownloadSource("benchmark", ("Set5", "Set14"), (archive,))}
+    root = tmp_path / "data"
+    (root / "Set5" / "HR").mkdir(parents=True)
+    (root / "Set5" / "HR" / "baby.png").write_bytes(b"mine")
+    (root / "Set5" / "HR" / "my_own.png").write_bytes(b"notes")
+    messages: list[str] = []
+    download_dataset("Set5", root, sources=sources, downloads=tmp_path / "dl", log=messages.append)
+    assert (root / "Set5" / "HR" / "baby.png").read_bytes() == b"mine"
+    assert (root / "Set5" / "HR" / "my_own.png").read_bytes() == b"notes"
+    assert (root / "Set5" / "HR" / "bird.png").is_file() and (root / "Set14" / "HR" / "comic.png").is_file()
+    assert any("2 files added" in m and "kept 1 files" in m for m in messages)
 
 
 def test_installed_dataset_loads_as_eval_pairs(server, tmp_path, monkeypatch):

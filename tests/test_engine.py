@@ -17,6 +17,7 @@ from kd.cli import main
 from kd.config import TrainConfig, from_dict, parse_override, read_config_file, resolve, run_id
 from kd.engine import Services, Trainer, TrainingDiverged, TrainingInterrupted, execute_run
 from kd.engine.checkpoint import load_checkpoint
+from kd.engine.run import locate_run
 from kd.engine.ema import ModelEma
 from kd.engine.schedule import lr_at
 from kd.errors import KdError
@@ -185,7 +186,9 @@ def test_nan_stops_naming_step_and_term(tmp_path):
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     assert "step 3" in str(info.value) and "'bad'" in str(info.value) and "nan" in str(info.value)
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+    # The step-2 weights produced the NaN at step 3: the checkpoint before them is the one kept.
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    assert "step 1" in str(info.value)
 
 
 def test_ctrl_c_saves_and_stops_cleanly(tmp_path):
@@ -245,7 +248,7 @@ def test_run_writes_a_complete_record_and_reports_when_finished(tmp_path, monkey
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     config = _run_config()
     record = execute_run(config, out_dir=tmp_path / "runs", services=_services(), progress=False)
-    run_dir = tmp_path / "runs" / run_id(config)
+    run_dir = locate_run(config, tmp_path / "runs", _services())
     assert record.run_dir == run_dir and not record.already_finished
     for name in ("config.yaml", "environment.json", "metrics.jsonl", "student.pt", "summary.json",
                  "checkpoints/last.pt", "checkpoints/best.pt", "eval/per_image.csv", "eval/per_dataset.csv",

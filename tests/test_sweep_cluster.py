@@ -45,9 +45,9 @@ def test_preempted_job_requeues_itself():
 def test_run_trained_elsewhere_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     config = resolve([profile_layer("smoke"), ("test", {"method": {"name": "none"}})])
-    from kd.config import run_id
+    from kd.engine.run import locate_run
 
-    run_dir = tmp_path / "runs" / run_id(config)
+    run_dir = locate_run(config, tmp_path / "runs")
     run_dir.mkdir(parents=True)
     with open(run_dir / ".lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from rich.console import Console
 
-from kd.errors import KdError
+from kd.errors import describe_failure
 from kd.messages import say
 
 # Modules of kd.cli that add sub-commands, in the order they appear in --help.
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kdbench",
         description="Knowledge-distillation benchmark for single-image super-resolution.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also "
+                        "KDBENCH_DEBUG=1); accepted anywhere on the command line")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"kd.cli.{name}").register(subparsers)
@@ -30,21 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("KDBENCH_DEBUG", "") not in ("", "0")
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for relaunching the same command (--nproc)
+    args = parser.parse_args([item for item in argv if item != "--debug"])
+    args.argv = argv  # for relaunching the same command (--nproc)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     err = Console(stderr=True)
     try:
         return int(args.handler(args) or 0)
-    except KdError as exc:
-        say(err, str(exc), "error")
-        return 2
     except KeyboardInterrupt:
         say(err, "interrupted", "warning")
         return 130
+    except Exception as exc:  # the error boundary: one line naming the culprit; the traceback only on request
+        if debug:
+            traceback.print_exc()
+        message, code = describe_failure(exc)
+        say(err, message, "error")
+        return code
 
 
 if __name__ == "__main__":

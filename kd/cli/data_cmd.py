@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kd.messages import say
 
@@ -62,13 +63,13 @@ def list_command(args: argparse.Namespace) -> int:
     from kd.data.roots import resolve_data_root
 
     root = resolve_data_root(args.data_root)
-    table = Table(title=f"kdbench datasets · data root {root}")
+    table = Table(title=Text(f"kdbench datasets · data root {root}"))  # Text: a path's [..] is not markup
     for column in ("name", "aliases", "role", "present", "where", "images"):
         table.add_column(column, overflow="fold")
     for info in list_datasets():
         present, where, count = _where(info, root)
         style = "green" if present == "yes" else "dim"
-        table.add_row(info.name, ", ".join(info.aliases), info.role, f"[{style}]{present}[/]", where, count)
+        table.add_row(info.name, ", ".join(info.aliases), info.role, Text(present, style=style), Text(where), count)
     Console().print(table)
     return 0
 

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (default runs/)")
     parser.add_argument("--out", type=Path, help="output folder (default reports/<name of --runs>)")
+    parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (a folder "
+                        "kdbench did not write is never replaced)")
     parser.add_argument("--title", help="page title")
     parser.add_argument("--visual-images", type=int, default=2, help="evaluation images in the visual comparison")
     parser.set_defaults(handler=run_report)
@@ -32,10 +34,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.visual_images < 0:
         raise KdError(f"--visual-images must be >= 0, got {args.visual_images}")
     out = args.out or Path("reports") / (args.runs.resolve().name or "report")
-    if out.exists() and not out.is_dir():
-        raise KdError(f"--out {out} is a file; give a folder for the report")
     err = Console(stderr=True)
-    report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images)
+    report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
     console = Console()
     for table in report.rich_tables():
         console.print(table)

@@ -20,14 +20,17 @@ def results_command(args: argparse.Namespace) -> int:
         if not args.out:
             raise KdError("--format parquet writes a file: give --out FILE.parquet.")
         check_parquet_support()  # before reading every run
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CorruptRunWarning)
-        frame = load_runs(args.runs, include_unfinished=args.include_unfinished)
-    for warning in caught:
-        if issubclass(warning.category, CorruptRunWarning):
-            say(err, str(warning.message), "warning")
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CorruptRunWarning)
+            frame = load_runs(args.runs, include_unfinished=args.include_unfinished)
+    finally:  # also when no run is left: the damaged ones are why
+        for warning in caught:
+            if issubclass(warning.category, CorruptRunWarning):
+                say(err, str(warning.message), "warning")
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     frame = filter_runs(frame, args.filters)
 
     if args.out:

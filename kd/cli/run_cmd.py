@@ -133,7 +133,8 @@ def run_command(args: argparse.Namespace) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress)
+        record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress,
+                             restart=args.restart)
     except TrainingInterrupted as stop:
         err.print(
             f"[yellow]interrupted at step {stop.step}[/]: checkpoint saved; run the same command again to resume.",
@@ -167,5 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the cached zoo teacher, trained first when missing")
     parser.add_argument("--method", help="distillation method (see `kdbench list methods`; default: none)")
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    parser.add_argument("--restart", action="store_true", help="discard this run's checkpoints, metrics and "
+                        "evaluation and train it from scratch (e.g. after a damaged checkpoint)")
     add_config_arguments(parser)
     parser.set_defaults(handler=run_command)

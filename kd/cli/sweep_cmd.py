@@ -8,6 +8,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kd.errors import KdError
 from kd.messages import say
@@ -27,14 +28,14 @@ def _duration(seconds: float | None) -> str:
 
 
 def _plan_table(plans, title: str) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    table = Table(title=Text(title), box=box.SIMPLE_HEAVY)  # Text: paths in the title and errors are not markup
     for name in ("#", "student", "teacher", "method", "scale", "seed", "run id", "status", "est. time"):
         table.add_column(name, justify="right" if name in ("#", "scale", "seed", "est. time") else "left",
                          overflow="fold", no_wrap=name in ("run id", "est. time"))
     for i, plan in enumerate(plans, 1):
         cell = plan.cell
         if plan.status == "invalid":
-            status = f"[red]invalid[/]: {plan.error}"
+            status = Text.assemble(("invalid", "red"), f": {plan.error}")
         elif plan.status == "partial":
             status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
         else:

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
 from kd.messages import say
@@ -15,7 +16,7 @@ from kd.messages import say
 def train_command(args: argparse.Namespace) -> int:
     from kd.engine.distributed import from_environment
     from kd.engine.services import resolve_device
-    from kd.engine.teachers import train_teacher, zoo_dir
+    from kd.engine.teachers import complete_entry, train_teacher, zoo_dir
     from kd.models import get_entry
 
     flags: dict[str, Any] = {"teacher": {"arch": args.teacher}}
@@ -33,13 +34,13 @@ def train_command(args: argparse.Namespace) -> int:
     dist = from_environment(resolve_device(config.device))
     err = Console(stderr=True, quiet=not dist.is_main)
     folder = zoo_dir(config)
-    if (folder / "teacher.pt").is_file() and not args.retrain:
+    if complete_entry(folder) and not args.retrain:
         say(err, f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again")
         return 0
     if args.retrain and dist.is_main:
         for name in ("teacher.pt", "teacher.json", "metrics.jsonl"):
             (folder / name).unlink(missing_ok=True)
-        for name in ("last.pt", "best.pt"):
+        for name in ("last.pt", "previous.pt", "best.pt"):
             (folder / "checkpoints" / name).unlink(missing_ok=True)
     say(err, f"training teacher {folder.name} ({config.teacher.train.steps} steps) into {folder}")
     _, info = train_teacher(config, console=err, progress=not args.no_progress and dist.is_main, dist=dist)
@@ -58,12 +59,15 @@ def train_command(args: argparse.Namespace) -> int:
 def list_command(args: argparse.Namespace) -> int:
     from kd.engine.teachers import list_zoo, zoo_root
 
-    entries = list_zoo()
+    damaged: list[str] = []
+    entries = list_zoo(damaged)
     console = Console()
+    for message in damaged:
+        say(Console(stderr=True), message, "warning")
     if not entries:
         say(console, f"no cached teachers in {zoo_root()}")
         return 0
-    table = Table(title=f"teacher zoo ({zoo_root()})")
+    table = Table(title=Text(f"teacher zoo ({zoo_root()})"))  # Text: a path's [..] is not markup
     table.add_column("key", no_wrap=True)
     for column in ("steps", "train s", "eval PSNR-Y"):
         table.add_column(column)

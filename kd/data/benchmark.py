@@ -22,6 +22,7 @@ class EvalImage:
     hr: torch.Tensor  # uint8 (3, H', W'), modcropped to the scale
     lr: torch.Tensor  # uint8 (3, H'/s, W'/s)
     lr_source: str  # "shipped" (MATLAB files on disk) or "generated" (our MATLAB-style imresize)
+    path: Path | None = None  # the HR file
 
 
 def load_eval_images(
@@ -53,7 +54,7 @@ def _eval_image(files: DatasetFiles, hr_path: Path, scale: int, lr_source: str) 
     if shipped is not None:
         lr = read_image(shipped)
         if tuple(lr.shape[-2:]) == lr_size:
-            return EvalImage(hr_path.stem, hr, lr, "shipped")
+            return EvalImage(hr_path.stem, hr, lr, "shipped", hr_path)
         mismatch = (
             f"{shipped} is {lr.shape[-1]}x{lr.shape[-2]} but modcrop({hr_path.name}, {scale}) / {scale} is "
             f"{lr_size[1]}x{lr_size[0]}"
@@ -66,4 +67,4 @@ def _eval_image(files: DatasetFiles, hr_path: Path, scale: int, lr_source: str) 
             raise KdError(f"dataset {files.name} has no shipped LR files; use lr_source 'auto' or 'generated'")
         expected = files.directory / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}.png"
         raise KdError(f"no shipped LR for {hr_path.name} at x{scale}: expected {expected}")
-    return EvalImage(hr_path.stem, hr, generated_lr(files, hr_path, hr, scale), "generated")
+    return EvalImage(hr_path.stem, hr, generated_lr(files, hr_path, hr, scale), "generated", hr_path)

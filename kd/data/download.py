@@ -154,6 +154,8 @@ def download_dataset(
     """Download and install the source that provides dataset `name`; returns the dataset folders installed.
 
     All datasets of that source are installed (e.g. Set5 brings Set14, B100 and Urban100 from the same archive).
+    Only missing files are added: a file already in place is kept (with `force`, a file of the archive is written
+    again), and nothing else in the dataset folders is ever removed or replaced.
     `sources` replaces the built-in table (tests), `downloads` the archive folder (default `cache_dir()/downloads`).
     """
     log = log or (lambda message: print(message, file=sys.stderr))
@@ -190,15 +192,19 @@ def download_dataset(
             hr = staging / ds / "HR"
             if not hr.is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in hr.iterdir()):
                 raise KdError(f"the archives of source '{source.name}' hold no HR images for {ds}: unexpected layout")
-        installed = [_move_into_place(staging / ds, root / ds) for ds in source.datasets]
+        added, kept = 0, 0
+        for ds in source.datasets:
+            new, old = _install_missing(staging / ds, root / ds, force)
+            added, kept = added + new, kept + old
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_root:
             _remove_if_empty(root)
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    log(f"installed {', '.join(source.datasets)} in {root}")
-    return installed
+    also = f"; kept {kept} files already there (--force writes the archive's files again)" if kept else ""
+    log(f"installed {', '.join(source.datasets)} in {root}: {added} files added{also}")
+    return [root / ds for ds in source.datasets]
 
 
 def fetch_archive(
@@ -437,19 +443,19 @@ def _target(name: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
     return None
 
 
-def _move_into_place(built: Path, target: Path) -> Path:
-    if not target.exists():
-        os.replace(built, target)
-        return target
-    old = target.with_name(f".kdbench-old-{target.name}-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(built, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+def _install_missing(built: Path, target: Path, force: bool) -> tuple[int, int]:
+    """Move each file of `built` to the same place under `target` unless one is there already (or `force`);
+    returns (added, kept). Files under `target` that the archive does not hold are never touched."""
+    added = kept = 0
+    for path in sorted(p for p in built.rglob("*") if p.is_file()):
+        destination = target / path.relative_to(built)
+        if destination.exists() and not force:
+            kept += 1
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, destination)
+        added += 1
+    return added, kept
 
 
 def _remove_if_empty(folder: Path) -> None:

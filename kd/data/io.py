@@ -6,6 +6,7 @@ holds (grey, palette, RGBA, 16-bit). Files are written with `write_png`, atomica
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from kd.errors import KdError
 from kd.fileio import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
+MAX_PIXELS_ENV = "KDBENCH_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
 
 # Pillow decodes 16-bit RGB(A) PNGs by keeping only the high byte. Decoding the same data a second time with the
 # little-endian raw mode (same bytes per pixel, so the same PNG unfiltering) yields the low bytes instead.
@@ -32,14 +35,45 @@ def read_image(path: Path | str) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise KdError(f"image file not found: {path}")
+    limit = max_pixels()
     try:
-        with Image.open(path) as im:
-            array = _decode(im, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            with Image.open(path) as im:
+                _check_size(im.size, path, limit)
+                array = _decode(im, path)
     except KdError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise KdError(f"image {path} is too large to decode safely ({exc}); kdbench reads images up to "
+                      f"{limit:,} pixels (${MAX_PIXELS_ENV}).") from None
+    except MemoryError:
+        raise KdError(f"not enough memory to decode image {path}; lower ${MAX_PIXELS_ENV} or free memory.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise KdError(f"cannot read image {path}: {exc} (the file is corrupt, truncated or not an image)") from exc
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def max_pixels() -> int:
+    """Largest image (width x height) kdbench decodes: `$KDBENCH_MAX_PIXELS`, default 100 million."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(value))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise KdError(f"${MAX_PIXELS_ENV} must be a positive number of pixels, got '{value}'.")
+    return limit
+
+
+def _check_size(size: tuple[int, int], path: Path, limit: int) -> None:
+    """The header's size, before any pixel is decoded: a tiny file may declare a huge image."""
+    width, height = size
+    if width * height > limit:
+        raise KdError(f"image {path} declares {width}x{height} = {width * height:,} pixels, over kdbench's limit of "
+                      f"{limit:,}; shrink or crop it, or raise the limit with ${MAX_PIXELS_ENV}=N.")
 
 
 def _decode(im: Image.Image, path: Path) -> np.ndarray:

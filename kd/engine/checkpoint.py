@@ -24,3 +24,15 @@ def load_checkpoint(path: str | Path) -> Any:
         raise KdError(f"checkpoint '{path}' not found.") from None
     except Exception as exc:  # a truncated or foreign file: say which one
         raise KdError(f"checkpoint '{path}' could not be read ({type(exc).__name__}: {exc}).") from None
+
+
+def check_resumable(path: Path, remedy: str) -> None:
+    """A training checkpoint that exists must be readable; otherwise say how to start over (`remedy`)."""
+    if not path.is_file():
+        return
+    try:
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or "step" not in state:
+            raise KdError(f"checkpoint '{path}' is not a kdbench training checkpoint.")
+    except KdError as exc:
+        raise KdError(f"{exc} It cannot be resumed: {remedy}.") from None

@@ -36,18 +36,26 @@ from torch import nn
 
 from kd.config import RunConfig, config_hash, dump_yaml, run_id
 from kd.engine.accel import plan_accel
-from kd.engine.checkpoint import atomic_save, load_checkpoint
+from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
+from kd.engine.identity import run_inputs
 from kd.engine.progress import RichProgress
 from kd.engine.services import LazyBatches, Services, resolve_device
-from kd.engine.teachers import load_teacher_checkpoint, teacher_preset, zoo_teacher
+from kd.engine.teachers import (
+    build_teacher,
+    ensure_zoo_teacher,
+    load_teacher_checkpoint,
+    read_zoo_info,
+    teacher_preset,
+    zoo_dir,
+)
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
-from kd.models import create, get_entry
+from kd.models import create, get_entry, load_official
 
 HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
 
@@ -147,6 +155,44 @@ def _write_eval_spec(result: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(_clean(spec), indent=2, default=str) + "\n")
 
 
+def locate_run(config: RunConfig, out_dir: str | Path, services: Services | None = None) -> Path:
+    """`<out_dir>/<run id>`: the id hashes the configuration and the run's inputs (`kd.engine.identity`)."""
+    strict = (services or Services()).reads_datasets
+    return Path(out_dir) / run_id(config, run_inputs(config, strict=strict))
+
+
+def finished_summary(run_dir: Path, console: Console | None = None) -> dict[str, Any] | None:
+    """The run's summary, or None when it is unfinished; a damaged summary counts as unfinished (with a warning):
+    running the same command evaluates the run again from its final checkpoint and rewrites it."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict) or not isinstance(summary.get("datasets"), dict):
+            raise ValueError("not a kdbench run summary")
+    except (OSError, ValueError) as exc:
+        if console is not None:
+            say(console, f"{path} is damaged ({type(exc).__name__}: {exc}); the run is evaluated again from its "
+                         "last checkpoint and the summary rewritten", "warning")
+        return None
+    return summary
+
+
+# Files `execute_run` writes in a run folder; `--restart` and the clean-up of a failed start remove only these.
+RUN_FILES = ("summary.json", "student.pt", "metrics.jsonl", "config.yaml", "environment.json", "inputs.json",
+             "checkpoints/last.pt", "checkpoints/previous.pt", "checkpoints/best.pt", "eval/per_image.csv",
+             "eval/per_dataset.csv", "eval/spec.json")
+
+
+def _remove_run_files(run_dir: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (run_dir / "checkpoints", run_dir / "eval"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: a file kdbench did not write keeps its folder
+
+
 def execute_run(
     config: RunConfig,
     *,
@@ -155,16 +201,14 @@ def execute_run(
     console: Console | None = None,
     progress: bool = True,
     dist: DistContext | None = None,
+    restart: bool = False,
 ) -> RunRecord:
+    """Train, evaluate and record one run, or return the record of the finished one. `restart`: discard the run's
+    training state (checkpoints, metrics, evaluation) and train it from scratch."""
     services = services or Services()
     out_dir = Path(out_dir)
-    rid = run_id(config)
-    run_dir = out_dir / rid
-    summary_path = run_dir / "summary.json"
     check_names(config)
     check_writable(out_dir)
-    if summary_path.is_file():
-        return RunRecord(run_dir, json.loads(summary_path.read_text(encoding="utf-8")), already_finished=True)
     device = resolve_device(config.device)
     dist = dist or from_environment(device)
     device = rank_device(device, dist)
@@ -172,10 +216,32 @@ def execute_run(
     progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    if get_method(config.method.name).needs_teacher:
+        if config.teacher.ckpt:
+            if not Path(config.teacher.ckpt).is_file():
+                raise KdError(f"teacher checkpoint '{config.teacher.ckpt}' (--teacher-ckpt) not found.")
+        else:  # the run id covers the teacher's weights: they must exist first
+            ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
+    inputs = run_inputs(config, strict=services.reads_datasets)  # a missing dataset: reported before any work
+    run_dir = out_dir / run_id(config, inputs)
+    summary = finished_summary(run_dir, console if not restart else None)
+    if summary is not None and not restart:
+        return RunRecord(run_dir, summary, already_finished=True)
+    created = not run_dir.exists()
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
-        return _train_and_record(config, run_dir, services, console, progress, dist, device)
+    try:
+        with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
+            if restart and dist.is_main:
+                _remove_run_files(run_dir, RUN_FILES)
+                say(console, f"--restart: discarded the training state of run {run_dir.name}")
+            return _train_and_record(config, run_dir, inputs, services, console, progress, dist, device)
+    except BaseException:
+        if created and dist.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
+            _remove_run_files(run_dir, (*RUN_FILES, ".lock"))
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # a failed start leaves no empty run folder behind
+        raise
 
 
 @contextlib.contextmanager
@@ -196,16 +262,19 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _train_and_record(config: RunConfig, run_dir: Path, services: Services, console: Console, progress: bool,
-                      dist: DistContext, device: str) -> RunRecord:
+def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], services: Services,
+                      console: Console, progress: bool, dist: DistContext, device: str) -> RunRecord:
     rid = run_dir.name
     summary_path = run_dir / "summary.json"
+    check_resumable(run_dir / "checkpoints" / "last.pt",
+                    f"run the same command with --restart to train run {rid} from scratch")
     if dist.is_main:
         resuming = (run_dir / "checkpoints" / "last.pt").is_file()
         processes = f" on {dist.world_size} processes" if dist.enabled else ""
         say(console, f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}")
         atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
+        atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=2) + "\n")
 
     method_cls = get_method(config.method.name)
     teacher, teacher_info = None, None
@@ -214,10 +283,11 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
             teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
         else:
-            teacher, zoo_info = zoo_teacher(config, services=services, console=console, progress=progress,
-                                            dist=dist)
-            teacher = teacher.to(device)
+            folder = zoo_dir(config)
+            zoo_info = read_zoo_info(folder)
+            teacher = load_official(build_teacher(config), folder / "teacher.pt").to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
+        teacher_info["sha256"] = (inputs.get("teacher") or {}).get("sha256")
         teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
 
     # Seed right before each construction so the student's initial weights depend on the seed only (paired
@@ -262,6 +332,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
         with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
     )
+    for note in getattr(result, "notes", []):
+        say(console, note, "note")
     _write_eval_spec(result, run_dir / "eval" / "spec.json")
     _write_csv(result.per_image, run_dir / "eval" / "per_image.csv")
     _write_csv(result.per_dataset, run_dir / "eval" / "per_dataset.csv")
@@ -288,6 +360,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
             row["dataset"]: {"psnr_y": row["psnr_y"], "ssim_y": row["ssim_y"], "lpips": row["lpips"]}
             for row in result.per_dataset.to_dict("records")
         },
+        "dataset_images": {row["dataset"]: row.get("images") for row in result.per_dataset.to_dict("records")},
+        "inputs": inputs,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(summary_path, json.dumps(_clean(summary), indent=2) + "\n")

@@ -37,6 +37,11 @@ class Services:
     # (model, datasets, scale, data_root=, with_lpips=, progress=, model_name=) -> kd.evaluate.EvalResult
     evaluate: Callable[..., Any] = default_evaluate
 
+    @property
+    def reads_datasets(self) -> bool:
+        """The default data and evaluation functions, which read the configured datasets from disk."""
+        return self.make_batches is default_batches and self.evaluate is default_evaluate
+
     def validator(self, config: RunConfig, device: str, model_name: str) -> Callable[[nn.Module], float] | None:
         """Mean PSNR-Y on `eval.val_dataset` (no LPIPS, no progress bar), or None when validation is off."""
         if not config.eval.val_dataset:
@@ -60,10 +65,16 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KdError(f"device '{name}' requested (device=...) but CUDA is not available; use device=cpu.")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise KdError(f"device must be auto, cpu or cuda[:N], got '{name}'.")
+    if not (name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise KdError(f"device (--device / device=...) must be auto, cpu or cuda[:N], got '{name}'.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KdError(f"device '{name}' requested (--device / device=...) but CUDA is not available (no GPU "
+                          "visible or torch built without CUDA); use cpu.")
+        index = int(name[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise KdError(f"device '{name}' requested (--device / device=...) but only {torch.cuda.device_count()} "
+                          "GPU(s) are visible; use cuda:0 or cpu.")
     return name
 
 

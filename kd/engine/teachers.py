@@ -68,13 +68,50 @@ def load_teacher_checkpoint(config: RunConfig, path: str | Path) -> nn.Module:
     return load_official(build_teacher(config), path)
 
 
-def list_zoo() -> list[dict[str, Any]]:
+REBUILD_HINT = ("the next `kdbench run` or `kdbench teacher train` that uses this teacher rebuilds it from the "
+                "entry's training checkpoint")
+
+
+def read_zoo_info(folder: Path) -> dict[str, Any]:
+    """`teacher.json` of a zoo entry; a damaged one raises `KdError` naming it."""
+    meta = folder / "teacher.json"
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("key"), str):
+            raise ValueError("not a kdbench teacher record")
+        float(info["train_seconds"]), int(info["steps"])
+        for scores in dict(info.get("eval") or {}).values():
+            float(scores["psnr_y"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KdError(f"zoo entry {folder}: teacher.json is damaged ({type(exc).__name__}: {exc}); "
+                      f"{REBUILD_HINT}.") from None
+    return info
+
+
+def complete_entry(folder: Path) -> bool:
+    """An entry with weights and a readable record; anything less is (re)built by `train_teacher`."""
+    if not (folder / "teacher.pt").is_file():
+        return False
+    try:
+        read_zoo_info(folder)
+    except KdError:
+        return False
+    return True
+
+
+def list_zoo(damaged: list[str] | None = None) -> list[dict[str, Any]]:
+    """The readable entries; a damaged one is left out, with its message appended to `damaged`."""
     root = zoo_root()
     if not root.is_dir():
         return []
     entries = []
     for meta in sorted(root.glob("*/teacher.json")):
-        info = json.loads(meta.read_text(encoding="utf-8"))
+        try:
+            info = read_zoo_info(meta.parent)
+        except KdError as exc:
+            if damaged is not None:
+                damaged.append(str(exc))
+            continue
         info["path"] = str(meta.parent / "teacher.pt")
         entries.append(info)
     return entries
@@ -149,20 +186,34 @@ def _entry_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def ensure_zoo_teacher(
+    config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True,
+    dist: DistContext = SINGLE,
+) -> Path:
+    """The zoo entry's folder for this configuration, training (or rebuilding) the teacher first when needed."""
+    console = console or Console(stderr=True)
+    folder = zoo_dir(config)
+    # Only rank 0 takes the lock: the other ranks wait for it at the barrier, then decide as it does.
+    with _entry_lock(folder) if dist.is_main else contextlib.nullcontext():
+        dist.barrier()
+        if complete_entry(folder):
+            say(console, f"using cached teacher {folder.name} ({folder / 'teacher.pt'})")
+            return folder
+        if (folder / "teacher.pt").is_file():
+            say(console, f"zoo entry {folder}: teacher.json is damaged; rebuilding it from the training checkpoint",
+                "warning")
+        else:
+            say(console, f"teacher {folder.name} is not in the zoo: training it first "
+                         f"({config.teacher.train.steps} steps; cached in {folder})")
+        train_teacher(config, services=services, console=console, progress=progress, dist=dist)
+    return folder
+
+
 def zoo_teacher(
     config: RunConfig, *, services: Services | None = None, console: Console | None = None, progress: bool = True,
     dist: DistContext = SINGLE,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The cached teacher for this configuration, training it first when the zoo does not have it."""
     console = console or Console(stderr=True)
-    folder = zoo_dir(config)
-    weights, meta = folder / "teacher.pt", folder / "teacher.json"
-    # Only rank 0 takes the lock: the other ranks wait for it at the barrier, then decide as it does.
-    with _entry_lock(folder) if dist.is_main else contextlib.nullcontext():
-        dist.barrier()
-        if weights.is_file() and meta.is_file():
-            say(console, f"using cached teacher {folder.name} ({weights})")
-            return load_official(build_teacher(config), weights), json.loads(meta.read_text(encoding="utf-8"))
-        say(console, f"teacher {folder.name} is not in the zoo: training it first "
-                     f"({config.teacher.train.steps} steps; cached in {folder})")
-        return train_teacher(config, services=services, console=console, progress=progress, dist=dist)
+    folder = ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
+    return load_official(build_teacher(config), folder / "teacher.pt"), read_zoo_info(folder)

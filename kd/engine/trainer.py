@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -42,7 +43,9 @@ HEALTH_EVERY_LOGS = 10  # method health is measured at step 0 and every log_ever
 
 
 class TrainingDiverged(KdError):
-    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+    """A loss term or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1  # the run failed (not a usage mistake)
 
 
 class TrainingInterrupted(Exception):
@@ -51,6 +54,19 @@ class TrainingInterrupted(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"interrupted at step {step}")
         self.step = step
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make `previous` a copy of `path` (a hard link when the file system has them) without ever removing `path`."""
+    tmp = previous.with_name(f".{previous.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 class Progress(Protocol):
@@ -259,15 +275,8 @@ class Trainer:
         values = dict(zip([*terms, "loss"], logged.tolist()))
         for name, value in values.items():
             if not math.isfinite(value):
-                kept = (
-                    f"the last good checkpoint (step {self.saved_step}) is kept in {self.checkpoint_dir / 'last.pt'}"
-                    if self.saved_step is not None
-                    else "no checkpoint had been written yet"
-                )
-                raise TrainingDiverged(
-                    f"training stopped at step {index + 1}: loss term '{name}' is {value}; {kept}. "
-                    "Lower train.lr or the term's weight (method.weights.<term>) and run again."
-                )
+                raise self._diverged(f"training stopped at step {index + 1}: loss term '{name}' is {value}",
+                                     poisoned_step=index)
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -337,10 +346,47 @@ class Trainer:
         self.step = int(state["step"])
         self.saved_step = self.step
 
+    def _weights_finite(self) -> bool:
+        tensors = [p.detach() for p in self.trained_params]
+        if self.ema is not None:
+            tensors += [t.detach() for t in self.ema.module.state_dict().values() if t.is_floating_point()]
+        # One max per tensor (a NaN propagates, a sum could overflow), one sync at the end: cheap next to a step.
+        peaks = [t.abs().amax().float() for t in tensors if t.numel()]
+        return bool(torch.stack(peaks).isfinite().all()) if peaks else True
+
+    def _diverged(self, what: str, poisoned_step: int | None) -> TrainingDiverged:
+        """The divergence error; `poisoned_step`: a checkpoint written at that step holds the weights that produced
+        the non-finite values, so the one before it becomes `last.pt` again."""
+        last, previous = self.checkpoint_dir / "last.pt", self.checkpoint_dir / "previous.pt"
+        if poisoned_step is not None and self.saved_step == poisoned_step:
+            self.saved_step = None
+            if self.dist.is_main and previous.is_file():
+                self.saved_step = int(load_checkpoint(previous)["step"])
+                os.replace(previous, last)
+            elif self.dist.is_main:
+                last.unlink(missing_ok=True)
+        kept = (f"the last good checkpoint (step {self.saved_step}, finite weights and loss) is kept in {last}"
+                if self.saved_step is not None else "no good checkpoint had been written yet")
+        return TrainingDiverged(
+            f"{what}; {kept}. Lower train.lr (now {self.train.lr:g}, e.g. --set train.lr={self.train.lr / 10:g}), "
+            "set train.grad_clip, or lower the term's weight (method.weights.<term>); a changed configuration "
+            "starts a new run."
+        )
+
     def save_last(self) -> None:
+        """Write `last.pt` from finite weights only. The checkpoint it replaces is kept as `previous.pt`: should the
+        next step's loss be non-finite, the new weights caused it and `previous.pt` becomes `last.pt` again."""
+        if not self._weights_finite():
+            raise self._diverged(f"training stopped at step {self.step}: the weights are no longer finite",
+                                 poisoned_step=None)
         state = self.state_dict()
+        last = self.checkpoint_dir / "last.pt"
         if self.dist.is_main:
-            atomic_save(state, self.checkpoint_dir / "last.pt")
+            if last.is_file():
+                keep_previous(last, self.checkpoint_dir / "previous.pt")
+            else:  # a fresh start: a previous.pt left from an older training is not this one's
+                (self.checkpoint_dir / "previous.pt").unlink(missing_ok=True)
+            atomic_save(state, last)
         self.saved_step = self.step
 
     def _save_best(self, psnr: float) -> None:

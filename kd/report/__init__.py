@@ -7,18 +7,26 @@ results.csv and figures/ (PNG + SVG), built in a temporary folder and moved into
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from kd.errors import KdError
+from kd.fileio import current_umask
 from kd.report.render import ReportContent, TableSection, rich_summary, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
 from kd.report.tables import comparison_table, missing_baselines, reconstructed_methods
 
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
+
+REPORT_MARKER = ".kdbench-report"  # in every report folder: the folders `build_report` may replace
 
 
 @dataclass
@@ -50,19 +58,70 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     return text
 
 
+def _incomplete_datasets(runset: RunSet) -> list[str]:
+    """Datasets evaluated on fewer images than their reference version (the report compares with published
+    numbers)."""
+    from kd.evaluate import incomplete_note
+
+    notes = []
+    for run in runset.runs:
+        for dataset, images in (run.summary.get("dataset_images") or {}).items():
+            note = incomplete_note(dataset, images) if isinstance(images, int) else None
+            if note and note not in notes:
+                notes.append(note)
+    return notes
+
+
+def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
+    """A report replaces only a new folder, an empty one or (with `force`) an earlier kdbench report: never the
+    runs, nor a folder that holds anything kdbench did not write there."""
+    runs, out = runs_dir.resolve(), out_dir.resolve()
+    if out == runs or out.is_relative_to(runs):
+        raise KdError(f"--out {out_dir} is inside --runs {runs_dir}: the report would replace runs; give an --out "
+                      "folder outside the runs folder (e.g. reports/NAME).")
+    if runs.is_relative_to(out):
+        raise KdError(f"--out {out_dir} contains --runs {runs_dir}: replacing it would delete the runs; give an "
+                      "--out folder of its own (e.g. reports/NAME).")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise KdError(f"--out {out_dir} is a file; give a folder for the report.")
+    if (out / REPORT_MARKER).is_file():
+        if not force:
+            raise KdError(f"--out {out_dir} holds an earlier kdbench report; add --force to replace it, or give "
+                          "another --out folder.")
+    elif any(out.iterdir()):
+        raise KdError(f"--out {out_dir} is a folder that kdbench did not write (no {REPORT_MARKER} in it); kdbench "
+                      "replaces only its own reports: give a new or empty --out folder.")
+
+
+@contextlib.contextmanager
+def _out_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive lock on the folder that holds the report folder (no lock file left behind): concurrent reports
+    replace their folders one at a time."""
+    fd = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None = None,
-                 visual_images: int = 2) -> Report:
+                 visual_images: int = 2, force: bool = False) -> Report:
+    """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report."""
     from kd.reference_data import published_results
     from kd.report import health, plots, visual
 
+    out_dir = Path(out_dir)
+    check_out_dir(Path(runs_dir), out_dir, force)
     runset = scan_runs(runs_dir)
     table = comparison_table(runset)
-    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         fig_dir = work / "figures"
-        notes = list(runset.warnings) + missing_baselines(runset)
+        notes = list(runset.warnings) + missing_baselines(runset) + _incomplete_datasets(runset)
         figures: dict[str, list[str]] = {}
         stem = plots.delta_bars(table, fig_dir)
         if stem:
@@ -87,7 +146,16 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         (work / "report.html").write_text(to_html(content), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
-        _replace_dir(work, out_dir)
+        (work / REPORT_MARKER).write_text(f"kdbench report over {Path(runs_dir).resolve()}\n", encoding="utf-8")
+        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700; a report is as readable as any folder
+        with _out_lock(out_dir):
+            check_out_dir(Path(runs_dir), out_dir, force)  # again: another process may have written it meanwhile
+            _replace_dir(work, out_dir)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if exc.filename is None:  # a failed write (disk full) names no file: name the report folder
+            raise OSError(exc.errno, exc.strerror, str(out_dir)) from exc
+        raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -96,10 +164,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder into place; an older report there is removed only after the new one is complete."""
+    """Move the finished folder into place (under `_out_lock`); the report it replaces is removed only after the new
+    one is in place. The temporary names derive from `new`'s unique mkdtemp name."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name[-8:]}")
+        old = target.with_name(f".{target.name}.old-{new.name.rsplit('-', 1)[-1]}")
         target.rename(old)
     new.rename(target)
     if old is not None:

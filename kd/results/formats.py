@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from kd.errors import KdError
+from kd.fileio import current_umask
 
 GROUP_KEYS = ["student", "teacher", "method", "profile", "scale"]
 FORMATS = ("table", "csv", "parquet", "latex")
@@ -28,6 +29,7 @@ def _atomic_path(path: Path):
     """A temporary path beside `path`; renamed onto it when the block succeeds, removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -80,9 +82,10 @@ def paper_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def rich_table(df: pd.DataFrame, title: str = "kdbench results"):
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     headers, rows = paper_rows(df)
-    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    table = Table(title=Text(title), box=box.SIMPLE_HEAVY)  # Text: a path's [..] in the title is not markup
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i < 4 else "right", overflow="fold")
     for row in rows:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kd.config import RunConfig, deep_merge, parse_override, run_id
+from kd.config import RunConfig, deep_merge, parse_override, run_id, run_prefix
 from kd.errors import KdError
 from kd.profiles import profile_layer, resolve_layers
 
@@ -292,7 +292,8 @@ def _done_steps(run_dir: Path) -> int:
 def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
                out_dir: str | Path) -> list[CellPlan]:
     """Resolve, check and locate every cell's run; estimate the training time still to do."""
-    from kd.engine.run import check_names
+    from kd.engine.identity import run_inputs
+    from kd.engine.run import check_names, finished_summary
 
     out_dir = Path(out_dir)
     times = StepTimes(out_dir)
@@ -304,9 +305,20 @@ def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], over
         except KdError as exc:
             plans.append(CellPlan(cell, None, None, "invalid", error=str(exc)))
             continue
-        rid = run_id(config)
+        try:
+            inputs = run_inputs(config, strict=False)
+        except KdError:  # its data is missing
+            inputs = None
+        missing_data = inputs is not None and any(d["manifest_sha256"] is None for d in inputs["data"].values())
+        if inputs is None or missing_data or (inputs["teacher"] or {}).get("sha256", "") is None:
+            # The run id covers the data and the teacher's weights: without them no run of this cell can exist.
+            per_step, source = times.per_step(config)
+            plans.append(CellPlan(cell, config, f"{run_prefix(config)}-?", "new", 0,
+                                  est_seconds=per_step * config.train.steps, est_source=source))
+            continue
+        rid = run_id(config, inputs)
         run_dir = out_dir / rid
-        if (run_dir / "summary.json").is_file():
+        if finished_summary(run_dir) is not None:
             plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0))
             continue
         done = min(_done_steps(run_dir), config.train.steps) if run_dir.is_dir() else 0

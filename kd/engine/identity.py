@@ -1,0 +1,115 @@
+"""What determines a run's result besides its configuration: the teacher's weights, the images, the method's code.
+
+The run id hashes these inputs together with the configuration, so retraining a teacher in place, pointing
+`--data-root` at other images or changing a method's code gives a new run instead of "already finished" with the
+old numbers. Data fingerprints hash a manifest of (file name, size, sha256 of the content); the per-file hashes are
+cached under `<cache>/fingerprints/` keyed by path, size and modification time, so only changed files are re-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kd.config import RunConfig
+from kd.data.files import DatasetFiles, dataset_files
+from kd.data.io import IMAGE_SUFFIXES
+from kd.data.roots import cache_dir
+from kd.errors import KdError
+from kd.fileio import atomic_write_text, sha256_file
+
+
+class _HashCache:
+    """sha256 of files, remembered by (size, mtime_ns); a damaged or read-only cache only costs re-hashing."""
+
+    def __init__(self) -> None:
+        self.path = cache_dir() / "fingerprints" / "files.json"
+        try:
+            self.entries: dict[str, list[Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(self.entries, dict):
+                self.entries = {}
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        known = self.entries.get(key)
+        if isinstance(known, list) and known[:2] == [stat.st_size, stat.st_mtime_ns]:
+            return str(known[2])
+        digest = sha256_file(path)
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.changed:
+            try:
+                atomic_write_text(self.path, json.dumps(self.entries, sort_keys=True))
+            except OSError:
+                pass  # a cache, not a result
+
+
+def _dataset_manifest(files: DatasetFiles, scale: int, hashes: _HashCache) -> list[str]:
+    paths = list(files.hr)
+    if files.directory is not None:
+        lr = files.directory / "LR_bicubic" / f"X{scale}"
+        if lr.is_dir():
+            paths += sorted(p for p in lr.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    base = files.directory or (paths[0].parent if paths else Path("."))
+    return [f"{p.relative_to(base) if p.is_relative_to(base) else p.name}\t{p.stat().st_size}\t{hashes.sha256(p)}"
+            for p in paths]
+
+
+def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[str, Any]]:
+    """Per dataset and purpose: image count and the sha256 of its manifest. A dataset that is not there raises
+    `KdError` (saying how to get it) when `strict`, else its manifest is None (data that comes from elsewhere)."""
+    hashes = _HashCache()
+    wanted = [("train", config.data.train)]
+    wanted += [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset]) if name]
+    result: dict[str, dict[str, Any]] = {}
+    try:
+        for purpose, name in wanted:
+            try:
+                parts = dataset_files(name, config.data.root, purpose)
+            except KdError:
+                if strict:
+                    raise
+                result[f"{purpose}:{name}"] = {"images": 0, "manifest_sha256": None}
+                continue
+            for files in parts:
+                lines = _dataset_manifest(files, config.scale, hashes)
+                digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+                result[f"{purpose}:{files.name}"] = {"images": len(files.hr), "manifest_sha256": digest}
+    finally:
+        hashes.save()
+    return result
+
+
+def teacher_identity(config: RunConfig) -> dict[str, Any] | None:
+    """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet)."""
+    from kd.engine.teachers import zoo_dir, zoo_key
+    from kd.methods import get_method
+
+    if not get_method(config.method.name).needs_teacher:
+        return None
+    if config.teacher.ckpt:
+        path = Path(config.teacher.ckpt)
+        return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
+    weights = zoo_dir(config) / "teacher.pt"
+    return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
+
+
+def run_inputs(config: RunConfig, strict: bool = True) -> dict[str, Any]:
+    """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
+    a missing dataset is an error (see `data_fingerprint`)."""
+    from kd.methods import get_method
+
+    return {
+        "method_version": getattr(get_method(config.method.name), "version", 1),
+        "teacher": teacher_identity(config),
+        "data": data_fingerprint(config, strict),
+    }
