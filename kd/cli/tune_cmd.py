@@ -55,7 +55,7 @@ def tune_command(args: argparse.Namespace) -> int:
         return 130
 
     keys = [axis.key for axis in axes]
-    results = tuning_results(points, val, args.out_dir)
+    results = tuning_results(points, val, outcomes)
     ranked = rank_points(results, keys)
     sentence = finding(ranked, keys, val, budget)
     name = f"{args.method}-{teacher}-x{scale}-{profile.name}"

@@ -9,7 +9,6 @@ line per tuning in `<report dir>/README.md`.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from kd.data.registry import resolve_dataset
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
-from kd.results.sweep import Cell, CellPlan, plan_sweep
+from kd.results.sweep import Cell, CellOutcome, CellPlan, plan_sweep
 
 BUDGET_FRACTION = 4  # default tuning budget: a quarter of the profile's training steps
 
@@ -85,21 +84,24 @@ def _label(values: dict[str, str]) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
-def _validation_psnr(run_dir: Path, val: str) -> float:
-    path = run_dir / "summary.json"
+def _validation_psnr(summary: dict[str, Any], val: str) -> float:
     try:
-        return float(json.loads(path.read_text(encoding="utf-8"))["datasets"][val]["psnr_y"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(summary["datasets"][val]["psnr_y"])
+    except (KeyError, TypeError, ValueError):
         return math.nan
 
 
-def tuning_results(points: list[TuningPoint], val: str, out_dir: str | Path) -> pd.DataFrame:
-    """One row per run: the grid values, seed, validation PSNR-Y (NaN when the run did not finish) and run id."""
+def tuning_results(points: list[TuningPoint], val: str, outcomes: list[CellOutcome]) -> pd.DataFrame:
+    """One row per run: the grid values, seed, validation PSNR-Y (NaN when the run did not finish) and run id;
+    `outcomes` are the sweep outcomes of the points' plans, in order."""
     rows = []
+    runs = iter(outcomes)
     for point in points:
         for plan in point.plans:
+            outcome = next(runs)
             rows.append({**point.values, "seed": plan.cell.seed, "val_dataset": val,
-                         "val_psnr_y": _validation_psnr(Path(out_dir) / plan.run_id, val), "run_id": plan.run_id})
+                         "val_psnr_y": _validation_psnr(outcome.summary, val),
+                         "run_id": outcome.summary.get("run_id") or plan.run_id})
     return pd.DataFrame(rows)
 
 
