@@ -154,7 +154,11 @@ def list_methods_command(args: argparse.Namespace) -> int:
     table.add_column("loss terms (default weights)", overflow="fold")
     table.add_column("description", overflow="fold", ratio=1, min_width=20)
     for name, description in list_methods():
-        method = get_method(name)
+        try:
+            method = get_method(name)
+        except KdError:  # a broken plugin: its description already says why
+            table.add_row(name, "?", "?", description)
+            continue
         weights = ", ".join(f"{term} {weight:g}" for term, weight in method.default_weights.items())
         table.add_row(name, "yes" if method.needs_teacher else "no", weights, description)
     Console().print(table)
