@@ -54,7 +54,7 @@ def test_every_builtin_module_is_discovered():
                     if isinstance(obj, type) and issubclass(obj, methods.Distiller) and obj.name
                     and obj.__module__ == mod.__name__}
     assert defined and defined <= names
-    assert {"none", "logits", "fitnet", "lsfd", "facd", "attention", "krnet"} <= names
+    assert {"none", "logits", "fitnet", "lsfd", "facd", "attention", "krnet", "fakd", "dukd", "dckd", "mipkd"} <= names
 
 
 def test_example_plugin_is_found_and_trains(installed_example, monkeypatch, clean_registry):
