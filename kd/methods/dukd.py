@@ -45,7 +45,7 @@ class DukdOptions:
     noisy_prob: float = 0.3  # probability of each label-consistency op per sample (0 disables)
     zoom_in: bool = True  # teacher targets on LR-sized tiles of the HR patch
     zoom_out: bool = False  # student on bicubic-downscaled LR inputs (EDSR config: true)
-    min_zoom_out_size: int = 12  # skip zoom-out when x_down would be smaller than this (tiny CPU patches)
+    min_zoom_out_size: int = 12  # refuse zoom-out when x_down would be smaller than this (tiny CPU patches)
 
 
 def _apply(op: str, x: Tensor) -> Tensor:
@@ -109,9 +109,8 @@ class DUKD(Distiller):
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         student, teacher = self._networks
         scale = inputs.hr.shape[-1] // inputs.lr.shape[-1]
+        # Switched-off parts return no term (rather than a constant zero the health check would flag as inert).
         terms = {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}
-        zero = inputs.student_out.new_zeros(())
-        terms["up_in"] = terms["out_rec"] = terms["out_kd"] = zero
         if self.options.zoom_in:
             tiles = zoom_in_tiles(inputs.hr, scale)
             with torch.no_grad():
@@ -121,10 +120,15 @@ class DUKD(Distiller):
             terms["up_in"] = F.l1_loss(predicted, target)
         if self.options.zoom_out:
             small = imresize(inputs.lr, 1 / scale).clamp(0, 1)
-            if min(small.shape[-2:]) >= self.options.min_zoom_out_size:
-                with torch.no_grad():
-                    target = teacher(small)
-                predicted = student(small)
-                terms["out_rec"] = F.l1_loss(predicted, inputs.lr)
-                terms["out_kd"] = F.l1_loss(predicted, target)
+            if min(small.shape[-2:]) < self.options.min_zoom_out_size:
+                raise KdError(
+                    f"method 'dukd': zoom-out shrinks the {inputs.lr.shape[-2]}x{inputs.lr.shape[-1]} LR patches to "
+                    f"{small.shape[-2]}x{small.shape[-1]}, below method.options.min_zoom_out_size = "
+                    f"{self.options.min_zoom_out_size}; raise train.lr_patch or set method.options.zoom_out=false."
+                )
+            with torch.no_grad():
+                target = teacher(small)
+            predicted = student(small)
+            terms["out_rec"] = F.l1_loss(predicted, inputs.lr)
+            terms["out_kd"] = F.l1_loss(predicted, target)
         return terms

@@ -155,7 +155,6 @@ class MiPKD(Distiller):
             "rec": reconstruction_l1(inputs),
             "kd": F.l1_loss(inputs.student_out, inputs.teacher_out),
             "feat": torch.stack([loss for loss, *_ in mixed]).mean(),
-            "block": inputs.student_out.new_zeros(()),
         }
         if self.options.block_level:
             k = self._random.randrange(len(mixed))
