@@ -15,6 +15,7 @@ Where methods come from:
 
   A plugin is loaded when its method is asked for (and by `list_methods`); one that fails to import is an error
   naming the plugin and its package, never a traceback, and it does not stop the other methods from working.
+  Built-in names come first: a plugin cannot replace a built-in method.
 """
 
 from __future__ import annotations
@@ -79,9 +80,6 @@ def load_plugin(ep: importlib.metadata.EntryPoint) -> type[Distiller]:
         raise KdError(f"{label} is neither a Distiller subclass nor a module registering method '{ep.name}'.")
     if cls.name != ep.name:
         raise KdError(f"{label} provides a method named '{cls.name}'; the entry point must carry the same name.")
-    builtin = _METHODS.get(cls.name)
-    if builtin is not None and builtin is not cls:
-        raise KdError(f"{label} clashes with the method '{cls.name}' that is already registered; rename it.")
     return register_method(cls)
 
 

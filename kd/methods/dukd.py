@@ -58,9 +58,9 @@ def _apply(op: str, x: Tensor) -> Tensor:
     return x.transpose(-2, -1)
 
 
-def sample_ops(batch: int, prob: float, square: bool, generator: torch.Generator | None = None) -> Tensor:
+def sample_ops(batch: int, prob: float, square: bool) -> Tensor:
     """(batch, 4) booleans: which of OPS apply to each sample (transpose only for square tiles)."""
-    chosen = torch.rand(batch, len(OPS), generator=generator) < prob
+    chosen = torch.rand(batch, len(OPS)) < prob
     if not square:
         chosen[:, OPS.index("transpose")] = False
     return chosen
@@ -83,12 +83,12 @@ def _sequence(x: Tensor, row: Tensor, reverse: bool) -> Tensor:
     return x
 
 
-def zoom_in_tiles(hr: Tensor, scale: int, generator: torch.Generator | None = None) -> Tensor:
+def zoom_in_tiles(hr: Tensor, scale: int) -> Tensor:
     """One random LR-sized tile of each HR patch (the HR patch holds scale^2 of them)."""
     b, _, h_hr, w_hr = hr.shape
     h, w = h_hr // scale, w_hr // scale
-    rows = torch.randint(0, scale, (b,), generator=generator).tolist()
-    cols = torch.randint(0, scale, (b,), generator=generator).tolist()
+    rows = torch.randint(0, scale, (b,)).tolist()
+    cols = torch.randint(0, scale, (b,)).tolist()
     return torch.stack([hr[i, :, r * h:(r + 1) * h, c * w:(c + 1) * w] for i, (r, c) in enumerate(zip(rows, cols))])
 
 

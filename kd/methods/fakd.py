@@ -58,12 +58,6 @@ def normalized_pixels(feat: Tensor) -> Tensor:
     return flat / (flat.norm(dim=1, keepdim=True) + EPS)
 
 
-def spatial_affinity(feat: Tensor) -> Tensor:
-    """The full (B, HW, HW) affinity matrix (for small maps and for checking `affinity_l1`)."""
-    f = normalized_pixels(feat)
-    return f.transpose(1, 2) @ f
-
-
 def _block_l1_sum(student: Tensor, teacher: Tensor, start: int, rows: int) -> Tensor:
     s, t = student[:, :, start:start + rows], teacher[:, :, start:start + rows]
     return ((s.transpose(1, 2) @ student) - (t.transpose(1, 2) @ teacher)).abs().sum()
