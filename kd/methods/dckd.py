@@ -118,7 +118,8 @@ def soft_assignment_log(z: Tensor, codebook: Tensor, temperature: float) -> Tens
 @register_method
 class DCKD(Distiller):
     name = "dckd"
-    description = "DCKD (AAAI 2025): output KD + contrastive ratio to history-student negatives + codebook CE"
+    description = ("DCKD (AAAI 2025), random encoder in place of its VQGAN: output KD + contrastive ratio to "
+                   "history-student negatives + codebook CE")
     default_weights = {"rec": 1.0, "kd": 1.0, "dcl": 0.1, "ce": 0.001}
     taps_features = False
     Options = DckdOptions
