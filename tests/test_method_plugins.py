@@ -101,3 +101,24 @@ def test_plugin_name_must_match_its_method(monkeypatch, clean_registry):
 def test_unknown_method_still_suggests():
     with pytest.raises(KdError, match="logits"):
         get_method("logit")
+
+
+def test_plugin_method_runs_from_the_cli(installed_example, monkeypatch, clean_registry, tmp_path):
+    from kd.cli import main
+
+    monkeypatch.syspath_prepend(str(installed_example))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "--profile", "smoke", "--method", "mse_logits", "--threads", "1", "--no-progress",
+                 "--out-dir", str(tmp_path / "runs")]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "kd_mse" in (run_dir / "metrics.jsonl").read_text()
+
+
+def test_cli_lists_a_broken_plugin_without_a_traceback(monkeypatch, clean_registry, capsys):
+    from kd.cli import main
+
+    _fake_entry_point(monkeypatch, "broken", "no_such_module_kdbench_test:Method")
+    assert main(["list", "methods"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "broken" in out and "failed to load" in out and "fitnet" in out
