@@ -69,3 +69,12 @@ def test_edsr_trains_as_a_student_from_the_cli(tmp_path, monkeypatch):
     [run] = (tmp_path / "runs").glob("edsr-fitnet-*")
     exported = torch.load(run / "student.pt", map_location="cpu", weights_only=True)
     load_official(create("edsr", 4, "tiny"), exported, strict=True)
+
+
+def test_list_models_shows_the_extra_presets(capsys, monkeypatch):
+    from kd.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "c64b32 2.70M, baseline 1.52M" in out and "10x6 5.17M" in out and "e60 1.24M" in out

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kd.errors import KdError
 from kd.models import create, list_entries
-from kd.models.registry import ModelEntry
+from kd.models.registry import PRESET_KINDS, ModelEntry
 
 LIST_SCALE = 4
 
@@ -64,18 +64,30 @@ def _format_count(model: torch.nn.Module | None) -> str:
     return "?" if model is None else f"{sum(p.numel() for p in model.parameters()):,}"
 
 
+def _short_count(model: torch.nn.Module | None) -> str:
+    if model is None:
+        return "?"
+    count = sum(p.numel() for p in model.parameters())
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
 def models_table(entries: list[ModelEntry]) -> Table:
-    presets = list(dict.fromkeys(name for entry in entries for name in entry.presets))
+    # One column per common preset kind; a network's other presets (the students of published tables) share one
+    # column, so the table stays readable at 80 columns however many presets exist.
+    presets = [name for name in PRESET_KINDS if any(name in entry.presets for entry in entries)]
     table = Table(title=f"kdbench networks (parameters of each preset at x{LIST_SCALE})", box=box.SIMPLE_HEAVY)
     table.add_column("name", no_wrap=True, style="bold")
     table.add_column("role", no_wrap=True)
     table.add_column("aliases", overflow="fold")
     for name in presets:
         table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("others", overflow="fold")
     table.add_column("description", overflow="fold", ratio=1, min_width=20)
     for entry in entries:
         counts = [_format_count(_meta_model(entry, name)) if name in entry.presets else "-" for name in presets]
-        table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, entry.description)
+        others = ", ".join(f"{name} {_short_count(_meta_model(entry, name))}"
+                           for name in entry.presets if name not in PRESET_KINDS) or "-"
+        table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, others, entry.description)
     return table
 
 
