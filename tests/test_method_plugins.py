@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pkgutil
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +35,11 @@ def clean_registry(monkeypatch):
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("plugin_site")
+    source = tmp_path_factory.mktemp("plugin_source") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source)  # the build writes build/ and *.egg-info beside the sources: not in the repo
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     if result.returncode != 0:
