@@ -228,3 +228,19 @@ def test_mipkd_full_teacher_mask_decodes_the_teacher_latent():
     _, t = standardize_pair(teacher_feat, teacher_feat)
     assert torch.allclose(z_mix, method.teacher_encoders[tap_key(method.student_taps[0])](t), atol=1e-6)
     assert "block" not in method.losses(inputs)
+
+
+@pytest.mark.parametrize("name", ["dukd", "mipkd"])
+def test_methods_running_the_teacher_themselves_accept_a_half_precision_teacher(name):
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method(name, student, teacher)
+    teacher.to(torch.bfloat16)  # as accel.teacher_dtype does; the trainer hands the method float32 outputs
+    lr, hr = smooth_batch(2)
+    with capture(student, method.student_taps) as s_feats:
+        out = student(lr)
+    with torch.no_grad(), capture(teacher, method.teacher_taps, detach=True) as t_feats:
+        t_out = teacher(lr.to(torch.bfloat16)).float()
+    for _ in range(4):  # both MiPKD branches
+        terms = method.losses(StepInputs(lr, hr, out, t_out, dict(s_feats), {k: v.float() for k, v in t_feats.items()}))
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())

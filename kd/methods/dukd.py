@@ -92,6 +92,12 @@ def zoom_in_tiles(hr: Tensor, scale: int) -> Tensor:
     return torch.stack([hr[i, :, r * h:(r + 1) * h, c * w:(c + 1) * w] for i, (r, c) in enumerate(zip(rows, cols))])
 
 
+def frozen_forward(teacher: nn.Module, x: Tensor) -> Tensor:
+    """The teacher's float32 output without gradients; a half-precision teacher (accel) gets its own dtype."""
+    with torch.no_grad():
+        return teacher(x.to(next(teacher.parameters()).dtype)).float()
+
+
 @register_method
 class DUKD(Distiller):
     name = "dukd"
@@ -113,8 +119,7 @@ class DUKD(Distiller):
         terms = {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}
         if self.options.zoom_in:
             tiles = zoom_in_tiles(inputs.hr, scale)
-            with torch.no_grad():
-                target = teacher(tiles)
+            target = frozen_forward(teacher, tiles)
             chosen = sample_ops(tiles.shape[0], self.options.noisy_prob, tiles.shape[-1] == tiles.shape[-2])
             predicted = invert_augment(student(augment(tiles, chosen)), chosen)
             terms["up_in"] = F.l1_loss(predicted, target)
@@ -126,8 +131,7 @@ class DUKD(Distiller):
                     f"{small.shape[-2]}x{small.shape[-1]}, below method.options.min_zoom_out_size = "
                     f"{self.options.min_zoom_out_size}; raise train.lr_patch or set method.options.zoom_out=false."
                 )
-            with torch.no_grad():
-                target = teacher(small)
+            target = frozen_forward(teacher, small)
             predicted = student(small)
             terms["out_rec"] = F.l1_loss(predicted, inputs.lr)
             terms["out_kd"] = F.l1_loss(predicted, target)

@@ -140,8 +140,9 @@ class MiPKD(Distiller):
         if self._random.random() < 0.5:  # R = 0: the teacher's remaining blocks
             mean, scale = _map_stats(teacher_feat.detach())
             value = with_area(inputs.teacher_feats[t_tap], self.teacher_decoders[key](z_mix) * scale + mean)
-            with injected(teacher, t_tap, value):
-                output = teacher(inputs.lr)
+            dtype = next(teacher.parameters()).dtype  # a half-precision teacher (accel) runs in its own dtype
+            with injected(teacher, t_tap, value.to(dtype)):
+                output = teacher(inputs.lr.to(dtype)).float()
         else:  # R = 1: the student's remaining blocks
             mean, scale = _map_stats(student_feat.detach())
             value = with_area(inputs.student_feats[s_tap], self.student_decoders[key](z_mix) * scale + mean)
