@@ -133,7 +133,8 @@ def run_command(args: argparse.Namespace) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress)
+        record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress,
+                             save_images=args.save_images)
     except TrainingInterrupted as stop:
         err.print(
             f"[yellow]interrupted at step {stop.step}[/]: checkpoint saved; run the same command again to resume.",
@@ -144,6 +145,9 @@ def run_command(args: argparse.Namespace) -> int:
         return 0  # a torchrun worker other than rank 0: rank 0 reports
     if record.already_finished:
         say(err, f"run {record.run_dir.name} is already finished; results in {record.run_dir}")
+        if args.save_images and not (record.run_dir / "images").is_dir():
+            say(err, f"its SR images were not saved; write them with `kdbench eval --run {record.run_dir} "
+                f"--save-images {record.run_dir / 'images'}`", "note")
     else:
         say(err, f"run finished; results in {record.run_dir}")
     console.print(summary_table(record.summary))
@@ -167,5 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the cached zoo teacher, trained first when missing")
     parser.add_argument("--method", help="distillation method (see `kdbench list methods`; default: none)")
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    parser.add_argument("--save-images", action="store_true", help="also write the final evaluation's SR images "
+                        "to <run>/images/<dataset>/x<s>/<name>.png")
     add_config_arguments(parser)
     parser.set_defaults(handler=run_command)

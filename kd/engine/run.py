@@ -5,7 +5,9 @@
     environment.json      package versions, git commit, device
     metrics.jsonl         loss terms, lr, step time per logged step; validation PSNR
     checkpoints/last.pt   full training state (resumable); checkpoints/best.pt best validated weights
-    student.pt            the evaluated student weights (official key names, no adapters)
+    student.pt            the evaluated student: {"state_dict": official key names, no adapters,
+                          "kdbench_model": arch, scale, preset, fields} (kd.models.loading.package_model)
+    images/               SR images of the final evaluation, with `kdbench run --save-images`
     eval/per_image.csv, eval/per_dataset.csv
     summary.json          written last: its presence means the run is finished
 
@@ -48,6 +50,7 @@ from kd.fileio import atomic_write_text
 from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
 from kd.models import create, get_entry
+from kd.models.loading import package_model
 
 HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
 
@@ -155,7 +158,10 @@ def execute_run(
     console: Console | None = None,
     progress: bool = True,
     dist: DistContext | None = None,
+    save_images: bool = False,
 ) -> RunRecord:
+    """Train, evaluate and record the run `config` names (or return the finished record); `save_images` also
+    writes the final evaluation's SR images to `<run>/images/<dataset>/x<s>/`."""
     services = services or Services()
     out_dir = Path(out_dir)
     rid = run_id(config)
@@ -175,7 +181,7 @@ def execute_run(
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
-        return _train_and_record(config, run_dir, services, console, progress, dist, device)
+        return _train_and_record(config, run_dir, services, console, progress, dist, device, save_images)
 
 
 @contextlib.contextmanager
@@ -197,7 +203,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _train_and_record(config: RunConfig, run_dir: Path, services: Services, console: Console, progress: bool,
-                      dist: DistContext, device: str) -> RunRecord:
+                      dist: DistContext, device: str, save_images: bool) -> RunRecord:
     rid = run_dir.name
     summary_path = run_dir / "summary.json"
     if dist.is_main:
@@ -256,11 +262,12 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
     if config.eval.weights == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
         final = copy.deepcopy(final)
         final.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["student"])
-    atomic_save({k: v.cpu() for k, v in final.state_dict().items()}, run_dir / "student.pt")
+    atomic_save(package_model(final), run_dir / "student.pt")
 
+    images = {"save_images": run_dir / "images"} if save_images else {}
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
-        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
+        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device, **images,
     )
     _write_eval_spec(result, run_dir / "eval" / "spec.json")
     _write_csv(result.per_image, run_dir / "eval" / "per_image.csv")
