@@ -74,9 +74,11 @@ def check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def check_names(config: RunConfig) -> None:
-    """Unknown student / teacher / method / loss term / option: fail before anything is built or written."""
-    _named_entry(config.student.arch, "student (--student / student.arch)")
+def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False) -> None:
+    """Unknown student / teacher / method / loss term / option: fail before anything is built or written. A network
+    given as an object (Python API) has no registry name to check."""
+    if not student_given:
+        _named_entry(config.student.arch, "student (--student / student.arch)")
     method = get_method(config.method.name)
     loss_weights(config.method.name, config.method.weights)
     method_options(config.method.name, config.method.options)
@@ -84,8 +86,10 @@ def check_names(config: RunConfig) -> None:
     if method.needs_teacher:
         if not config.teacher.arch:
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
-        _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
-        _check_pairing(config)
+        if not teacher_given:
+            _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
+        if not (student_given or teacher_given):
+            _check_pairing(config)
 
 
 def _check_pairing(config: RunConfig) -> None:
@@ -101,6 +105,20 @@ def _check_pairing(config: RunConfig) -> None:
         raise
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
         return
+
+
+def _display_name(arch: str) -> str:
+    """The registry's canonical name, or the label of a network given as an object."""
+    try:
+        return get_entry(arch).arch
+    except KdError:
+        return arch
+
+
+def _student_preset(config: RunConfig, given: nn.Module | None) -> str | None:
+    if given is not None:
+        return (getattr(given, "kd_spec", None) or {}).get("preset")
+    return config.student.preset or get_entry(config.student.arch).default_preset
 
 
 def _named_entry(arch: str, role: str) -> None:
@@ -159,15 +177,21 @@ def execute_run(
     progress: bool = True,
     dist: DistContext | None = None,
     save_images: bool = False,
+    student: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> RunRecord:
     """Train, evaluate and record the run `config` names (or return the finished record); `save_images` also
-    writes the final evaluation's SR images to `<run>/images/<dataset>/x<s>/`."""
+    writes the final evaluation's SR images to `<run>/images/<dataset>/x<s>/`.
+
+    `student` / `teacher`: networks given as objects instead of being built from `config.student` /
+    `config.teacher` (the Python API, `kd.distill`); the config's arch fields then only label the run. The student
+    is copied, never trained in place; the teacher is used frozen."""
     services = services or Services()
     out_dir = Path(out_dir)
     rid = run_id(config)
     run_dir = out_dir / rid
     summary_path = run_dir / "summary.json"
-    check_names(config)
+    check_names(config, student is not None, teacher is not None)
     check_writable(out_dir)
     if summary_path.is_file():
         return RunRecord(run_dir, json.loads(summary_path.read_text(encoding="utf-8")), already_finished=True)
@@ -181,7 +205,8 @@ def execute_run(
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
-        return _train_and_record(config, run_dir, services, console, progress, dist, device, save_images)
+        return _train_and_record(config, run_dir, services, console, progress, dist, device, save_images,
+                                 student, teacher)
 
 
 @contextlib.contextmanager
@@ -203,7 +228,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _train_and_record(config: RunConfig, run_dir: Path, services: Services, console: Console, progress: bool,
-                      dist: DistContext, device: str, save_images: bool) -> RunRecord:
+                      dist: DistContext, device: str, save_images: bool, given_student: nn.Module | None,
+                      given_teacher: nn.Module | None) -> RunRecord:
     rid = run_dir.name
     summary_path = run_dir / "summary.json"
     if dist.is_main:
@@ -216,7 +242,10 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
     method_cls = get_method(config.method.name)
     teacher, teacher_info = None, None
     if method_cls.needs_teacher:
-        if config.teacher.ckpt:
+        if given_teacher is not None:
+            teacher = given_teacher.to(device)
+            teacher_info = {"source": "module"}
+        elif config.teacher.ckpt:
             teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
         else:
@@ -224,12 +253,17 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
                                             dist=dist)
             teacher = teacher.to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
-        teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
+        given_spec = getattr(given_teacher, "kd_spec", None) if given_teacher is not None else None
+        preset = (given_spec or {}).get("preset") if given_teacher is not None else teacher_preset(config)
+        teacher_info.update(arch=_display_name(config.teacher.arch), preset=preset)
 
     # Seed right before each construction so the student's initial weights depend on the seed only (paired
     # seeds across methods), never on whether a teacher or adapters were built.
     torch.manual_seed(config.seed)
-    student = create(config.student.arch, config.scale, config.student.preset).to(device)
+    if given_student is not None:
+        student = copy.deepcopy(given_student).to(device)
+    else:
+        student = create(config.student.arch, config.scale, config.student.preset).to(device)
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     weights = loss_weights(config.method.name, config.method.weights)
@@ -275,8 +309,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, services: Services, cons
 
     summary = {
         "run_id": rid,
-        "student": get_entry(config.student.arch).arch,
-        "student_preset": config.student.preset or get_entry(config.student.arch).default_preset,
+        "student": _display_name(config.student.arch),
+        "student_preset": _student_preset(config, given_student),
         "teacher": teacher_info,
         "method": config.method.name,
         "loss_weights": weights,

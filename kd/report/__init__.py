@@ -16,7 +16,7 @@ import pandas as pd
 
 from kd.report.render import ReportContent, rich_summary, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
-from kd.report.tables import comparison_table, missing_baselines, reconstructed_methods
+from kd.report.tables import comparison_table, finding, missing_baselines, reconstructed_methods
 
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
 
@@ -80,8 +80,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
         content = ReportContent(title or f"kdbench report: {Path(runs_dir).name}", _intro(runset, table), table,
-                                figures, notes)
-        (work / "report.html").write_text(to_html(content), encoding="utf-8")
+                                figures, notes, finding=finding(table))
+        (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
         _replace_dir(work, out_dir)
