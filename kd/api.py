@@ -92,11 +92,8 @@ def distill(
     flags: dict[str, Any] = {"seed": seed, "method": {"name": method}}
     if scale is not None:
         flags["scale"] = scale
-    flags["student"] = {"arch": _label(student)} if isinstance(student, nn.Module) else {"arch": student}
-    if isinstance(teacher, nn.Module):
-        flags["teacher"] = {"arch": _label(teacher)}
-    else:
-        flags["teacher"] = {"arch": teacher}
+    flags["student"] = {"arch": _label(student) if isinstance(student, nn.Module) else student}
+    flags["teacher"] = {"arch": _label(teacher) if isinstance(teacher, nn.Module) else teacher}
     services = Services()
     if isinstance(data, Dataset):
         flags["data"] = {"train": _label(data)}

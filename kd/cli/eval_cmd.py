@@ -140,8 +140,6 @@ def run_eval(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scale) if args.scale else [None]
     datasets = [resolve_dataset(name, args.data_root).name for name in _split(args.data or DEFAULT_DATA, "--data")]
     _check_args(args, scales)
-    if args.ckpt is None:
-        scales = [s or 4 for s in scales]
     console = Console()
 
     results = []

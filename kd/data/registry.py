@@ -82,8 +82,10 @@ def user_folder(name: str, data_root: str | Path | None = None) -> DatasetInfo |
     """A folder of images named by path or found under the data root, as a dataset; None when there is none."""
     from kd.data.roots import resolve_data_root
 
+    if not name.strip():
+        return None
     for candidate in (Path(name).expanduser(), resolve_data_root(data_root) / name):
-        if name.strip() and candidate.is_dir():
+        if candidate.is_dir():
             location = candidate.parent if candidate.name == "HR" else candidate
             return DatasetInfo(name, (), "eval", f"images in {candidate}", None, None, location=str(location))
     return None
