@@ -127,3 +127,12 @@ def test_sr_writes_pngs_tiled_and_never_overwrites(run_dir, tmp_path, capsys):
     assert main(["sr", "--run", str(run_dir), "--input", str(lr_dir), "--out", str(out), "--force",
                  "--tile", "0"]) == 0
     assert torch.equal(read_image(out / "small.png"), whole)
+
+
+def test_a_run_trains_and_tests_on_folders(photos, tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "--method", "none", "--out-dir", str(tmp_path / "runs"),
+                 "--set", f"data.train={photos.parent}", "--set", "eval.datasets=[MyPhotos]",
+                 "--set", "eval.val_dataset=MyPhotos", "--no-progress"]) == 0
+    (summary,) = (tmp_path / "runs").glob("*/summary.json")
+    assert list(yaml.safe_load(summary.read_text())["datasets"]) == ["MyPhotos"]
+    assert "MyPhotos" in capsys.readouterr().out
