@@ -37,6 +37,7 @@ def run_report(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
     console = Console()
+    say(console, report.content.finding)
     for table in report.rich_tables():
         console.print(table)
     for note in report.content.notes:
