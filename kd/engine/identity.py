@@ -89,13 +89,17 @@ def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[s
     return result
 
 
-def teacher_identity(config: RunConfig) -> dict[str, Any] | None:
-    """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet)."""
+def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] | None:
+    """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet). A
+    teacher `given` as an object (`kd.distill`) is identified by its label in `teacher.arch` (class and content
+    fingerprint)."""
     from kd.engine.teachers import zoo_dir, zoo_key
     from kd.methods import get_method
 
     if not get_method(config.method.name).needs_teacher:
         return None
+    if given:
+        return {"source": "object", "label": config.teacher.arch}
     if config.teacher.ckpt:
         path = Path(config.teacher.ckpt)
         return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
@@ -103,13 +107,13 @@ def teacher_identity(config: RunConfig) -> dict[str, Any] | None:
     return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
 
 
-def run_inputs(config: RunConfig, strict: bool = True) -> dict[str, Any]:
+def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = False) -> dict[str, Any]:
     """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
-    a missing dataset is an error (see `data_fingerprint`)."""
+    a missing dataset is an error (see `data_fingerprint`); `teacher_given`: the teacher is an object."""
     from kd.methods import get_method
 
     return {
         "method_version": getattr(get_method(config.method.name), "version", 1),
-        "teacher": teacher_identity(config),
+        "teacher": teacher_identity(config, teacher_given),
         "data": data_fingerprint(config, strict),
     }
