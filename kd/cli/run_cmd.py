@@ -8,11 +8,9 @@ import subprocess
 import warnings
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from kd.config import RunConfig, parse_override, read_config_file
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
 from kd.profiles import PROFILES, profile_layer, resolve_layers
 
 
@@ -27,9 +25,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="run seed (student initialisation and patch order)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (one per GPU, or gloo "
                         "processes on the CPU), launched through torchrun; train.batch_size stays the global batch")
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """`--device` of run, teacher train, sweep and eval (checked by `kd.engine.services.resolve_device`)."""
+    parser.add_argument("--device", default=default, help="auto (cuda when available, else cpu), cpu, cuda or "
+                        "cuda:N" + (f" (default {default})" if default else "; the config key device=, default auto"))
 
 
 def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
@@ -43,6 +48,8 @@ def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
         common["seed"] = args.seed
     if args.threads is not None:
         common["threads"] = args.threads
+    if args.device:
+        common["device"] = args.device
     if args.data_root:
         common.setdefault("data", {})["root"] = args.data_root
     layers = [profile_layer(str(profile))]
@@ -82,7 +89,7 @@ def relaunch_under_torchrun(args: argparse.Namespace, config: RunConfig) -> int 
         warnings.simplefilter("always")
         check_nproc(args.nproc, config.device)
     for warning in caught:
-        say(Console(stderr=True), str(warning.message), "warning")
+        say(out_console(stderr=True), str(warning.message), "warning")
     argv = without_nproc(args.argv)
     if args.threads is None:
         argv += ["--threads", str(threads_per_process(args.nproc))]
@@ -93,14 +100,14 @@ def _fmt(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: dict[str, Any]) -> TextTable:
     teacher = summary.get("teacher") or {}
     title = (
         f"{summary['student']} x{summary['scale']} · method {summary['method']}"
         + (f" · teacher {teacher.get('arch')} ({teacher.get('preset')})" if teacher else "")
         + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.1f} s"
     )
-    table = Table(title=title)
+    table = TextTable(title=title)
     for column in ("dataset", "PSNR-Y", "SSIM-Y", "LPIPS"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
     for dataset, scores in summary["datasets"].items():
@@ -110,6 +117,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 def run_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted, execute_run
+    from kd.engine.progress import tee_to_file
+    from kd.engine.services import resolve_device
 
     flags: dict[str, Any] = {}
     if args.student:
@@ -126,12 +135,12 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.teacher_preset:
         flags.setdefault("teacher", {})["preset"] = args.teacher_preset
     config = build_config(args, flags)
+    resolve_device(config.device)  # a device that is not here fails before anything is written or launched
     relaunched = relaunch_under_torchrun(args, config)
     if relaunched is not None:
         return relaunched
 
-    console = Console()
-    err = Console(stderr=True)
+    err = out_console(stderr=True)
     try:
         record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress,
                              restart=args.restart)
@@ -143,11 +152,14 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     if os.environ.get("RANK", "0") != "0":
         return 0  # a torchrun worker other than rank 0: rank 0 reports
+    console = out_console()
     if record.already_finished:
         say(err, f"run {record.run_dir.name} is already finished; results in {record.run_dir}")
-    else:
-        say(err, f"run finished; results in {record.run_dir}")
-    console.print(summary_table(record.summary))
+        print_table(summary_table(record.summary), console)
+        return 0
+    say(err, f"run finished; results in {record.run_dir}")
+    with tee_to_file(console, record.run_dir / "train.log"):  # the results close the run's log
+        print_table(summary_table(record.summary), console)
     return 0
 
 

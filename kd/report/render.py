@@ -7,9 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
-from rich import box
-from rich.table import Table
-
+from kd.output import TextTable
 from kd.report.tables import BASELINE, TEACHER_ROW
 
 HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [95% CI]", "Gap recovered"]
@@ -142,12 +140,12 @@ def to_markdown(content: ReportContent) -> str:
     return "\n".join(lines)
 
 
-def rich_summary(content: ReportContent) -> list[Table]:
+def summary_tables(content: ReportContent) -> list[TextTable]:
     tables = []
     for heading, rows in table_sections(content.table):
-        table = Table(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method", box=box.SIMPLE_HEAD)
+        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method", key=2)
         for i, name in enumerate(HEADERS):
-            table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i < 2)
+            table.add_column(name, justify="left" if i < 2 else "right")
         for cells in rows:
             table.add_row(*cells, style="bold" if cells[0].endswith("★") else None)
         tables.append(table)
