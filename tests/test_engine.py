@@ -327,8 +327,8 @@ def test_teacher_checkpoint_of_another_scale_is_reported(tmp_path):
 def _logged_run(tmp_path, monkeypatch, console, progress=True, *overrides):
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     config = _run_config("train.log_every=2", *overrides, method="logits")
-    execute_run(config, out_dir=tmp_path / "runs", services=_services(), console=console, progress=progress)
-    return tmp_path / "runs" / run_id(config)
+    return execute_run(config, out_dir=tmp_path / "runs", services=_services(), console=console,
+                       progress=progress).run_dir
 
 
 def _step_lines(text: str) -> list[int]:
@@ -348,8 +348,11 @@ def test_piped_run_prints_plain_progress_lines_and_keeps_them_in_train_log(tmp_p
     printed, log = screen.getvalue(), (run_dir / "train.log").read_text()
     assert _step_lines(printed) == [2, 4, 6]  # every train.log_every steps, whole lines at 80 columns
     assert "validation PSNR-Y" in printed and "starting run" in printed
-    for line in printed.splitlines():
+    during_run = printed[printed.index("starting run"):]  # the zoo teacher is trained first, into its own log
+    for line in during_run.splitlines():
         assert line in log  # everything printed during the run is in the run folder
+    teacher_log = next((tmp_path / "cache" / "teachers").glob("*/train.log")).read_text()
+    assert "teacher toy_teacher step 6/6 |" in teacher_log
 
 
 def test_terminal_run_draws_a_bar_and_logs_plain_lines(tmp_path, monkeypatch, toy_models):
