@@ -23,7 +23,7 @@ def _cfg(*overrides: str, profile: str = "cpu") -> RunConfig:
 def test_profiles_resolve_and_differ():
     configs = {name: _cfg(profile=name) for name in PROFILES}
     assert configs["smoke"].student.preset == "tiny" and configs["smoke"].teacher.preset == "tiny"
-    assert configs["cpu"].data.train == "291" and configs["cpu"].teacher.preset == "mini"
+    assert configs["cpu"].data.train == "291-train" and configs["cpu"].teacher.preset == "mini"
     assert configs["cpu"].eval.datasets == ["Set5", "Set14", "B100"]
     assert configs["paper"].data.train == "DIV2K"
     assert configs["demo"].data.train == "default" and configs["demo"].student.preset == "paper"

@@ -45,7 +45,7 @@ def test_registry_contents():
     assert {"Set5", "Set14", "B100", "Urban100", "Manga109", "DIV2K_train", "DIV2K_valid", "Flickr2K", "T91",
             "BSD200", "291", "default"} <= names
     for info in list_datasets():
-        assert info.role in ("eval", "train")
+        assert info.role in ("eval", "train", "val")
     assert resolve_dataset("291").parts == ("T91", "BSD200")
     assert resolve_dataset("B100").folder_names == ("B100", "BSD100")
 

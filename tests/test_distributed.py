@@ -25,10 +25,13 @@ from kd.errors import KdError
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["--set", "train.steps=30", "--set", "train.ckpt_every=2", "--set", "train.val_every=0"]
-# Two processes sum gradients in another order than one: the runs agree to float32 rounding, amplified a little
-# by Adam's normalisation over 30 steps; measured differences are ~1e-6 dB.
-PSNR_TOLERANCE_DB = 1e-3
-LOSS_RTOL = 1e-4
+# Two processes sum gradients and feature statistics in another order than one: the runs agree to float32
+# rounding, which Adam's normalisation and FitNet's per-side standardisation (a division by the student's own
+# feature RMS) amplify over 30 steps at lr 1e-3: the first steps agree to ~1e-6 relative (EARLY_RTOL), the last
+# losses to ~1e-4 and the final PSNR to ~0.004 dB (measured).
+EARLY_STEPS, EARLY_RTOL = 5, 1e-5
+PSNR_TOLERANCE_DB = 0.01
+LOSS_RTOL = 1e-3
 
 
 def test_rank_shards_make_up_the_global_batch():
@@ -124,8 +127,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(runs):
     one, two = _losses(single), _losses(ddp)
     assert [s for s, _ in two] == list(range(1, 31))  # rank 0 alone logs: each step once
     assert [s for s, _ in one] == [s for s, _ in two]
-    for (_, a), (_, b) in zip(one, two):
-        assert b == pytest.approx(a, rel=LOSS_RTOL)
+    for (step, a), (_, b) in zip(one, two):
+        assert b == pytest.approx(a, rel=EARLY_RTOL if step <= EARLY_STEPS else LOSS_RTOL)
     assert "on 2 processes" in " ".join(runs["ddp_stderr"].split())
 
 

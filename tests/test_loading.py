@@ -147,6 +147,7 @@ def _fake(keys: list[str]) -> dict[str, torch.Tensor]:
 
 FAKE_CHECKPOINTS = {
     "asid": ["input.weight", "input.bias", "block0.res_end.weight", "up.0.weight"],
+    "edsr": ["sub_mean.weight", "head.0.weight", "body.0.body.0.weight", "body.0.body.2.weight", "tail.1.weight"],
     "han": ["sub_mean.weight", "head.0.weight", "body.0.body.0.weight", "la.gamma", "csa.gamma", "last.weight"],
     "rcan": ["sub_mean.weight", "add_mean.weight", "head.0.weight", "body.0.body.0.weight", "tail.1.weight"],
     "swinir": ["conv_first.weight", "patch_embed.norm.weight", "layers.0.conv.weight", "conv_last.weight"],
@@ -249,7 +250,7 @@ def test_registered_network_wrong_architecture_message(ckpt_arch: str, model_arc
     assert identify_architecture(state_dict) == ckpt_arch
     with pytest.raises(KdError) as info:
         load_official(create(model_arch, 4, preset="tiny"), state_dict)
-    name = dict(asid="ASID", han="HAN", rcan="RCAN", swinir="SwinIR")[ckpt_arch]
+    name = dict(asid="ASID", edsr="EDSR", han="HAN", rcan="RCAN", swinir="SwinIR")[ckpt_arch]
     assert f"{name} checkpoint" in str(info.value) and f"create('{ckpt_arch}'" in str(info.value)
 
 

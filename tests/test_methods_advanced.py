@@ -24,9 +24,11 @@ from kd.models import capture, create
 METHODS = [name for name, _ in list_methods()]
 TEACHER_METHODS = [name for name in METHODS if get_method(name).needs_teacher]
 NEW_METHODS = ("lsfd", "facd", "attention")
-DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att"}
+DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att", "fakd": "fakd", "dukd": "up_in", "dckd": "dcl",
+                "mipkd": "feat"}
 # The tiny teachers are untrained, so FACD's gate would weaken its term: the gates are tested on their own below.
-TEST_OPTIONS = {"facd": {"gate": "none"}}
+# DCKD's contrastive term starts with its history student (step 1000 by default).
+TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_start": 0}}
 LR_PATCH = 16
 
 

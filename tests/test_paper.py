@@ -69,3 +69,29 @@ def test_cli_unknown_table_and_bad_csv(tmp_path, capsys):
         paper_table("bicubic", eval_csvs=[bad])
     assert main(["paper", "dckd", "--runs", str(tmp_path), "--format", "csv"]) == 0
     assert "DCKD" not in capsys.readouterr().out.splitlines()[0]  # plain CSV header
+
+
+@pytest.mark.parametrize("name", ["fakd", "dckd"])
+def test_fakd_and_dckd_commands_are_runnable_and_the_miniature_is_pending(name):
+    text = to_text(paper_table(name, measured=_empty()), "markdown")
+    assert "not implemented" not in text and "not registered" not in text  # methods and presets exist now
+    assert "--student-preset 10x6" in text
+    assert "miniature of this table" in text and "pending" in text
+    if name == "dckd":
+        assert "--student-preset e60" in text and "--method mipkd" in text
+        assert "kdbench runs one method per run" in text  # the DCKD* (+DUKD) row
+
+
+def test_student_cells_come_only_from_paper_profile_runs():
+    def measured(profile):
+        students = pd.DataFrame([{"arch": "rcan", "preset": "10x6", "method": "fakd", "teacher": "rcan", "scale": 4,
+                                  "dataset_key": "Set5", "psnr": 32.5, "ssim": 0.899, "profile": profile}])
+        return Measured(_empty().models, students)
+
+    def set5_x4(table):
+        return next(c for c in table.cells if c.row == ("Set5", "x4") and c.column == "SN with FAKD")
+
+    cpu = paper_table("fakd", measured=measured("cpu"))
+    assert set5_x4(cpu).ours is None and any("pending" in note for note in cpu.notes)
+    paper = paper_table("fakd", measured=measured("paper"))
+    assert set5_x4(paper).ours.psnr == 32.5 and not any("pending" in note for note in paper.notes)

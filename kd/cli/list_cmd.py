@@ -68,18 +68,32 @@ def _format_count(model: nn.Module | None) -> str:
     return "?" if model is None else f"{sum(p.numel() for p in model.parameters()):,}"
 
 
+def _short_count(model: nn.Module | None) -> str:
+    if model is None:
+        return "?"
+    count = sum(p.numel() for p in model.parameters())
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
 def models_table(entries: list[ModelEntry]) -> TextTable:
-    presets = list(dict.fromkeys(name for entry in entries for name in entry.presets))
+    from kd.models.registry import PRESET_KINDS
+
+    # One column per common preset kind; a network's other presets (the students of published tables) share one
+    # column ("name=count", so a count is never separated from its preset when the column wraps).
+    presets = [name for name in PRESET_KINDS if any(name in entry.presets for entry in entries)]
     table = TextTable(title=f"kdbench networks (parameters of each preset at x{LIST_SCALE})")
     table.add_column("name")
     table.add_column("role")
     table.add_column("aliases", wrap=True)
     for name in presets:
         table.add_column(name, justify="right")
+    table.add_column("others", wrap=True)
     table.add_column("description", wrap=True)
     for entry in entries:
         counts = [_format_count(_meta_model(entry, name)) if name in entry.presets else "-" for name in presets]
-        table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, entry.description)
+        others = ", ".join(f"{name}={_short_count(_meta_model(entry, name))}"
+                           for name in entry.presets if name not in PRESET_KINDS) or "-"
+        table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, others, entry.description)
     return table
 
 
@@ -163,7 +177,11 @@ def list_methods_command(args: argparse.Namespace) -> int:
     table.add_column("loss terms (default weights)", wrap=True)
     table.add_column("description", wrap=True)
     for name, description in list_methods():
-        method = get_method(name)
+        try:
+            method = get_method(name)
+        except KdError:  # a broken plugin: its description already says why
+            table.add_row(name, "?", "?", description)
+            continue
         weights = ", ".join(f"{term} {weight:g}" for term, weight in method.default_weights.items())
         table.add_row(name, "yes" if method.needs_teacher else "no", weights, description)
     print_table(table)

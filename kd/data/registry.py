@@ -11,7 +11,7 @@ from kd.errors import unknown_choice
 class DatasetInfo:
     name: str  # canonical name, also the folder name under the data root
     aliases: tuple[str, ...]
-    role: str  # "eval" or "train": what the dataset is normally used for
+    role: str  # "eval" (a test set), "train" or "val" (held out for validation): what it is normally used for
     description: str
     image_count: int | None  # None when it varies or is unknown
     download_source: str | None  # key of kd.data.download.SOURCES, or None (manual placement)

@@ -285,8 +285,9 @@ class Trainer:
         terms = self.loss_terms(lr, hr)
         total = torch.stack([self.weights[n] * v for n, v in terms.items() if self.weights[n] != 0]).sum()
         if self._health_due(index):
-            # On every rank (the feature statistics' backward may be collective); rank 0 records.
-            self._record_health(index, gradient_ratios(terms, self.weights, list(self.student.parameters())))
+            # On every rank, with gradients averaged like the step's (collectives); rank 0 records.
+            self._record_health(index, gradient_ratios(terms, self.weights, list(self.student.parameters()),
+                                                       self.dist.average_))
 
         logged = torch.stack([*(v.detach() for v in terms.values()), total.detach()])
         self.dist.average_([logged])  # every rank sees the same values, so a NaN stops all of them together

@@ -2,11 +2,27 @@
 
     method = create_method("fitnet", student, teacher, options={"distance": "mse"})
     list_methods()  # [(name, description), ...]
+
+Where methods come from:
+
+* built-ins: every module of this package is imported on first use (pkgutil), and each method module registers
+  its class with `@register_method`, so adding a built-in method is one new file;
+* plugins: installed packages declare entry points in the group `kdbench.methods`, one per method, named after
+  the method and pointing at its `Distiller` subclass (or at a module that registers it):
+
+      [project.entry-points."kdbench.methods"]
+      my_method = "my_package.my_method:MyMethod"
+
+  A plugin is loaded when its method is asked for (and by `list_methods`); one that fails to import is an error
+  naming the plugin and its package, never a traceback, and it does not stop the other methods from working.
+  Built-in names come first: a plugin cannot replace a built-in method.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import pkgutil
 from typing import Any
 
 from torch import nn
@@ -14,8 +30,7 @@ from torch import nn
 from kd.errors import KdError, unknown_choice
 from kd.methods.base import Distiller, StepContext, StepInputs
 
-BUILTIN_MODULES = ("kd.methods.none", "kd.methods.logits", "kd.methods.fitnet", "kd.methods.krnet",
-                   "kd.methods.lsfd", "kd.methods.facd", "kd.methods.attention")
+PLUGIN_GROUP = "kdbench.methods"
 
 _METHODS: dict[str, type[Distiller]] = {}
 _loaded = False
@@ -34,21 +49,64 @@ def _load_builtins() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def plugin_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Installed `kdbench.methods` entry points by name (read afresh: packages may be installed meanwhile)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+def _plugin_label(ep: importlib.metadata.EntryPoint) -> str:
+    package = f" from package '{ep.dist.name}'" if getattr(ep, "dist", None) is not None else ""
+    return f"method plugin '{ep.name}' ({ep.value}){package}"
+
+
+def load_plugin(ep: importlib.metadata.EntryPoint) -> type[Distiller]:
+    """Import one plugin and return its method class; any failure is a KdError naming the plugin."""
+    label = _plugin_label(ep)
+    try:
+        target = ep.load()
+    except Exception as exc:  # a broken third-party package: report it, whatever it raised
+        raise KdError(
+            f"{label} failed to load ({type(exc).__name__}: {exc}); fix or uninstall that package."
+        ) from None
+    if isinstance(target, type) and issubclass(target, Distiller):
+        cls = target
+    elif ep.name in _METHODS:  # the entry point named a module whose import registered the method
+        cls = _METHODS[ep.name]
+    else:
+        raise KdError(f"{label} is neither a Distiller subclass nor a module registering method '{ep.name}'.")
+    if cls.name != ep.name:
+        raise KdError(f"{label} provides a method named '{cls.name}'; the entry point must carry the same name.")
+    return register_method(cls)
 
 
 def get_method(name: str) -> type[Distiller]:
     _load_builtins()
     if name not in _METHODS:
-        raise unknown_choice("method", name, _METHODS)
+        plugin = plugin_entry_points().get(name)
+        if plugin is None:
+            raise unknown_choice("method", name, {**_METHODS, **plugin_entry_points()})
+        return load_plugin(plugin)
     return _METHODS[name]
 
 
 def list_methods() -> list[tuple[str, str]]:
-    """(name, description) of every registered method, sorted by name (for `kdbench list methods`)."""
+    """(name, description) of every method, built-in and plugin, sorted by name (for `kdbench list methods`).
+
+    A plugin that fails to load is listed with the reason instead of hiding every other method.
+    """
     _load_builtins()
-    return [(name, _METHODS[name].description) for name in sorted(_METHODS)]
+    described = {name: cls.description for name, cls in _METHODS.items()}
+    for name, ep in plugin_entry_points().items():
+        if name not in _METHODS:
+            try:
+                described[name] = load_plugin(ep).description
+            except KdError as exc:
+                described[name] = f"(not loaded) {exc}"
+    return sorted(described.items())
 
 
 def method_options(name: str, options: dict[str, Any] | None = None) -> Any:
@@ -99,5 +157,6 @@ __all__ = [
     "list_methods",
     "loss_weights",
     "method_options",
+    "plugin_entry_points",
     "register_method",
 ]

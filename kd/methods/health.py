@@ -9,7 +9,7 @@ every `log_every * 10` steps into `metrics.jsonl` and warns outside `HEALTHY`; `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -23,9 +23,11 @@ def _norm(grads: Sequence[Tensor | None]) -> float:
     return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
 
 
-def gradient_ratios(terms: dict[str, Tensor], weights: dict[str, float], params: Sequence[Tensor]) -> dict[str, float]:
+def gradient_ratios(terms: dict[str, Tensor], weights: dict[str, float], params: Sequence[Tensor],
+                    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None) -> dict[str, float]:
     """The ratio of every weighted non-reconstruction term (weight != 0) to the reconstruction term; the graph of
-    `terms` is kept, so the caller can still back-propagate the total. Empty when there is nothing to compare."""
+    `terms` is kept, so the caller can still back-propagate the total. Empty when there is nothing to compare.
+    `average` (in place over data-parallel ranks) makes the gradients those of the global batch."""
     params = [p for p in params if p.requires_grad]
     reference = terms.get(REFERENCE_TERM)
     if reference is None or not weights.get(REFERENCE_TERM) or not params:
@@ -33,9 +35,11 @@ def gradient_ratios(terms: dict[str, Tensor], weights: dict[str, float], params:
 
     def norm_of(name: str) -> float:
         value = weights[name] * terms[name]
-        if not value.requires_grad:
-            return 0.0
-        return _norm(torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))
+        grads = [torch.zeros_like(p) for p in params] if not value.requires_grad else [
+            torch.zeros_like(p) if g is None else g
+            for p, g in zip(params, torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))]
+        average(grads)
+        return _norm(grads)
 
     reference_norm = norm_of(REFERENCE_TERM)
     if reference_norm == 0:

@@ -1,4 +1,4 @@
-"""Load official checkpoints (ASID, RCAN, HAN, SwinIR) into kdbench networks, strictly, with readable errors.
+"""Load official checkpoints (ASID, RCAN, HAN, SwinIR, EDSR) into kdbench networks, strictly, with readable errors.
 
 Every kdbench network keeps the official state_dict key names, so loading needs no key map. This module only
 unwraps the packaging, strips a DataParallel `module.` prefix, lets the network adapt size-dependent buffers
@@ -51,12 +51,15 @@ SHOW_PER_KIND = 5
 _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
+    # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
+    ("edsr", "keys 'sub_mean.*' and 'body.0.body.2.weight' without 'body.0.body.0.body.*'",
+     lambda k: "sub_mean.weight" in k and "body.0.body.2.weight" in k and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
 )
 
-_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "rcan": "RCAN", "swinir": "SwinIR"}
-_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "rcan": "an RCAN", "swinir": "a SwinIR"}
+_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR"}
+_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:

@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "teachers.rcan",
     "teachers.han",
     "teachers.swinir",
+    "teachers.edsr",
     "kd.models.bicubic",
 )
 

@@ -1,0 +1,246 @@
+"""FAKD, DUKD, DCKD and MiPKD: formulas against brute force, their mechanics, and step-0 health with two teachers.
+
+The generic checks (finite and decreasing loss on a fixed batch, gradients reach the student and the method and
+never the teacher, the exported student is plain, taps resolve for every teacher and scale) run for these methods
+in tests/test_methods_advanced.py, which covers every registered method.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from kd.errors import KdError
+from kd.methods import StepInputs, create_method, loss_weights
+from kd.methods.health import gradient_ratios
+from kd.models import capture, create
+
+SOTA = ("fakd", "dukd", "dckd", "mipkd")
+
+
+def smooth_batch(scale: int, batch: int = 4, size: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(batch, 3, size * scale, size * scale, generator=g)
+    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    return F.avg_pool2d(hr, scale), hr
+
+
+def step_inputs(method, student, teacher, lr, hr) -> StepInputs:
+    with capture(student, method.student_taps) as s_feats:
+        out = student(lr)
+    with torch.no_grad(), capture(teacher, method.teacher_taps, detach=True) as t_feats:
+        t_out = teacher(lr)
+    return StepInputs(lr, hr, out, t_out, dict(s_feats), dict(t_feats))
+
+
+def health_ratio(name: str, teacher_arch: str, options=None) -> float:
+    """|| grad of the weighted KD terms together || / || grad of the weighted reconstruction term ||, step 0."""
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create(teacher_arch, 2, "tiny").eval()
+    method = create_method(name, student, teacher, options)
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    weights = loss_weights(name)
+    distillation = sum(weights[n] * v for n, v in terms.items() if n != "rec" and weights[n] and v.requires_grad)
+    ratios = gradient_ratios({"rec": terms["rec"], "all_kd": distillation}, {"rec": weights["rec"], "all_kd": 1.0},
+                             list(student.parameters()))
+    return ratios["all_kd"]
+
+
+@pytest.mark.parametrize("teacher_arch", ["rcan", "swinir"])  # RCAN works in [0, 255], SwinIR in [0, 1]
+@pytest.mark.parametrize("name", SOTA)
+def test_step0_health_ratio_in_range(name, teacher_arch):
+    assert 0.05 <= health_ratio(name, teacher_arch) <= 5
+
+
+# ------------------------------------------------------------------------------------------------ FAKD
+
+
+def test_fakd_affinity_matches_brute_force_and_chunks_agree():
+    from kd.methods.fakd import affinity_l1
+
+    torch.manual_seed(0)
+    s = torch.randn(2, 3, 3, 4, requires_grad=True)
+    t = torch.randn(2, 5, 3, 4)
+
+    def affinity(feat, b):
+        pixels = [feat[b, :, i, j] for i in range(feat.shape[2]) for j in range(feat.shape[3])]
+        unit = [p / (p.pow(2).sum().sqrt() + 1e-8) for p in pixels]
+        return [[float((u * v).sum()) for v in unit] for u in unit]
+
+    expected = sum(abs(a - b) for batch in range(2)
+                   for row_s, row_t in zip(affinity(s.detach(), batch), affinity(t, batch))
+                   for a, b in zip(row_s, row_t)) / (2 * 12 * 12)
+    grads = []
+    for chunk in (1, 5, 12, 100):
+        loss = affinity_l1(s, t, chunk)
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+        (grad,) = torch.autograd.grad(loss, s)
+        grads.append(grad)
+    assert grads[0].abs().sum() > 0  # the affinity term trains the student (the DUKD re-implementation's does not)
+    assert all(torch.allclose(g, grads[0], atol=1e-7) for g in grads[1:])
+
+
+def test_fakd_refuses_maps_above_max_positions_naming_the_option():
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("fakd", student, teacher, {"max_positions": 100})
+    with pytest.raises(KdError, match=r"method.options.max_positions = 100.*train.lr_patch"):
+        method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+
+
+# ------------------------------------------------------------------------------------------------ DUKD
+
+
+def test_dukd_inverse_augmentation_is_exact_for_every_op_combination():
+    from kd.methods.dukd import OPS, augment, invert_augment
+
+    x = torch.rand(1, 3, 5, 5)
+    combos = torch.tensor(list(itertools.product([False, True], repeat=len(OPS))))
+    batch = x.expand(len(combos), -1, -1, -1)
+    assert torch.equal(invert_augment(augment(batch, combos), combos), batch)
+    # re-applying the same sequence (the official inverse) is wrong when transpose and one flip coincide
+    transpose_and_flip = torch.tensor([[False, True, False, True]])
+    assert not torch.equal(augment(augment(x, transpose_and_flip), transpose_and_flip), x)
+
+
+def test_dukd_zoom_in_tile_is_an_lr_sized_piece_of_the_hr_patch():
+    from kd.methods.dukd import zoom_in_tiles
+
+    _, hr = smooth_batch(3, batch=2, size=10)
+    tiles = zoom_in_tiles(hr, 3)
+    assert tiles.shape == (2, 3, 10, 10)
+    for tile, image in zip(tiles, hr):
+        assert any(torch.equal(tile, image[:, r * 10:(r + 1) * 10, c * 10:(c + 1) * 10])
+                   for r in range(3) for c in range(3))
+
+
+def test_dukd_zoom_out_terms_when_enabled():
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    off = create_method("dukd", student, teacher)
+    on = create_method("dukd", student, teacher, {"zoom_out": True})
+    lr, hr = smooth_batch(2, size=24)
+    assert "out_kd" not in off.losses(step_inputs(off, student, teacher, lr, hr))
+    terms = on.losses(step_inputs(on, student, teacher, lr, hr))
+    assert terms["out_rec"].item() > 0 and terms["out_kd"].item() > 0 and terms["out_rec"].requires_grad
+    small = smooth_batch(2, size=16)
+    with pytest.raises(KdError, match=r"min_zoom_out_size = 12; raise train.lr_patch or set method.options.zoom_out"):
+        on.losses(step_inputs(on, student, teacher, *small))
+
+
+# ------------------------------------------------------------------------------------------------ DCKD
+
+
+def test_dckd_contrastive_ratio_matches_its_formula():
+    from kd.methods.dckd import contrastive_ratio
+
+    torch.manual_seed(0)
+    anchor, positive = [torch.randn(2, 3, 4, 4) for _ in range(2)], [torch.randn(2, 3, 4, 4) for _ in range(2)]
+    negatives = [[torch.randn(2, 3, 4, 4) for _ in range(2)] for _ in range(3)]
+    weights = [0.5, 1.0]
+    expected = sum(w * (anchor[i] - positive[i]).abs().mean().item()
+                   / sum((anchor[i] - n[i]).abs().mean().item() for n in negatives) for i, w in enumerate(weights))
+    assert contrastive_ratio(anchor, positive, negatives, weights).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dckd_history_student_negatives_and_schedule():
+    from kd.methods.base import StepContext
+
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("dckd", student, teacher, {"num_neg": 3, "history_start": 2, "history_alpha": 0.25})
+    calls = []
+    method.history.register_forward_hook(lambda *args: calls.append(1))
+    inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+    assert "dcl" not in method.losses(inputs) and not calls  # no negatives before the history exists
+
+    def context(step):
+        return StepContext(step, student, teacher, None, 0.0, lambda: None)
+
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.01)
+    method.after_optimizer_step(context(0))
+    assert not bool(method.history_ready)
+    method.after_optimizer_step(context(1))  # step 2 done: the history becomes a copy
+    assert bool(method.history_ready)
+    assert all(torch.equal(a, b) for a, b in zip(method.history.state_dict().values(), student.state_dict().values()))
+    before = next(method.history.parameters()).clone()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.01)
+    method.after_optimizer_step(context(2))  # then an EMA with weight 0.25 on the current student
+    assert torch.allclose(next(method.history.parameters()), before + 0.0025, atol=1e-6)
+
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    assert len(calls) == 3 and terms["dcl"].item() > 0 and terms["dcl"].requires_grad
+    assert not any(k.startswith("history.") for k in student.state_dict())
+
+
+# ------------------------------------------------------------------------------------------------ MiPKD
+
+
+@pytest.mark.parametrize("arch", ["rcan", "swinir", "asid"])
+def test_mipkd_injecting_a_tap_s_own_value_reproduces_the_output(arch):
+    from kd.methods.mipkd import injected
+    from kd.methods.pairing import body_stages
+
+    torch.manual_seed(0)
+    model = create(arch, 2, "tiny").eval()
+    lr, _ = smooth_batch(2, batch=2)
+    tap = body_stages(model)[0]
+    with torch.no_grad(), capture(model, [tap]) as feats:
+        reference = model(lr)
+    with torch.no_grad(), injected(model, tap, feats[tap]):
+        assert torch.allclose(model(lr), reference, atol=1e-6)
+    with torch.no_grad(), injected(model, tap, torch.zeros_like(feats[tap])):
+        assert not torch.allclose(model(lr), reference, atol=1e-3)
+
+
+def test_mipkd_block_mixer_trains_the_student_through_either_branch():
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("mipkd", student, teacher)
+    branches = set()
+    for seed in range(6):
+        method._random.seed(seed)
+        inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+        loss = method.losses(inputs)["block"]
+        grads = torch.autograd.grad(loss, [p for p in student.parameters()], allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+        method._random.seed(seed)
+        method._random.randrange(len(method.student_taps))
+        branches.add(method._random.random() < 0.5)
+    assert branches == {True, False}
+
+
+def test_mipkd_full_teacher_mask_decodes_the_teacher_latent():
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("mipkd", student, teacher, {"mask_ratio": 1.0, "block_level": False})
+    inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+    _, z_mix, _, teacher_feat = method.mix(inputs, method.student_taps[0], method.teacher_taps[0])
+    from kd.methods.pairing import standardize_pair, tap_key
+
+    _, t = standardize_pair(teacher_feat, teacher_feat)
+    assert torch.allclose(z_mix, method.teacher_encoders[tap_key(method.student_taps[0])](t), atol=1e-6)
+    assert "block" not in method.losses(inputs)
+
+
+@pytest.mark.parametrize("name", ["dukd", "mipkd"])
+def test_methods_running_the_teacher_themselves_accept_a_half_precision_teacher(name):
+    torch.manual_seed(0)
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method(name, student, teacher)
+    teacher.to(torch.bfloat16)  # as accel.teacher_dtype does; the trainer hands the method float32 outputs
+    lr, hr = smooth_batch(2)
+    with capture(student, method.student_taps) as s_feats:
+        out = student(lr)
+    with torch.no_grad(), capture(teacher, method.teacher_taps, detach=True) as t_feats:
+        t_out = teacher(lr.to(torch.bfloat16)).float()
+    for _ in range(4):  # both MiPKD branches
+        terms = method.losses(StepInputs(lr, hr, out, t_out, dict(s_feats), {k: v.float() for k, v in t_feats.items()}))
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
