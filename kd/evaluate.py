@@ -130,7 +130,7 @@ def evaluate(
 
     scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
-    datasets = [resolve_dataset(d).name for d in datasets]  # canonical names; unknown ones fail before any work
+    datasets = [resolve_dataset(d, data_root).name for d in datasets]  # canonical names; unknown ones fail before any work
     _model_scale(model, scales)
     spec = getattr(model, "kd_spec", None)
     name = model_name or (spec["arch"] if spec else type(model).__name__)

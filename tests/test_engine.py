@@ -259,7 +259,8 @@ def test_run_writes_a_complete_record_and_reports_when_finished(tmp_path, monkey
     assert summary["steps"] == 6 and summary["params"] == sum(p.numel() for p in ToySR(width=4).parameters())
     assert set(summary["datasets"]) == {"SetA", "SetB"} and summary["datasets"]["SetA"]["lpips"] is None
     # the exported student has the network's own keys: no adapters
-    assert set(torch.load(run_dir / "student.pt", weights_only=True)) == set(ToySR(width=4).state_dict())
+    exported = torch.load(run_dir / "student.pt", weights_only=True)
+    assert set(exported["state_dict"]) == set(ToySR(width=4).state_dict())
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"]
     # the saved config reproduces the run id; the same command reports the finished run

@@ -79,7 +79,7 @@ def test_sigkill_and_rerun_matches_uninterrupted_run(tmp_path):
     for name in ("student.pt", "checkpoints/best.pt"):
         a = torch.load(reference_run / name, weights_only=True)
         b = torch.load(run_dir / name, weights_only=True)
-        weights_a, weights_b = a.get("student", a), b.get("student", b)
+        weights_a, weights_b = a.get("student", a.get("state_dict")), b.get("student", b.get("state_dict"))
         assert weights_a.keys() == weights_b.keys()
         assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a), name
     assert (reference_run / "eval" / "per_image.csv").read_text() == (run_dir / "eval" / "per_image.csv").read_text()

@@ -19,7 +19,7 @@ from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, get_method, list_methods, loss_weights
-from kd.models import capture, create
+from kd.models import capture, create, read_checkpoint
 
 METHODS = [name for name, _ in list_methods()]
 TEACHER_METHODS = [name for name in METHODS if get_method(name).needs_teacher]
@@ -345,7 +345,7 @@ def test_cli_smoke_run(tmp_path, monkeypatch, teacher_arch, method_name, module_
     values = [r["terms"][DISTILL_TERM[method_name]] for r in records if "terms" in r]
     assert len(values) == 6 and all(math.isfinite(v) for v in values)
     plain = create("asid", summary["scale"], "tiny")
-    plain.load_state_dict(torch.load(run_dir / "student.pt", weights_only=True))  # strict: a plain ASID
+    plain.load_state_dict(read_checkpoint(run_dir / "student.pt"))  # strict: a plain ASID
     method_state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["method"]
     if module_prefix:
         assert method_state and all(k.startswith(module_prefix) for k in method_state)

@@ -14,7 +14,7 @@ from kd.engine.checkpoint import load_checkpoint
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, loss_weights
 from kd.methods.base import StepContext
-from kd.models import capture, create
+from kd.models import capture, create, read_checkpoint
 
 SCALE = 4
 
@@ -257,7 +257,7 @@ def test_cli_smoke_run_exports_a_plain_asid(tmp_path, monkeypatch):
     (run_dir,) = list((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == "krnet" and summary["steps"] == 6
-    exported = torch.load(run_dir / "student.pt", weights_only=True)
+    exported = read_checkpoint(run_dir / "student.pt")
     plain = create("asid", SCALE, "tiny")
     plain.load_state_dict(exported)  # strict: exactly ASID's keys, no KRNet or adapter
     assert not any("krnet" in k or "adapter" in k for k in exported)

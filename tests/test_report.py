@@ -15,7 +15,9 @@ from kd.engine import execute_run
 from kd.errors import KdError
 from kd.profiles import profile_layer
 from kd.report import build_report
+from kd.report.plots import place_labels, plt
 from kd.report.stats import gap_recovered, mean_std, paired_delta
+from kd.report.tables import COLUMNS, finding
 
 T_975_DF2 = 4.303  # Student t table, two-sided 95%, 2 degrees of freedom
 
@@ -33,6 +35,39 @@ def test_paired_interval_matches_a_hand_calculation():
     assert mean_std([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2.0)))
     assert gap_recovered(30.25, 30.0, 31.0) == pytest.approx(0.25)
     assert math.isnan(gap_recovered(30.25, 30.0, 29.0)) and math.isnan(gap_recovered(30.25, 30.0, None))
+
+
+def _table(*rows: dict) -> pd.DataFrame:
+    base = {"profile": "cpu", "student": "asid", "scale": 4, "teacher": "rcan", "dataset": "Set5", "seeds": 3,
+            "psnr_mean": 30.0}
+    return pd.DataFrame([{**dict.fromkeys(COLUMNS, math.nan), **base, **row} for row in rows], columns=COLUMNS)
+
+
+def test_finding_states_separation_only_beyond_the_interval():
+    none = {"method": "none"}
+    inside = {"method": "logits", "delta": 0.0, "delta_low": -0.003, "delta_high": 0.004, "delta_n": 3}
+    one_seed = {"method": "fitnet", "delta": 0.2, "delta_n": 1}
+    assert finding(_table(none, inside)) == ("No method separates from no-KD at 3 seeds (every paired 95% interval "
+                                             "of Δ PSNR includes 0).")
+    assert finding(_table(none, one_seed)).startswith("No method separates from no-KD at 1 seed (one seed gives no")
+    above = {"method": "facd", "delta": 0.12, "delta_low": 0.05, "delta_high": 0.19, "delta_n": 3, "psnr_mean": 30.1}
+    below = {"method": "lsfd", "delta": -0.2, "delta_low": -0.3, "delta_high": -0.1, "delta_n": 3}
+    text = finding(_table(none, inside, above, below))
+    assert text == ("facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from "
+                    "rcan on Set5 x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
+    assert "lsfd is below it" in finding(_table(none, inside, below))
+
+
+def test_peer_labels_do_not_overlap():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(300e3 + 1e3 * i, 32.0 + 0.001 * i) for i in range(6)]  # six peers almost on one spot
+    ax.scatter(*zip(*points))
+    ax.set_xscale("log")
+    texts = place_labels(ax, points, [f"PeerNet-{i}" for i in range(6)])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in texts]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +105,10 @@ def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
     table = pd.read_csv(out / "results.csv")
     row = table[table["method"] == "logits"].iloc[0]
     assert row["delta"] == pytest.approx(expected) and row["delta_n"] == 2 and math.isfinite(row["delta_low"])
-    assert bool(row["best"])
+    assert bool(row["best"]) == (row["delta_low"] > 0)  # ★ only where the interval lies above 0
+    assert "data:image/png;base64," in html and "src=\"figures/" not in html  # one self-contained file
+    assert html.index("class='finding'") < html.index("<h2>Results</h2>") and md.startswith("# ")
+    assert md.splitlines()[2].startswith("**") and md.splitlines()[2].endswith(".**")
     spec = json.loads((out / "figures" / "visual_spec.json").read_text())
     labels = [p["label"] for p in spec["figures"][0]["panels"]]
     assert labels[:3] == ["HR", "bicubic", "no-KD"] and "logits" in labels and labels[-1].startswith("teacher")

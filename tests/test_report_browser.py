@@ -14,6 +14,7 @@ from kd.report.render import ReportContent, to_html
 from kd.report.tables import COLUMNS
 
 WIDTH, HEIGHT = 1000, 800
+FINDING_BACKGROUND = (0xDF, 0xF0, 0xE4)  # .finding in kd.report.render.CSS; used nowhere else on the page
 
 
 def _chromium() -> str:
@@ -45,21 +46,65 @@ def test_report_renders_in_headless_chromium(tmp_path):
     content = ReportContent("kdbench browser check", ["Profile: smoke."], pd.DataFrame([row], columns=COLUMNS),
                             {"Δ PSNR per method and teacher": ["delta_bars"]}, ["a note"])
     page = tmp_path / "report.html"
-    page.write_text(to_html(content))
-    shot = tmp_path / "shot.png"
-    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},{HEIGHT}",
-            "--allow-file-access-from-files"]
-    shot_run = subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
-    assert shot.is_file(), shot_run.stderr.decode(errors="replace")[-2000:]
+    page.write_text(to_html(content, tmp_path / "figures"))
+    shutil.rmtree(tmp_path / "figures")  # the page is one self-contained file: its figures travel inside it
+    image, dom = _render(browser, page, tmp_path, WIDTH, HEIGHT)
+    assert image.size == (WIDTH, HEIGHT)
+    colours = {colour for _, colour in image.getcolors(WIDTH * HEIGHT)}
+    assert len(colours) > 10  # text and rules: not a blank page
+    assert (200, 30, 30) in colours  # the embedded figure was decoded and drawn
+    assert "<table class=\"results\">" in dom and "logits ★" in dom and "+0.050 [-0.100, +0.200]" in dom
+    assert 'src="data:image/png;base64,' in dom and 'src="figures/' not in dom
+
+
+def _render(browser: str, page, tmp_path, width: int, height: int):
+    """(screenshot as an RGB PIL image, serialised DOM) of `page` in a width x height window."""
     from PIL import Image
 
+    shot = tmp_path / f"shot-{width}.png"
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},{height}",
+            "--allow-file-access-from-files", "--hide-scrollbars"]
+    shot_run = subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file(), shot_run.stderr.decode(errors="replace")[-2000:]
     with Image.open(shot) as image:
-        assert image.size == (WIDTH, HEIGHT)
-        colours = {colour for _, colour in image.convert("RGB").getcolors(WIDTH * HEIGHT)}
-    assert len(colours) > 10  # text and rules: not a blank page
-    assert (200, 30, 30) in colours  # the figure PNG beside the page was loaded and drawn
+        rgb = image.convert("RGB")
     dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, timeout=120, text=True).stdout
-    assert "<table class=\"results\">" in dom and "logits ★" in dom and "+0.050 [-0.100, +0.200]" in dom
-    assert 'src="figures/delta_bars.png"' in dom
+    return rgb, dom
+
+
+def test_summary_sentence_is_above_the_fold_at_1400px(tmp_path):
+    """A real report (finding, intro, three result tables, a figure) at 1400 x 900: the one-sentence finding is the
+    first thing in view, not below the tables."""
+    from kd.report.render import ReportContent, to_html
+    from kd.report.tables import finding
+
+    import pandas as pd
+
+    browser = _chromium()
+    width, height = 1400, 900
+    rows = []
+    for dataset in ("Set5", "Set14", "B100"):
+        for method, delta in (("none", None), ("logits", 0.0), ("fitnet", -0.02), ("facd", 0.01)):
+            row = dict.fromkeys(COLUMNS, float("nan"))
+            row.update(profile="cpu", student="asid", scale=4, teacher="rcan", method=method, dataset=dataset,
+                       seeds=3, psnr_mean=28.0, psnr_std=0.05, ssim_mean=0.8, ssim_std=0.001, best=False)
+            if delta is not None:
+                row.update(delta=delta, delta_low=delta - 0.05, delta_high=delta + 0.05, delta_n=3)
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    sentence = finding(table)
+    content = ReportContent("kdbench report: cpu-rcan-x4", ["Profile: cpu. 12 finished runs; seeds 0, 1, 2."] * 3,
+                            table, {}, ["a note"], finding=sentence)
+    page = tmp_path / "report.html"
+    page.write_text(to_html(content))
+    image, dom = _render(browser, page, tmp_path, width, height)
+    assert sentence in " ".join(dom.split())
+    pixels = image.load()
+    box_rows = [y for y in range(height) if sum(pixels[x, y] == FINDING_BACKGROUND for x in range(0, width, 7)) > 20]
+    assert box_rows, "the finding box is not in the first screen"
+    top, bottom = min(box_rows), max(box_rows)
+    assert bottom < height // 2  # wholly visible, in the upper half of the first screen
+    dark = sum(1 for y in range(top, bottom + 1) for x in range(width) if sum(pixels[x, y]) < 200)
+    assert dark > 200  # the sentence's text is drawn inside the box

@@ -14,8 +14,8 @@ from kd.messages import say
 
 # Modules of kd.cli that add sub-commands, in the order they appear in --help.
 COMMAND_MODULES = [
-    "data_cmd", "eval_cmd", "list_cmd", "weights_cmd", "run_cmd", "teacher_cmd", "results_cmd", "sweep_cmd",
-    "report_cmd", "paper_cmd", "tune_cmd",
+    "data_cmd", "eval_cmd", "sr_cmd", "list_cmd", "weights_cmd", "run_cmd", "teacher_cmd", "results_cmd", "sweep_cmd",
+    "tune_cmd", "report_cmd", "paper_cmd",
 ]
 
 

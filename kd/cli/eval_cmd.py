@@ -22,10 +22,14 @@ def register(subparsers) -> None:
         description="PSNR/SSIM on the Y channel (BT.601, crop = scale) and LPIPS (alex, v0.1) on RGB, "
         "per dataset and scale, following the SR-paper protocol.",
     )
-    parser.add_argument("--model", required=True, help="registered architecture, e.g. bicubic, rcan, asid, swinir")
-    parser.add_argument("--data", default=DEFAULT_DATA, help=f"comma-separated datasets (default {DEFAULT_DATA}; "
-                        "'default' = the embedded set, no data root needed)")
-    parser.add_argument("--scale", default="4", help="comma-separated scales, e.g. 2,3,4 (default 4)")
+    parser.add_argument("--model", help="registered architecture, e.g. bicubic, rcan, asid, swinir (not needed "
+                        "with --run, or with a --ckpt written by kdbench: the file names its network)")
+    parser.add_argument("--run", type=Path, metavar="DIR", help="evaluate the student of a finished run folder "
+                        "(its network, scale, data root and test sets unless given)")
+    parser.add_argument("--data", help=f"comma-separated datasets or image folders (default {DEFAULT_DATA}, or the "
+                        "run's; 'default' = the embedded set; a folder holds HR images, or HR/ and optional "
+                        "LR_bicubic/X<s>/, and is also found by name under --data-root)")
+    parser.add_argument("--scale", help="comma-separated scales, e.g. 2,3,4 (default 4, or the checkpoint's)")
     parser.add_argument("--ckpt", type=Path, help="official or kdbench checkpoint to load (one scale)")
     parser.add_argument("--preset", help="model preset: paper (default), mini or tiny")
     parser.add_argument("--data-root", help="folder holding <Dataset>/HR (default $KDBENCH_DATA or the cache)")
@@ -56,7 +60,50 @@ def parse_scales(value: str) -> list[int]:
         raise KdError(f"--scale {value!r}: expected comma-separated integers such as 2,3,4") from exc
 
 
+def run_network(run_dir: Path) -> tuple[Path, dict]:
+    """A run folder's `student.pt` and its resolved configuration (empty when config.yaml is absent)."""
+    import yaml
+
+    ckpt = run_dir / "student.pt"
+    if not ckpt.is_file():
+        raise KdError(f"--run {run_dir}: no student.pt there; is it a finished kdbench run folder "
+                      "(runs/<run-id>/, with summary.json)?")
+    config_path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise KdError(f"{config_path} could not be read ({exc}); use --ckpt {ckpt} with --model and --preset "
+                      "instead") from None
+    return ckpt, config if isinstance(config, dict) else {}
+
+
+def fill_from_run(args: argparse.Namespace) -> dict:
+    """`--run DIR`: its student.pt becomes --ckpt; for a run recorded before student.pt named its network, the
+    run's config.yaml supplies --model, --preset and --scale. Returns the run's configuration."""
+    from kd.models.loading import read_model_spec
+
+    if args.ckpt is not None:
+        raise KdError("give either --run or --ckpt, not both")
+    args.ckpt, config = run_network(args.run)
+    student = config.get("student") or {}
+    if args.model is None and read_model_spec(args.ckpt) is None:
+        args.model, args.preset = student.get("arch"), args.preset or student.get("preset")
+        args.scale = args.scale or (str(config["scale"]) if config.get("scale") else None)
+    return config
+
+
+def _from_run(args: argparse.Namespace) -> None:
+    """`--run DIR` for eval: also the run's test sets and data root, unless given."""
+    config = fill_from_run(args)
+    evaluation, data = config.get("eval") or {}, config.get("data") or {}
+    if args.data is None and evaluation.get("datasets"):
+        args.data = ",".join(evaluation["datasets"])
+    args.data_root = args.data_root or data.get("root")
+
+
 def _check_args(args: argparse.Namespace, scales: list[int]) -> None:
+    if args.model is None and args.ckpt is None:
+        raise KdError("name the network: --model ARCH (e.g. --model bicubic), --ckpt FILE or --run DIR")
     if args.ckpt is not None:
         if not args.ckpt.is_file():
             raise KdError(f"--ckpt {args.ckpt}: no such file")
@@ -70,15 +117,15 @@ def _check_args(args: argparse.Namespace, scales: list[int]) -> None:
         raise KdError(f"--out {args.out} is a folder; give a file name such as {args.out / 'results.csv'}")
 
 
-def _build_model(args: argparse.Namespace, scale: int):
-    from kd.models import create
+def _build_model(args: argparse.Namespace, scale: int | None):
+    """The network to evaluate: `--model` built fresh, or what `--ckpt` holds (its own description first)."""
+    if args.ckpt is None:
+        from kd.models import create
 
-    model = create(args.model, scale, args.preset)
-    if args.ckpt is not None:
-        from kd.models.loading import load_official
+        return create(args.model, scale or 4, args.preset)
+    from kd.models.loading import model_from_checkpoint
 
-        load_official(model, args.ckpt)
-    return model
+    return model_from_checkpoint(args.ckpt, arch=args.model, scale=scale, preset=args.preset)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -89,9 +136,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from kd.evaluate import evaluate, save_result
     from kd.models import get_entry
 
-    scales = parse_scales(args.scale)
-    datasets = [resolve_dataset(name).name for name in _split(args.data, "--data")]
-    entry = get_entry(args.model)
+    if args.run is not None:
+        _from_run(args)
+    scales = parse_scales(args.scale) if args.scale else [None]
+    datasets = [resolve_dataset(name, args.data_root).name for name in _split(args.data or DEFAULT_DATA, "--data")]
     _check_args(args, scales)
     device = resolve_device(args.device)
     console = out_console()
@@ -99,6 +147,8 @@ def run_eval(args: argparse.Namespace) -> int:
     results = []
     for scale in scales:
         model = _build_model(args, scale)
+        scale = model.kd_spec["scale"] if scale is None else scale
+        entry, preset = get_entry(model.kd_spec["arch"]), model.kd_spec["preset"]
         results.append(evaluate(
             model, datasets, scale, data_root=args.data_root, lr_source=args.lr_source, tile=args.tile,
             tile_overlap=args.tile_overlap, with_lpips=not args.no_lpips, save_images=args.save_images,
@@ -109,7 +159,6 @@ def run_eval(args: argparse.Namespace) -> int:
     result.per_image = pd.concat([r.per_image for r in results], ignore_index=True)
     result.per_dataset = _order(result.per_dataset, datasets)
 
-    preset = args.preset or entry.default_preset
     print_table(results_table(result, entry.arch, preset), console)
     for note in result.notes:
         say(console, note, "note")

@@ -36,6 +36,7 @@ def run_report(args: argparse.Namespace) -> int:
     err = out_console(stderr=True)
     report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
     console = out_console()
+    say(console, report.content.finding)
     for table in report.console_tables():
         print_table(table, console)
     for note in report.content.notes:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd.config import RunConfig, parse_override, read_config_file
 from kd.messages import say
 from kd.output import TextTable, out_console, print_table
 from kd.profiles import PROFILES, profile_layer, resolve_layers
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +119,47 @@ def summary_table(summary: dict[str, Any]) -> TextTable:
     return table
 
 
+def _scores(scores: dict[str, Any] | None) -> str:
+    if not scores or scores.get("psnr_y") is None:
+        return "-"
+    ssim = scores.get("ssim_y")
+    return f"{scores['psnr_y']:.2f}/{ssim:.4f}" if ssim is not None else f"{scores['psnr_y']:.2f}"
+
+
+def comparison_table(comparison) -> TextTable:
+    """PSNR/SSIM of the teacher, the no-KD sibling and this student per dataset, with Δ PSNR vs no-KD."""
+    student = comparison.student
+    teacher = student.get("teacher") or {}
+    table = TextTable(title=f"{student['method']} beside its teacher and the no-KD student ({student['profile']} "
+                      f"profile, seed {student['seed']})", caption="PSNR/SSIM on Y, crop = scale; Δ = PSNR of this "
+                      "student minus the no-KD student (one seed: not a significance test)")
+    table.add_column("dataset")
+    table.add_column(f"teacher {teacher.get('arch')} ({teacher.get('preset')})", justify="right")
+    table.add_column("no-KD", justify="right")
+    table.add_column(student["method"], justify="right")
+    table.add_column("Δ PSNR", justify="right")
+    for dataset in comparison.datasets:
+        delta = comparison.delta(dataset)
+        table.add_row(dataset, _scores((comparison.teacher or {}).get(dataset)),
+                      _scores((comparison.sibling or {}).get("datasets", {}).get(dataset)),
+                      _scores(student["datasets"].get(dataset)), "-" if delta != delta else f"{delta:+.3f}")
+    return table
+
+
+def print_comparison(console: Console, err: Console, config: RunConfig, record, args: argparse.Namespace) -> None:
+    from kd.engine.siblings import compare_with_siblings
+
+    comparison = compare_with_siblings(config, record.summary, args.out_dir)
+    if comparison is None:
+        return
+    print_table(comparison_table(comparison), console)
+    if comparison.sibling is None:
+        seed = f" --seed {config.seed}" if config.seed else ""
+        say(err, f"no no-KD sibling ({comparison.sibling_id}) in {args.out_dir} yet: `kdbench run --profile "
+            f"{config.profile} --student {config.student.arch} --scale {config.scale}{seed} --method none` with "
+            "the same other options adds it to this comparison", "note")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
@@ -143,7 +188,7 @@ def run_command(args: argparse.Namespace) -> int:
     err = out_console(stderr=True)
     try:
         record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress,
-                             restart=args.restart)
+                             restart=args.restart, save_images=args.save_images)
     except TrainingInterrupted as stop:
         err.print(
             f"[yellow]interrupted at step {stop.step}[/]: checkpoint saved; run the same command again to resume.",
@@ -155,11 +200,15 @@ def run_command(args: argparse.Namespace) -> int:
     console = out_console()
     if record.already_finished:
         say(err, f"run {record.run_dir.name} is already finished; results in {record.run_dir}")
+        if args.save_images and not (record.run_dir / "images").is_dir():
+            say(err, f"its SR images were not saved; write them with `kdbench eval --run {record.run_dir} "
+                f"--save-images {record.run_dir / 'images'}`", "note")
+    else:
+        say(err, f"run finished; results in {record.run_dir}")
+    # A fresh run's results close its train.log.
+    with contextlib.nullcontext() if record.already_finished else tee_to_file(console, record.run_dir / "train.log"):
         print_table(summary_table(record.summary), console)
-        return 0
-    say(err, f"run finished; results in {record.run_dir}")
-    with tee_to_file(console, record.run_dir / "train.log"):  # the results close the run's log
-        print_table(summary_table(record.summary), console)
+        print_comparison(console, err, config, record, args)
     return 0
 
 
@@ -182,5 +231,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
     parser.add_argument("--restart", action="store_true", help="discard this run's checkpoints, metrics and "
                         "evaluation and train it from scratch (e.g. after a damaged checkpoint)")
+    parser.add_argument("--save-images", action="store_true", help="also write the final evaluation's SR images "
+                        "to <run>/images/<dataset>/x<s>/<name>.png")
     add_config_arguments(parser)
     parser.set_defaults(handler=run_command)

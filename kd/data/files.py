@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import numbers
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,20 +51,21 @@ def check_scale(scale: int) -> int:
 
 def dataset_files(dataset: str | DatasetInfo, data_root: Path | str | None, purpose: str) -> list[DatasetFiles]:
     """Files of `dataset` for `purpose` ("train" or "eval"); a union dataset (291) gives one entry per part."""
-    info = dataset if isinstance(dataset, DatasetInfo) else resolve_dataset(dataset)
+    info = dataset if isinstance(dataset, DatasetInfo) else resolve_dataset(dataset, data_root)
     if info.parts:
         parts = [files for part in info.parts for files in dataset_files(part, data_root, purpose)]
         return _split(parts, info) if info.keep or info.drop else parts
     if info.embedded:
         split = "train" if purpose == "train" else "test"
         return [DatasetFiles(f"{info.name}/{split}", tuple(embedded_paths(split)))]
-    directory = dataset_dir(info, resolve_data_root(data_root))
-    hr = tuple(sorted(p for p in (directory / "HR").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+    directory = Path(info.location) if info.location else dataset_dir(info, resolve_data_root(data_root))
+    hr_dir = directory / "HR" if (directory / "HR").is_dir() else directory
+    hr = tuple(sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
     if not hr:
-        raise KdError(f"dataset {info.name}: no PNG/BMP/JPEG images in {directory / 'HR'}")
+        raise KdError(f"dataset {info.name}: no PNG/BMP/JPEG images in {hr_dir}")
     stems = [p.stem for p in hr]
     if len(set(stems)) != len(stems):
-        raise KdError(f"dataset {info.name}: two HR files share a name in {directory / 'HR'} (e.g. a.png and a.bmp)")
+        raise KdError(f"dataset {info.name}: two HR files share a name in {hr_dir} (e.g. a.png and a.bmp)")
     return [DatasetFiles(info.name, hr, directory)]
 
 
@@ -85,7 +87,7 @@ def _split(parts: list[DatasetFiles], info: DatasetInfo) -> list[DatasetFiles]:
 def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-style LR of a modcropped HR image, cached as PNG under `cache_dir()/lr` keyed by the HR's sha256."""
     key = sha256_file(hr_path)[:16]
-    folder = cache_dir() / "lr" / files.name.replace("/", "_") / f"X{scale}"
+    folder = cache_dir() / "lr" / re.sub(r"[^\w.-]+", "_", files.name).lstrip(".") / f"X{scale}"
     cached = folder / f"{hr_path.stem}.{key}.png"
     if cached.is_file():
         try:

@@ -1,10 +1,17 @@
-"""The datasets kdbench knows by name."""
+"""The datasets kdbench knows by name, and the user's own image folders.
+
+Anywhere a dataset is named (`--data`, `eval.datasets`, `data.train`), a folder works too: a path to a folder of HR
+images, to a folder holding `HR/` (and optionally `LR_bicubic/X<s>/` with the same file names; otherwise the LR is
+generated with the MATLAB-style bicubic), or the name of such a folder under the data root (`MyPhotos`,
+`MyPhotos/HR`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from kd.errors import unknown_choice
+from kd.errors import KdError, unknown_choice
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class DatasetInfo:
     # A split of the parts' images by file stem: only `keep` (when given), never `drop`.
     keep: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    location: str | None = None  # a user's folder: holds HR/ (and LR_bicubic/), or the HR images themselves
 
     @property
     def folder_names(self) -> tuple[str, ...]:
@@ -75,11 +83,30 @@ def list_datasets() -> tuple[DatasetInfo, ...]:
     return DATASETS
 
 
-def resolve_dataset(name: str) -> DatasetInfo:
-    """Dataset by canonical name or alias, case-insensitive; unknown names raise a `KdError` with the closest match."""
+def resolve_dataset(name: str, data_root: str | Path | None = None) -> DatasetInfo:
+    """Dataset by canonical name or alias (case-insensitive), else a user's folder: `name` as a path, then as a
+    folder under the data root. The folder's dataset keeps `name` as its name, so resolving it again finds it
+    again. Anything else raises a `KdError` with the closest known name."""
     wanted = str(name).strip().lower()
     for info in DATASETS:
         if wanted in (n.lower() for n in (info.name, *info.aliases)):
             return info
+    folder = user_folder(str(name), data_root)
+    if folder is not None:
+        return folder
     choices = [n for info in DATASETS for n in (info.name, *info.aliases)]
-    raise unknown_choice("dataset", str(name), choices)
+    error = unknown_choice("dataset", str(name), choices)
+    raise KdError(f"{error} Or give a folder of HR images (a path, or a folder name under the data root).")
+
+
+def user_folder(name: str, data_root: str | Path | None = None) -> DatasetInfo | None:
+    """A folder of images named by path or found under the data root, as a dataset; None when there is none."""
+    from kd.data.roots import resolve_data_root
+
+    if not name.strip():
+        return None
+    for candidate in (Path(name).expanduser(), resolve_data_root(data_root) / name):
+        if candidate.is_dir():
+            location = candidate.parent if candidate.name == "HR" else candidate
+            return DatasetInfo(name, (), "eval", f"images in {candidate}", None, None, location=str(location))
+    return None

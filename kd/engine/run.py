@@ -5,7 +5,9 @@
     environment.json      package versions, git commit, device
     metrics.jsonl         loss terms, lr, step time per logged step; validation PSNR
     checkpoints/last.pt   full training state (resumable); checkpoints/best.pt best validated weights
-    student.pt            the evaluated student weights (official key names, no adapters)
+    student.pt            the evaluated student: {"state_dict": official key names, no adapters,
+                          "kdbench_model": arch, scale, preset, fields} (kd.models.loading.package_model)
+    images/               SR images of the final evaluation, with `kdbench run --save-images`
     eval/per_image.csv, eval/per_dataset.csv
     summary.json          written last: its presence means the run is finished
 
@@ -57,6 +59,7 @@ from kd.fileio import atomic_write_text
 from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
 from kd.models import create, get_entry, load_official
+from kd.models.loading import package_model
 
 HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
 
@@ -80,9 +83,11 @@ def check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def check_names(config: RunConfig) -> None:
-    """Unknown student / teacher / method / loss term / option: fail before anything is built or written."""
-    _named_entry(config.student.arch, "student (--student / student.arch)")
+def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False) -> None:
+    """Unknown student / teacher / method / loss term / option: fail before anything is built or written. A network
+    given as an object (Python API) has no registry name to check."""
+    if not student_given:
+        _named_entry(config.student.arch, "student (--student / student.arch)")
     method = get_method(config.method.name)
     loss_weights(config.method.name, config.method.weights)
     method_options(config.method.name, config.method.options)
@@ -90,8 +95,10 @@ def check_names(config: RunConfig) -> None:
     if method.needs_teacher:
         if not config.teacher.arch:
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
-        _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
-        _check_pairing(config)
+        if not teacher_given:
+            _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
+        if not (student_given or teacher_given):
+            _check_pairing(config)
 
 
 def _check_pairing(config: RunConfig) -> None:
@@ -107,6 +114,20 @@ def _check_pairing(config: RunConfig) -> None:
         raise
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
         return
+
+
+def _display_name(arch: str) -> str:
+    """The registry's canonical name, or the label of a network given as an object."""
+    try:
+        return get_entry(arch).arch
+    except KdError:
+        return arch
+
+
+def _student_preset(config: RunConfig, given: nn.Module | None) -> str | None:
+    if given is not None:
+        return (getattr(given, "kd_spec", None) or {}).get("preset")
+    return config.student.preset or get_entry(config.student.arch).default_preset
 
 
 def _named_entry(arch: str, role: str) -> None:
@@ -203,12 +224,20 @@ def execute_run(
     progress: bool = True,
     dist: DistContext | None = None,
     restart: bool = False,
+    save_images: bool = False,
+    student: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> RunRecord:
-    """Train, evaluate and record one run, or return the record of the finished one. `restart`: discard the run's
-    training state (checkpoints, metrics, evaluation) and train it from scratch."""
+    """Train, evaluate and record one run, or return the record of the finished one.
+
+    `restart`: discard the run's training state (checkpoints, metrics, evaluation) and train it from scratch.
+    `save_images`: also write the final evaluation's SR images to `<run>/images/<dataset>/x<s>/`.
+    `student` / `teacher`: networks given as objects instead of being built from `config.student` /
+    `config.teacher` (the Python API, `kd.distill`); the config's arch fields then only label the run. The student
+    is copied, never trained in place; the teacher is used frozen."""
     services = services or Services()
     out_dir = Path(out_dir)
-    check_names(config)
+    check_names(config, student is not None, teacher is not None)
     if config.log.tensorboard:
         check_tensorboard()
     check_writable(out_dir)
@@ -219,13 +248,14 @@ def execute_run(
     progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    if get_method(config.method.name).needs_teacher:
+    if get_method(config.method.name).needs_teacher and teacher is None:
         if config.teacher.ckpt:
             if not Path(config.teacher.ckpt).is_file():
                 raise KdError(f"teacher checkpoint '{config.teacher.ckpt}' (--teacher-ckpt) not found.")
         else:  # the run id covers the teacher's weights: they must exist first
             ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
-    inputs = run_inputs(config, strict=services.reads_datasets)  # a missing dataset: reported before any work
+    # A missing dataset is reported before any work.
+    inputs = run_inputs(config, strict=services.reads_datasets, teacher_given=teacher is not None)
     run_dir = out_dir / run_id(config, inputs)
     summary = finished_summary(run_dir, console if not restart else None)
     if summary is not None and not restart:
@@ -239,7 +269,8 @@ def execute_run(
                 if restart and dist.is_main:
                     _remove_run_files(run_dir, RUN_FILES)
                     say(console, f"--restart: discarded the training state of run {run_dir.name}")
-                return _train_and_record(config, run_dir, inputs, services, console, progress, dist, device, log)
+                return _train_and_record(config, run_dir, inputs, services, console, progress, dist, device, log,
+                                         save_images, student, teacher)
     except BaseException:
         if created and dist.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
             _remove_run_files(run_dir, (*RUN_FILES, ".lock", "train.log"))
@@ -267,8 +298,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], services: Services,
-                      console: Console, progress: bool, dist: DistContext, device: str,
-                      log: Console | None) -> RunRecord:
+                      console: Console, progress: bool, dist: DistContext, device: str, log: Console | None,
+                      save_images: bool, given_student: nn.Module | None,
+                      given_teacher: nn.Module | None) -> RunRecord:
     rid = run_dir.name
     summary_path = run_dir / "summary.json"
     check_resumable(run_dir / "checkpoints" / "last.pt",
@@ -284,7 +316,10 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     method_cls = get_method(config.method.name)
     teacher, teacher_info = None, None
     if method_cls.needs_teacher:
-        if config.teacher.ckpt:
+        if given_teacher is not None:
+            teacher = given_teacher.to(device)
+            teacher_info = {"source": "module"}
+        elif config.teacher.ckpt:
             teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
         else:
@@ -293,12 +328,17 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
             teacher = load_official(build_teacher(config), folder / "teacher.pt").to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
         teacher_info["sha256"] = (inputs.get("teacher") or {}).get("sha256")
-        teacher_info.update(arch=get_entry(config.teacher.arch).arch, preset=teacher_preset(config))
+        given_spec = getattr(given_teacher, "kd_spec", None) if given_teacher is not None else None
+        preset = (given_spec or {}).get("preset") if given_teacher is not None else teacher_preset(config)
+        teacher_info.update(arch=_display_name(config.teacher.arch), preset=preset)
 
     # Seed right before each construction so the student's initial weights depend on the seed only (paired
     # seeds across methods), never on whether a teacher or adapters were built.
     torch.manual_seed(config.seed)
-    student = create(config.student.arch, config.scale, config.student.preset).to(device)
+    if given_student is not None:
+        student = copy.deepcopy(given_student).to(device)
+    else:
+        student = create(config.student.arch, config.scale, config.student.preset).to(device)
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     weights = loss_weights(config.method.name, config.method.weights, method)
@@ -333,11 +373,12 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     if config.eval.weights == "best" and (run_dir / "checkpoints" / "best.pt").is_file():
         final = copy.deepcopy(final)
         final.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["student"])
-    atomic_save({k: v.cpu() for k, v in final.state_dict().items()}, run_dir / "student.pt")
+    atomic_save(package_model(final), run_dir / "student.pt")
 
+    images = {"save_images": run_dir / "images"} if save_images else {}
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
-        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
+        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device, **images,
     )
     for note in getattr(result, "notes", []):
         say(console, note, "note")
@@ -347,8 +388,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
 
     summary = {
         "run_id": rid,
-        "student": get_entry(config.student.arch).arch,
-        "student_preset": config.student.preset or get_entry(config.student.arch).default_preset,
+        "student": _display_name(config.student.arch),
+        "student_preset": _student_preset(config, given_student),
         "teacher": teacher_info,
         "method": config.method.name,
         "loss_weights": weights,

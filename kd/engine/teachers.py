@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,8 @@ def zoo_key(config: RunConfig) -> str:
     recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
     digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}".encode()).hexdigest()[:6]
     arch = get_entry(config.teacher.arch).arch
-    return f"{arch}-{teacher_preset(config)}-x{config.scale}-{config.data.train}-seed{config.teacher.seed}-{digest}"
+    data = re.sub(r"[^\w.-]+", "_", config.data.train).strip("._")  # a folder path may name the training data
+    return f"{arch}-{teacher_preset(config)}-x{config.scale}-{data}-seed{config.teacher.seed}-{digest}"
 
 
 def zoo_root() -> Path:

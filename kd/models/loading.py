@@ -312,3 +312,57 @@ def load_official(
         )
     model.load_state_dict(state_dict, strict=strict)
     return model
+
+
+# ------------------------------------------------------------------------------------------ self-describing files
+
+MODEL_SPEC_KEY = "kdbench_model"
+
+
+def package_model(model: nn.Module) -> dict[str, Any]:
+    """What kdbench writes as `student.pt`: `{"state_dict": weights, "kdbench_model": spec}` where spec names the
+    architecture, scale, preset and every constructor field, so `model_from_checkpoint` rebuilds the network with
+    no flags. A network built outside the registry (no `kd_spec`) is saved with `kdbench_model: None`."""
+    spec = getattr(model, "kd_spec", None)
+    described = None
+    if spec is not None:
+        fields = {k: v for k, v in spec.items() if k not in ("arch", "scale", "preset")}
+        described = {"arch": spec["arch"], "scale": int(spec["scale"]), "preset": spec["preset"], "fields": fields}
+    return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, MODEL_SPEC_KEY: described}
+
+
+def read_model_spec(path: str | PathLike) -> dict[str, Any] | None:
+    """The `kdbench_model` entry of a checkpoint written by kdbench, or None (official and older kdbench files)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint explains an unreadable file when the weights are loaded
+        return None
+    spec = obj.get(MODEL_SPEC_KEY) if isinstance(obj, Mapping) else None
+    return dict(spec) if isinstance(spec, Mapping) and "arch" in spec and "scale" in spec else None
+
+
+def model_from_checkpoint(
+    path: str | PathLike, *, arch: str | None = None, scale: int | None = None, preset: str | None = None
+) -> nn.Module:
+    """Build the network a checkpoint holds and load it. A kdbench `student.pt` describes itself; for any other file
+    (official checkpoints, runs recorded before kdbench stored the description) `arch` is required and `preset`
+    and `scale` default to the registry's (`paper`) and 4. Explicit arguments win over the file's description."""
+    from kd.models.registry import create
+
+    if not Path(path).is_file():
+        raise KdError(f"checkpoint '{path}' not found (or not a file); check the path.")
+    spec = read_model_spec(path)
+    if spec is None and arch is None:
+        raise KdError(
+            f"checkpoint '{path}' does not say which network it holds (an official file, or a run recorded before "
+            "kdbench stored it): name the architecture and preset, e.g. --model asid --preset paper."
+        )
+    fields: dict[str, Any] = {}
+    if spec is not None:
+        same_net = arch in (None, spec["arch"]) and preset in (None, spec.get("preset"))
+        fields = dict(spec.get("fields") or {}) if same_net else {}
+        arch, preset = arch or spec["arch"], preset or spec.get("preset")
+        scale = scale or int(spec["scale"])
+    model = create(arch, scale or 4, preset, **fields)
+    return load_official(model, path)

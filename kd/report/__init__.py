@@ -20,9 +20,9 @@ import pandas as pd
 
 from kd.errors import KdError
 from kd.fileio import current_umask
-from kd.report.render import ReportContent, TableSection, summary_tables, to_html, to_markdown
+from kd.report.render import ReportContent, Section, summary_tables, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
-from kd.report.tables import comparison_table, missing_baselines, reconstructed_methods
+from kd.report.tables import comparison_table, finding, missing_baselines, reconstructed_methods
 
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
 
@@ -139,11 +139,11 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
         content = ReportContent(title or f"kdbench report: {Path(runs_dir).name}", _intro(runset, table), table,
-                                figures, notes)
+                                figures, notes, finding=finding(table))
         rows = health.health_rows(runset.runs)
         if rows:
-            content.sections.append(TableSection("Method health", health.CAPTION, health.HEADERS, rows))
-        (work / "report.html").write_text(to_html(content), encoding="utf-8")
+            content.sections.append(Section("Method health", [health.CAPTION], health.HEADERS, rows))
+        (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
         (work / REPORT_MARKER).write_text(f"kdbench report over {Path(runs_dir).resolve()}\n", encoding="utf-8")

@@ -25,13 +25,37 @@ def save(fig, out_dir: Path, stem: str) -> str:
     return stem
 
 
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7) -> list:
+    """Label each point, shifting a label upwards (with a leader line) until its box overlaps no other label.
+    Called once the axes' scales are final: the limits are frozen so the boxes keep their relative places."""
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    renderer = ax.figure.canvas.get_renderer()
+    placed, texts = [], []
+    for (x, y), label in sorted(zip(points, labels), key=lambda item: (item[0][1], item[0][0])):
+        lift = 2.0
+        while True:
+            text = ax.annotate(label, (x, y), xytext=(4, lift), textcoords="offset points", fontsize=fontsize,
+                               arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5} if lift > 2 else None)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed) or lift > 400:
+                break
+            text.remove()
+            lift += fontsize * 0.6
+        placed.append(box)
+        texts.append(text)
+    return texts
+
+
 def delta_bars(table: pd.DataFrame, out_dir: Path) -> str | None:
     """Paired delta PSNR vs the no-KD student per method, one bar per teacher, 95% interval as error bar."""
     kd = table[~table["method"].isin([BASELINE, TEACHER_ROW]) & table["delta"].notna()]
     if kd.empty:
         return None
     panels = list(kd.groupby(["student", "scale", "dataset"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained")
+    # One y-scale for every panel: bar heights compare across datasets at a glance.
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained",
+                             sharey=True)
     for ax, ((student, scale, dataset), part) in zip(axes[0], panels):
         methods = list(dict.fromkeys(part["method"]))
         teachers = list(dict.fromkeys(part["teacher"]))
@@ -109,11 +133,10 @@ def cost_scatter(table: pd.DataFrame, peers: pd.DataFrame, out_dir: Path) -> tup
                 ax.scatter(rows[key].astype(float), rows["psnr_mean"], label=f"{method} (ours)", marker="o")
             if key == "params" and not peer.empty:
                 ax.scatter(peer["params"], peer["psnr"], marker="s", color="grey", label="published peers")
-                for rec in peer.itertuples():
-                    ax.annotate(rec.model, (rec.params, rec.psnr), fontsize=7, xytext=(3, 2),
-                                textcoords="offset points")
             ax.set(xscale="log", xlabel=label, ylabel="PSNR-Y (dB)", title=f"{dataset} x{scale}")
             ax.legend(fontsize=7)
+            if key == "params" and not peer.empty:
+                place_labels(ax, list(zip(peer["params"], peer["psnr"])), list(peer["model"]))
     if len(notes) < len(panels):
         notes.append("published peers have no MAC counts in published_results.csv: the MACs panel shows ours only")
     return save(fig, out_dir, "psnr_vs_cost"), notes

@@ -1,10 +1,13 @@
-"""Report rendering: cell formatting, HTML page (no external resources), Markdown twin, rich terminal summary."""
+"""Report rendering: cell formatting, HTML page (one self-contained file: figures embedded as data URIs),
+Markdown twin, rich terminal summary."""
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from kd.output import TextTable
@@ -14,21 +17,25 @@ HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ P
 
 
 @dataclass
+class Section:
+    """An extra report section after the results (e.g. a per-method health table): paragraphs and an optional
+    table of plain-text cells, rendered the same way in HTML, Markdown and the terminal."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
 class ReportContent:
     title: str
     intro: list[str]  # paragraphs (plain text)
     table: pd.DataFrame
     figures: dict[str, list[str]] = field(default_factory=dict)  # section title -> figure stems
     notes: list[str] = field(default_factory=list)
-    sections: list[TableSection] = field(default_factory=list)  # further tables, after the results
-
-
-@dataclass
-class TableSection:
-    title: str
-    caption: str
-    headers: list[str]
-    rows: list[list[str]]
+    finding: str = ""  # the one-sentence answer shown first (kd.report.tables.finding)
+    sections: list[Section] = field(default_factory=list)  # extra sections between the results and the figures
 
 
 def _finite(value) -> bool:
@@ -74,37 +81,59 @@ def table_sections(table: pd.DataFrame):
 
 CAPTION = ("PSNR/SSIM on Y (BT.601), crop = scale; mean ± std over seeds. Δ: mean of per-seed differences to the "
            "no-KD student (paired by seed) with a 95% t-interval. Gap recovered: (KD − no-KD) / (teacher − no-KD). "
-           "★ = best KD method for that teacher and dataset.")
+           "★ = best KD method for that teacher and dataset among those whose 95% interval of Δ lies above 0 "
+           "(never with one seed).")
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}
 th{background:#eee}td:first-child,td:nth-child(2){text-align:left}.note{color:#555;font-size:0.9em}
-figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.warn{background:#fff6d6;padding:0.5em}"""
+figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.warn{background:#fff6d6;padding:0.5em}
+.finding{background:#dff0e4;border-left:6px solid #2e7d4f;padding:0.6em 0.9em;font-size:1.15em;margin:0.5em 0 1em}"""
 
 
-def to_html(content: ReportContent) -> str:
+def figure_src(figure_dir: Path | None, stem: str) -> str:
+    """The PNG as a base64 data URI (the page stays one file); a relative path only when the file is absent."""
+    path = figure_dir / f"{stem}.png" if figure_dir is not None else None
+    if path is None or not path.is_file():
+        return f"figures/{stem}.png"
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html_table(headers: list[str], rows: list[list[str]], css_class: str) -> list[str]:
+    esc = html.escape
+    return ([f"<table class='{css_class}'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
+             + "</tr></thead><tbody>"] + ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+                                         for cells in rows] + ["</tbody></table>"])
+
+
+def _md_table(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
+    return (["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * left + ["---:"] * (len(headers) - left)) + "|"]
+            + ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows])
+
+
+def to_html(content: ReportContent, figure_dir: Path | None = None) -> str:
+    """The report page; with `figure_dir`, every figure PNG is embedded so the page is one self-contained file."""
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(content.title)}</title>",
              f"<style>{CSS}</style></head><body>", f"<h1>{esc(content.title)}</h1>"]
+    if content.finding:
+        parts.append(f"<p class='finding'>{esc(content.finding)}</p>")
     parts += [f"<p>{esc(text)}</p>" for text in content.intro]
     parts.append("<h2>Results</h2>")
     parts.append(f"<p class='note'>{esc(CAPTION)}</p>")
     for heading, rows in table_sections(content.table):
-        parts.append(f"<h3>{esc(heading)}</h3><table class='results'><thead><tr>"
-                     + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in rows]
-        parts.append("</tbody></table>")
+        parts.append(f"<h3>{esc(heading)}</h3>")
+        parts += _html_table(HEADERS, rows, "results")
     for section in content.sections:
-        parts.append(f"<h2>{esc(section.title)}</h2><p class='note'>{esc(section.caption)}</p><table><thead><tr>"
-                     + "".join(f"<th>{esc(h)}</th>" for h in section.headers) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in section.rows]
-        parts.append("</tbody></table>")
+        parts.append(f"<h2>{esc(section.title)}</h2>")
+        parts += [f"<p>{esc(text)}</p>" for text in section.paragraphs]
+        if section.headers:
+            parts += _html_table(section.headers, section.rows, "section")
     for section, stems in content.figures.items():
         parts.append(f"<h2>{esc(section)}</h2>")
         for stem in stems:
-            parts.append(f"<figure><img src='figures/{esc(stem)}.png' alt='{esc(stem)}'>"
-                         f"<figcaption class='note'>{esc(stem)} (<a href='figures/{esc(stem)}.svg'>SVG</a>)"
-                         "</figcaption></figure>")
+            parts.append(f"<figure><img src=\"{figure_src(figure_dir, stem)}\" alt='{esc(stem)}'>"
+                         f"<figcaption class='note'>{esc(stem)} (PNG and SVG in figures/)</figcaption></figure>")
     if content.notes:
         parts.append("<h2>Notes</h2><ul class='warn'>" + "".join(f"<li>{esc(n)}</li>" for n in content.notes)
                      + "</ul>")
@@ -118,19 +147,19 @@ def _md_escape(text: str) -> str:
 
 def to_markdown(content: ReportContent) -> str:
     lines = [f"# {content.title}", ""]
+    if content.finding:
+        lines += [f"**{content.finding}**", ""]
     for text in content.intro:
         lines += [text, ""]
     lines += ["## Results", "", f"_{CAPTION}_", ""]
     for heading, rows in table_sections(content.table):
-        lines += [f"### {heading}", "", "| " + " | ".join(HEADERS) + " |",
-                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
-        lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows]
-        lines.append("")
+        lines += [f"### {heading}", "", *_md_table(HEADERS, rows, 2), ""]
     for section in content.sections:
-        lines += [f"## {section.title}", "", f"_{section.caption}_", "", "| " + " | ".join(section.headers) + " |",
-                  "|" + "|".join(["---"] * len(section.headers)) + "|"]
-        lines += ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in section.rows]
-        lines.append("")
+        lines += [f"## {section.title}", ""]
+        for text in section.paragraphs:
+            lines += [text, ""]
+        if section.headers:
+            lines += [*_md_table(section.headers, section.rows, 1), ""]
     for section, stems in content.figures.items():
         lines += [f"## {section}", ""]
         lines += [f"![{stem}](figures/{stem}.png) ([SVG](figures/{stem}.svg))" for stem in stems]
@@ -143,10 +172,19 @@ def to_markdown(content: ReportContent) -> str:
 def summary_tables(content: ReportContent) -> list[TextTable]:
     tables = []
     for heading, rows in table_sections(content.table):
-        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method", key=2)
+        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method whose 95% interval of "
+                          "Δ lies above 0", key=2)
         for i, name in enumerate(HEADERS):
             table.add_column(name, justify="left" if i < 2 else "right")
         for cells in rows:
             table.add_row(*cells, style="bold" if cells[0].endswith("★") else None)
         tables.append(table)
+    for section in content.sections:
+        if section.headers:
+            table = TextTable(title=section.title)
+            for i, name in enumerate(section.headers):
+                table.add_column(name, justify="left" if i == 0 else "right")
+            for cells in section.rows:
+                table.add_row(*cells)
+            tables.append(table)
     return tables

@@ -74,11 +74,45 @@ def comparison_table(runset: RunSet) -> pd.DataFrame:
                     rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["best"] = False
-    kd_rows = ~table["method"].isin([BASELINE, TEACHER_ROW])
-    for _, part in table[kd_rows].groupby(["profile", "student", "scale", "teacher", "dataset"]):
-        if part["psnr_mean"].notna().any():
-            table.loc[part["psnr_mean"].idxmax(), "best"] = True
+    for _, part in table[separates(table)].groupby(["profile", "student", "scale", "teacher", "dataset"]):
+        table.loc[part["psnr_mean"].idxmax(), "best"] = True
     return table
+
+
+def separates(table: pd.DataFrame) -> pd.Series:
+    """KD rows whose paired 95% interval of Δ PSNR vs no-KD lies entirely above 0 (needs >= 2 paired seeds).
+    Only these can be marked best: a method whose interval includes 0 has not been shown to differ from no-KD."""
+    kd_rows = ~table["method"].isin([BASELINE, TEACHER_ROW])
+    return kd_rows & (table["delta_n"] >= 2) & (table["delta_low"] > 0) & table["psnr_mean"].notna()
+
+
+def finding(table: pd.DataFrame) -> str:
+    """The report's answer in one sentence: which methods beat the no-KD student beyond their 95% interval."""
+    kd = table[~table["method"].isin([BASELINE, TEACHER_ROW])]
+    paired = kd[kd["delta"].notna()]
+    if kd.empty:
+        return "Only no-KD runs: there is no distillation method to compare yet."
+    if paired.empty:
+        return "No no-KD run pairs with the KD runs (same profile, student, scale and seed), so no Δ can be stated."
+    seeds = int(paired["delta_n"].max())
+    better = paired[separates(paired)]
+    if better.empty:
+        worse = paired[(paired["delta_n"] >= 2) & (paired["delta_high"] < 0)]
+        tail = f"; {_names(worse)} {'is' if worse['method'].nunique() == 1 else 'are'} below it" if len(worse) else ""
+        why = " (one seed gives no interval: run 3 or more)" if seeds < 2 else " (every paired 95% interval of Δ PSNR includes 0)"
+        return f"No method separates from no-KD at {seeds} seed{'s' if seeds != 1 else ''}{why}{tail}."
+    top = better.loc[(better["delta_low"]).idxmax()]
+    digits = 3 if abs(top["delta"]) < 0.1 else 2
+    sets = sorted(set(better["dataset"]))
+    return (f"{_names(better)} beat{'s' if better['method'].nunique() == 1 else ''} the no-KD student beyond the "
+            f"paired 95% interval on {', '.join(sets)}; the clearest is {top['method']} from {top['teacher']} on "
+            f"{top['dataset']} x{top['scale']}: {top['delta']:+.{digits}f} dB [{top['delta_low']:+.{digits}f}, "
+            f"{top['delta_high']:+.{digits}f}] at {int(top['delta_n'])} seeds.")
+
+
+def _names(rows: pd.DataFrame) -> str:
+    methods = list(dict.fromkeys(rows.sort_values("delta", ascending=False)["method"]))
+    return ", ".join(methods[:-1]) + f" and {methods[-1]}" if len(methods) > 1 else methods[0]
 
 
 def reconstructed_methods(table: pd.DataFrame) -> list[str]:

@@ -8,6 +8,7 @@ rather than on the whole image. The crop coordinates, the weights used and the m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
                 notes.append(f"visual comparison: {label} failed on {pair.name} ({exc})")
                 continue
             panels.append(Panel(label, out, float(psnr_y(out, hr_crop, 0)), float(ssim_y(out, hr_crop, 0)), source))
-        stem = f"visual_{dataset}_{pair.name}_x{scale}"
+        stem = re.sub(r"[^\w.-]+", "_", f"visual_{dataset}_{pair.name}_x{scale}")  # a folder path names a dataset too
         _figure(pair.hr, crop, panels, f"{dataset}/{pair.name} x{scale}", out_dir, stem)
         stems.append(stem)
         spec["figures"].append({"figure": stem, "image": pair.name, "lr_source": pair.lr_source,
@@ -173,18 +174,18 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
 def _figure(hr: torch.Tensor, crop: Crop, panels: list[Panel], title: str, out_dir: Path, stem: str) -> str:
     from matplotlib.patches import Rectangle
 
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(1.9 * (len(panels) + 1) + 1.2, 2.4),
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.2 * (len(panels) + 1) + 1.4, 3.0),
                              gridspec_kw={"width_ratios": [1.6] + [1] * len(panels)})
     axes[0].imshow(hr.permute(1, 2, 0).numpy())
     axes[0].add_patch(Rectangle((crop.left, crop.top), crop.size, crop.size, fill=False, edgecolor="red", lw=1.5))
-    axes[0].set_title(title, fontsize=8)
+    axes[0].set_title(title, fontsize=11)
     for ax, panel in zip(axes[1:], panels):
         ax.imshow(panel.image.permute(1, 2, 0).numpy(), interpolation="nearest")
         caption = panel.label if panel.psnr is None else f"{panel.label}\n{panel.psnr:.2f}/{panel.ssim:.4f}"
-        ax.set_title(caption, fontsize=7)
+        ax.set_title(caption, fontsize=11)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.text(0.5, 0.04, f"crop top={crop.top} left={crop.left} size={crop.size} (HR pixels)", ha="center",
-             fontsize=7)
+    fig.text(0.5, 0.0, f"crop top={crop.top} left={crop.left} size={crop.size} (HR pixels)", ha="center",
+             fontsize=10)
     return save(fig, out_dir, stem)
