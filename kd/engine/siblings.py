@@ -2,7 +2,8 @@
 
 The no-KD sibling is the run with the same configuration but method `none` (default method weights and options):
 same student, data, recipe, profile and seed, hence the same initial weights and batches. Its run id follows from
-that configuration, so it is found in the same runs folder without scanning.
+that configuration and its inputs (`kd.engine.run.locate_run`), so it is found in the same runs folder without
+scanning.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kd.config import MethodConfig, RunConfig, run_id
+from kd.config import MethodConfig, RunConfig
+from kd.errors import KdError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +43,15 @@ def compare_with_siblings(config: RunConfig, summary: dict[str, Any], runs_root:
     """The comparison for a finished KD run, or None for a no-KD run (it is its own baseline)."""
     if config.method.name == "none":
         return None
-    sibling_id = run_id(no_kd_config(config))
-    sibling_path = Path(runs_root) / sibling_id / "summary.json"
+    from kd.engine.run import locate_run
+
     try:
-        sibling = json.loads(sibling_path.read_text(encoding="utf-8"))
+        sibling_dir = locate_run(no_kd_config(config), runs_root)
+        sibling = json.loads((sibling_dir / "summary.json").read_text(encoding="utf-8"))
+    except KdError:  # its data is not there: no sibling can exist
+        sibling_dir, sibling = Path(runs_root) / "?", None
     except (OSError, ValueError):
         sibling = None
+    sibling_id = sibling_dir.name
     teacher = (summary.get("teacher") or {}).get("eval") or None
     return Comparison(list(summary["datasets"]), summary, sibling, sibling_id, teacher)
