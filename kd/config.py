@@ -112,6 +112,11 @@ class ClusterConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard events (the `tensorboard` extra)
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     scale: int = 4
@@ -126,12 +131,13 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     accel: AccelConfig = field(default_factory=AccelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # Keys that change how a run executes but not what it computes (up to float summation order, for the thread count
 # and the device); left out of the run id, so a grid finished on one machine is found on another.
 NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
-                   "accel.pin_memory", "cluster")
+                   "accel.pin_memory", "cluster", "log")
 
 
 # ----------------------------------------------------------------------------------------------- loading

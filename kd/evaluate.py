@@ -97,10 +97,13 @@ def _model_scale(model: nn.Module, scales: list[int]) -> None:
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # On stderr, and only on a terminal: a piped stdout holds results, not a blank line left by a transient bar.
+    console = Console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def evaluate(

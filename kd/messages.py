@@ -6,14 +6,18 @@ choices as markup and drop it, and would hard-wrap a long path in the middle of 
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 LABEL_STYLES = {"error": "bold red", "warning": "yellow", "note": "yellow", "ready": "green"}
 
 
 def say(console: Console, text: str, label: str | None = None) -> None:
     """Print ``text`` unparsed and unwrapped, after an optional styled ``label:`` prefix."""
+    from rich.text import Text  # here, not above: the CLI imports this module while building its parser
+
     line = Text()
     if label is not None:
         line.append(f"{label}:", style=LABEL_STYLES.get(label, "bold"))

@@ -27,6 +27,24 @@ def parity_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CLI tests read rich tables as text: fix the width so a narrow runner's COLUMNS cannot elide cells."""
-    monkeypatch.setenv("COLUMNS", "160")
+def narrow_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tests read the tables as a user at an 80-column terminal or in a log file would (stdout is captured,
+    so it is not a TTY); fixing the width also keeps the runner's own COLUMNS out of the results."""
+    monkeypatch.setenv("COLUMNS", "80")
+
+
+def assert_readable(out: str, expected: list[str], width: int = 80) -> None:
+    """`out` (captured, so not a TTY) is plain and fits `width`, and each expected cell appears whole on one line.
+
+    A line may run past the width only for a single token longer than half of it (a path is never split)."""
+    assert "…" not in out and "\x1b[" not in out, out
+    lines = out.splitlines()
+    too_wide = [line for line in lines if len(line) > width and max(map(len, line.split())) <= width // 2]
+    assert not too_wide, too_wide
+    missing = [cell for cell in expected if not any(cell in line for line in lines)]
+    assert not missing, (missing, out)
+
+
+@pytest.fixture
+def readable():
+    return assert_readable

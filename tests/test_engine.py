@@ -321,3 +321,90 @@ def test_teacher_checkpoint_of_another_scale_is_reported(tmp_path):
         load_teacher_checkpoint(config, path)
     with pytest.raises(KdError, match="not found"):
         load_teacher_checkpoint(config, tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------------------------------ training logs
+
+def _logged_run(tmp_path, monkeypatch, console, progress=True, *overrides):
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    config = _run_config("train.log_every=2", *overrides, method="logits")
+    return execute_run(config, out_dir=tmp_path / "runs", services=_services(), console=console,
+                       progress=progress).run_dir
+
+
+def _step_lines(text: str) -> list[int]:
+    import re
+
+    return [int(m.group(1)) for m in re.finditer(r"^toy_student/logits step (\d+)/6 \| rec \S+ kd \S+ loss \S+ "
+                                                 r"lr \S+ \| \d+\.\d{3} s/step \| ETA \d+:\d\d:\d\d$", text, re.M)]
+
+
+def test_piped_run_prints_plain_progress_lines_and_keeps_them_in_train_log(tmp_path, monkeypatch, toy_models):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    run_dir = _logged_run(tmp_path, monkeypatch, Console(file=screen, width=80))
+    printed, log = screen.getvalue(), (run_dir / "train.log").read_text()
+    assert _step_lines(printed) == [2, 4, 6]  # every train.log_every steps, whole lines at 80 columns
+    assert "validation PSNR-Y" in printed and "starting run" in printed
+    during_run = printed[printed.index("starting run"):]  # the zoo teacher is trained first, into its own log
+    for line in during_run.splitlines():
+        assert line in log  # everything printed during the run is in the run folder
+    teacher_log = next((tmp_path / "cache" / "teachers").glob("*/train.log")).read_text()
+    assert "teacher toy_teacher step 6/6 |" in teacher_log
+
+
+def test_terminal_run_draws_a_bar_and_logs_plain_lines(tmp_path, monkeypatch, toy_models):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    run_dir = _logged_run(tmp_path, monkeypatch, Console(file=screen, width=100, force_terminal=True))
+    log = (run_dir / "train.log").read_text()
+    assert _step_lines(log) == [2, 4, 6] and "\x1b[" not in log and "━" not in log
+    assert _step_lines(screen.getvalue()) == []  # the terminal has the live bar instead
+
+
+def test_no_progress_still_logs_to_the_run_folder(tmp_path, monkeypatch, toy_models):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    run_dir = _logged_run(tmp_path, monkeypatch, Console(file=screen, width=80), False)
+    assert _step_lines(screen.getvalue()) == []
+    assert _step_lines((run_dir / "train.log").read_text()) == [2, 4, 6]
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch, toy_models):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(KdError, match=r"log.tensorboard=true needs the tensorboard package.*kdbench\[tensorboard\]"):
+        _logged_run(tmp_path, monkeypatch, None, False, "log.tensorboard=true")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tensorboard_events_hold_the_metrics_jsonl_scalars(tmp_path, monkeypatch, toy_models):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kd.engine.events import scalars
+
+    run_dir = _logged_run(tmp_path, monkeypatch, None, False, "log.tensorboard=true")
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for tag, value in scalars(record):
+            expected.setdefault(tag, []).append((record["step"], value))
+    assert {"loss", "lr", "terms/rec", "terms/kd", "val_psnr_y", "step_time"} <= set(expected)
+    assert set(events.Tags()["scalars"]) == set(expected)
+    for tag, points in expected.items():
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert got == [(step, pytest.approx(value, rel=1e-6)) for step, value in points], tag

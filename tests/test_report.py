@@ -149,3 +149,15 @@ def test_empty_partial_and_missing_runs_dirs_say_what_is_missing(tmp_path, capsy
     err = " ".join(capsys.readouterr().err.split())
     assert "only unfinished runs" in err and partial.name in err
     assert not (tmp_path / "out").exists()
+
+
+def test_report_console_tables_at_80_columns_piped(smoke_grid, tmp_path, monkeypatch, capsys, readable):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    assert main(["report", "--runs", str(smoke_grid / "runs"), "--out", str(tmp_path / "cli"),
+                 "--visual-images", "0"]) == 0
+    out = capsys.readouterr().out
+    report = build_report(smoke_grid / "runs", tmp_path / "api", visual_images=0)
+    cells = [cell.plain for table in report.console_tables() for cells, _, _ in table.rows for cell in cells]
+    assert any("/" in cell for cell in cells)  # the PSNR/SSIM cells are among them
+    tables = out.split("\nwrote ")[0].replace(report.content.finding, "")  # the finding is one message line
+    readable(tables, cells)

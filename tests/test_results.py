@@ -161,3 +161,10 @@ def test_empty_or_missing_runs_dir_says_what_is_missing(tmp_path, capsys):
         load_runs(tmp_path / "empty")
     assert main(["results", "--runs", str(tmp_path / "empty")]) == 2
     assert "holds no runs" in " ".join(capsys.readouterr().err.split())
+
+
+def test_results_table_at_80_columns_piped(runs_dir, capsys, readable):
+    assert main(["results", "--runs", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    _, rows = paper_rows(load_runs(runs_dir))
+    readable(out, [cell for row in rows for cell in row[7:]] + ["student", "params"])

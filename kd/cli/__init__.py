@@ -8,8 +8,7 @@ import os
 import sys
 import traceback
 
-from rich.console import Console
-
+from kd import __version__
 from kd.errors import describe_failure
 from kd.messages import say
 
@@ -27,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (also "
                         "KDBENCH_DEBUG=1); accepted anywhere on the command line")
+    parser.add_argument("--version", action="version", version=f"kdbench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"kd.cli.{name}").register(subparsers)
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from rich.console import Console
+
     err = Console(stderr=True)
     try:
         return int(args.handler(args) or 0)

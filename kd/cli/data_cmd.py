@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table, styled
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,14 +60,14 @@ def list_command(args: argparse.Namespace) -> int:
     from kd.data.roots import resolve_data_root
 
     root = resolve_data_root(args.data_root)
-    table = Table(title=Text(f"kdbench datasets · data root {root}"))  # Text: a path's [..] is not markup
-    for column in ("name", "aliases", "role", "present", "where", "images"):
-        table.add_column(column, overflow="fold")
+    table = TextTable(title=f"kdbench datasets · data root {root}")
+    for column in ("name", "aliases", "role", "present", "images", "where"):
+        table.add_column(column, justify="right" if column == "images" else "left", wrap=column in ("aliases", "where"))
     for info in list_datasets():
         present, where, count = _where(info, root)
         style = "green" if present == "yes" else "dim"
-        table.add_row(info.name, ", ".join(info.aliases), info.role, Text(present, style=style), Text(where), count)
-    Console().print(table)
+        table.add_row(info.name, ", ".join(info.aliases) or "-", info.role, styled((present, style)), count, where)
+    print_table(table)
     return 0
 
 
@@ -79,7 +76,7 @@ def download_command(args: argparse.Namespace) -> int:
 
     from kd.data.download import download_dataset
 
-    err = Console(stderr=True)
+    err = out_console(stderr=True)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
     ) as bar:

@@ -6,18 +6,16 @@ import argparse
 import math
 from pathlib import Path
 
-import pandas as pd
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
 from kd.errors import KdError
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
 
 DEFAULT_DATA = "Set5,Set14,B100"
 
 
 def register(subparsers) -> None:
+    from kd.cli.run_cmd import add_device_argument
+
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a network (or the bicubic baseline) on benchmark sets",
@@ -43,7 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument("--tile", type=int, help="run the network on LR tiles of this size (saves memory)")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in LR pixels")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_argument(parser, default="auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_eval)
 
@@ -131,7 +129,10 @@ def _build_model(args: argparse.Namespace, scale: int | None):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from kd.data.registry import resolve_dataset
+    from kd.engine.services import resolve_device
     from kd.evaluate import evaluate, save_result
     from kd.models import get_entry
 
@@ -140,7 +141,8 @@ def run_eval(args: argparse.Namespace) -> int:
     scales = parse_scales(args.scale) if args.scale else [None]
     datasets = [resolve_dataset(name, args.data_root).name for name in _split(args.data or DEFAULT_DATA, "--data")]
     _check_args(args, scales)
-    console = Console()
+    device = resolve_device(args.device)
+    console = out_console()
 
     results = []
     for scale in scales:
@@ -150,14 +152,14 @@ def run_eval(args: argparse.Namespace) -> int:
         results.append(evaluate(
             model, datasets, scale, data_root=args.data_root, lr_source=args.lr_source, tile=args.tile,
             tile_overlap=args.tile_overlap, with_lpips=not args.no_lpips, save_images=args.save_images,
-            device=args.device, progress=not args.no_progress, model_name=entry.arch,
+            device=device, progress=not args.no_progress, model_name=entry.arch,
         ))
     result = results[0]
     result.per_dataset = pd.concat([r.per_dataset for r in results], ignore_index=True)
     result.per_image = pd.concat([r.per_image for r in results], ignore_index=True)
     result.per_dataset = _order(result.per_dataset, datasets)
 
-    console.print(results_table(result, entry.arch, preset))
+    print_table(results_table(result, entry.arch, preset), console)
     for note in result.notes:
         say(console, note, "note")
     if args.out is not None:
@@ -168,7 +170,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _order(table: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+def _order(table, datasets: list[str]):
     rank = {name: i for i, name in enumerate(datasets)}
     return table.sort_values(["dataset", "scale"], key=lambda col: col.map(rank) if col.name == "dataset" else col,
                              ignore_index=True)
@@ -178,8 +180,8 @@ def _cell(psnr: float, ssim: float) -> str:
     return f"{psnr:.2f}/{ssim:.4f}" if math.isfinite(psnr) else f"inf/{ssim:.4f}"
 
 
-def results_table(result, arch: str, preset: str) -> Table:
-    """Rich table: ours beside `bicubic_reference.csv` (bicubic only) and the published value for this model."""
+def results_table(result, arch: str, preset: str) -> TextTable:
+    """Table: ours beside `bicubic_reference.csv` (bicubic only) and the published value for this model."""
     from kd.reference_data import bicubic_reference, published_results, reference_row
 
     golden, published = bicubic_reference(), published_results()
@@ -200,17 +202,16 @@ def results_table(result, arch: str, preset: str) -> Table:
         caption.append("ref = kdbench bicubic_reference.csv")
     if sources:
         caption.append(f"published = {', '.join(sources)}")
-    table = Table(title=f"{arch} ({preset})", caption="; ".join(caption), box=box.SIMPLE_HEAD,
-                  padding=(0, 1), pad_edge=False)
-    table.add_column("Dataset", no_wrap=True)
+    table = TextTable(title=f"{arch} ({preset})", caption="; ".join(caption), key=2)
+    table.add_column("Dataset")
     for name in ("Scale", "N", "PSNR/SSIM"):
-        table.add_column(name, justify="right", no_wrap=True)
+        table.add_column(name, justify="right")
     if show_ref:
-        table.add_column("ref", justify="right", no_wrap=True)
-        table.add_column("Δ", justify="right", no_wrap=True)
+        table.add_column("ref", justify="right")
+        table.add_column("Δ", justify="right")
     if sources:
-        table.add_column("published", justify="right", no_wrap=True)
-    table.add_column("LPIPS", justify="right", no_wrap=True)
+        table.add_column("published", justify="right")
+    table.add_column("LPIPS", justify="right")
     for rec, ref, pub in rows:
         cells = [rec.dataset, f"x{rec.scale}", str(rec.images), _cell(rec.psnr_y, rec.ssim_y)]
         if show_ref:

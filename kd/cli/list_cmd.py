@@ -10,15 +10,15 @@ To add a thing, write `_register_<thing>(things)` adding a sub-parser with its o
 from __future__ import annotations
 
 import argparse
-
-import torch
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from kd.errors import KdError
-from kd.models import create, list_entries
-from kd.models.registry import PRESET_KINDS, ModelEntry
+from kd.output import TextTable, print_table
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kd.models.registry import ModelEntry
 
 LIST_SCALE = 4
 
@@ -51,7 +51,11 @@ def _register_models(things) -> None:
     parser.set_defaults(handler=list_models)
 
 
-def _meta_model(entry: ModelEntry, preset: str) -> torch.nn.Module | None:
+def _meta_model(entry: ModelEntry, preset: str) -> nn.Module | None:
+    import torch
+
+    from kd.models import create
+
     scale = LIST_SCALE if LIST_SCALE in entry.scales else max(entry.scales)
     try:
         with torch.device("meta"):
@@ -60,55 +64,59 @@ def _meta_model(entry: ModelEntry, preset: str) -> torch.nn.Module | None:
         return None
 
 
-def _format_count(model: torch.nn.Module | None) -> str:
+def _format_count(model: nn.Module | None) -> str:
     return "?" if model is None else f"{sum(p.numel() for p in model.parameters()):,}"
 
 
-def _short_count(model: torch.nn.Module | None) -> str:
+def _short_count(model: nn.Module | None) -> str:
     if model is None:
         return "?"
     count = sum(p.numel() for p in model.parameters())
     return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
 
 
-def models_table(entries: list[ModelEntry]) -> Table:
+def models_table(entries: list[ModelEntry]) -> TextTable:
+    from kd.models.registry import PRESET_KINDS
+
     # One column per common preset kind; a network's other presets (the students of published tables) share one
-    # column, so the table stays readable at 80 columns however many presets exist.
+    # column ("name=count", so a count is never separated from its preset when the column wraps).
     presets = [name for name in PRESET_KINDS if any(name in entry.presets for entry in entries)]
-    table = Table(title=f"kdbench networks (parameters of each preset at x{LIST_SCALE})", box=box.SIMPLE_HEAVY)
-    table.add_column("name", no_wrap=True, style="bold")
-    table.add_column("role", no_wrap=True)
-    table.add_column("aliases", overflow="fold")
+    table = TextTable(title=f"kdbench networks (parameters of each preset at x{LIST_SCALE})")
+    table.add_column("name")
+    table.add_column("role")
+    table.add_column("aliases", wrap=True)
     for name in presets:
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("others", overflow="fold")
-    table.add_column("description", overflow="fold", ratio=1, min_width=20)
+        table.add_column(name, justify="right")
+    table.add_column("others", wrap=True)
+    table.add_column("description", wrap=True)
     for entry in entries:
         counts = [_format_count(_meta_model(entry, name)) if name in entry.presets else "-" for name in presets]
-        others = ", ".join(f"{name} {_short_count(_meta_model(entry, name))}"
+        others = ", ".join(f"{name}={_short_count(_meta_model(entry, name))}"
                            for name in entry.presets if name not in PRESET_KINDS) or "-"
         table.add_row(entry.arch, entry.role, ", ".join(entry.aliases) or "-", *counts, others, entry.description)
     return table
 
 
-def taps_table(entries: list[ModelEntry]) -> Table:
-    table = Table(title="documented feature taps (glob patterns over module names)", box=box.SIMPLE_HEAVY)
-    table.add_column("network", no_wrap=True, style="bold")
-    table.add_column("tap pattern", overflow="fold")
-    table.add_column("what it is", overflow="fold", ratio=1, min_width=20)
+def taps_table(entries: list[ModelEntry]) -> TextTable:
+    table = TextTable(title="documented feature taps (glob patterns over module names)")
+    table.add_column("network")
+    table.add_column("tap pattern")
+    table.add_column("what it is", wrap=True)
     for entry in entries:
         model = _meta_model(entry, entry.default_preset)
         taps = getattr(model, "TAPS", None) or {}
         if not taps:
             table.add_row(entry.arch, "-", "no documented taps")
         for i, (pattern, description) in enumerate(taps.items()):
-            table.add_row(entry.arch if i == 0 else "", pattern, description, end_section=i == len(taps) - 1)
+            table.add_row(entry.arch, pattern, description, end_section=i == len(taps) - 1)
     return table
 
 
 def list_models(args: argparse.Namespace) -> int:
+    from kd.models import list_entries
+
     entries = list_entries()
-    Console().print(taps_table(entries) if args.taps else models_table(entries))
+    print_table(taps_table(entries) if args.taps else models_table(entries))
     return 0
 
 
@@ -128,16 +136,19 @@ PAIRING_TEACHERS = (("rcan", "mini"), ("han", "mini"), ("swinir", "mini"), ("rca
                     ("swinir", "paper"), ("swinir_light", "paper"))
 
 
-def pairing_table(student_arch: str) -> Table:
+def pairing_table(student_arch: str) -> TextTable:
     """Tap pairs of the feature methods (fitnet, lsfd, facd, krnet: 3 pairs by relative depth, the last tail to
     tail) and of attention KD, for each teacher kind, on meta-device networks (no weights allocated)."""
+    import torch
+
     from kd.methods.attention import attention_pairs
     from kd.methods.pairing import pair_by_depth
+    from kd.models import create
 
-    table = Table(title=f"tap pairing with student {student_arch} (student tap -> teacher tap)", box=box.SIMPLE_HEAVY)
-    table.add_column("teacher", no_wrap=True, style="bold")
-    table.add_column("fitnet, lsfd, facd, krnet", overflow="fold")
-    table.add_column("attention", overflow="fold")
+    table = TextTable(title=f"tap pairing with student {student_arch} (student tap -> teacher tap)")
+    table.add_column("teacher")
+    table.add_column("fitnet, lsfd, facd, krnet", wrap=True)
+    table.add_column("attention", wrap=True)
     for arch, preset in PAIRING_TEACHERS:
         with torch.device("meta"):
             student = create(student_arch, LIST_SCALE)
@@ -157,14 +168,14 @@ def list_methods_command(args: argparse.Namespace) -> int:
     from kd.methods import get_method, list_methods
 
     if args.taps:
-        Console().print(pairing_table(args.student))
+        print_table(pairing_table(args.student))
         return 0
 
-    table = Table(title="kdbench distillation methods", box=box.SIMPLE_HEAVY)
-    table.add_column("name", no_wrap=True, style="bold")
-    table.add_column("teacher", no_wrap=True)
-    table.add_column("loss terms (default weights)", overflow="fold")
-    table.add_column("description", overflow="fold", ratio=1, min_width=20)
+    table = TextTable(title="kdbench distillation methods")
+    table.add_column("name")
+    table.add_column("teacher")
+    table.add_column("loss terms (default weights)", wrap=True)
+    table.add_column("description", wrap=True)
     for name, description in list_methods():
         try:
             method = get_method(name)
@@ -173,5 +184,5 @@ def list_methods_command(args: argparse.Namespace) -> int:
             continue
         weights = ", ".join(f"{term} {weight:g}" for term, weight in method.default_weights.items())
         table.add_row(name, "yes" if method.needs_teacher else "no", weights, description)
-    Console().print(table)
+    print_table(table)
     return 0

@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
+
+# The keys of kd.report.paper.PAPER_TABLES, spelled out so that --help does not import pandas (a test checks them).
+TABLE_NAMES = ("bicubic", "teachers", "fakd", "dckd", "lightweight")
 
 
 def register(subparsers) -> None:
-    from kd.report.paper import PAPER_TABLES
-
     parser = subparsers.add_parser(
         "paper",
         help="lay out a published table with our measured cells, the difference and the evidence level",
-        description="Tables: " + ", ".join(PAPER_TABLES) + ". A cell we have not measured shows a dash and the "
+        description="Tables: " + ", ".join(TABLE_NAMES) + ". A cell we have not measured shows a dash and the "
         "command that would fill it.",
     )
-    parser.add_argument("table", help="published table: " + ", ".join(PAPER_TABLES))
+    parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
@@ -50,22 +48,18 @@ def run_paper(args: argparse.Namespace) -> int:
         notes += compute_notes
     table = paper_table(args.table, measured=measured)
     table.notes = notes + table.notes
-    console = Console()
     if args.format != "table":
         print(to_text(table, args.format), end="")
         return 0
     header, body = grid(table)
-    view = Table(title=table.title, caption="PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)",
-                 box=box.SIMPLE_HEAD)
+    view = TextTable(title=table.title, caption="PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)",
+                     key=len(table.row_names))
     for i, name in enumerate(header):
-        view.add_column(name, justify="left" if i < len(table.row_names) else "right")
+        view.add_column(name, justify="left" if i < len(table.row_names) else "right", wrap=name == "Evidence")
     for row in body:
         view.add_row(*row)
-    # Never cut a published number short: widen the console to the table's natural width (the terminal wraps).
-    natural = Console(width=100_000).measure(view).maximum
-    if natural > console.width:
-        console = Console(width=natural)
-    console.print(view)
+    console = out_console()
+    print_table(view, console)
     for command, number in footnotes(table).items():
         say(console, f"[{number}] {command}")
     for note in table.notes:

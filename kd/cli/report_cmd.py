@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-
 from kd.messages import say
+from kd.output import out_console, print_table
 
 
 def register(subparsers) -> None:
@@ -15,7 +14,7 @@ def register(subparsers) -> None:
         "report",
         help="write an HTML + Markdown comparison report over finished runs",
         description="Per teacher x method x dataset: PSNR/SSIM (LPIPS) mean ± std over seeds, paired Δ PSNR vs the "
-        "no-KD student with a 95%% t-interval, share of the teacher-student gap recovered; delta bars, training "
+        "no-KD student with a 95% t-interval, share of the teacher-student gap recovered; delta bars, training "
         "curves, PSNR vs cost beside published lightweight peers, visual crops.",
     )
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (default runs/)")
@@ -34,12 +33,12 @@ def run_report(args: argparse.Namespace) -> int:
     if args.visual_images < 0:
         raise KdError(f"--visual-images must be >= 0, got {args.visual_images}")
     out = args.out or Path("reports") / (args.runs.resolve().name or "report")
-    err = Console(stderr=True)
+    err = out_console(stderr=True)
     report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
-    console = Console()
+    console = out_console()
     say(console, report.content.finding)
-    for table in report.rich_tables():
-        console.print(table)
+    for table in report.console_tables():
+        print_table(table, console)
     for note in report.content.notes:
         say(err, note, "note")
     say(console, f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import warnings
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from kd.config import RunConfig, parse_override, read_config_file
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
 from kd.profiles import PROFILES, profile_layer, resolve_layers
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +29,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="run seed (student initialisation and patch order)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes (one per GPU, or gloo "
                         "processes on the CPU), launched through torchrun; train.batch_size stays the global batch")
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """`--device` of run, teacher train, sweep and eval (checked by `kd.engine.services.resolve_device`)."""
+    parser.add_argument("--device", default=default, help="auto (cuda when available, else cpu), cpu, cuda or "
+                        "cuda:N" + (f" (default {default})" if default else "; the config key device=, default auto"))
 
 
 def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
@@ -43,6 +52,8 @@ def build_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
         common["seed"] = args.seed
     if args.threads is not None:
         common["threads"] = args.threads
+    if args.device:
+        common["device"] = args.device
     if args.data_root:
         common.setdefault("data", {})["root"] = args.data_root
     layers = [profile_layer(str(profile))]
@@ -82,7 +93,7 @@ def relaunch_under_torchrun(args: argparse.Namespace, config: RunConfig) -> int 
         warnings.simplefilter("always")
         check_nproc(args.nproc, config.device)
     for warning in caught:
-        say(Console(stderr=True), str(warning.message), "warning")
+        say(out_console(stderr=True), str(warning.message), "warning")
     argv = without_nproc(args.argv)
     if args.threads is None:
         argv += ["--threads", str(threads_per_process(args.nproc))]
@@ -93,14 +104,14 @@ def _fmt(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: dict[str, Any]) -> TextTable:
     teacher = summary.get("teacher") or {}
     title = (
         f"{summary['student']} x{summary['scale']} · method {summary['method']}"
         + (f" · teacher {teacher.get('arch')} ({teacher.get('preset')})" if teacher else "")
         + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.1f} s"
     )
-    table = Table(title=title)
+    table = TextTable(title=title)
     for column in ("dataset", "PSNR-Y", "SSIM-Y", "LPIPS"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
     for dataset, scores in summary["datasets"].items():
@@ -115,18 +126,18 @@ def _scores(scores: dict[str, Any] | None) -> str:
     return f"{scores['psnr_y']:.2f}/{ssim:.4f}" if ssim is not None else f"{scores['psnr_y']:.2f}"
 
 
-def comparison_table(comparison) -> Table:
+def comparison_table(comparison) -> TextTable:
     """PSNR/SSIM of the teacher, the no-KD sibling and this student per dataset, with Δ PSNR vs no-KD."""
     student = comparison.student
     teacher = student.get("teacher") or {}
-    table = Table(title=f"{student['method']} beside its teacher and the no-KD student ({student['profile']} profile, "
-                  f"seed {student['seed']})", caption="PSNR/SSIM on Y, crop = scale; Δ = PSNR of this student minus the "
-                  "no-KD student (one seed: not a significance test)")
-    table.add_column("dataset", no_wrap=True)
-    table.add_column(f"teacher {teacher.get('arch')} ({teacher.get('preset')})", justify="right", no_wrap=True)
-    table.add_column("no-KD", justify="right", no_wrap=True)
-    table.add_column(student["method"], justify="right", no_wrap=True)
-    table.add_column("Δ PSNR", justify="right", no_wrap=True)
+    table = TextTable(title=f"{student['method']} beside its teacher and the no-KD student ({student['profile']} "
+                      f"profile, seed {student['seed']})", caption="PSNR/SSIM on Y, crop = scale; Δ = PSNR of this "
+                      "student minus the no-KD student (one seed: not a significance test)")
+    table.add_column("dataset")
+    table.add_column(f"teacher {teacher.get('arch')} ({teacher.get('preset')})", justify="right")
+    table.add_column("no-KD", justify="right")
+    table.add_column(student["method"], justify="right")
+    table.add_column("Δ PSNR", justify="right")
     for dataset in comparison.datasets:
         delta = comparison.delta(dataset)
         table.add_row(dataset, _scores((comparison.teacher or {}).get(dataset)),
@@ -141,7 +152,7 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
     comparison = compare_with_siblings(config, record.summary, args.out_dir)
     if comparison is None:
         return
-    console.print(comparison_table(comparison))
+    print_table(comparison_table(comparison), console)
     if comparison.sibling is None:
         seed = f" --seed {config.seed}" if config.seed else ""
         say(err, f"no no-KD sibling ({comparison.sibling_id}) in {args.out_dir} yet: `kdbench run --profile "
@@ -151,6 +162,8 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
 
 def run_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted, execute_run
+    from kd.engine.progress import tee_to_file
+    from kd.engine.services import resolve_device
 
     flags: dict[str, Any] = {}
     if args.student:
@@ -167,12 +180,12 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.teacher_preset:
         flags.setdefault("teacher", {})["preset"] = args.teacher_preset
     config = build_config(args, flags)
+    resolve_device(config.device)  # a device that is not here fails before anything is written or launched
     relaunched = relaunch_under_torchrun(args, config)
     if relaunched is not None:
         return relaunched
 
-    console = Console()
-    err = Console(stderr=True)
+    err = out_console(stderr=True)
     try:
         record = execute_run(config, out_dir=args.out_dir, console=err, progress=not args.no_progress,
                              restart=args.restart, save_images=args.save_images)
@@ -184,6 +197,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     if os.environ.get("RANK", "0") != "0":
         return 0  # a torchrun worker other than rank 0: rank 0 reports
+    console = out_console()
     if record.already_finished:
         say(err, f"run {record.run_dir.name} is already finished; results in {record.run_dir}")
         if args.save_images and not (record.run_dir / "images").is_dir():
@@ -191,8 +205,10 @@ def run_command(args: argparse.Namespace) -> int:
                 f"--save-images {record.run_dir / 'images'}`", "note")
     else:
         say(err, f"run finished; results in {record.run_dir}")
-    console.print(summary_table(record.summary))
-    print_comparison(console, err, config, record, args)
+    # A fresh run's results close its train.log.
+    with contextlib.nullcontext() if record.already_finished else tee_to_file(console, record.run_dir / "train.log"):
+        print_table(summary_table(record.summary), console)
+        print_comparison(console, err, config, record, args)
     return 0
 
 

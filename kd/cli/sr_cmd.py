@@ -6,13 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from kd.errors import KdError
 from kd.messages import say
+from kd.output import out_console
 
 
 def register(subparsers) -> None:
+    from kd.cli.run_cmd import add_device_argument
+
     parser = subparsers.add_parser(
         "sr",
         help="super-resolve a folder of low-resolution images with a trained network",
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
                         "(default 256: images larger than that are processed in tiles)")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in LR pixels")
     parser.add_argument("--force", action="store_true", help="overwrite existing files in --out")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_device_argument(parser, default="auto")
     parser.set_defaults(handler=run_sr)
 
 
@@ -73,6 +74,7 @@ def run_sr(args: argparse.Namespace) -> int:
 
     from kd.cli.eval_cmd import fill_from_run
     from kd.data.io import read_image, write_png
+    from kd.engine.services import resolve_device
     from kd.evaluate import forward_tiled
     from kd.metrics import quantize
     from kd.models.loading import model_from_checkpoint
@@ -88,9 +90,9 @@ def run_sr(args: argparse.Namespace) -> int:
     targets = planned_outputs(images, args.out, args.force)
     model = model_from_checkpoint(args.ckpt, arch=args.model, scale=args.scale, preset=args.preset)
     scale = model.kd_spec["scale"]
-    device = torch.device(args.device)
+    device = torch.device(resolve_device(args.device))
     model.eval().to(device)
-    console = Console()
+    console = out_console()
     spec = model.kd_spec
     say(console, f"{spec['arch']} ({spec['preset']}) x{scale}: {len(images)} image(s) from {args.input} to {args.out}")
     with torch.inference_mode():

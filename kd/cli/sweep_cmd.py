@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from kd.errors import KdError
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table, styled
 
 
 def _duration(seconds: float | None) -> str:
@@ -27,15 +23,15 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def _plan_table(plans, title: str) -> Table:
-    table = Table(title=Text(title), box=box.SIMPLE_HEAVY)  # Text: paths in the title and errors are not markup
-    for name in ("#", "student", "teacher", "method", "scale", "seed", "run id", "status", "est. time"):
+def _plan_table(plans, title: str) -> TextTable:
+    table = TextTable(title=title)
+    for name in ("#", "student", "teacher", "method", "scale", "seed", "est. time", "status", "run id"):
         table.add_column(name, justify="right" if name in ("#", "scale", "seed", "est. time") else "left",
-                         overflow="fold", no_wrap=name in ("run id", "est. time"))
+                         wrap=name == "status")
     for i, plan in enumerate(plans, 1):
         cell = plan.cell
         if plan.status == "invalid":
-            status = Text.assemble(("invalid", "red"), f": {plan.error}")
+            status = styled(("invalid", "red"), f": {plan.error}")
         elif plan.status == "partial":
             status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
         else:
@@ -43,27 +39,28 @@ def _plan_table(plans, title: str) -> Table:
         estimate = "-" if plan.status in ("finished", "invalid") else (
             f"{_duration(plan.est_seconds)} ({plan.est_source})")
         table.add_row(str(i), cell.student, cell.teacher or "-", cell.method, f"x{cell.scale}", str(cell.seed),
-                      plan.run_id or "-", status, estimate)
+                      estimate, status, plan.run_id or "-")
     return table
 
 
-def _outcome_table(outcomes) -> Table:
-    table = Table(title="sweep results", box=box.SIMPLE_HEAVY)
-    for name in ("#", "cell", "outcome", "time", "first dataset PSNR/SSIM"):
-        table.add_column(name, overflow="fold", justify="right" if name in ("#", "time") else "left")
+def _outcome_table(outcomes) -> TextTable:
+    table = TextTable(title="sweep results")
+    for name in ("#", "cell", "time", "first dataset PSNR/SSIM", "outcome"):
+        table.add_column(name, justify="right" if name in ("#", "time") else "left", wrap=name == "outcome")
     for i, outcome in enumerate(outcomes, 1):
         scores = next(iter((outcome.summary.get("datasets") or {}).items()), None)
         shown = "-"
         if scores and scores[1].get("psnr_y") is not None:
             shown = f"{scores[0]} {scores[1]['psnr_y']:.2f}/{scores[1]['ssim_y']:.4f}"
-        status = f"[red]failed[/]: {outcome.error}" if outcome.status == "failed" else outcome.status
-        table.add_row(str(i), outcome.plan.cell.label, status, _duration(outcome.seconds), shown)
+        status = styled(("failed", "red"), f": {outcome.error}") if outcome.status == "failed" else outcome.status
+        table.add_row(str(i), outcome.plan.cell.label, _duration(outcome.seconds), shown, status)
     return table
 
 
 def sweep_command(args: argparse.Namespace) -> int:
     from kd.config import deep_merge, read_config_file
     from kd.engine import TrainingInterrupted
+    from kd.engine.services import resolve_device
     from kd.profiles import get_profile
     from kd.results.cluster import check_executor, run_sweep_jobs
     from kd.results.sweep import base_layers, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
@@ -74,6 +71,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {}
     if args.threads is not None:
         common["threads"] = args.threads
+    if args.device:
+        common["device"] = args.device
     if args.data_root:
         common["data"] = {"root": args.data_root}
     layers = base_layers(profile.name, file_values, args.config or "", common)
@@ -88,16 +87,19 @@ def sweep_command(args: argparse.Namespace) -> int:
     plans = plan_sweep(cells, layers, args.overrides, args.out_dir)
     if all(plan.status == "invalid" for plan in plans):
         raise KdError(f"no cell of the sweep can run: {plans[0].error}")
+    if args.executor != "slurm":  # the cells run on this machine: a device that is not here fails before any cell
+        for device in sorted({plan.config.device for plan in plans if plan.config is not None}):
+            resolve_device(device)
 
-    out = Console()
-    err = Console(stderr=True)
+    out = out_console()
+    err = out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
     total = sum(p.est_seconds or 0.0 for p in pending)
     teachers = teachers_to_train(plans, args.out_dir)
     title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
              f"({len(plans) - len(pending)} finished or invalid)")
     if args.dry_run:
-        out.print(_plan_table(plans, title))
+        print_table(_plan_table(plans, title), out)
         for key, seconds in teachers:
             say(out, f"teacher {key} is not in the zoo: trained first, about {_duration(seconds)} (rough)")
         say(out, f"estimated training time: {_duration(total + sum(s for _, s in teachers))} for "
@@ -116,13 +118,13 @@ def sweep_command(args: argparse.Namespace) -> int:
         if args.executor == "inline":
             outcomes = run_sweep(plans, args.out_dir, console=err, progress=not args.no_progress, on_cell=announce)
         else:
-            out.print(_plan_table(plans, title))
+            print_table(_plan_table(plans, title), out)
             outcomes = run_sweep_jobs(args.executor, plans, args.out_dir, console=err, max_parallel=args.max_parallel)
     except TrainingInterrupted as stop:
         err.print(f"[yellow]sweep interrupted at step {stop.step}[/]: the cell's checkpoint is saved; run the same "
                   "command again to resume the sweep.", highlight=False)
         return 130
-    out.print(_outcome_table(outcomes))
+    print_table(_outcome_table(outcomes), out)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[red]{len(failed)} of {len(outcomes)} cell(s) failed[/]; the others are recorded. Fix the "
@@ -136,6 +138,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from kd.cli.run_cmd import add_device_argument
     from kd.profiles import PROFILES
 
     parser = subparsers.add_parser(
@@ -159,6 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
     parser.add_argument("--executor", default="inline", help="inline (default: cells one after another in this "
                         "process), local (submitit jobs on this machine) or slurm (submitit job arrays; resources "

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -32,7 +29,7 @@ def train_command(args: argparse.Namespace) -> int:
     if relaunched is not None:
         return relaunched
     dist = from_environment(resolve_device(config.device))
-    err = Console(stderr=True, quiet=not dist.is_main)
+    err = out_console(stderr=True, quiet=not dist.is_main)
     folder = zoo_dir(config)
     if complete_entry(folder) and not args.retrain:
         say(err, f"teacher {folder.name} is already in the zoo ({folder}); --retrain to train it again")
@@ -46,13 +43,13 @@ def train_command(args: argparse.Namespace) -> int:
     _, info = train_teacher(config, console=err, progress=not args.no_progress and dist.is_main, dist=dist)
     if not dist.is_main:
         return 0
-    table = Table(title=f"teacher {info['key']} · {info['steps']} steps in {info['train_seconds']:.0f} s")
+    table = TextTable(title=f"teacher {info['key']} · {info['steps']} steps in {info['train_seconds']:.0f} s")
     table.add_column("dataset")
     table.add_column("PSNR-Y", justify="right")
     table.add_column("SSIM-Y", justify="right")
     for dataset, scores in info["eval"].items():
         table.add_row(dataset, f"{scores['psnr_y']:.3f}", f"{scores['ssim_y']:.4f}")
-    Console().print(table)
+    print_table(table)
     return 0
 
 
@@ -61,20 +58,22 @@ def list_command(args: argparse.Namespace) -> int:
 
     damaged: list[str] = []
     entries = list_zoo(damaged)
-    console = Console()
+    console = out_console()
     for message in damaged:
-        say(Console(stderr=True), message, "warning")
+        say(out_console(stderr=True), message, "warning")
     if not entries:
         say(console, f"no cached teachers in {zoo_root()}")
         return 0
-    table = Table(title=Text(f"teacher zoo ({zoo_root()})"))  # Text: a path's [..] is not markup
-    table.add_column("key", no_wrap=True)
-    for column in ("steps", "train s", "eval PSNR-Y"):
-        table.add_column(column)
+    datasets = list(dict.fromkeys(name for info in entries for name in info.get("eval", {})))
+    table = TextTable(title=f"teacher zoo ({zoo_root()}); evaluation PSNR-Y (dB)")
+    table.add_column("key")
+    for column in ("steps", "train s", *datasets):
+        table.add_column(column, justify="right")
     for info in entries:
-        scores = ", ".join(f"{d} {s['psnr_y']:.2f}" for d, s in info.get("eval", {}).items())
-        table.add_row(info["key"], str(info["steps"]), f"{info['train_seconds']:.0f}", scores)
-    console.print(table)
+        scores = info.get("eval", {})
+        table.add_row(info["key"], str(info["steps"]), f"{info['train_seconds']:.0f}",
+                      *(f"{scores[d]['psnr_y']:.2f}" if d in scores else "-" for d in datasets))
+    print_table(table, console)
     return 0
 
 

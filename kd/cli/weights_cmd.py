@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-
 from kd.errors import unknown_choice
 from kd.messages import say
+from kd.output import out_console
 
 FETCHABLE = ("lpips",)
 
@@ -39,7 +38,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
     if args.name.lower() not in FETCHABLE:
         raise unknown_choice("weights", args.name, FETCHABLE)
-    console = Console()
+    console = out_console()
     path = fetch_lpips_trunk(args.source, allow_download=not args.no_download)
     trunk, source = find_trunk(path.parent)
     say(console, f"LPIPS AlexNet trunk ({len(trunk)} tensors, source {source}) written to {path}")
@@ -50,7 +49,7 @@ def run_status(args: argparse.Namespace) -> int:
     from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, find_trunk
 
     found = find_trunk()
-    console = Console()
+    console = out_console()
     if found is None:
         say(console, LPIPS_UNAVAILABLE_NOTE)
         return 1

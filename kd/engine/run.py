@@ -41,8 +41,9 @@ from kd.engine.accel import plan_accel
 from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
+from kd.engine.events import check_tensorboard
 from kd.engine.identity import run_inputs
-from kd.engine.progress import RichProgress
+from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import LazyBatches, Services, resolve_device
 from kd.engine.teachers import (
     build_teacher,
@@ -237,6 +238,8 @@ def execute_run(
     services = services or Services()
     out_dir = Path(out_dir)
     check_names(config, student is not None, teacher is not None)
+    if config.log.tensorboard:
+        check_tensorboard()
     check_writable(out_dir)
     device = resolve_device(config.device)
     dist = dist or from_environment(device)
@@ -262,14 +265,15 @@ def execute_run(
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
-            if restart and dist.is_main:
-                _remove_run_files(run_dir, RUN_FILES)
-                say(console, f"--restart: discarded the training state of run {run_dir.name}")
-            return _train_and_record(config, run_dir, inputs, services, console, progress, dist, device,
-                                     save_images, student, teacher)
+            with tee_to_file(console, run_dir / "train.log") if dist.is_main else contextlib.nullcontext() as log:
+                if restart and dist.is_main:
+                    _remove_run_files(run_dir, RUN_FILES)
+                    say(console, f"--restart: discarded the training state of run {run_dir.name}")
+                return _train_and_record(config, run_dir, inputs, services, console, progress, dist, device, log,
+                                         save_images, student, teacher)
     except BaseException:
         if created and dist.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
-            _remove_run_files(run_dir, (*RUN_FILES, ".lock"))
+            _remove_run_files(run_dir, (*RUN_FILES, ".lock", "train.log"))
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # a failed start leaves no empty run folder behind
         raise
@@ -294,8 +298,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], services: Services,
-                      console: Console, progress: bool, dist: DistContext, device: str, save_images: bool,
-                      given_student: nn.Module | None, given_teacher: nn.Module | None) -> RunRecord:
+                      console: Console, progress: bool, dist: DistContext, device: str, log: Console | None,
+                      save_images: bool, given_student: nn.Module | None,
+                      given_teacher: nn.Module | None) -> RunRecord:
     rid = run_dir.name
     summary_path = run_dir / "summary.json"
     check_resumable(run_dir / "checkpoints" / "last.pt",
@@ -355,7 +360,9 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
         run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
         holdout=holdout, config_hash=config_hash(config), device=device, dist=dist, accel=accel,
-        progress=RichProgress(console, f"{config.student.arch}/{config.method.name}") if progress else None,
+        tensorboard=config.log.tensorboard,
+        progress=TrainingProgress(console if progress else None, f"{config.student.arch}/{config.method.name}",
+                                  train.log_every, log),
     )
     outcome = trainer.fit()
     if not dist.is_main:

@@ -26,7 +26,8 @@ from torch import nn
 from kd.config import RunConfig
 from kd.engine.checkpoint import atomic_save
 from kd.engine.distributed import SINGLE, DistContext, rank_device
-from kd.engine.progress import RichProgress
+from kd.engine.events import check_tensorboard
+from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
@@ -130,6 +131,8 @@ def train_teacher(
     console = console or Console(stderr=True)
     recipe = config.teacher.train
     folder = zoo_dir(config)
+    if config.log.tensorboard:
+        check_tensorboard()
     if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
     device = rank_device(resolve_device(config.device), dist)
@@ -138,13 +141,15 @@ def train_teacher(
     method = create_method("none", model, None)
     batches = services.make_batches(config, recipe, seed=config.teacher.seed, dist=dist)
 
-    trainer = Trainer(
-        recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
-        run_dir=folder, seed=config.teacher.seed, validate=services.validator(config, device, config.teacher.arch),
-        progress=RichProgress(console, f"teacher {config.teacher.arch}") if progress else None, device=device,
-        dist=dist,
-    )
-    outcome = trainer.fit()
+    with tee_to_file(console, folder / "train.log") if dist.is_main else contextlib.nullcontext() as log:
+        trainer = Trainer(
+            recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
+            run_dir=folder, seed=config.teacher.seed, device=device, dist=dist, tensorboard=config.log.tensorboard,
+            validate=services.validator(config, device, config.teacher.arch),
+            progress=TrainingProgress(console if progress else None, f"teacher {config.teacher.arch}",
+                                      recipe.log_every, log),
+        )
+        outcome = trainer.fit()
     final = trainer.eval_model()
     if not dist.is_main:
         dist.barrier()

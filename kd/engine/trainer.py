@@ -31,6 +31,7 @@ from kd.engine.batches import BatchSource
 from kd.engine.checkpoint import atomic_save, load_checkpoint
 from kd.engine.distributed import SINGLE, DistContext
 from kd.engine.ema import ModelEma
+from kd.engine.events import EventWriter
 from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
@@ -103,10 +104,24 @@ class TrainOutcome:
 
 
 class MetricsLog:
-    """`metrics.jsonl`: one JSON record per line; on resume, records after the checkpoint are dropped."""
+    """`metrics.jsonl`: one JSON record per line; on resume, records after the checkpoint are dropped. With
+    `tensorboard`, the same numbers also go to TensorBoard event files in `<run>/tensorboard/`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tensorboard: bool = False) -> None:
         self.path = path
+        self.tensorboard = tensorboard
+        self._events: EventWriter | None = None
+
+    def open(self, step: int) -> None:
+        """Continue the log at `step` (the checkpoint's): later records are dropped."""
+        self.truncate_after(step)
+        if self.tensorboard:
+            self._events = EventWriter(self.path.parent / "tensorboard", step)
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
 
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
@@ -124,6 +139,8 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self._events is not None:
+            self._events.write(record)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -170,6 +187,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         dist: DistContext = SINGLE,
         accel: AccelPlan | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.train = train
         self.student = student
@@ -188,7 +206,7 @@ class Trainer:
         self.progress = (progress or NullProgress()) if dist.is_main else NullProgress()
         self.config_hash = config_hash
         self.device = torch.device(device)
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", tensorboard=tensorboard)
 
         if teacher is not None:
             teacher.eval().requires_grad_(False)  # frozen: never trained, never in train mode
@@ -429,7 +447,7 @@ class Trainer:
             self.dist.broadcast_module(self.student)
             self.dist.broadcast_module(self.method)
         if self.dist.is_main:
-            self.log.truncate_after(start)
+            self.log.open(start)
         self.progress.start(train.steps, start)
         try:
             with _sigint_as_flag() as local_interrupt:
@@ -468,4 +486,5 @@ class Trainer:
                     data_start = time.perf_counter()
         finally:
             self.progress.stop()
+            self.log.close()
         return TrainOutcome(train.steps, start, self.train_seconds, self.best_step, self.best_psnr)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from kd.errors import KdError
 from kd.fileio import current_umask
-from kd.report.render import ReportContent, Section, rich_summary, to_html, to_markdown
+from kd.report.render import ReportContent, Section, summary_tables, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
 from kd.report.tables import comparison_table, finding, missing_baselines, reconstructed_methods
 
@@ -36,8 +36,8 @@ class Report:
     runset: RunSet
     files: list[Path] = field(default_factory=list)
 
-    def rich_tables(self):
-        return rich_summary(self.content)
+    def console_tables(self):
+        return summary_tables(self.content)
 
 
 def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:

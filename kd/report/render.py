@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from rich import box
-from rich.table import Table
-
+from kd.output import TextTable
 from kd.report.tables import BASELINE, TEACHER_ROW
 
 HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [95% CI]", "Gap recovered"]
@@ -171,19 +169,19 @@ def to_markdown(content: ReportContent) -> str:
     return "\n".join(lines)
 
 
-def rich_summary(content: ReportContent) -> list[Table]:
+def summary_tables(content: ReportContent) -> list[TextTable]:
     tables = []
     for heading, rows in table_sections(content.table):
-        table = Table(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method whose 95% interval of Δ "
-                      "lies above 0", box=box.SIMPLE_HEAD)
+        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method whose 95% interval of "
+                          "Δ lies above 0", key=2)
         for i, name in enumerate(HEADERS):
-            table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i < 2)
+            table.add_column(name, justify="left" if i < 2 else "right")
         for cells in rows:
             table.add_row(*cells, style="bold" if cells[0].endswith("★") else None)
         tables.append(table)
     for section in content.sections:
         if section.headers:
-            table = Table(title=section.title, box=box.SIMPLE_HEAD)
+            table = TextTable(title=section.title)
             for i, name in enumerate(section.headers):
                 table.add_column(name, justify="left" if i == 0 else "right")
             for cells in section.rows:

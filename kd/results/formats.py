@@ -1,4 +1,4 @@
-"""Render and write the results: a paper-style table (rich or LaTeX) and the tidy frame (CSV, Parquet).
+"""Render and write the results: a paper-style table (terminal or LaTeX) and the tidy frame (CSV, Parquet).
 
 Paper-style: one row per student x teacher x method x profile x scale, one `PSNR/SSIM` cell per dataset (2 and 4
 decimals, the mean over seeds), LPIPS cells when it was measured. Files are written to a temporary file beside the
@@ -79,15 +79,15 @@ def paper_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def rich_table(df: pd.DataFrame, title: str = "kdbench results"):
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
+def text_table(df: pd.DataFrame, title: str = "kdbench results"):
+    """The paper-style table for `kd.output.print_table`; student, teacher, method, profile and scale identify
+    a row (repeated when the table folds)."""
+    from kd.output import TextTable
 
     headers, rows = paper_rows(df)
-    table = Table(title=Text(title), box=box.SIMPLE_HEAVY)  # Text: a path's [..] in the title is not markup
+    table = TextTable(title=title, key=5)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 4 else "right", overflow="fold")
+        table.add_column(header, justify="left" if i < 4 else "right")
     for row in rows:
         table.add_row(*row)
     return table
@@ -131,9 +131,11 @@ def write_results(df: pd.DataFrame, fmt: str, path: str | Path) -> None:
     elif fmt == "table":
         from rich.console import Console
 
-        console = Console(record=True, width=200, file=io.StringIO())
-        console.print(rich_table(df))
-        text = console.export_text()
+        from kd.output import print_table
+
+        buffer = io.StringIO()
+        print_table(text_table(df), Console(file=buffer, width=200))
+        text = buffer.getvalue()
         write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     else:
         raise KdError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}.")
