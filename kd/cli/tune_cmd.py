@@ -6,13 +6,13 @@ import argparse
 from typing import Any
 
 from kd.messages import say
+from kd.output import TextTable, out_console, print_table
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from kd.config import deep_merge, read_config_file
     from kd.engine import TrainingInterrupted
+    from kd.engine.services import resolve_device
     from kd.profiles import get_profile
     from kd.results.cluster import check_executor, run_sweep_jobs
     from kd.results.sweep import base_layers, expand_grid, parse_ints, run_sweep
@@ -27,6 +27,8 @@ def tune_command(args: argparse.Namespace) -> int:
         common["threads"] = args.threads
     if args.data_root:
         common["data"] = {"root": args.data_root}
+    if args.device:
+        common["device"] = args.device
     layers = base_layers(profile.name, file_values, args.config or "", common)
     defaults = deep_merge(profile.values, file_values)
     teacher = args.teacher or (defaults.get("teacher") or {}).get("arch") or "rcan"
@@ -34,8 +36,11 @@ def tune_command(args: argparse.Namespace) -> int:
     cells = expand_grid([args.student], [teacher], [args.method], [scale], parse_ints(args.seeds, "--seeds"))
     points, val, budget = plan_tuning(cells, layers, args.overrides, axes, args.steps, args.out_dir)
     plans = [plan for point in points for plan in point.plans]
+    if args.executor != "slurm":  # the runs train on this machine: a device that is not here fails first
+        for device in sorted({plan.config.device for plan in plans}):
+            resolve_device(device)
 
-    out, err = Console(), Console(stderr=True)
+    out, err = out_console(), out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
     say(out, f"tuning {args.method} from {teacher} ({profile.name} profile): {len(points)} grid point(s) x "
              f"{len(cells)} seed(s), {budget} steps each, scored on {val}; {len(pending)} run(s) to do, about "
@@ -62,11 +67,16 @@ def tune_command(args: argparse.Namespace) -> int:
     context = {"student": args.student, "teacher": teacher, "profile": profile.name, "steps": str(budget),
                "seeds": args.seeds, "validation": val}
     path = write_evidence(results, sentence, args.report_dir, name, context)
+    table = TextTable(title=f"validation PSNR-Y on {val} ({budget} steps), best first", key=len(keys))
+    for key in keys:
+        table.add_column(key)
+    for name in ("mean (dB)", "std", "seeds"):
+        table.add_column(name, justify="right")
     for row in ranked.to_dict("records"):
-        values = ", ".join(f"{key}={row[key]}" for key in keys)
-        shown = "not finished" if row["seeds"] == 0 else f"{row['mean']:.3f} dB" + (
-            f" ± {row['std']:.3f}" if row["seeds"] > 1 else "")
-        say(out, f"  {values}: {shown} ({row['seeds']} seed(s))")
+        finished = row["seeds"] > 0
+        table.add_row(*(str(row[key]) for key in keys), f"{row['mean']:.3f}" if finished else "not finished",
+                      f"{row['std']:.3f}" if row["seeds"] > 1 else "-", str(row["seeds"]))
+    print_table(table, out)
     say(out, sentence)
     say(out, f"wrote {path} and its line in {path.parent / 'README.md'}")
     failed = [o for o in outcomes if o.status == "failed"]
@@ -77,6 +87,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from kd.cli.run_cmd import add_device_argument
     from kd.profiles import PROFILES
 
     parser = subparsers.add_parser(
@@ -110,5 +121,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-parallel", type=int, default=0, metavar="N", help="with --executor local|slurm: at "
                         "most N jobs in flight")
     parser.add_argument("--dry-run", action="store_true", help="list the grid points and their status; run nothing")
+    add_device_argument(parser)
     parser.set_defaults(handler=tune_command)
 
