@@ -6,10 +6,15 @@
     none+T   = Trainer.train_step of method `none` (the same step machinery without distillation) + teacher forward
 
 Targets: `logits`, `fitnet` <= 1.10 x baseline (issue 4); `lsfd`, `facd`, `attention` <= 1.15 x none+T (issue 5).
-Both ratios are printed for every method. Measurements are interleaved (references, then each method, per
-repetition) so that load from other processes hits them alike; the minimum over repetitions is the best estimate
-of an uncontended cost, the median is reported too. `attention` with a SwinIR teacher taps window maps (the
-tapped blocks then compute attention explicitly instead of with the fused kernel): `--teacher swinir`.
+
+How it measures, so that load from other processes cannot decide a verdict:
+* every repeat times each contender once, in an order that alternates (forward on even repeats, reversed on odd
+  ones), so no contender always runs first or last after the same neighbour;
+* a ratio is formed per repeat (method time / reference time of the *same* repeat) and the verdict is on the
+  median of these paired ratios; their interquartile range (q1-q3) says how much to trust it. A ratio of minima or
+  of medians over separate samples is not used: one lucky repeat could decide it.
+`attention` with a SwinIR teacher taps window maps (the tapped blocks then compute attention explicitly instead of
+with the fused kernel): `--teacher swinir`. The trainers' run folders are temporary and removed on exit.
 
     .venv/bin/python benchmarks/bench_step.py                       # ASID (paper) + RCAN mini, batch 4, LR 48, x4
     .venv/bin/python benchmarks/bench_step.py --teacher-preset tiny --repeats 5 --json out.json
@@ -23,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -34,6 +40,43 @@ from kd.methods import create_method, loss_weights
 from kd.models import create
 
 TARGETS = {"logits": 1.10, "fitnet": 1.10, "lsfd": 1.15, "facd": 1.15, "attention": 1.15}
+# The reference each target is judged against (issue 4: the unavoidable part; issue 5: the no-KD step + teacher).
+TARGET_REFERENCE = {"logits": "baseline", "fitnet": "baseline"}
+REFERENCES = ("baseline", "none+T")
+
+
+def run_order(names: Sequence[str], repeat: int) -> list[str]:
+    """The contenders' order in repeat `repeat`: as given on even repeats, reversed on odd ones."""
+    return list(names) if repeat % 2 == 0 else list(reversed(names))
+
+
+def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, dict[str, float]]:
+    """Per contender: median, q1 and q3 of time[r] / reference_time[r] over the repeats r."""
+    figures = {}
+    for name, values in times.items():
+        ratios = sorted(t / ref for t, ref in zip(values, times[reference], strict=True))
+        if len(ratios) > 1:
+            q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        else:
+            q1 = q3 = ratios[0]
+        figures[name] = {"median": statistics.median(ratios), "q1": q1, "q3": q3}
+    return figures
+
+
+def measure(contenders: dict[str, Callable[[], None]], repeats: int, warmup: int,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per contender per repeat, each repeat in `run_order`."""
+    names = list(contenders)
+    for repeat in range(warmup):
+        for name in run_order(names, repeat):
+            contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in run_order(names, repeat):
+            began = clock()
+            contenders[name]()
+            times[name].append(clock() - began)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall time, or this process's CPU time (less sensitive to other processes' load)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -67,78 +112,61 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             teacher(lr)
 
-    run_dir = tempfile.mkdtemp(prefix="kdbench-bench-")
-    steps = {}
-    for name in ["none", *args.methods.split(",")]:
-        torch.manual_seed(0)
-        student = create(args.student, args.scale, args.student_preset)
-        method = create_method(name, student, teacher if name != "none" else None)
-        recipe = TrainConfig(steps=10**9, batch_size=args.batch, lr_patch=args.patch, lr=1e-5)
-        trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(name),
-                          batches=FixedBatch(lr, hr), holdout=FixedBatch(lr, hr), run_dir=f"{run_dir}/{name}",
-                          seed=0)
-        steps[name] = lambda trainer=trainer: trainer.train_step(lr, hr)
-    none_step = steps.pop("none")
-
-    def none_plus_teacher() -> None:
-        none_step()
-        with torch.no_grad():
-            teacher(lr)
-
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    with tempfile.TemporaryDirectory(prefix="kdbench-bench-") as run_dir:
+        steps = {}
+        for name in ["none", *args.methods.split(",")]:
+            torch.manual_seed(0)
+            student = create(args.student, args.scale, args.student_preset)
+            method = create_method(name, student, teacher if name != "none" else None)
+            recipe = TrainConfig(steps=10**9, batch_size=args.batch, lr_patch=args.patch, lr=1e-5)
+            trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(name),
+                              batches=FixedBatch(lr, hr), holdout=FixedBatch(lr, hr), run_dir=f"{run_dir}/{name}",
+                              seed=0)
+            steps[name] = lambda trainer=trainer: trainer.train_step(lr, hr)
+        none_step = steps.pop("none")
 
-    def timed(fn) -> float:
-        began = clock()
-        fn()
-        return clock() - began
+        def none_plus_teacher() -> None:
+            none_step()
+            with torch.no_grad():
+                teacher(lr)
 
-    for _ in range(args.warmup):
-        baseline()
-        none_plus_teacher()
-        for fn in steps.values():
-            fn()
-    times: dict[str, list[float]] = {"baseline": [], "none+T": [], **{name: [] for name in steps}}
-    for _ in range(args.repeats):
-        times["baseline"].append(timed(baseline))
-        times["none+T"].append(timed(none_plus_teacher))
-        for name, fn in steps.items():
-            times[name].append(timed(fn))
+        times = measure({"baseline": baseline, "none+T": none_plus_teacher, **steps}, args.repeats, args.warmup,
+                        clock)
 
-    base_min, base_med = min(times["baseline"]), statistics.median(times["baseline"])
-    none_min, none_med = min(times["none+T"]), statistics.median(times["none+T"])
+    ratios = {reference: paired_ratios(times, reference) for reference in REFERENCES}
     report = {
         "setup": {k: v for k, v in vars(args).items() if k != "json"},
         "torch": torch.__version__,
-        "seconds": {name: {"min": min(v), "median": statistics.median(v)} for name, v in times.items()},
-        "ratio_to_baseline": {
-            name: {"min": min(times[name]) / base_min, "median": statistics.median(times[name]) / base_med}
-            for name in steps
-        },
-        "ratio_to_none_plus_teacher": {
-            name: {"min": min(times[name]) / none_min, "median": statistics.median(times[name]) / none_med}
-            for name in steps
-        },
+        "seconds": {name: {"median": statistics.median(v), "min": min(v), "per_repeat": v}
+                    for name, v in times.items()},
+        "ratio_to_baseline": {name: ratios["baseline"][name] for name in steps},
+        "ratio_to_none_plus_teacher": {name: ratios["none+T"][name] for name in steps},
         "targets": {name: TARGETS[name] for name in steps if name in TARGETS},
     }
     print(f"{args.student} + {args.teacher} ({args.teacher_preset}) x{args.scale}, batch {args.batch}, "
-          f"LR {args.patch}px, {args.threads} threads, {args.repeats} repeats, {args.clock} clock")
-    print(f"{'':10s} {'min s':>8s} {'median s':>9s} {'/base(min)':>11s} {'/base(med)':>11s} "
-          f"{'/none+T(min)':>13s} {'/none+T(med)':>13s} {'target':>7s}")
+          f"LR {args.patch}px, {args.threads} threads, {args.repeats} repeats (alternating order), {args.clock} clock")
+    print("paired per-repeat ratios: median [q1-q3]")
+    print(f"{'':10s} {'median s':>9s} {'/ baseline':>20s} {'/ none+T':>20s} {'target':>7s}")
     for name, figures in report["seconds"].items():
-        ratio = report["ratio_to_baseline"].get(name) or {
-            "min": figures["min"] / base_min, "median": figures["median"] / base_med}
-        to_none = report["ratio_to_none_plus_teacher"].get(name, {"min": float("nan"), "median": float("nan")})
+        cells = []
+        for reference in REFERENCES:
+            r = ratios[reference][name]
+            cells.append(f"{r['median']:6.3f} [{r['q1']:5.3f}-{r['q3']:5.3f}]")
         target = report["targets"].get(name)
-        print(f"{name:10s} {figures['min']:8.4f} {figures['median']:9.4f} {ratio['min']:11.3f} {ratio['median']:11.3f} "
-              f"{to_none['min']:13.3f} {to_none['median']:13.3f} {target or '':>7}")
+        print(f"{name:10s} {figures['median']:9.4f} {cells[0]:>20s} {cells[1]:>20s} {target or '':>7}")
+    verdicts = {}
+    for name, target in report["targets"].items():
+        reference = TARGET_REFERENCE.get(name, "none+T")
+        got = ratios[reference][name]
+        verdicts[name] = {"reference": reference, "median": got["median"], "target": target,
+                          "ok": got["median"] <= target}
+        print(f"{name}: median {got['median']:.3f} x {reference} (IQR {got['q1']:.3f}-{got['q3']:.3f}; "
+              f"target <= {target:.2f}) {'ok' if got['median'] <= target else 'OVER'}")
+    report["verdicts"] = verdicts
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
-    for name, target in report["targets"].items():
-        reference = "ratio_to_baseline" if name in ("logits", "fitnet") else "ratio_to_none_plus_teacher"
-        got = report[reference][name]["min"]
-        print(f"{name}: {got:.3f} x {'baseline' if reference == 'ratio_to_baseline' else 'none+T'} "
-              f"(target <= {target:.2f}) {'ok' if got <= target else 'OVER'}")
     return 0
 
 

@@ -1,0 +1,60 @@
+"""The benchmark scripts' measuring rules (they are not part of the package: loaded from benchmarks/ by path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_step_alternates_the_order_of_contenders():
+    bench = load_script("bench_step")
+    assert bench.run_order(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert bench.run_order(["a", "b", "c"], 1) == ["c", "b", "a"]
+    calls = []
+    bench.measure({name: (lambda name=name: calls.append(name)) for name in "ab"}, repeats=2, warmup=0)
+    assert calls == ["a", "b", "b", "a"]
+
+
+def test_bench_step_ratios_are_paired_per_repeat():
+    bench = load_script("bench_step")
+    # The reference is slow in repeat 2 (load) exactly when the method is: paired ratios stay 1.2, whereas the
+    # ratio of minima (1.2 / 1.0) or of medians would mix repeats.
+    times = {"ref": [1.0, 3.0, 1.0, 1.0], "m": [1.2, 3.6, 1.2, 1.2]}
+    ratios = bench.paired_ratios(times, "ref")
+    assert ratios["m"]["median"] == pytest.approx(1.2)
+    assert ratios["m"]["q1"] == pytest.approx(1.2) and ratios["m"]["q3"] == pytest.approx(1.2)
+    spread = bench.paired_ratios({"ref": [1.0] * 5, "m": [1.0, 1.1, 1.2, 1.3, 1.4]}, "ref")["m"]
+    assert (spread["q1"], spread["median"], spread["q3"]) == pytest.approx((1.1, 1.2, 1.3))
+
+
+def test_bench_step_runs_judges_the_median_and_removes_its_run_folders(tmp_path, monkeypatch):
+    bench = load_script("bench_step")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--student-preset", "tiny", "--teacher-preset", "tiny", "--methods", "logits",
+                       "--scale", "2", "--batch", "1", "--patch", "12", "--repeats", "3", "--warmup", "0",
+                       "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(scratch.glob("kdbench-bench-*")) == []  # the trainers' temporary run folders are gone
+    assert len(report["seconds"]["logits"]["per_repeat"]) == 3
+    verdict = report["verdicts"]["logits"]
+    assert verdict["reference"] == "baseline"
+    assert verdict["median"] == report["ratio_to_baseline"]["logits"]["median"]
+    assert verdict["ok"] == (verdict["median"] <= 1.10)
+    figures = report["ratio_to_none_plus_teacher"]["logits"]
+    assert figures["q1"] <= figures["median"] <= figures["q3"]
