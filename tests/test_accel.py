@@ -102,3 +102,12 @@ def test_taps_features_flag_matches_each_method():
     for name, _ in list_methods():
         method = create_method(name, student, teacher if get_method(name).needs_teacher else None)
         assert bool(method.student_taps or method.teacher_taps) == get_method(name).taps_features, name
+
+
+def test_channels_last_applies_to_networks_with_other_ranks_too():
+    han = create("han", 2, "tiny")  # its layer attention holds a Conv3d (5-d weight)
+    plan_accel(AccelConfig(channels_last=True), "cpu").network(han)
+    weights = [p for p in han.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert any(p.dim() == 5 for p in han.parameters())
+    assert han(torch.rand(1, 3, 12, 12)).shape == (1, 3, 24, 24)

@@ -58,3 +58,48 @@ def test_bench_step_runs_judges_the_median_and_removes_its_run_folders(tmp_path,
     assert verdict["ok"] == (verdict["median"] <= 1.10)
     figures = report["ratio_to_none_plus_teacher"]["logits"]
     assert figures["q1"] <= figures["median"] <= figures["q3"]
+
+
+def _tiny_291_and_set5(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder, count, suffix in (("T91", 2, ".bmp"), ("BSD200", 2, ".png"), ("Set5", 2, ".png")):
+        (root / folder / "HR").mkdir(parents=True)
+        for index in range(count):
+            smooth = rng.random((8, 8, 3)).repeat(8, axis=0).repeat(8, axis=1)  # 64x64, some structure
+            Image.fromarray((smooth * 255).astype("uint8")).save(root / folder / "HR" / f"im{index}{suffix}")
+
+
+def test_gpu_check_dry_run_exercises_every_section(tmp_path, monkeypatch):
+    """The whole GPU check on the CPU: the CUDA tests are collected (and skip here), throughput with tiny
+    teachers, the paper profile for 2 steps on a DIV2K folder linked from generated 291-layout images."""
+    check = load_script("gpu_check")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    data = tmp_path / "data"
+    _tiny_291_and_set5(data)
+    out = tmp_path / "gpu.json"
+    assert check.main(["--data", str(data), "--out", str(out), "--dry-run"]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["dry_run"] and figures["ok"]
+    outcomes = figures["tests"]["tests"]
+    assert {"test_nccl_with_one_rank_runs_ddp", "test_pinned_batches_reach_the_gpu",
+            "test_compiled_student_matches_eager[logits]", "test_half_precision_teacher_agrees_with_fp32[fp16]",
+            } <= set(outcomes)
+    assert set(outcomes.values()) <= {"passed", "skipped"}
+    for precision in ("fp32", "bf16"):
+        speeds = figures[f"throughput_{precision}"]["images_per_s"]
+        assert set(speeds) == {"rcan", "han", "swinir"} and all(v > 0 for v in speeds.values())
+    run = figures["paper_run"]
+    assert run["train_images"] == 4 and run["steps"] == 2
+    assert 0 < run["set5_psnr_y"] < 100
+    assert not list(scratch.glob("kdbench-gpu-check-*"))  # its work folder is removed
+
+
+def test_gpu_check_names_a_missing_data_folder(tmp_path):
+    check = load_script("gpu_check")
+    with pytest.raises(SystemExit, match="T91/HR"):
+        check.div2k_layout(tmp_path / "nowhere", tmp_path / "root")

@@ -46,12 +46,22 @@ class AccelPlan:
     def network(self, module: nn.Module, *, frozen_teacher: bool = False) -> nn.Module:
         """Memory format, the teacher's dtype and compilation, applied in place (compilation wraps the forward)."""
         if self.channels_last:
-            module.to(memory_format=torch.channels_last)
+            to_channels_last(module)
         if frozen_teacher and self.teacher_dtype != torch.float32:
             module.to(self.teacher_dtype)
         if self.compile_backend:
             module.compile(backend=self.compile_backend)
         return module
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """NHWC for the 4-d parameters and buffers only: `module.to(memory_format=...)` refuses a network that also has
+    other ranks (HAN's layer attention holds a Conv3d)."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
 
 
 def plan_accel(accel: AccelConfig, device: str, *, taps: bool = False) -> AccelPlan:
