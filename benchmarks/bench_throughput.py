@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--teacher-dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--teacher-dtype", default="fp32", choices=("fp32", "bf16", "fp16", "auto"))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default="", help="torch.compile backend (methods without taps only)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

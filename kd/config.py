@@ -90,7 +90,9 @@ class AccelConfig:
     """Speed options for GPUs (see `kd.engine.accel`); the defaults are plain fp32 eager execution."""
 
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes and losses)
-    teacher_dtype: str = "fp32"  # fp32 | bf16 | fp16: the frozen teacher's weights and forward pass
+    # fp32 | bf16 | fp16 | auto: the frozen teacher's weights and forward pass. auto: bf16 in channels_last where
+    # the device computes bf16 natively (CPUs with AVX512-BF16 or AMX, GPUs from Ampere on), else fp32.
+    teacher_dtype: str = "fp32"
     channels_last: bool = False  # NHWC memory format for networks and batches
     compile: str = ""  # "" off, else a torch.compile backend (inductor, eager, ...); methods without taps only
     pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies
@@ -323,8 +325,8 @@ def validate(config: RunConfig) -> None:
     if config.accel.precision not in ("fp32", "bf16"):
         raise KdError(f"accel.precision must be fp32 or bf16, got '{config.accel.precision}' (fp16 autocast needs "
                       "loss scaling; use bf16).")
-    if config.accel.teacher_dtype not in ("fp32", "bf16", "fp16"):
-        raise KdError(f"accel.teacher_dtype must be fp32, bf16 or fp16, got '{config.accel.teacher_dtype}'.")
+    if config.accel.teacher_dtype not in ("fp32", "bf16", "fp16", "auto"):
+        raise KdError(f"accel.teacher_dtype must be fp32, bf16, fp16 or auto, got '{config.accel.teacher_dtype}'.")
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
 

@@ -58,7 +58,8 @@ def test_paper_profile_runs_end_to_end_on_the_cpu(tmp_path, monkeypatch, capsys)
     run_dir = summaries[0].parent
     assert summary["profile"] == "paper" and summary["steps"] == 2
     assert summary["student_preset"] == "paper"
-    assert summary["teacher"] == {"source": "checkpoint", "path": str(checkpoint), "arch": "rcan", "preset": "paper"}
+    assert summary["teacher"] == {"source": "checkpoint", "path": str(checkpoint), "arch": "rcan", "preset": "paper",
+                                  "dtype": "float32"}
     assert summary["datasets"]["DIV2K_valid"]["psnr_y"] > 5  # a real number from two evaluated images
     per_image = (run_dir / "eval" / "per_image.csv").read_text().strip().splitlines()
     assert len(per_image) == 1 + 2

@@ -4,8 +4,9 @@ Semantics (the same run, spread over processes):
 * `train.batch_size` is the **global** batch. With W processes, rank r trains on samples
   [k*B + r*B/W, k*B + (r+1)*B/W) of global batch k, so the W shards together are exactly the single-process batch.
   B must be divisible by W.
-* Every trained parameter (student and method modules) gets its gradient averaged over the ranks after the backward
-  pass (one coalesced all-reduce); for losses that are means over samples this is the single-process gradient, so
+* Every trained parameter gets its gradient averaged over the ranks: the student's by DistributedDataParallel
+  (bucketed all-reduce overlapping the backward pass), the method's own modules (adapters) by one coalesced
+  all-reduce after it. For losses that are means over samples this is the single-process gradient, so
   the run matches a single-process run up to floating-point summation order. Batch statistics go through the same
   average (`StepInputs.average`: the teacher-feature statistics FitNet, LSFD, FACD and KRNet standardise with).
   Only comparisons between samples see the local shard: FACD's negatives come from the local batch.

@@ -348,6 +348,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     accel.network(student)
     if teacher is not None:
         accel.network(teacher, frozen_teacher=True)
+        teacher_info["dtype"] = str(accel.teacher_dtype).removeprefix("torch.")  # what `auto` resolved to here
 
     train = config.train
     batches = services.make_batches(config, train, seed=config.seed, dist=dist, pin_memory=accel.pin_memory)

@@ -214,12 +214,28 @@ class Trainer:
         groups = [{"params": [p for p in student.parameters() if p.requires_grad], "lr": train.lr}]
         self.optimizer = make_optimizer(train, [*groups, *method.param_groups(train.lr)])
         self.trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.forward_student = self._data_parallel(student)
+        in_student = {id(p) for p in student.parameters()}
+        # DDP averages the student's gradients; the method's own trained modules (adapters) are averaged by hand.
+        self.method_params = [p for p in self.trained_params if id(p) not in in_student]
         self.ema = ModelEma(student, train.ema_decay) if train.ema_decay > 0 else None
         self.step = 0
         self.train_seconds = 0.0
         self.best_psnr: float | None = None
         self.best_step: int | None = None
         self.saved_step: int | None = None
+
+    def _data_parallel(self, student: nn.Module) -> nn.Module:
+        """The student under DistributedDataParallel when several processes train (bucketed all-reduce of its
+        gradients, overlapping the backward pass); the module itself otherwise. Checkpoints, validation, EMA and
+        taps always use the unwrapped module, so state-dict keys stay plain."""
+        if not self.dist.enabled:
+            return student
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are identical on every rank (broadcast at the start, never updated by SR networks' forward).
+        return DistributedDataParallel(student, device_ids=device_ids, forward_sync_buffers=False)
 
     # ------------------------------------------------------------------------------------------ one step
 
@@ -237,12 +253,12 @@ class Trainer:
         accel = self.accel
         lr, hr = accel.batch(lr), accel.batch(hr)
         with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
-            student_out = self.student(lr)
+            student_out = self.forward_student(lr)
         teacher_out, teacher_feats = None, {}
         if self.teacher is not None and self.method.needs_teacher:
             with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
                 if accel.teacher_dtype != torch.float32:  # a half-precision teacher runs without autocast
-                    teacher_out = self.teacher(lr.to(accel.teacher_dtype))
+                    teacher_out = self.teacher(accel.teacher_input(lr))
                 else:
                     with accel.autocast():
                         teacher_out = self.teacher(lr)
@@ -299,7 +315,7 @@ class Trainer:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.dist.average_gradients([p for p in self.trained_params if p.grad is not None])
+        self.dist.average_gradients([p for p in self.method_params if p.grad is not None])
         if self.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.trained_params, self.train.grad_clip)
         context = StepContext(index, self.student, self.teacher, self.optimizer, lr_value, self._holdout_batch,
