@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -120,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             student = create(args.student, args.scale, args.student_preset)
             method = create_method(name, student, teacher if name != "none" else None)
             recipe = TrainConfig(steps=10**9, batch_size=args.batch, lr_patch=args.patch, lr=1e-5)
+            folder = Path(run_dir) / name
+            folder.mkdir()  # the first step records method health in its metrics.jsonl
             trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(name),
-                              batches=FixedBatch(lr, hr), holdout=FixedBatch(lr, hr), run_dir=f"{run_dir}/{name}",
-                              seed=0)
+                              batches=FixedBatch(lr, hr), holdout=FixedBatch(lr, hr), run_dir=folder, seed=0)
             steps[name] = lambda trainer=trainer: trainer.train_step(lr, hr)
         none_step = steps.pop("none")
 

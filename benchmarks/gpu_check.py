@@ -10,8 +10,8 @@ limits add up to under 8 minutes):
 2. throughput: `bench_throughput.py` images/s of ASID distilled (`logits`) from each paper-size teacher (RCAN, HAN,
    SwinIR), batch 16, LR patch 64, x4, in fp32 and in bf16 (autocast + bf16 teacher + channels_last).
 3. paper_run: 200 steps of the `paper` profile (ASID from a randomly initialised RCAN paper checkpoint, FACD) on a
-   DIV2K-layout folder built from the 291 images (T91 + BSD200 under --data, linked, not copied), then validation
-   and evaluation on Set5; wall time, step times and PSNR (of a 200-step student: a plumbing figure, not a result).
+   DIV2K-layout folder built from the 291 images (T91 + BSD200 under --data, linked, not copied: the 10 images of
+   `291-val` stand in for DIV2K 0801-0810, the profile's validation set), then evaluation on Set5; wall time, step times and PSNR (of a 200-step student: a plumbing figure, not a result).
 
 --dry-run runs the same plumbing on the CPU in seconds: the tests are collected and skip, throughput uses tiny
 teachers and one step, the paper run 2 steps on 12-pixel patches. The tests run it on generated images.
@@ -52,18 +52,26 @@ def _run(command: list[str], limit: float, cwd: Path, env: dict[str, str]) -> di
 
 
 def div2k_layout(data: Path, root: Path) -> int:
-    """`root/DIV2K_train/HR` linking every image of `data/T91/HR` and `data/BSD200/HR`, and `root/Set5` linking
+    """The 291 images in DIV2K's layout, linked: `root/DIV2K_train/HR` the 281 of `291-train`, `root/DIV2K_valid/HR`
+    the 10 of `291-val` named 0801-0810 (what the paper profile validates on, `DIV2K-val10`), `root/Set5` linking
     `data/Set5`; returns the number of training images."""
-    target = root / "DIV2K_train" / "HR"
-    target.mkdir(parents=True)
-    count = 0
+    from kd.data.registry import VALIDATION_291, VALIDATION_DIV2K
+
+    train, valid = root / "DIV2K_train" / "HR", root / "DIV2K_valid" / "HR"
+    train.mkdir(parents=True)
+    valid.mkdir(parents=True)
+    count, held_out = 0, iter(VALIDATION_DIV2K)
     for part in ("T91", "BSD200"):
         folder = data / part / "HR"
         if not folder.is_dir():
             raise SystemExit(f"gpu_check: {folder} not found; --data must hold T91/HR and BSD200/HR (the 291 set)")
         for image in sorted(folder.iterdir()):
-            if image.suffix.lower() in IMAGE_SUFFIXES:
-                (target / f"{part}_{image.name}").symlink_to(image.resolve())
+            if image.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if part == "BSD200" and image.stem in VALIDATION_291:
+                (valid / f"{next(held_out)}{image.suffix}").symlink_to(image.resolve())
+            else:
+                (train / f"{part}_{image.name}").symlink_to(image.resolve())
                 count += 1
     if not (data / "Set5" / "HR").is_dir():
         raise SystemExit(f"gpu_check: {data / 'Set5' / 'HR'} not found; --data must hold Set5 for the evaluation")
@@ -178,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             figures[name] = section()
             status = "ok" if figures[name].get("returncode") == 0 else "FAILED"
             print(f"gpu_check: {name} {status} in {figures[name]['seconds']} s", flush=True)
+            if status == "FAILED":
+                print(figures[name]["output_tail"][-1500:], flush=True)
             Path(args.out).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")  # kept if killed
     figures["total_seconds"] = round(time.perf_counter() - began, 2)
     figures["ok"] = all(figures[name].get("returncode") == 0 for name in LIMITS if name in figures)

@@ -65,11 +65,15 @@ def _tiny_291_and_set5(root: Path) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for folder, count, suffix in (("T91", 2, ".bmp"), ("BSD200", 2, ".png"), ("Set5", 2, ".png")):
+    from kd.data.registry import VALIDATION_291
+
+    names = {"T91": ["t1.bmp", "t2.bmp"], "BSD200": ["100080.png", *(f"{stem}.png" for stem in VALIDATION_291)],
+             "Set5": ["baby.png", "bird.png"]}
+    for folder, files in names.items():
         (root / folder / "HR").mkdir(parents=True)
-        for index in range(count):
+        for name in files:
             smooth = rng.random((8, 8, 3)).repeat(8, axis=0).repeat(8, axis=1)  # 64x64, some structure
-            Image.fromarray((smooth * 255).astype("uint8")).save(root / folder / "HR" / f"im{index}{suffix}")
+            Image.fromarray((smooth * 255).astype("uint8")).save(root / folder / "HR" / name)
 
 
 def test_gpu_check_dry_run_exercises_every_section(tmp_path, monkeypatch):
@@ -94,7 +98,8 @@ def test_gpu_check_dry_run_exercises_every_section(tmp_path, monkeypatch):
         speeds = figures[f"throughput_{precision}"]["images_per_s"]
         assert set(speeds) == {"rcan", "han", "swinir"} and all(v > 0 for v in speeds.values())
     run = figures["paper_run"]
-    assert run["train_images"] == 4 and run["steps"] == 2
+    assert run["train_images"] == 3 and run["steps"] == 2  # the 291-val images validate instead
+    assert run["best_val"]["dataset"] == "DIV2K-val10" and run["best_val"]["psnr_y"] > 0
     assert 0 < run["set5_psnr_y"] < 100
     assert not list(scratch.glob("kdbench-gpu-check-*"))  # its work folder is removed
 
