@@ -38,6 +38,7 @@ def _trainer(tmp_path, accel: AccelConfig, method: str = "fitnet") -> Trainer:
     hr = torch.nn.functional.interpolate(lr, scale_factor=2, mode="bicubic").clamp(0, 1)
     lr, hr = lr.to(DEVICE), hr.to(DEVICE)
     train = resolve([profile_layer("smoke"), ("test", {"train": {"steps": 4}})]).train
+    tmp_path.mkdir(parents=True, exist_ok=True)  # the first step records method health in metrics.jsonl
     return Trainer(train, student=student, teacher=teacher, method=distiller, weights=loss_weights(method),
                    batches=FixedBatch(lr, hr), run_dir=tmp_path, seed=0, device=DEVICE, accel=plan)
 
