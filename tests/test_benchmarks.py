@@ -96,7 +96,7 @@ def test_gpu_check_dry_run_exercises_every_section(tmp_path, monkeypatch):
     assert set(outcomes.values()) <= {"passed", "skipped"}
     for precision in ("fp32", "bf16"):
         speeds = figures[f"throughput_{precision}"]["images_per_s"]
-        assert set(speeds) == {"rcan", "han", "swinir"} and all(v > 0 for v in speeds.values())
+        assert set(speeds) == {"rcan", "han", "swinir", "edsr"} and all(v > 0 for v in speeds.values())
     run = figures["paper_run"]
     assert run["train_images"] == 3 and run["steps"] == 2  # the 291-val images validate instead
     assert run["best_val"]["dataset"] == "DIV2K-val10" and run["best_val"]["psnr_y"] > 0
