@@ -57,15 +57,13 @@ def _outcome_table(outcomes) -> TextTable:
     return table
 
 
-def sweep_command(args: argparse.Namespace) -> int:
+def grid_layers(args: argparse.Namespace) -> tuple[Any, list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """(profile, base configuration layers, merged profile and file values) of a grid command (sweep, tune): the
+    profile, `--config` and the options every cell shares (threads, device, data root)."""
     from kd.config import deep_merge, read_config_file
-    from kd.engine import TrainingInterrupted
-    from kd.engine.services import resolve_device
     from kd.profiles import get_profile
-    from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import base_layers, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+    from kd.results.sweep import base_layers
 
-    check_executor(args.executor)
     file_values = read_config_file(args.config) if args.config else {}
     profile = get_profile(str(args.profile or file_values.get("profile") or "cpu"))
     common: dict[str, Any] = {}
@@ -76,8 +74,26 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.data_root:
         common["data"] = {"root": args.data_root}
     layers = base_layers(profile.name, file_values, args.config or "", common)
+    return profile, layers, deep_merge(profile.values, file_values)
 
-    defaults = deep_merge(profile.values, file_values)
+
+def check_devices(executor: str, plans) -> None:
+    """Cells that run on this machine need their device here: a missing one fails before any cell."""
+    from kd.engine.services import resolve_device
+
+    if executor == "slurm":
+        return
+    for device in sorted({plan.config.device for plan in plans if plan.config is not None}):
+        resolve_device(device)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from kd.engine import TrainingInterrupted
+    from kd.results.cluster import check_executor, run_sweep_jobs
+    from kd.results.sweep import expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+
+    check_executor(args.executor)
+    profile, layers, defaults = grid_layers(args)
     default_teacher = (defaults.get("teacher") or {}).get("arch") or "rcan"
     default_scale = str(defaults.get("scale", 4))
     cells = expand_grid(
@@ -87,9 +103,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     plans = plan_sweep(cells, layers, args.overrides, args.out_dir)
     if all(plan.status == "invalid" for plan in plans):
         raise KdError(f"no cell of the sweep can run: {plans[0].error}")
-    if args.executor != "slurm":  # the cells run on this machine: a device that is not here fails before any cell
-        for device in sorted({plan.config.device for plan in plans if plan.config is not None}):
-            resolve_device(device)
+    check_devices(args.executor, plans)
 
     out = out_console()
     err = out_console(stderr=True)

@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from kd.messages import say
 from kd.output import TextTable, out_console, print_table
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from kd.config import deep_merge, read_config_file
+    from kd.cli.sweep_cmd import check_devices, grid_layers
     from kd.engine import TrainingInterrupted
-    from kd.engine.services import resolve_device
-    from kd.profiles import get_profile
     from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import base_layers, expand_grid, parse_ints, run_sweep
+    from kd.results.sweep import expand_grid, parse_ints, run_sweep
     from kd.results.tune import finding, parse_grid, plan_tuning, rank_points, tuning_results, write_evidence
 
     check_executor(args.executor)
     axes = parse_grid(args.grid)
-    file_values = read_config_file(args.config) if args.config else {}
-    profile = get_profile(str(args.profile or file_values.get("profile") or "cpu"))
-    common: dict[str, Any] = {}
-    if args.threads is not None:
-        common["threads"] = args.threads
-    if args.data_root:
-        common["data"] = {"root": args.data_root}
-    if args.device:
-        common["device"] = args.device
-    layers = base_layers(profile.name, file_values, args.config or "", common)
-    defaults = deep_merge(profile.values, file_values)
+    profile, layers, defaults = grid_layers(args)
     teacher = args.teacher or (defaults.get("teacher") or {}).get("arch") or "rcan"
     scale = int(defaults.get("scale", 4)) if args.scale is None else args.scale
     cells = expand_grid([args.student], [teacher], [args.method], [scale], parse_ints(args.seeds, "--seeds"))
     points, val, budget = plan_tuning(cells, layers, args.overrides, axes, args.steps, args.out_dir)
     plans = [plan for point in points for plan in point.plans]
-    if args.executor != "slurm":  # the runs train on this machine: a device that is not here fails first
-        for device in sorted({plan.config.device for plan in plans}):
-            resolve_device(device)
+    check_devices(args.executor, plans)
 
     out, err = out_console(), out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
