@@ -77,4 +77,4 @@ def test_list_models_shows_the_extra_presets(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["list", "models"]) == 0
     out = capsys.readouterr().out
-    assert "c64b32 2.70M, baseline 1.52M" in out and "10x6 5.17M" in out and "e60 1.24M" in out
+    assert "c64b32=2.70M, baseline=1.52M" in out and "10x6=5.17M" in out and "e60=1.24M" in out
