@@ -133,7 +133,7 @@ def _register_methods(things) -> None:
 
 
 PAIRING_TEACHERS = (("rcan", "mini"), ("han", "mini"), ("swinir", "mini"), ("rcan", "paper"), ("han", "paper"),
-                    ("swinir", "paper"), ("swinir_light", "paper"))
+                    ("swinir", "paper"), ("swinir_light", "paper"), ("edsr", "paper"))
 
 
 def pairing_table(student_arch: str) -> TextTable:
