@@ -92,3 +92,17 @@ def test_phase_pattern_measures_a_phase_locked_residual():
     sr[:, ::4, ::4] += 16  # one phase of 16 is 16 levels too bright in RGB: Y grows by 16 * (65.481+128.553+24.966)/255
     expected_mean = torch.tensor([16 * 219 / 255] + [0.0] * 15, dtype=torch.float64)
     assert module.phase_pattern(sr, hr, 4) == pytest.approx(float(expected_mean.std(unbiased=False)), rel=1e-6)
+
+
+def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_path, monkeypatch, capsys):
+    # Grid points differ only in their overrides: the executor must not merge them by their shared cell label.
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["tune", "--profile", "smoke", "--method", "logits", "--grid", "method.weights.kd=0.5,1", "--steps", "2",
+            "--threads", "1", "--executor", "local", "--max-parallel", "2", "--out-dir", str(tmp_path / "runs"),
+            "--report-dir", str(tmp_path / "tuning")]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((tmp_path / "tuning" / "logits-rcan-x4-smoke.csv").open()))
+    assert [row["method.weights.kd"] for row in rows] == ["0.5", "1"]
+    assert len({row["run_id"] for row in rows}) == 2 and all(float(row["val_psnr_y"]) > 0 for row in rows)

@@ -160,7 +160,9 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         elif plan.status == "finished":
             outcomes[index] = CellOutcome(plan, "skipped")
         else:
-            runnable[plan.cell.label] = index
+            # Tuning grids hold several cells with one label (same student/teacher/method/seed): keep them apart.
+            label = plan.cell.label if plan.cell.label not in runnable else f"{plan.cell.label} #{index + 1}"
+            runnable[label] = index
             config = plan.config
             if get_method(config.method.name).needs_teacher and not config.teacher.ckpt:
                 folder = zoo_dir(config)
