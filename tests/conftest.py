@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -48,3 +49,12 @@ def assert_readable(out: str, expected: list[str], width: int = 80) -> None:
 @pytest.fixture
 def readable():
     return assert_readable
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run as fast on one thread, and one thread leaves the other core to other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

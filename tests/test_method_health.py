@@ -23,12 +23,7 @@ TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_
 PUBLISHED_INERT = {("dckd", "ce")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed: int = 0, batch: int = 4, size: int = 16):

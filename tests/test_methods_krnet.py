@@ -19,13 +19,7 @@ from kd.models import capture, create, read_checkpoint
 SCALE = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks: one thread is as fast and does not fight the other processes on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(teacher_arch: str = "rcan", scale: int = SCALE, **teacher_fields):
