@@ -30,6 +30,9 @@ class Profile:
     # Per teacher architecture: overrides of `teacher.train`, layered right after `values` (so a config file, the
     # command line and --set still win). Teachers differ in cost per step and in their official recipes.
     teacher_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per teacher family ("cnn", "transformer"), then method: loss-term weights chosen by `kdbench tune` for this
+    # profile, layered like the recipes. Each entry names its evidence file under reports/tuning/.
+    method_weights: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 SMOKE = Profile(
@@ -154,21 +157,34 @@ def _source(profile: Profile) -> str:
 
 
 def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
-    """`kd.config.resolve`, plus the profile's recipe for the resolved teacher architecture.
+    """`kd.config.resolve`, plus the profile's layers for the resolved teacher: its training recipe and the tuned
+    weights of the method for its family.
 
-    The teacher is known only once every layer is merged (the command line or a sweep cell names it), so this
-    resolves twice: the second time with the recipe inserted right after the profile's own layer.
+    The teacher and method are known only once every layer is merged (the command line or a sweep cell names them),
+    so this resolves twice: the second time with those layers inserted right after the profile's own layer, where a
+    config file, the command line and --set still win over them.
     """
-    from kd.models import get_entry
-
     config = resolve(layers)
     profile = PROFILES.get(config.profile)
-    if profile is None or not profile.teacher_recipes or not config.teacher.arch:
+    at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), None)
+    if profile is None or at is None or not config.teacher.arch:
         return config
-    arch = get_entry(config.teacher.arch).arch
-    recipe = profile.teacher_recipes.get(arch)
-    at = next((i for i, (source, _) in enumerate(layers) if source == _source(profile)), None)
-    if recipe is None or at is None:
+    extra = _teacher_layers(profile, config)
+    if not extra:
         return config
-    layer = (f"{_source(profile)} recipe for {arch} teachers", {"teacher": {"train": recipe}})
-    return resolve([*layers[: at + 1], layer, *layers[at + 1 :]])
+    return resolve([*layers[: at + 1], *extra, *layers[at + 1 :]])
+
+
+def _teacher_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+    from kd.models import get_entry
+
+    entry = get_entry(config.teacher.arch)
+    layers = []
+    recipe = profile.teacher_recipes.get(entry.arch)
+    if recipe is not None:
+        layers.append((f"{_source(profile)} recipe for {entry.arch} teachers", {"teacher": {"train": recipe}}))
+    weights = profile.method_weights.get(entry.family, {}).get(config.method.name)
+    if weights is not None:
+        layers.append((f"{_source(profile)} {config.method.name} weights for {entry.family} teachers",
+                       {"method": {"weights": weights}}))
+    return layers

@@ -104,6 +104,7 @@ register_model(ModelEntry(
     arch="edsr",
     builder=build_edsr,
     role="teacher",
+    family="cnn",
     presets={
         "paper": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},  # EDSR (43M at x4)
         "c64b32": {"n_resblocks": 32, "n_feats": 64, "res_scale": 0.1},  # DUKD / MiPKD student

@@ -249,6 +249,7 @@ register_model(ModelEntry(
     arch="rcan",
     builder=build_rcan,
     role="teacher",
+    family="cnn",
     presets={
         "paper": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
         "mini": {"n_resgroups": 3, "n_resblocks": 4, "n_feats": 48, "reduction": 16},

@@ -44,6 +44,24 @@ def test_profile_teacher_recipe_follows_the_resolved_teacher():
         teacher_train(("cli", {"teacher": {"arch": "swinirr"}}))
 
 
+def test_profile_method_weights_follow_the_teacher_family(monkeypatch):
+    from dataclasses import replace
+
+    tuned = replace(PROFILES["cpu"], method_weights={"cnn": {"lsfd": {"lsfd": 0.05}}})
+    monkeypatch.setitem(PROFILES, "cpu", tuned)
+
+    def weights(teacher, *layers):
+        cli = ("cli", {"teacher": {"arch": teacher}, "method": {"name": "lsfd"}})
+        return resolve_layers([profile_layer("cpu"), cli, *layers]).method.weights
+
+    assert weights("rcan") == weights("han") == {"lsfd": 0.05}  # both CNN teachers
+    assert weights("swinir") == {}  # another family keeps the method's own defaults
+    overridden = weights("rcan", ("--set", {"method": {"weights": {"lsfd": 0.2, "rec": 2.0}}}))
+    assert overridden == {"lsfd": 0.2, "rec": 2.0}  # layers after the profile still win
+    assert resolve_layers([profile_layer("cpu"), ("cli", {"teacher": {"arch": "rcan"}, "method": {"name": "fitnet"}})
+                           ]).method.weights == {}  # other methods untouched
+
+
 def test_overrides_are_typed():
     config = _cfg("train.lr=2e-4", "train.steps=1e3", "train.betas=[0.9, 0.99]", "eval.datasets=Set5,Set14",
                   "eval.val_dataset=null", "data.augment=false", "method.weights.kd=0.5", "train.milestones=[0.5]")

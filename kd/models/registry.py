@@ -41,6 +41,8 @@ class ModelEntry:
     scales: tuple[int, ...] = (2, 3, 4)
     aliases: tuple[str, ...] = ()
     default_preset: str = "paper"
+    # Teacher family for per-family defaults (`Profile.method_weights`): "cnn" or "transformer"; "" for none.
+    family: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def fields(self) -> list[str]:
