@@ -217,6 +217,19 @@ def test_mipkd_block_mixer_trains_the_student_through_either_branch():
     assert branches == {True, False}
 
 
+def test_mipkd_random_streams_travel_with_its_state_dict(tmp_path):
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("mipkd", student, teacher)
+    method._random.random(), torch.rand(3, generator=method._generator)  # advance both streams past the seed
+    path = tmp_path / "method.pt"
+    torch.save(method.state_dict(), path)
+    expected = (method._random.random(), torch.rand(5, generator=method._generator))
+    resumed = create_method("mipkd", student, teacher)
+    resumed.load_state_dict(torch.load(path, weights_only=True))  # what the trainer's checkpoints allow
+    assert resumed._random.random() == expected[0]
+    assert torch.equal(torch.rand(5, generator=resumed._generator), expected[1])
+
+
 def test_mipkd_full_teacher_mask_decodes_the_teacher_latent():
     torch.manual_seed(0)
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()

@@ -100,6 +100,7 @@ class MiPKD(Distiller):
     description = "MiPKD-like (reconstructed): feature prior mixer (masked latent mixing) + block prior mixer"
     default_weights = {"rec": 1.0, "kd": 1.0, "feat": 1.0, "block": 0.1}
     Options = MipkdOptions
+    version = 2  # the mask and switch streams are checkpointed (resume draws what an uninterrupted run draws)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: MipkdOptions) -> None:
         super().__init__(student, teacher, options)
@@ -118,6 +119,16 @@ class MiPKD(Distiller):
         self._networks = (student, teacher)  # a tuple: not registered, so never saved or exported with the method
         self._random = random.Random(options.seed)
         self._generator = torch.Generator().manual_seed(options.seed)
+
+    def get_extra_state(self) -> dict:
+        """The mask and switch streams, so that a resumed run draws what the uninterrupted one would have."""
+        version, internal, gauss = self._random.getstate()
+        return {"random": [version, list(internal), gauss], "generator": self._generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        version, internal, gauss = state["random"]
+        self._random.setstate((version, tuple(internal), gauss))
+        self._generator.set_state(state["generator"])
 
     def mix(self, inputs: StepInputs, s_tap: str, t_tap: str):
         """(L_feat of this pair, z_mix, the cropped raw maps) for one tap pair."""
