@@ -256,6 +256,8 @@ register_model(ModelEntry(
         "tiny": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
         # The student of FAKD / DUKD / MiPKD / DCKD (5.2M): 10 groups x 6 RCABs (METHODS.md section 1).
         "10x6": {"n_resgroups": 10, "n_resblocks": 6, "n_feats": 64, "reduction": 16},
+        # The miniature of that pair (kd/report/miniature.py): `mini`'s groups and width, 1 RCAB of its 4 (20 -> 6).
+        "mini_student": {"n_resgroups": 3, "n_resblocks": 1, "n_feats": 48, "reduction": 16},
     },
     description="RCAN (Zhang et al., ECCV 2018): residual groups of channel-attention blocks; official keys",
 ))

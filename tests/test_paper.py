@@ -72,11 +72,12 @@ def test_cli_unknown_table_and_bad_csv(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["fakd", "dckd"])
-def test_fakd_and_dckd_commands_are_runnable_and_the_miniature_is_pending(name):
+def test_fakd_and_dckd_commands_are_runnable_and_the_miniature_stands_in(name):
     text = to_text(paper_table(name, measured=_empty()), "markdown")
     assert "not implemented" not in text and "not registered" not in text  # methods and presets exist now
     assert "--student-preset 10x6" in text
-    assert "miniature of this table" in text and "pending" in text
+    assert "miniature of this table" in text and "has not been run yet" in text
+    assert "kdbench sweep --profile cpu --students rcan --set student.preset=mini_student" in text
     if name == "dckd":
         assert "--student-preset e60" in text and "--method mipkd" in text
         assert "kdbench runs one method per run" in text  # the DCKD* (+DUKD) row
@@ -92,6 +93,8 @@ def test_student_cells_come_only_from_paper_profile_runs():
         return next(c for c in table.cells if c.row == ("Set5", "x4") and c.column == "SN with FAKD")
 
     cpu = paper_table("fakd", measured=measured("cpu"))
-    assert set5_x4(cpu).ours is None and any("pending" in note for note in cpu.notes)
+    assert set5_x4(cpu).ours is None and cpu.miniature is not None
+    assert any("miniature of this table" in note for note in cpu.notes)
     paper = paper_table("fakd", measured=measured("paper"))
-    assert set5_x4(paper).ours.psnr == 32.5 and not any("pending" in note for note in paper.notes)
+    assert set5_x4(paper).ours.psnr == 32.5 and paper.miniature is None
+    assert not any("miniature" in note for note in paper.notes)

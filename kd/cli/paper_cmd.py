@@ -64,4 +64,24 @@ def run_paper(args: argparse.Namespace) -> int:
         say(console, f"[{number}] {command}")
     for note in table.notes:
         say(console, note, "note")
+    if table.miniature is not None:
+        _print_miniature(table.miniature, console)
     return 0
+
+
+def _print_miniature(mini, console) -> None:
+    from kd.report import miniature
+
+    header, body = miniature.rows(mini)
+    view = TextTable(title=miniature.TITLE, caption=miniature.CAPTION, key=2)
+    for i, name in enumerate(header):
+        view.add_column(name, justify="left" if i < 2 else "right")
+    for row in body:
+        view.add_row(*row)
+    console.print()
+    say(console, mini.finding())
+    print_table(view, console)
+    for line in miniature.ordering_lines(mini):
+        say(console, line)
+    for note in miniature.notes(mini):
+        say(console, note, "note")

@@ -21,6 +21,9 @@ import pandas as pd
 
 from kd.errors import KdError, unknown_choice
 from kd.reference_data import canonical_dataset, published_results
+from kd.report.miniature import PAIRS, Miniature, build_miniature
+from kd.report.miniature import to_markdown as miniature_markdown
+from kd.report.runs import RunSet
 
 PAPER_DATASETS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
 # Published model names -> (kdbench architecture, preset). Presets not registered yet are named in the footnotes.
@@ -64,6 +67,7 @@ class PaperTable:
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
     extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # per-row extra columns (params)
+    miniature: Miniature | None = None  # stands in while no student run of the paper profile exists
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -76,6 +80,7 @@ class Measured:
 
     models: pd.DataFrame
     students: pd.DataFrame
+    runset: RunSet | None = None  # the finished runs behind `students` (the miniature tables read their seeds)
 
     def model(self, arch: str, preset: str | None, scale: int, dataset: str) -> Score | None:
         rows = self.models[(self.models["arch"] == arch) & (self.models["scale"] == scale)
@@ -131,7 +136,7 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
 def collect_measured(runs_dir: Path | None, eval_csvs: list[Path]) -> tuple[Measured, list[str]]:
     notes: list[str] = []
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
-    students = []
+    students, runset = [], None
     if runs_dir is not None and Path(runs_dir).is_dir():
         from kd.report.runs import scan_runs
 
@@ -161,7 +166,7 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path]) -> tuple[Meas
     for frame in (model_frame, student_frame):
         frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
-    return Measured(model_frame, student_frame), notes
+    return Measured(model_frame, student_frame, runset), notes
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -256,9 +261,10 @@ def _fakd(measured: Measured) -> PaperTable:
             ours = measured.student(arch, preset, row["method"], "rcan", scale, dataset, profile="paper")
             command = None if ours else run_command(row["model"], row["method"], scale)
         cells.append(Cell((dataset, f"x{scale}"), column, _pub_score(row), ours, row["evidence"], command))
-    return PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
-                      ["Dataset", "Scale"], list(columns.values()), cells,
-                      notes=_miniature_note([c for c in cells if c.column != columns[("teacher", "none")]]))
+    table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
+                       ["Dataset", "Scale"], list(columns.values()), cells)
+    students = [c for c in cells if c.column != columns[("teacher", "none")]]
+    return _with_miniature(table, students, lambda: build_miniature(measured.runset, ("fakd",), PAIRS[:1]))
 
 
 DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
@@ -285,18 +291,21 @@ def _dckd(measured: Measured) -> PaperTable:
     columns = [f"{fam} {d}" for fam in ("SwinIR", "RCAN") for d in ("Set5", "Set14", "B100", "Urban100")]
     order = ["Teacher", *DCKD_METHODS.values()]
     cells.sort(key=lambda c: (c.row[0], order.index(c.row[1])))
-    return PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, RCAN 10x6)",
-                      ["Scale", "Method"], columns, cells,
-                      notes=_miniature_note([c for c in cells if c.row[1] != "Teacher"]))
+    table = PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, "
+                       "RCAN 10x6)", ["Scale", "Method"], columns, cells)
+    students = [c for c in cells if c.row[1] != "Teacher"]
+    return _with_miniature(table, students, lambda: build_miniature(measured.runset))
 
 
-def _miniature_note(student_cells: list[Cell]) -> list[str]:
-    """Student cells come only from runs of the paper profile (days of GPU training per cell); say what stands in."""
-    if any(cell.ours for cell in student_cells):
-        return []
-    return ["no student run of the paper profile was found, so the student cells are empty. The miniature of this "
-            "table (the same pair shapes at CPU scale, seeds 0, 1, 2, our gains beside the published ones) is "
-            "pending: it has not been run yet."]
+def _with_miniature(table: PaperTable, student_cells: list[Cell], miniature: Callable[[], Miniature]) -> PaperTable:
+    """Student cells come only from runs of the paper profile (days of GPU training per cell); without any, the
+    miniature of the table (kd/report/miniature.py) stands in."""
+    if not any(cell.ours for cell in student_cells):
+        table.miniature = miniature()
+        table.notes.append("no student run of the paper profile was found, so the student cells are empty; the "
+                           "miniature of this table (the same pair shapes at the cpu budget, paired seeds 0, 1, 2) "
+                           "follows.")
+    return table
 
 
 def _lightweight(measured: Measured) -> PaperTable:
@@ -396,6 +405,8 @@ def to_text(table: PaperTable, fmt: str = "markdown") -> str:
     lines += ["| " + " | ".join(body_cell.replace("|", "\\|") for body_cell in row) + " |" for row in body]
     lines += [""] + [f"[{n}] {command}" for command, n in footnotes(table).items()]
     lines += [f"Note: {note}" for note in table.notes]
+    if table.miniature is not None:
+        lines += ["", miniature_markdown(table.miniature).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

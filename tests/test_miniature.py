@@ -1,0 +1,66 @@
+"""The DCKD table in miniature: paired gains over scratch from cpu-profile runs, published orderings checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kd.report.miniature import PAIRS, build_miniature, to_markdown
+from kd.report.paper import Measured, paper_table, to_text
+from kd.report.runs import Run, RunSet
+
+SCRATCH = {0: 29.00, 1: 29.10, 2: 28.95}
+TEACHER_SET5 = 29.60
+
+
+def _run(pair, method: str, seed: int, set5: float, *, profile: str = "cpu", preset: str | None = None) -> Run:
+    student_arch, student_preset = pair.student
+    teacher = {} if method == "none" else {"arch": pair.teacher[0], "preset": pair.teacher[1],
+                                           "eval": {"Set5": {"psnr_y": TEACHER_SET5}}}
+    summary = {"run_id": f"{student_arch}-{method}-s{seed}", "student": student_arch,
+               "student_preset": preset or student_preset, "method": method, "scale": 4, "seed": seed,
+               "profile": profile, "teacher": teacher, "datasets": {"Set5": {"psnr_y": set5}}}
+    return Run(Path("runs") / summary["run_id"], summary)
+
+
+def _runset(gains: dict[str, list[float]], **kwargs) -> RunSet:
+    rcan = PAIRS[0]
+    runs = [_run(rcan, "none", seed, psnr, **kwargs) for seed, psnr in SCRATCH.items()]
+    for method, per_seed in gains.items():
+        runs += [_run(rcan, method, seed, SCRATCH[seed] + gain, **kwargs) for seed, gain in enumerate(per_seed)]
+    return RunSet(runs, pd.DataFrame())
+
+
+def test_gains_are_paired_by_seed_and_orderings_judged_by_their_interval():
+    # Published RCAN-pair gains on Set5: logits +0.07, FAKD +0.08, MiPKD +0.08, DCKD +0.18.
+    mini = build_miniature(_runset({"logits": [0.05, 0.06, 0.04], "dckd": [0.20, 0.21, 0.19],
+                                    "mipkd": [0.30, 0.31, 0.29], "fakd": [0.30, -0.2, 0.1], "dukd": [0.0] * 3}))
+    gain = mini.ours[("RCAN", "dckd", "Set5")]
+    assert gain.n == 3 and abs(gain.mean - 0.20) < 1e-9 and gain.low > 0  # scratch noise cancels in the pairing
+    assert abs(mini.published[("RCAN", "dckd", "Set5")] - 0.18) < 1e-9
+    assert abs(mini.teacher_gap[("RCAN", "Set5")] - (TEACHER_SET5 - sum(SCRATCH.values()) / 3)) < 1e-9
+    verdicts = {(o.better, o.worse): o.verdict for o in mini.orderings if o.pair == "RCAN" and o.dataset == "Set5"}
+    assert verdicts == {("dckd", "logits"): "holds", ("dckd", "mipkd"): "reversed", ("dckd", "fakd"): "unresolved"}
+    assert "3 published orderings" in mini.finding() and "1 hold" in mini.finding() and "1 are reversed" in mini.finding()
+    assert not any("--students rcan" in command for command in mini.missing)  # the CNN pair is complete
+    assert any("--students swinir --set student.preset=mini_student" in command for command in mini.missing)
+    text = to_markdown(mini)
+    assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "DCKD > MiPKD" in text
+
+
+def test_runs_of_other_profiles_or_students_are_not_the_miniature():
+    gains = {"logits": [0.1, 0.1, 0.1]}
+    for other in (_runset(gains, profile="paper"), _runset(gains, preset="10x6"), None):
+        mini = build_miniature(other)
+        assert not mini.has_runs and not mini.orderings and "has not been run yet" in mini.finding()
+
+
+def test_the_dckd_table_carries_its_miniature_while_no_paper_run_exists():
+    runset = _runset({"logits": [0.05, 0.06, 0.04], "dckd": [0.20, 0.21, 0.19]})
+    empty = pd.DataFrame(columns=["arch", "preset", "method", "teacher", "scale", "dataset_key", "psnr", "ssim",
+                                  "profile"])
+    table = paper_table("dckd", measured=Measured(empty.drop(columns=["method", "teacher", "profile"]), empty,
+                                                  runset))
+    assert table.miniature is not None and table.miniature.ours[("RCAN", "dckd", "Set5")].n == 3
+    assert "in miniature" in to_text(table, "markdown")
