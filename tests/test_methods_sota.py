@@ -55,6 +55,19 @@ def test_step0_health_ratio_in_range(name, teacher_arch):
     assert 0.05 <= health_ratio(name, teacher_arch) <= 5
 
 
+@pytest.mark.parametrize("arch", ["rcan", "swinir"])  # the miniature DCKD pairs: student and teacher of one family
+@pytest.mark.parametrize("name", SOTA)
+def test_same_family_pairs_train_the_student(name, arch):
+    torch.manual_seed(0)
+    student, teacher = create(arch, 2, "tiny"), create(arch, 2, "tiny").eval()
+    method = create_method(name, student, teacher)
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    weights = loss_weights(name)
+    loss = sum(weights[n] * v for n, v in terms.items())
+    grads = torch.autograd.grad(loss, list(student.parameters()), allow_unused=True)
+    assert torch.isfinite(loss) and sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+
+
 # ------------------------------------------------------------------------------------------------ FAKD
 
 
