@@ -82,6 +82,24 @@ def test_tune_runs_the_grid_and_writes_its_evidence(tmp_path, monkeypatch, capsy
     assert (tmp_path / "tuning" / "README.md").read_text().count("](fitnet-rcan-x4-smoke.csv)") == 1
 
 
+def test_finding_says_whether_paired_seeds_separate_the_best_point():
+    import pandas as pd
+
+    from kd.results.tune import finding, rank_points
+
+    def sentence(best_gains):
+        rows = [{"w": "0.1", "seed": s, "val_psnr_y": 25.0 + s * 0.1} for s in range(3)]
+        rows += [{"w": "0.3", "seed": s, "val_psnr_y": 25.0 + s * 0.1 + g} for s, g in enumerate(best_gains)]
+        results = pd.DataFrame(rows)
+        return finding(rank_points(results, ["w"]), ["w"], "291-val", 250, results)
+
+    clear = sentence([0.05, 0.06, 0.04])  # the seed offsets cancel in the pairing
+    assert "chosen w=0.3" in clear and "+0.050 dB over w=0.1" in clear and "separates them" in clear
+    assert "does not separate them" in sentence([0.2, -0.1, 0.05])
+    single = pd.DataFrame([{"w": "a", "seed": 0, "val_psnr_y": 25.1}, {"w": "b", "seed": 0, "val_psnr_y": 25.0}])
+    assert "no interval" in finding(rank_points(single, ["w"]), ["w"], "291-val", 250, single)
+
+
 def test_phase_pattern_measures_a_phase_locked_residual():
     spec = importlib.util.spec_from_file_location("phase_residual", REPO / "benchmarks" / "phase_residual.py")
     module = importlib.util.module_from_spec(spec)

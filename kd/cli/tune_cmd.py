@@ -47,7 +47,7 @@ def tune_command(args: argparse.Namespace) -> int:
     keys = [axis.key for axis in axes]
     results = tuning_results(points, val, outcomes)
     ranked = rank_points(results, keys)
-    sentence = finding(ranked, keys, val, budget)
+    sentence = finding(ranked, keys, val, budget, results)
     name = f"{args.method}-{teacher}-x{scale}-{profile.name}"
     context = {"student": args.student, "teacher": teacher, "profile": profile.name, "steps": str(budget),
                "seeds": args.seeds, "validation": val}

@@ -112,8 +112,17 @@ def rank_points(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return ranked.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int) -> str:
-    """One sentence: the chosen values and the margin over the runner-up."""
+def _per_seed(results: pd.DataFrame, keys: list[str], point: pd.Series) -> dict[int, float]:
+    rows = results
+    for key in keys:
+        rows = rows[rows[key].astype(str) == str(point[key])]
+    return dict(zip(rows["seed"].astype(int), rows["val_psnr_y"].astype(float)))
+
+
+def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame) -> str:
+    """One sentence: the chosen values, the margin over the runner-up and whether paired seeds separate them."""
+    from kd.report.stats import paired_delta
+
     best = ranked.iloc[0]
     if math.isnan(best["mean"]):
         return "no grid point finished; nothing was chosen."
@@ -124,6 +133,13 @@ def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int) -> str
         runner = ranked.iloc[1]
         text += (f", {best['mean'] - runner['mean']:+.3f} dB over "
                  f"{', '.join(f'{key}={runner[key]}' for key in keys)}")
+        paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, runner))
+        if paired.has_interval:
+            separated = "separates them" if paired.low > 0 else "does not separate them"
+            text += (f"; the paired 95 % interval over {paired.n} seeds, [{paired.low:+.3f}, {paired.high:+.3f}] dB, "
+                     f"{separated}")
+        else:
+            text += "; with one seed there is no interval, so the margin is no evidence of a difference"
     return text + "."
 
 
