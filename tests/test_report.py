@@ -58,6 +58,30 @@ def test_finding_states_separation_only_beyond_the_interval():
     assert "lsfd is below it" in finding(_table(none, inside, below))
 
 
+def test_two_runs_of_one_seed_are_not_silently_merged():
+    from pathlib import Path
+
+    from kd.report.runs import Run, RunSet
+    from kd.report.tables import comparison_table
+
+    def run(run_id: str, method: str, datasets: dict) -> Run:
+        summary = {"run_id": run_id, "student": "asid", "student_preset": None, "method": method, "scale": 4,
+                   "seed": 0, "profile": "cpu", "datasets": datasets,
+                   "teacher": {} if method == "none" else {"arch": "rcan", "preset": "mini"}}
+        return Run(Path(run_id), summary)
+
+    runs = [run("a-none", "none", {"Set5": {"psnr_y": 30.0}}), run("b-fitnet", "fitnet", {"Set5": {"psnr_y": 30.2}}),
+            run("c-fitnet", "fitnet", {"291-val": {"psnr_y": 25.7}})]  # e.g. a short tuning run with seed 0
+    tidy = pd.DataFrame([{"run_id": r.run_id, "dataset": d, "metric": "psnr_y", "value": v["psnr_y"]}
+                         for r in runs for d, v in r.summary["datasets"].items()])
+    runset = RunSet(runs, tidy)
+    table = comparison_table(runset)
+    fitnet = table[(table["method"] == "fitnet") & (table["dataset"] == "Set5")].iloc[0]
+    assert fitnet["seeds"] == 1 and fitnet["psnr_mean"] == pytest.approx(30.2)
+    assert fitnet["delta"] == pytest.approx(0.2)
+    assert any("b-fitnet and c-fitnet" in w and "separate --runs folders" in w for w in runset.warnings)
+
+
 def test_peer_labels_do_not_overlap():
     fig, ax = plt.subplots(figsize=(4, 3))
     points = [(300e3 + 1e3 * i, 32.0 + 0.001 * i) for i in range(6)]  # six peers almost on one spot

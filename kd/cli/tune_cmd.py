@@ -96,7 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML or TOML file of configuration values")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration value in every run (repeatable)")
-    parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    parser.add_argument("--out-dir", default="runs/tuning",
+                        help="runs root (default: ./runs/tuning, apart from the runs a report compares: a report "
+                        "over ./runs would otherwise see a short tuning run as one more seed of its method)")
     parser.add_argument("--report-dir", default="reports/tuning", help="where the evidence goes "
                         "(default: reports/tuning)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
