@@ -153,8 +153,9 @@ def build_miniature(runset: RunSet | None, methods: tuple[str, ...] = METHODS,
             scores = {m: _by_seed(found, dataset) for m, found in by_method.items()}
             for method in methods:
                 mini.ours[(pair.name, method, dataset)] = paired_delta(scores[method], base)
-            teacher = next((run.teacher_info["eval"][dataset]["psnr_y"] for found in by_method.values()
-                            for run in found if dataset in (run.teacher_info.get("eval") or {})), None)
+            teacher = next((score for found in by_method.values() for run in found
+                            if (score := ((run.teacher_info.get("eval") or {}).get(dataset) or {}).get("psnr_y"))
+                            is not None), None)
             scratch_mean, _ = mean_std(list(base.values()))
             if teacher is not None and math.isfinite(scratch_mean):
                 mini.teacher_gap[(pair.name, dataset)] = float(teacher) - scratch_mean
