@@ -61,6 +61,23 @@ def test_the_dckd_table_carries_its_miniature_while_no_paper_run_exists():
     empty = pd.DataFrame(columns=["arch", "preset", "method", "teacher", "scale", "dataset_key", "psnr", "ssim",
                                   "profile"])
     table = paper_table("dckd", measured=Measured(empty.drop(columns=["method", "teacher", "profile"]), empty,
-                                                  runset))
+                                                  miniature=runset))
     assert table.miniature is not None and table.miniature.ours[("RCAN", "dckd", "Set5")].n == 3
     assert "in miniature" in to_text(table, "markdown")
+
+
+def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
+    import json
+
+    from kd.cli import main
+
+    for run in _runset({"logits": [0.05, 0.06, 0.04], "dckd": [0.20, 0.21, 0.19]}).runs:
+        folder = tmp_path / "mini" / run.run_id
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(run.summary))
+    argv = ["paper", "dckd", "--runs", str(tmp_path / "none"), "--format", "markdown"]
+    assert main([*argv, "--miniature-runs", str(tmp_path / "mini")]) == 0
+    text = capsys.readouterr().out
+    assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "RCAN Set5: DCKD > Logits" in text
+    assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 0
+    assert "has not been run yet" in capsys.readouterr().out

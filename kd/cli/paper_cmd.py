@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
+    parser.add_argument("--miniature-runs", type=Path, default=Path("runs/miniature"),
+                        help="folder of the miniature pairs' runs (fakd, dckd; default runs/miniature)")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")
@@ -41,7 +43,8 @@ def run_paper(args: argparse.Namespace) -> int:
         raise unknown_choice("paper table", args.table, PAPER_TABLES)
     if args.format not in FORMATS:
         raise unknown_choice("--format", args.format, FORMATS)
-    measured, notes = collect_measured(args.runs if args.runs.is_dir() else None, args.eval_csv)
+    measured, notes = collect_measured(args.runs if args.runs.is_dir() else None, args.eval_csv,
+                                       args.miniature_runs)
     if args.table == "bicubic" and not args.no_compute and not (measured.models["arch"] == "bicubic").any():
         computed, compute_notes = bicubic_on_the_fly(args.data_root, progress=args.format == "table")
         measured.models = pd.concat([measured.models, computed], ignore_index=True)

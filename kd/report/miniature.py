@@ -7,7 +7,7 @@ the cpu profile with seeds 0, 1, 2 and compares *gains over scratch*, paired by 
 (method − scratch, same table). Absolute PSNRs of a 1000-step run are not comparable with published ones; the
 question a miniature can answer is which published orderings of methods survive at this scale.
 
-    mini = build_miniature(scan_runs("runs"))
+    mini = build_miniature(scan_runs("runs/miniature"))  # what `kdbench paper dckd` reads by default
     print(to_markdown(mini))
 """
 
@@ -25,6 +25,7 @@ DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's 
 METHODS = ("logits", "fakd", "mipkd", "dckd", "dukd")  # scratch (none) is the baseline of every gain
 LABELS = {"logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD", "dukd": "DUKD"}
 SOURCE = "DCKD (Zhou et al., AAAI 2025)"
+RUNS_DIR = "runs/miniature"  # apart from the ASID grid, whose report would otherwise show these students too
 MIN_TEACHER_GAP = 0.3  # dB over the scratch student: below it, a pair cannot show distillation gains
 MIN_PUBLISHED_SPLIT = 0.05  # dB: published gains closer than this are not treated as an ordering
 
@@ -45,7 +46,8 @@ class MiniaturePair:
     def sweep_command(self, methods: tuple[str, ...] = METHODS) -> str:
         return (f"kdbench sweep --profile {PROFILE} --students {self.student[0]} --set student.preset="
                 f"{self.student[1]} --teachers {self.teacher[0]} --methods none,{','.join(methods)} "
-                f"--seeds {','.join(map(str, SEEDS))} --executor local --max-parallel 2 --threads 1")
+                f"--seeds {','.join(map(str, SEEDS))} --out-dir {RUNS_DIR} --executor local --max-parallel 2 "
+                "--threads 1")
 
 
 PAIRS = (

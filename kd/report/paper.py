@@ -21,7 +21,7 @@ import pandas as pd
 
 from kd.errors import KdError, unknown_choice
 from kd.reference_data import canonical_dataset, published_results
-from kd.report.miniature import PAIRS, Miniature, build_miniature
+from kd.report.miniature import PAIRS, RUNS_DIR, Miniature, build_miniature
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet
 
@@ -80,7 +80,7 @@ class Measured:
 
     models: pd.DataFrame
     students: pd.DataFrame
-    runset: RunSet | None = None  # the finished runs behind `students` (the miniature tables read their seeds)
+    miniature: RunSet | None = None  # finished runs of the miniature pairs (kd/report/miniature.py), with seeds
 
     def model(self, arch: str, preset: str | None, scale: int, dataset: str) -> Score | None:
         rows = self.models[(self.models["arch"] == arch) & (self.models["scale"] == scale)
@@ -133,10 +133,12 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
                          "ssim": table["ssim_y"]})
 
 
-def collect_measured(runs_dir: Path | None, eval_csvs: list[Path]) -> tuple[Measured, list[str]]:
+def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
+                     miniature_dir: Path | None = None) -> tuple[Measured, list[str]]:
+    """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dir`."""
     notes: list[str] = []
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
-    students, runset = [], None
+    students = []
     if runs_dir is not None and Path(runs_dir).is_dir():
         from kd.report.runs import scan_runs
 
@@ -166,7 +168,15 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path]) -> tuple[Meas
     for frame in (model_frame, student_frame):
         frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
-    return Measured(model_frame, student_frame, runset), notes
+    miniature = None
+    if miniature_dir is not None and Path(miniature_dir).is_dir():
+        from kd.report.runs import scan_runs
+
+        try:
+            miniature = scan_runs(miniature_dir)
+        except KdError:
+            miniature = None  # nothing finished there yet: the table says which sweeps fill it
+    return Measured(model_frame, student_frame, miniature), notes
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -264,7 +274,7 @@ def _fakd(measured: Measured) -> PaperTable:
     table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
                        ["Dataset", "Scale"], list(columns.values()), cells)
     students = [c for c in cells if c.column != columns[("teacher", "none")]]
-    return _with_miniature(table, students, lambda: build_miniature(measured.runset, ("fakd",), PAIRS[:1]))
+    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, ("fakd",), PAIRS[:1]))
 
 
 DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
@@ -294,7 +304,7 @@ def _dckd(measured: Measured) -> PaperTable:
     table = PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, "
                        "RCAN 10x6)", ["Scale", "Method"], columns, cells)
     students = [c for c in cells if c.row[1] != "Teacher"]
-    return _with_miniature(table, students, lambda: build_miniature(measured.runset))
+    return _with_miniature(table, students, lambda: build_miniature(measured.miniature))
 
 
 def _with_miniature(table: PaperTable, student_cells: list[Cell], miniature: Callable[[], Miniature]) -> PaperTable:
@@ -342,12 +352,13 @@ PAPER_TABLES: dict[str, Callable[[Measured], PaperTable]] = {
 
 
 def paper_table(name: str, *, runs_dir: str | Path | None = None, eval_csvs: list[Path] | None = None,
-                measured: Measured | None = None) -> PaperTable:
+                miniature_dir: str | Path | None = RUNS_DIR, measured: Measured | None = None) -> PaperTable:
     if name not in PAPER_TABLES:
         raise unknown_choice("paper table", name, PAPER_TABLES)
     notes: list[str] = []
     if measured is None:
-        measured, notes = collect_measured(Path(runs_dir) if runs_dir else None, list(eval_csvs or []))
+        measured, notes = collect_measured(Path(runs_dir) if runs_dir else None, list(eval_csvs or []),
+                                           Path(miniature_dir) if miniature_dir else None)
     table = PAPER_TABLES[name](measured)
     table.notes = notes + table.notes
     return table
