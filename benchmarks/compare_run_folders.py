@@ -14,45 +14,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
+from kd.errors import KdError
 from kd.report.runs import scan_runs
 from kd.report.stats import paired_delta
 
 
 def _key(run) -> tuple:
-    return (run.student, run.method, run.teacher, run.scale)
+    return (run.profile, run.student, run.method, run.teacher, run.scale)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None  # JSON has no NaN
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="reference runs folder")
     parser.add_argument("b", type=Path, help="runs folder with the changed setting")
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    a_runs, b_runs = scan_runs(args.a).runs, scan_runs(args.b).runs
+    try:
+        a_runs, b_runs = scan_runs(args.a).runs, scan_runs(args.b).runs
+    except KdError as exc:
+        raise SystemExit(str(exc)) from None
     figures = []
     for key in sorted({_key(r) for r in a_runs} & {_key(r) for r in b_runs}, key=str):
         a = {r.seed: r for r in a_runs if _key(r) == key}
         b = {r.seed: r for r in b_runs if _key(r) == key}
         seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
         datasets = [d for d in a[seeds[0]].summary["datasets"] if d in b[seeds[0]].summary["datasets"]]
         times = [b[s].summary["train_seconds"] / a[s].summary["train_seconds"] for s in seeds
                  if a[s].summary.get("train_seconds") and b[s].summary.get("train_seconds")]
         for dataset in datasets:
             delta = paired_delta({s: b[s].score(dataset, "psnr_y") for s in seeds},
                                  {s: a[s].score(dataset, "psnr_y") for s in seeds})
-            row = {"student": key[0], "method": key[1], "teacher": key[2], "scale": key[3], "dataset": dataset,
-                   "seeds": seeds, "delta_psnr": delta.mean, "low": delta.low, "high": delta.high,
+            row = {"profile": key[0], "student": key[1], "method": key[2], "teacher": key[3], "scale": key[4],
+                   "dataset": dataset, "seeds": seeds, "delta_psnr": _finite(delta.mean), "low": _finite(delta.low),
+                   "high": _finite(delta.high),
                    "train_time_ratio_median": statistics.median(times) if times else None}
             figures.append(row)
             interval = f"[{delta.low:+.3f}, {delta.high:+.3f}]" if delta.has_interval else "(no interval)"
             ratio = f", training time B/A {row['train_time_ratio_median']:.2f}" if times else ""
-            print(f"{key[1]} from {key[2]}, {dataset} x{key[3]}: B - A = {delta.mean:+.3f} dB {interval} over "
+            print(f"{key[2]} from {key[3]}, {dataset} x{key[4]}: B - A = {delta.mean:+.3f} dB {interval} over "
                   f"{len(seeds)} paired seed(s){ratio}")
     if not figures:
-        raise SystemExit(f"no run of {args.a} pairs with a run of {args.b} (same student, method, teacher, scale)")
+        raise SystemExit(f"no run of {args.a} pairs with a run of {args.b} (same profile, student, method, teacher, "
+                         "scale and seed)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -4,8 +4,9 @@
 * `demo`: the real ASID student and an RCAN `mini` teacher trained briefly on the embedded photos; a few minutes
   on a laptop CPU. The README's main command: it exercises everything, but is far too short to rank methods.
 * `cpu`: the real ASID student, `mini` teachers, 281 of the 291 images for training (230 of them hold a 192-pixel
-  HR patch; the 51 smaller T91 images are skipped with a warning) and the other 10 (`291-val`) for validation, Set5/Set14/B100 for testing; one distillation run at x4 fits in about 15 minutes on 2 CPU cores
-  (calibrated by benchmarks/calibrate_teachers.py).
+  HR patch; the 51 smaller T91 images are skipped with a warning) and the other 10 (`291-val`) for validation,
+  Set5/Set14/B100 for testing; one distillation run at x4 fits in about 15 minutes on 2 CPU cores (calibrated by
+  benchmarks/calibrate_teachers.py).
 * `paper`: official configurations and recipes (DIV2K, official schedules and teachers, DIV2K 0801-0810 for
   validation); for GPUs.
 

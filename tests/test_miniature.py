@@ -56,6 +56,24 @@ def test_runs_of_other_profiles_or_students_are_not_the_miniature():
         assert not mini.has_runs and not mini.orderings and "has not been run yet" in mini.finding()
 
 
+def test_one_paired_seed_gives_no_interval_and_says_so():
+    runset = _runset({"logits": [0.05], "dckd": [0.20]})  # seed 0 only
+    mini = build_miniature(runset)
+    assert [o.verdict for o in mini.orderings if o.dataset == "Set5"] == ["too few seeds"]
+    assert "1 have a single paired seed" in mini.finding() and "up to 1 paired seeds" in mini.finding()
+    assert "nan" not in to_markdown(mini)
+
+
+def test_the_fakd_miniature_compares_with_fakds_own_table():
+    from kd.report.miniature import FAKD
+
+    mini = build_miniature(_runset({"fakd": [0.10, 0.12, 0.08]}), FAKD)
+    # FAKD Table 3, x4 Set5: 32.462 with FAKD vs 32.321 without (published_results.csv)
+    assert mini.published[("RCAN", "fakd", "Set5")] > 0 and not mini.orderings
+    assert mini.finding().startswith("Gains over scratch in the miniature: FAKD from RCAN on Set5 +0.100 ±")
+    assert "FAKD (He et al., ICIP 2020)" in to_markdown(mini) and "SwinIR |" not in to_markdown(mini)
+
+
 def test_the_dckd_table_carries_its_miniature_while_no_paper_run_exists():
     runset = _runset({"logits": [0.05, 0.06, 0.04], "dckd": [0.20, 0.21, 0.19]})
     empty = pd.DataFrame(columns=["arch", "preset", "method", "teacher", "scale", "dataset_key", "psnr", "ssim",

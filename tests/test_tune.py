@@ -97,7 +97,10 @@ def test_finding_says_whether_paired_seeds_separate_the_best_point():
     assert "chosen w=0.3" in clear and "+0.050 dB over w=0.1" in clear and "separates them" in clear
     assert "does not separate them" in sentence([0.2, -0.1, 0.05])
     single = pd.DataFrame([{"w": "a", "seed": 0, "val_psnr_y": 25.1}, {"w": "b", "seed": 0, "val_psnr_y": 25.0}])
-    assert "no interval" in finding(rank_points(single, ["w"]), ["w"], "291-val", 250, single)
+    assert "1 paired seed(s) give no interval" in finding(rank_points(single, ["w"]), ["w"], "291-val", 250, single)
+    unpaired = pd.DataFrame([{"w": "a", "seed": 0, "val_psnr_y": 25.1}, {"w": "b", "seed": 1, "val_psnr_y": 25.0}])
+    assert "0 paired seed(s) give no interval" in finding(rank_points(unpaired, ["w"]), ["w"], "291-val", 250,
+                                                          unpaired)
 
 
 def test_phase_pattern_measures_a_phase_locked_residual():

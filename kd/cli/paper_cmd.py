@@ -17,12 +17,14 @@ def register(subparsers) -> None:
         "paper",
         help="lay out a published table with our measured cells, the difference and the evidence level",
         description="Tables: " + ", ".join(TABLE_NAMES) + ". A cell we have not measured shows a dash and the "
-        "command that would fill it.",
+        "command that would fill it. While no paper-profile student run exists, fakd and dckd also show their "
+        "miniature: the same pair shapes at the cpu budget, our paired gains over scratch beside the published ones.",
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
     parser.add_argument("--miniature-runs", type=Path, default=Path("runs/miniature"),
-                        help="folder of the miniature pairs' runs (fakd, dckd; default runs/miniature)")
+                        help="folder of the cpu-profile runs of the miniature pairs, written by the sweep commands "
+                        "that `paper fakd|dckd` print (default runs/miniature)")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")
@@ -76,7 +78,7 @@ def _print_miniature(mini, console) -> None:
     from kd.report import miniature
 
     header, body = miniature.rows(mini)
-    view = TextTable(title=miniature.TITLE, caption=miniature.CAPTION, key=2)
+    view = TextTable(title=mini.spec.title, caption=mini.spec.caption(), key=2)
     for i, name in enumerate(header):
         view.add_column(name, justify="left" if i < 2 else "right")
     for row in body:

@@ -97,8 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration value in every run (repeatable)")
     parser.add_argument("--out-dir", default="runs/tuning",
-                        help="runs root (default: ./runs/tuning, apart from the runs a report compares: a report "
-                        "over ./runs would otherwise see a short tuning run as one more seed of its method)")
+                        help="runs root (default: ./runs/tuning, so that a report over ./runs never mixes short "
+                        "tuning runs with the runs it compares)")
     parser.add_argument("--report-dir", default="reports/tuning", help="where the evidence goes "
                         "(default: reports/tuning)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")

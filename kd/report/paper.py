@@ -21,7 +21,7 @@ import pandas as pd
 
 from kd.errors import KdError, unknown_choice
 from kd.reference_data import canonical_dataset, published_results
-from kd.report.miniature import PAIRS, RUNS_DIR, Miniature, build_miniature
+from kd.report.miniature import DCKD, FAKD, RUNS_DIR, Miniature, build_miniature
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet
 
@@ -174,8 +174,9 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
 
         try:
             miniature = scan_runs(miniature_dir)
-        except KdError:
-            miniature = None  # nothing finished there yet: the table says which sweeps fill it
+            notes += [f"{miniature_dir}: {warning}" for warning in miniature.warnings]
+        except KdError as exc:  # nothing finished there yet: the miniature says which sweeps fill it
+            notes.append(str(exc))
     return Measured(model_frame, student_frame, miniature), notes
 
 
@@ -274,7 +275,7 @@ def _fakd(measured: Measured) -> PaperTable:
     table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
                        ["Dataset", "Scale"], list(columns.values()), cells)
     students = [c for c in cells if c.column != columns[("teacher", "none")]]
-    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, ("fakd",), PAIRS[:1]))
+    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, FAKD))
 
 
 DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
@@ -304,7 +305,7 @@ def _dckd(measured: Measured) -> PaperTable:
     table = PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, "
                        "RCAN 10x6)", ["Scale", "Method"], columns, cells)
     students = [c for c in cells if c.row[1] != "Teacher"]
-    return _with_miniature(table, students, lambda: build_miniature(measured.miniature))
+    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, DCKD))
 
 
 def _with_miniature(table: PaperTable, student_cells: list[Cell], miniature: Callable[[], Miniature]) -> PaperTable:

@@ -37,17 +37,21 @@ def _teacher_scores(runs: list[Run], dataset: str) -> tuple[float, float]:
 
 
 def one_run_per_seed(runs: list[Run], warnings: list[str]) -> list[Run]:
-    """The runs of one table cell, one per seed. Two finished runs with the same seed differ in configuration (a
-    `--set`, a tuning point); pairing or averaging either silently would be wrong, so the first by run id is kept
-    and the warning names the others."""
-    kept: dict[int, Run] = {}
-    for run in sorted(runs, key=lambda r: r.run_id):
-        first = kept.setdefault(run.seed, run)
+    """One run per (method, teacher, seed). Two finished runs sharing all three differ in configuration (a `--set`,
+    a tuning point); pairing or averaging either silently would be wrong. The one evaluated on the most datasets,
+    then trained the most steps, is kept (a short validation-only run never displaces a full one), and the warning
+    names the others."""
+    def rank(run: Run) -> tuple:
+        return (-len(run.summary["datasets"]), -int(run.summary.get("steps") or 0), run.run_id)
+
+    kept: dict[tuple, Run] = {}
+    for run in sorted(runs, key=rank):
+        first = kept.setdefault((run.method, run.teacher, run.seed), run)
         if first is not run:
             warnings.append(f"runs {first.run_id} and {run.run_id} are both {run.method} seed {run.seed} of "
                             f"{run.student} from {run.teacher or 'no teacher'}, with different configurations; the "
                             f"table uses {first.run_id}. Keep variants in separate --runs folders.")
-    return list(kept.values())
+    return [run for run in runs if kept.get((run.method, run.teacher, run.seed)) is run]
 
 
 def comparison_table(runset: RunSet) -> pd.DataFrame:
@@ -57,14 +61,13 @@ def comparison_table(runset: RunSet) -> pd.DataFrame:
         groups[run.group].append(run)
     rows = []
     for (profile, student, scale), runs in sorted(groups.items()):
+        runs = one_run_per_seed(runs, runset.warnings)
         datasets = list(dict.fromkeys(d for run in runs for d in run.summary["datasets"]))
-        baseline = one_run_per_seed([r for r in runs if r.method == BASELINE], runset.warnings)
+        baseline = [r for r in runs if r.method == BASELINE]
         teachers = sorted({r.teacher for r in runs if r.method != BASELINE and r.teacher}) or [None]
         for teacher in teachers:
             kd_runs = [r for r in runs if r.method != BASELINE and r.teacher == teacher]
             methods = sorted({r.method for r in kd_runs})
-            kd_runs = [run for method in methods
-                       for run in one_run_per_seed([r for r in kd_runs if r.method == method], runset.warnings)]
             for dataset in datasets:
                 def seeds_of(selected: list[Run], metric: str) -> dict[int, float]:
                     return {r.seed: lookup.get((r.run_id, dataset, metric), math.nan) for r in selected}

@@ -139,7 +139,8 @@ def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, result
             text += (f"; the paired 95 % interval over {paired.n} seeds, [{paired.low:+.3f}, {paired.high:+.3f}] dB, "
                      f"{separated}")
         else:
-            text += "; with one seed there is no interval, so the margin is no evidence of a difference"
+            text += (f"; {paired.n} paired seed(s) give no interval, so the margin is no evidence of a "
+                     "difference")
     return text + "."
 
 
