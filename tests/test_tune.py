@@ -74,33 +74,47 @@ def test_tune_runs_the_grid_and_writes_its_evidence(tmp_path, monkeypatch, capsy
     rows = list(csv.DictReader((tmp_path / "tuning" / "fitnet-rcan-x4-smoke.csv").open()))
     assert [row["method.weights.fd"] for row in rows] == ["0.1", "1"]
     assert all(row["val_dataset"] == "default" and float(row["val_psnr_y"]) > 0 for row in rows)
-    best = max(rows, key=lambda row: float(row["val_psnr_y"]))
-    assert f"chosen method.weights.fd={best['method.weights.fd']}" in out
+    assert "kept method.weights.fd=0.1" in out  # FitNet's default; one seed cannot separate another value from it
     index = (tmp_path / "tuning" / "README.md").read_text()
     assert index.count("fitnet-rcan-x4-smoke.csv") == 2  # one line: label and link
     assert main(argv) == 0  # idempotent: finished runs are reused, the line is replaced, not added
     assert (tmp_path / "tuning" / "README.md").read_text().count("](fitnet-rcan-x4-smoke.csv)") == 1
 
 
-def test_finding_says_whether_paired_seeds_separate_the_best_point():
+def test_the_current_value_stays_unless_paired_seeds_separate_a_better_one():
     import pandas as pd
 
     from kd.results.tune import finding, rank_points
 
-    def sentence(best_gains):
-        rows = [{"w": "0.1", "seed": s, "val_psnr_y": 25.0 + s * 0.1} for s in range(3)]
-        rows += [{"w": "0.3", "seed": s, "val_psnr_y": 25.0 + s * 0.1 + g} for s, g in enumerate(best_gains)]
+    def choose(gains, current="0.1", seeds=3):
+        rows = [{"w": "0.1", "seed": s, "val_psnr_y": 25.0 + s * 0.1} for s in range(seeds)]
+        rows += [{"w": "0.3", "seed": s, "val_psnr_y": 25.0 + s * 0.1 + g} for s, g in enumerate(gains[:seeds])]
         results = pd.DataFrame(rows)
-        return finding(rank_points(results, ["w"]), ["w"], "291-val", 250, results)
+        return finding(rank_points(results, ["w"]), ["w"], "291-val", 250, results, {"w": current})
 
-    clear = sentence([0.05, 0.06, 0.04])  # the seed offsets cancel in the pairing
-    assert "chosen w=0.3" in clear and "+0.050 dB over w=0.1" in clear and "separates them" in clear
-    assert "does not separate them" in sentence([0.2, -0.1, 0.05])
-    single = pd.DataFrame([{"w": "a", "seed": 0, "val_psnr_y": 25.1}, {"w": "b", "seed": 0, "val_psnr_y": 25.0}])
-    assert "1 paired seed(s) give no interval" in finding(rank_points(single, ["w"]), ["w"], "291-val", 250, single)
-    unpaired = pd.DataFrame([{"w": "a", "seed": 0, "val_psnr_y": 25.1}, {"w": "b", "seed": 1, "val_psnr_y": 25.0}])
-    assert "0 paired seed(s) give no interval" in finding(rank_points(unpaired, ["w"]), ["w"], "291-val", 250,
-                                                          unpaired)
+    chosen, text = choose([0.05, 0.06, 0.04])  # the seed offsets cancel in the pairing: separated
+    assert chosen == {"w": "0.3"} and "chosen w=0.3" in text and "+0.050 dB over the current w=0.1" in text
+    chosen, text = choose([0.2, -0.1, 0.05])  # a better mean whose interval includes 0
+    assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1: the best point, w=0.3, is +0.050 dB above it")
+    chosen, text = choose([0.05], seeds=1)
+    assert chosen == {"w": "0.1"} and "1 paired seed(s) give no interval that excludes 0" in text
+    chosen, text = choose([-0.05, -0.06, -0.04])  # the current value is the best point
+    assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1, the best point") and "separates them" in text
+    chosen, text = choose([0.05, 0.06, 0.04], current="0.2")  # not in the grid: the best point is taken
+    assert chosen == {"w": "0.3"} and "was not in the grid" in text
+
+
+def test_current_value_of_a_loss_weight_includes_the_methods_own_defaults():
+    from kd.profiles import profile_layer, resolve_layers
+    from kd.results.tune import current_value
+
+    def value(teacher, method, key, profile="smoke"):
+        cli = ("cli", {"teacher": {"arch": teacher}, "method": {"name": method}})
+        return current_value(resolve_layers([profile_layer(profile), cli]), key)
+
+    assert value("rcan", "attention", "method.weights.att") == "0.02"  # channel maps: set by the built method
+    assert value("swinir", "attention", "method.weights.att") == "0.4"  # window maps
+    assert value("rcan", "fitnet", "method.weights.fd") == "0.1" and value("rcan", "fitnet", "train.steps") == "6"
 
 
 def test_phase_pattern_measures_a_phase_locked_residual():

@@ -21,7 +21,8 @@ def tune_command(args: argparse.Namespace) -> int:
     teacher = args.teacher or (defaults.get("teacher") or {}).get("arch") or "rcan"
     scale = int(defaults.get("scale", 4)) if args.scale is None else args.scale
     cells = expand_grid([args.student], [teacher], [args.method], [scale], parse_ints(args.seeds, "--seeds"))
-    points, val, budget = plan_tuning(cells, layers, args.overrides, axes, args.steps, args.out_dir)
+    plan = plan_tuning(cells, layers, args.overrides, axes, args.steps, args.out_dir)
+    points, val, budget = plan.points, plan.val, plan.budget
     plans = [plan for point in points for plan in point.plans]
     check_devices(args.executor, plans)
 
@@ -47,7 +48,7 @@ def tune_command(args: argparse.Namespace) -> int:
     keys = [axis.key for axis in axes]
     results = tuning_results(points, val, outcomes)
     ranked = rank_points(results, keys)
-    sentence = finding(ranked, keys, val, budget, results)
+    _, sentence = finding(ranked, keys, val, budget, results, plan.current)
     name = f"{args.method}-{teacher}-x{scale}-{profile.name}"
     context = {"student": args.student, "teacher": teacher, "profile": profile.name, "steps": str(budget),
                "seeds": args.seeds, "validation": val}

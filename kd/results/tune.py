@@ -53,9 +53,51 @@ def parse_grid(items: list[str]) -> list[GridAxis]:
     return axes
 
 
+@dataclass
+class TuningPlan:
+    points: list[TuningPoint]
+    val: str  # the validation dataset
+    budget: int  # training steps per run
+    current: dict[str, str]  # each grid key's value without the grid (what a run would use today)
+
+
+def current_value(config, key: str) -> str:
+    """A config key's value as a run would use it; loss weights include the method's own defaults."""
+    if key.startswith("method.weights."):
+        from kd.methods import loss_weights
+
+        term = key.split(".", 2)[2]
+        return str(loss_weights(config.method.name, config.method.weights, _built_method(config)).get(term))
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+    return str(value)
+
+
+def _built_method(config):
+    """The method built on tiny presets of the run's networks, or None. A method may set its default weights by the
+    teacher it pairs with (attention: per mode), and tiny presets build it in milliseconds."""
+    from kd.methods import create_method
+    from kd.models import create
+
+    try:
+        teacher = create(config.teacher.arch, config.scale, "tiny") if config.teacher.arch else None
+        return create_method(config.method.name, create(config.student.arch, config.scale, "tiny"), teacher,
+                             config.method.options)
+    except Exception:  # a network without a tiny preset (a plugin): the class defaults stand
+        return None
+
+
+def same_value(a: str, b: str) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except ValueError:
+        return a == b
+
+
 def plan_tuning(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
-                axes: list[GridAxis], steps: int | None, out_dir: str | Path) -> tuple[list[TuningPoint], str, int]:
-    """Every grid point's runs (one cell per seed), the validation dataset and the step budget."""
+                axes: list[GridAxis], steps: int | None, out_dir: str | Path) -> TuningPlan:
+    """Every grid point's runs (one cell per seed), the validation dataset, the step budget, the current values."""
     probe = plan_sweep(cells[:1], layers, overrides, out_dir)[0]
     if probe.config is None:
         raise KdError(probe.error or "the tuning cell is invalid")
@@ -77,7 +119,7 @@ def plan_tuning(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], ove
         if invalid is not None:
             raise KdError(f"grid point {_label(values)}: {invalid.error}")
         points.append(TuningPoint(values, plans))
-    return points, val, budget
+    return TuningPlan(points, val, budget, {axis.key: current_value(probe.config, axis.key) for axis in axes})
 
 
 def _label(values: dict[str, str]) -> str:
@@ -119,29 +161,47 @@ def _per_seed(results: pd.DataFrame, keys: list[str], point: pd.Series) -> dict[
     return dict(zip(rows["seed"].astype(int), rows["val_psnr_y"].astype(float)))
 
 
-def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame) -> str:
-    """One sentence: the chosen values, the margin over the runner-up and whether paired seeds separate them."""
+def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
+            current: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The chosen values and one sentence saying why.
+
+    The current values stay unless the best point beats them with a paired 95 % interval that excludes 0 (or they
+    are not in the grid): a short run on one seed cannot tell apart margins of a few hundredths of a dB."""
     from kd.report.stats import paired_delta
+
+    def label(point: pd.Series) -> str:
+        return ", ".join(f"{key}={point[key]}" for key in keys)
+
+    def interval(paired) -> str:
+        if not paired.has_interval:
+            return f"{paired.n} paired seed(s) give no interval"
+        return f"paired 95 % interval over {paired.n} seeds [{paired.low:+.3f}, {paired.high:+.3f}] dB"
 
     best = ranked.iloc[0]
     if math.isnan(best["mean"]):
-        return "no grid point finished; nothing was chosen."
-    chosen = ", ".join(f"{key}={best[key]}" for key in keys)
-    text = (f"chosen {chosen}: {best['mean']:.3f} dB PSNR-Y on {val} (mean of {int(best['seeds'])} seed(s), "
-            f"{budget} steps)")
-    if len(ranked) > 1 and not math.isnan(ranked.iloc[1]["mean"]):
-        runner = ranked.iloc[1]
-        text += (f", {best['mean'] - runner['mean']:+.3f} dB over "
-                 f"{', '.join(f'{key}={runner[key]}' for key in keys)}")
-        paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, runner))
-        if paired.has_interval:
-            separated = "separates them" if paired.low > 0 else "does not separate them"
-            text += (f"; the paired 95 % interval over {paired.n} seeds, [{paired.low:+.3f}, {paired.high:+.3f}] dB, "
-                     f"{separated}")
-        else:
-            text += (f"; {paired.n} paired seed(s) give no interval, so the margin is no evidence of a "
-                     "difference")
-    return text + "."
+        return dict(current), "no grid point finished; the current values stay."
+    score = f"{best['mean']:.3f} dB PSNR-Y on {val} (mean of {int(best['seeds'])} seed(s), {budget} steps)"
+    incumbent = ranked[[all(same_value(str(row[k]), current[k]) for k in keys) for _, row in ranked.iterrows()]]
+    if incumbent.empty:
+        return ({k: str(best[k]) for k in keys},
+                f"chosen {label(best)}: {score}; the current value ({_label(current)}) was not in the grid.")
+    incumbent = incumbent.iloc[0]
+    if incumbent.name == best.name:
+        text = f"kept {label(best)}, the best point: {score}"
+        if len(ranked) > 1 and not math.isnan(ranked.iloc[1]["mean"]):
+            runner = ranked.iloc[1]
+            paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, runner))
+            separated = "separates them" if paired.has_interval and paired.low > 0 else "does not separate them"
+            text += f", {best['mean'] - runner['mean']:+.3f} dB over {label(runner)} ({interval(paired)}; {separated})"
+        return {k: str(best[k]) for k in keys}, text + "."
+    paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, incumbent))
+    margin = f"{best['mean'] - incumbent['mean']:+.3f} dB"
+    if paired.has_interval and paired.low > 0:
+        return ({k: str(best[k]) for k in keys},
+                f"chosen {label(best)}: {score}, {margin} over the current {label(incumbent)} ({interval(paired)}).")
+    return ({k: str(incumbent[k]) for k in keys},
+            f"kept {label(incumbent)}: the best point, {label(best)}, is {margin} above it but {interval(paired)} "
+            "that excludes 0.")
 
 
 def write_evidence(results: pd.DataFrame, sentence: str, report_dir: str | Path, name: str,
