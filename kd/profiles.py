@@ -83,6 +83,17 @@ CPU = Profile(
     # 41.4 min, +1.51/+1.03 dB. SwinIR mini: 0.57-0.64 s/step (its official 64-channel reconstruction head
     # dominates); 4000 steps: 42.6 min, +0.78/+0.50 dB.
     teacher_recipes={"han": {"steps": 4500}, "swinir": {"steps": 4000}},
+    # `kdbench tune`, 250 steps, scored on 291-val (reports/tuning/). A default moves only when another value beats
+    # it with a paired interval excluding 0; one seed gives no interval, so these are the health-calibrated defaults
+    # (each scored best of its three points, attention's tied with 0.007 to 0.0002 dB).
+    method_weights={
+        "cnn": {
+            "fitnet": {"fd": 0.1},  # fitnet-rcan-x4-cpu.csv: 0.03 / 0.1 / 0.3
+            "lsfd": {"lsfd": 0.02},  # lsfd-rcan-x4-cpu.csv: 0.007 / 0.02 / 0.06
+            "facd": {"facd": 0.3},  # facd-rcan-x4-cpu.csv: 0.1 / 0.3 / 1.0
+            "attention": {"att": 0.02},  # attention-rcan-x4-cpu.csv: 0.007 / 0.02 / 0.06 (channel maps)
+        },
+    },
 )
 
 PAPER = Profile(
