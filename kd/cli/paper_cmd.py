@@ -57,14 +57,9 @@ def run_paper(args: argparse.Namespace) -> int:
         print(to_text(table, args.format), end="")
         return 0
     header, body = grid(table)
-    view = TextTable(title=table.title, caption="PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)",
-                     key=len(table.row_names))
-    for i, name in enumerate(header):
-        view.add_column(name, justify="left" if i < len(table.row_names) else "right", wrap=name == "Evidence")
-    for row in body:
-        view.add_row(*row)
     console = out_console()
-    print_table(view, console)
+    print_table(_view(table.title, "PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)", header, body,
+                      key=len(table.row_names)), console)
     for command, number in footnotes(table).items():
         say(console, f"[{number}] {command}")
     for note in table.notes:
@@ -78,15 +73,20 @@ def _print_miniature(mini, console) -> None:
     from kd.report import miniature
 
     header, body = miniature.rows(mini)
-    view = TextTable(title=mini.spec.title, caption=mini.spec.caption(), key=2)
-    for i, name in enumerate(header):
-        view.add_column(name, justify="left" if i < 2 else "right")
-    for row in body:
-        view.add_row(*row)
     console.print()
     say(console, mini.finding())
-    print_table(view, console)
+    print_table(_view(mini.spec.title, mini.spec.caption(), header, body, key=2), console)
     for line in miniature.ordering_lines(mini):
         say(console, line)
     for note in miniature.notes(mini):
         say(console, note, "note")
+
+
+def _view(title: str, caption: str, header: list[str], body: list[list[str]], key: int) -> TextTable:
+    """Key columns left-aligned, figures right-aligned; only the evidence column wraps."""
+    view = TextTable(title=title, caption=caption, key=key)
+    for i, name in enumerate(header):
+        view.add_column(name, justify="left" if i < key else "right", wrap=name == "Evidence")
+    for row in body:
+        view.add_row(*row)
+    return view

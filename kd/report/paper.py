@@ -23,7 +23,7 @@ from kd.errors import KdError, unknown_choice
 from kd.reference_data import canonical_dataset, published_results
 from kd.report.miniature import DCKD, FAKD, RUNS_DIR, Miniature, build_miniature
 from kd.report.miniature import to_markdown as miniature_markdown
-from kd.report.runs import RunSet
+from kd.report.runs import RunSet, scan_runs
 
 PAPER_DATASETS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
 # Published model names -> (kdbench architecture, preset). Presets not registered yet are named in the footnotes.
@@ -140,8 +140,6 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
     students = []
     if runs_dir is not None and Path(runs_dir).is_dir():
-        from kd.report.runs import scan_runs
-
         try:
             runset = scan_runs(runs_dir)
         except KdError as exc:
@@ -170,8 +168,6 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
     miniature = None
     if miniature_dir is not None and Path(miniature_dir).is_dir():
-        from kd.report.runs import scan_runs
-
         try:
             miniature = scan_runs(miniature_dir)
             notes += [f"{miniature_dir}: {warning}" for warning in miniature.warnings]
