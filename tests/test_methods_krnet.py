@@ -153,8 +153,8 @@ def _bilevel_objective(method, student, teacher, lr, hr, holdout, alpha, weight)
 def _hypergradient(order, alpha, weight, **options):
     student, teacher, method, lr, hr, holdout = _double_setup(order, **options)
     _train_grad(method, student, teacher, lr, hr, weight)
-    batch_lr, teacher_feats = method._step_batch
-    return _flat(method.hypergradient(student, batch_lr, teacher_feats, *holdout, alpha, weight)[0])
+    batch_lr, teacher_feats, student_feats = method._step_batch
+    return _flat(method.hypergradient(student, batch_lr, teacher_feats, *holdout, alpha, weight, student_feats)[0])
 
 
 def test_hypergradient_both_orders_run_with_plain_l1():
@@ -170,7 +170,7 @@ def test_hypergradient_first_and_second_order_agree_with_brute_force():
     for order in ("first", "second"):
         student, teacher, method, lr, hr, holdout = _double_setup(order, smooth=smooth, fd_epsilon=1e-5)
         _train_grad(method, student, teacher, lr, hr, weight)
-        batch_lr, teacher_feats = method._step_batch
+        batch_lr, teacher_feats, _ = method._step_batch
         hyper, _ = method.hypergradient(student, batch_lr, teacher_feats, *holdout, alpha, weight)
         results[order] = _flat(hyper)
     first, second = results["first"], results["second"]
@@ -291,3 +291,31 @@ def test_kernel_generator_reads_detached_student_features():
     t = torch.randn(2, 12, 6, 6)
     krnet.kernels(s, t).sum().backward()
     assert s.grad is None  # the student cannot lower L_KR by steering which textures are compared
+
+
+def test_meta_step_reuses_the_training_steps_student_features():
+    alpha, weight = 0.05, 0.1
+    student, teacher, method, lr, hr, holdout = _double_setup("first")
+    _train_grad(method, student, teacher, lr, hr, weight)
+    batch_lr, teacher_feats, student_feats = method._step_batch
+    reused, _ = method.hypergradient(student, batch_lr, teacher_feats, *holdout, alpha, weight, student_feats)
+    recomputed, _ = method.hypergradient(student, batch_lr, teacher_feats, *holdout, alpha, weight)
+    assert _flat(recomputed).norm() > 0
+    assert torch.allclose(_flat(reused), _flat(recomputed), rtol=1e-9, atol=1e-12)
+
+
+def test_finite_difference_sides_draw_the_same_drop_path_masks():
+    # A stochastic student: with a zero direction both sides are the same network, so their difference must be
+    # exactly zero; differently masked forwards would leave noise divided by 2r.
+    torch.manual_seed(0)
+    student = create("swinir", SCALE, "tiny").train()  # drop-path rate up to 0.1 (the official default)
+    teacher = create("rcan", SCALE, "tiny", n_feats=12).eval().requires_grad_(False)
+    method = create_method("krnet", student, teacher)
+    lr, _ = _batch(0)
+    with torch.no_grad(), capture(teacher, method.teacher_taps, detach=True) as t_feats:
+        teacher(lr)
+    params = [p for p in student.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    zero = [torch.zeros_like(p) for p in params]
+    mixed = method._mixed_finite_difference(student, params, saved, zero, lr, dict(t_feats))
+    assert all(torch.equal(m, torch.zeros_like(m)) for m in mixed)

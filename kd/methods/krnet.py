@@ -159,7 +159,7 @@ class KRNet(nn.Module):
     def forward(self, student: Tensor, teacher: Tensor, kernel_student: Tensor | None = None) -> Tensor:
         """L_KR of one tap; the kernels read `kernel_student` (default: `student`), always detached."""
         kernels = self.kernels(student if kernel_student is None else kernel_student, teacher)
-        diff = apply_kernels(student, kernels) - apply_kernels(teacher, kernels)
+        diff = apply_kernels(student - teacher, kernels)  # K*S - K*T, filtered once: the filter is linear
         if self.smooth > 0:
             return (diff.pow(2) + self.smooth**2).sqrt().sub(self.smooth).mean()
         return diff.abs().mean()
@@ -189,7 +189,7 @@ class KRNetDistillation(Distiller):
                 c_out, options.hidden, options.num_kernels, options.kernel_size, options.zero_mean, options.smooth
             )
         self.meta_optimizer = torch.optim.Adam(self.krnets.parameters(), lr=options.meta_lr, eps=options.meta_eps)
-        self._step_batch: tuple[Tensor, dict[str, Tensor]] | None = None
+        self._step_batch: tuple[Tensor, dict[str, Tensor], dict[str, Tensor]] | None = None
         self._average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
 
     # ------------------------------------------------------------------------------------------ loss
@@ -220,7 +220,9 @@ class KRNetDistillation(Distiller):
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         teacher_feats = {k: v.detach() for k, v in inputs.teacher_feats.items()}
-        self._step_batch = (inputs.lr.detach(), teacher_feats)  # the meta step re-evaluates L_KR on this batch
+        student_feats = {k: inputs.student_feats[k].detach() for k in self.student_taps}
+        # The meta step re-evaluates L_KR on this batch, with kernels read from these student features.
+        self._step_batch = (inputs.lr.detach(), teacher_feats, student_feats)
         self._average = inputs.average  # ... with the same (global) feature statistics
         return {"rec": reconstruction_l1(inputs), "kr": self(inputs.student_feats, teacher_feats)}
 
@@ -238,7 +240,7 @@ class KRNetDistillation(Distiller):
         if self._step_batch is None or weight == 0 or ctx.step % self.options.meta_every:
             self._step_batch = None
             return {}
-        lr, teacher_feats = self._step_batch
+        lr, teacher_feats, student_feats = self._step_batch
         self._step_batch = None
         step_lr = self.options.virtual_lr or ctx.lr
         params = [p for p in ctx.student.parameters() if p.requires_grad]
@@ -248,7 +250,8 @@ class KRNetDistillation(Distiller):
         else:
             step = sgd_virtual_step(grads, step_lr)
         holdout_lr, holdout_hr = ctx.holdout_batch()
-        hyper, val_loss = self.hypergradient(ctx.student, lr, teacher_feats, holdout_lr, holdout_hr, step, weight)
+        hyper, val_loss = self.hypergradient(ctx.student, lr, teacher_feats, holdout_lr, holdout_hr, step, weight,
+                                             student_feats)
         ctx.average(hyper)
         for param, grad in zip(self.krnets.parameters(), hyper):
             param.grad = grad / (step_lr * weight)  # Adam ignores this positive scale, except through its eps
@@ -265,9 +268,11 @@ class KRNetDistillation(Distiller):
         holdout_hr: Tensor,
         step: VirtualStep | float,
         weight: float,
+        student_feats: dict[str, Tensor] | None = None,
     ) -> tuple[list[Tensor], float]:
         """d L_val(theta') / d phi for theta' = theta - step.update; `step` may be a plain SGD step size, applied to
-        the gradient in `.grad` (which must hold the step's gradient).
+        the gradient in `.grad` (which must hold the step's gradient). `student_feats` are the student's taps at
+        theta on `lr` when the caller has them (the training step does), saving a forward.
 
         Returns the gradients in `self.krnets.parameters()` order and L_val(theta'). The student is left bitwise
         as it was.
@@ -292,7 +297,8 @@ class KRNetDistillation(Distiller):
             if self.options.meta_order == "second":
                 mixed = self._mixed_exact(student, dict(zip(names, direction)), lr, teacher_feats)
             else:
-                mixed = self._mixed_finite_difference(student, params, saved, direction, lr, teacher_feats)
+                mixed = self._mixed_finite_difference(student, params, saved, direction, lr, teacher_feats,
+                                                      student_feats)
         finally:
             with torch.no_grad():
                 for p, s in zip(params, saved):
@@ -307,6 +313,7 @@ class KRNetDistillation(Distiller):
         direction: Sequence[Tensor],
         lr: Tensor,
         teacher_feats: dict[str, Tensor],
+        at_theta: dict[str, Tensor] | None = None,
     ) -> list[Tensor]:
         """(grad_phi L_KR(theta + r v) - grad_phi L_KR(theta - r v)) / 2r ~ d/dphi <grad_theta L_KR, v>.
 
@@ -315,17 +322,22 @@ class KRNetDistillation(Distiller):
         norm = torch.sqrt(sum(d.pow(2).sum() for d in direction))
         radius = self.options.fd_epsilon / float(norm.clamp_min(1e-12))
         phi = list(self.krnets.parameters())
-        with torch.no_grad(), capture(student, self.student_taps, detach=True) as at_theta:
-            student(lr)
+        if at_theta is None:
+            with torch.no_grad(), capture(student, self.student_taps, detach=True) as captured:
+                student(lr)
+            at_theta = dict(captured)
+        device = saved[0].device
         sides = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
                 for p, s, d in zip(params, saved, direction):
                     p.copy_(s + sign * radius * d)
-            with torch.no_grad(), capture(student, self.student_taps, detach=True) as feats:
+            # Both sides draw the same random numbers (a student with dropout or drop-path): a difference of
+            # two differently masked forwards, divided by a tiny 2r, would be noise.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
+                    capture(student, self.student_taps, detach=True) as feats:
                 student(lr)
-            sides.append(torch.autograd.grad(self(dict(feats), teacher_feats, dict(at_theta)), phi,
-                                             allow_unused=True))
+            sides.append(torch.autograd.grad(self(dict(feats), teacher_feats, at_theta), phi, allow_unused=True))
         return [
             torch.zeros_like(p) if a is None else (a - b) / (2 * radius) for p, a, b in zip(phi, *sides)
         ]
