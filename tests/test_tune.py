@@ -81,6 +81,19 @@ def test_tune_runs_the_grid_and_writes_its_evidence(tmp_path, monkeypatch, capsy
     assert (tmp_path / "tuning" / "README.md").read_text().count("](fitnet-rcan-x4-smoke.csv)") == 1
 
 
+def test_tuning_without_a_teacher_is_named_for_no_teacher(tmp_path, monkeypatch, capsys):
+    # The no-KD reference point of a weight grid: the --teacher given (or the profile's) plays no part in it.
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["tune", "--profile", "smoke", "--teacher", "rcan", "--method", "none", "--grid", "method.weights.rec=1",
+            "--steps", "2", "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
+            "--report-dir", str(tmp_path / "tuning")]
+    assert main(argv) == 0
+    assert "tuning none without a teacher" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "tuning").glob("*.csv")] == ["none-noteacher-x4-smoke.csv"]
+
+
 def test_the_current_value_stays_unless_paired_seeds_separate_a_better_one():
     import pandas as pd
 

@@ -21,6 +21,7 @@ def tune_command(args: argparse.Namespace) -> int:
     teacher = args.teacher or (defaults.get("teacher") or {}).get("arch") or "rcan"
     scale = int(defaults.get("scale", 4)) if args.scale is None else args.scale
     cells = expand_grid([args.student], [teacher], [args.method], [scale], parse_ints(args.seeds, "--seeds"))
+    teacher = cells[0].teacher or "noteacher"  # a method without a teacher (none) is named as its run ids are
     plan = plan_tuning(cells, layers, args.overrides, axes, args.steps, args.out_dir)
     points, val, budget = plan.points, plan.val, plan.budget
     plans = [plan for point in points for plan in point.plans]
@@ -28,7 +29,8 @@ def tune_command(args: argparse.Namespace) -> int:
 
     out, err = out_console(), out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
-    say(out, f"tuning {args.method} from {teacher} ({profile.name} profile): {len(points)} grid point(s) x "
+    source = "without a teacher" if teacher == "noteacher" else f"from {teacher}"
+    say(out, f"tuning {args.method} {source} ({profile.name} profile): {len(points)} grid point(s) x "
              f"{len(cells)} seed(s), {budget} steps each, scored on {val}; {len(pending)} run(s) to do, about "
              f"{sum(p.est_seconds or 0.0 for p in pending) / 60:.0f} min of training")
     if args.dry_run:
