@@ -23,10 +23,10 @@ import torch
 
 from kd.config import from_dict, read_config_file
 from kd.data.benchmark import load_eval_images
-from kd.engine.checkpoint import load_checkpoint
+from kd.errors import KdError
 from kd.evaluate import forward_tiled
 from kd.metrics.psnr_ssim import quantize, rgb_to_y_bt601
-from kd.models import create
+from kd.models.loading import model_from_checkpoint
 from kd.report.runs import scan_runs
 
 LIMIT = 1.5
@@ -42,9 +42,8 @@ def phase_pattern(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> float:
 
 def run_pattern(run_dir: Path, dataset: str, data_root: str | None) -> float:
     config = from_dict(read_config_file(run_dir / "config.yaml"), f"'{run_dir / 'config.yaml'}'")
-    model = create(config.student.arch, config.scale, config.student.preset)
-    model.load_state_dict(load_checkpoint(run_dir / "student.pt"))
-    model.eval()
+    model = model_from_checkpoint(run_dir / "student.pt", arch=config.student.arch, scale=config.scale,
+                                  preset=config.student.preset).eval()
     values = []
     with torch.inference_mode():
         for image in load_eval_images(dataset, config.scale, data_root=data_root):
@@ -62,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    runs = scan_runs(args.runs).runs
-    patterns = {run.run_dir: run_pattern(run.run_dir, args.dataset, args.data_root) for run in runs}
+    try:
+        runs = scan_runs(args.runs).runs
+        patterns = {run.run_dir: run_pattern(run.run_dir, args.dataset, args.data_root) for run in runs}
+    except KdError as exc:
+        raise SystemExit(str(exc)) from None
     baseline = {(run.profile, run.scale, run.seed): patterns[run.run_dir] for run in runs if run.method == "none"}
-    print(f"sub-pixel-phase residual pattern on {args.dataset} (std over phases of the mean Y residual, 8-bit "
-          f"units); limit {LIMIT}x the no-KD run of the same seed")
+    print(f"sub-pixel-phase residual pattern on {args.dataset} (8-bit units)")
+    print(f"pattern = std over phases of the mean Y residual; limit: {LIMIT}x no-KD, same seed")
     print(f"{'method':<10} {'teacher':<16} {'seed':>4} {'pattern':>8} {'/ no-KD':>8}  verdict")
     worst = 0.0
     for run in sorted(runs, key=lambda r: (r.method != "none", r.method, r.teacher or "", r.seed)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -130,16 +131,43 @@ def test_current_value_of_a_loss_weight_includes_the_methods_own_defaults():
     assert value("rcan", "fitnet", "method.weights.fd") == "0.1" and value("rcan", "fitnet", "train.steps") == "6"
 
 
-def test_phase_pattern_measures_a_phase_locked_residual():
+def _phase_residual_module():
     spec = importlib.util.spec_from_file_location("phase_residual", REPO / "benchmarks" / "phase_residual.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_phase_pattern_measures_a_phase_locked_residual():
+    module = _phase_residual_module()
     hr = torch.full((3, 32, 32), 100, dtype=torch.uint8)
     assert module.phase_pattern(hr.clone(), hr, 4) == 0.0
     sr = hr.clone()
     sr[:, ::4, ::4] += 16  # one phase of 16 is 16 levels too bright in RGB: Y grows by 16 * (65.481+128.553+24.966)/255
     expected_mean = torch.tensor([16 * 219 / 255] + [0.0] * 15, dtype=torch.float64)
     assert module.phase_pattern(sr, hr, 4) == pytest.approx(float(expected_mean.std(unbiased=False)), rel=1e-6)
+
+
+def test_phase_residual_script_reads_finished_runs(tmp_path, monkeypatch, capsys):
+    # The script loads each run's student.pt as kdbench writes it (weights plus the network's description).
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    for method in ("none", "logits"):
+        assert main(["run", "--profile", "smoke", "--method", method, "--threads", "1", "--no-progress",
+                     "--out-dir", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    assert _phase_residual_module().main(["--runs", str(tmp_path / "runs"), "--dataset", "default",
+                                          "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    verdicts = {line.split()[0]: re.search(r"(\d+\.\d+)  (ok|GRID PATTERN)$", line).groups() for line in lines
+                if line.startswith(("none ", "logits "))}
+    assert verdicts["none"] == ("1.00", "ok")
+    ratio, verdict = verdicts["logits"]
+    assert verdict == ("ok" if float(ratio) <= 1.5 else "GRID PATTERN")
+    with pytest.raises(SystemExit, match="no-such-folder"):
+        _phase_residual_module().main(["--runs", str(tmp_path / "no-such-folder")])
 
 
 def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_path, monkeypatch, capsys):
