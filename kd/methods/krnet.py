@@ -220,8 +220,9 @@ class KRNetDistillation(Distiller):
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         teacher_feats = {k: v.detach() for k, v in inputs.teacher_feats.items()}
-        student_feats = {k: inputs.student_feats[k].detach() for k in self.student_taps}
-        # The meta step re-evaluates L_KR on this batch, with kernels read from these student features.
+        # The meta step re-evaluates L_KR on this batch, with kernels read from these student features; it runs
+        # outside autocast, so a bf16-autocast student's maps are stored in the input's precision.
+        student_feats = {k: inputs.student_feats[k].detach().to(inputs.lr.dtype) for k in self.student_taps}
         self._step_batch = (inputs.lr.detach(), teacher_feats, student_feats)
         self._average = inputs.average  # ... with the same (global) feature statistics
         return {"rec": reconstruction_l1(inputs), "kr": self(inputs.student_feats, teacher_feats)}
