@@ -118,6 +118,21 @@ def test_the_current_value_stays_unless_paired_seeds_separate_a_better_one():
     assert chosen == {"w": "0.3"} and "was not in the grid" in text
 
 
+def test_a_best_point_at_the_end_of_the_grid_says_so():
+    import pandas as pd
+
+    from kd.results.tune import finding, rank_points
+
+    def text(scores):
+        results = pd.DataFrame([{"w": w, "seed": 0, "val_psnr_y": v} for w, v in scores.items()])
+        return finding(rank_points(results, ["w"]), ["w"], "291-val", 250, results, {"w": "0.1"})[1]
+
+    assert "grid's smallest value of w: extend the grid below it" in text({"0.03": 25.66, "0.1": 25.64, "0.3": 25.6})
+    assert "grid's largest value of w: extend the grid above it" in text({"0.03": 25.6, "0.1": 25.64, "0.3": 25.66})
+    assert "extend" not in text({"0.03": 25.6, "0.1": 25.66, "0.3": 25.64})
+    assert "extend" not in text({"0.03": 25.66, "0.1": 25.64})  # two points have no inside
+
+
 def test_current_value_of_a_loss_weight_includes_the_methods_own_defaults():
     from kd.profiles import profile_layer, resolve_layers
     from kd.results.tune import current_value

@@ -163,10 +163,33 @@ def _per_seed(results: pd.DataFrame, keys: list[str], point: pd.Series) -> dict[
 
 def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
             current: dict[str, str]) -> tuple[dict[str, str], str]:
-    """The chosen values and one sentence saying why.
+    """The chosen values and the sentences saying why.
 
     The current values stay unless the best point beats them with a paired 95 % interval that excludes 0 (or they
-    are not in the grid): a short run on one seed cannot tell apart margins of a few hundredths of a dB."""
+    are not in the grid): a short run on one seed cannot tell apart margins of a few hundredths of a dB. A best
+    point at the end of a numeric axis is said to be one: the optimum may lie beyond the grid."""
+    chosen, text = _decision(ranked, keys, val, budget, results, current)
+    return chosen, text + _edge_note(ranked, keys)
+
+
+def _edge_note(ranked: pd.DataFrame, keys: list[str]) -> str:
+    finished = ranked.dropna(subset=["mean"])
+    if len(keys) != 1 or len(finished) < 3:
+        return ""
+    try:
+        values = [float(v) for v in finished[keys[0]]]
+    except ValueError:
+        return ""
+    best = values[0]  # ranked best first
+    if best not in (min(values), max(values)):
+        return ""
+    side = "smallest" if best == min(values) else "largest"
+    return (f" The best point is the grid's {side} value of {keys[0]}: extend the grid "
+            f"{'below' if side == 'smallest' else 'above'} it before trusting the choice.")
+
+
+def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
+              current: dict[str, str]) -> tuple[dict[str, str], str]:
     from kd.report.stats import paired_delta
 
     def label(point: pd.Series) -> str:
