@@ -172,8 +172,8 @@ def test_phase_residual_script_reads_finished_runs(tmp_path, monkeypatch, capsys
         assert main(["run", "--profile", "smoke", "--method", method, "--threads", "1", "--no-progress",
                      "--out-dir", str(tmp_path / "runs")]) == 0
     capsys.readouterr()
-    assert _phase_residual_module().main(["--runs", str(tmp_path / "runs"), "--dataset", "default",
-                                          "--threads", "1"]) == 0
+    script = _phase_residual_module()
+    assert script.main(["--runs", str(tmp_path / "runs"), "--dataset", "default", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert all(len(line) <= 80 for line in lines)
     verdicts = {line.split()[0]: re.search(r"(\d+\.\d+)  (ok|GRID PATTERN)$", line).groups() for line in lines
@@ -182,7 +182,7 @@ def test_phase_residual_script_reads_finished_runs(tmp_path, monkeypatch, capsys
     ratio, verdict = verdicts["logits"]
     assert verdict == ("ok" if float(ratio) <= 1.5 else "GRID PATTERN")
     with pytest.raises(SystemExit, match="no-such-folder"):
-        _phase_residual_module().main(["--runs", str(tmp_path / "no-such-folder")])
+        script.main(["--runs", str(tmp_path / "no-such-folder")])
 
 
 def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_path, monkeypatch, capsys):

@@ -183,9 +183,9 @@ def _edge_note(ranked: pd.DataFrame, keys: list[str]) -> str:
     best = values[0]  # ranked best first
     if best not in (min(values), max(values)):
         return ""
-    side = "smallest" if best == min(values) else "largest"
-    return (f" The best point is the grid's {side} value of {keys[0]}: extend the grid "
-            f"{'below' if side == 'smallest' else 'above'} it before trusting the choice.")
+    side, direction = ("smallest", "below") if best == min(values) else ("largest", "above")
+    return (f" The best point is the grid's {side} value of {keys[0]}: extend the grid {direction} it before "
+            "trusting the choice.")
 
 
 def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
