@@ -87,3 +87,33 @@ def test_trainer_logs_health_and_warns_outside_the_band(tmp_path):
     assert [r["health_step"] for r in health] == [0]
     assert health[0]["health"]["fd"] > 10
     assert any("'fd'" in note and "method.weights.fd" in note for note in notes)
+
+
+def test_fit_cost_pairs_each_run_with_the_no_kd_run_of_its_seed(tmp_path):
+    from kd.report.health import fit_cost_rows, late_reconstruction_loss
+    from kd.report.runs import Run
+
+    def run(name: str, method: str, seed: int, recs: dict[int, float], student: str = "asid") -> Run:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = [json.dumps({"step": 1, "health": {"x": 1.0}})]  # records without terms are ignored
+        lines += [json.dumps({"step": step, "terms": {"rec": rec, "kd": 9.0}}) for step, rec in recs.items()]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n{cut short")
+        teacher = {} if method == "none" else {"arch": "rcan", "preset": "mini"}
+        return Run(folder, {"run_id": name, "student": student, "method": method, "scale": 4, "seed": seed,
+                            "profile": "cpu", "teacher": teacher, "datasets": {"Set5": {"psnr_y": 30.0}}})
+
+    # last third of 30 steps: steps 21-30 (a resumed run logged step 30 twice; the later record counts)
+    base0 = run("none0", "none", 0, {10: 5.0, 20: 5.0, 30: 2.0})
+    base1 = run("none1", "none", 1, {10: 5.0, 30: 4.0})
+    assert late_reconstruction_loss(base0) == pytest.approx(2.0)
+    kd0 = run("kd0", "fitnet", 0, {10: 1.0, 30: 2.2})
+    kd1 = run("kd1", "fitnet", 1, {10: 1.0, 30: 3.6})
+    other_student = run("kd2", "fitnet", 2, {30: 1.0}, student="rcan")  # no no-KD partner: left out
+    (tmp_path / "kd1" / "metrics.jsonl").write_text('{"step": 30, "terms": {"rec": 9.0}}\n'
+                                                    '{"step": 10, "terms": {"rec": 1.0}}\n'
+                                                    '{"step": 30, "terms": {"rec": 3.6}}\n')
+    rows = fit_cost_rows([base0, base1, kd0, kd1, other_student])
+    # seed 0: 2.2 / 2.0 - 1 = +10 %; seed 1: 3.6 / 4.0 - 1 = -10 %
+    assert rows == [["fitnet", "rcan (mini)", "2", "+0.0%", "-10.0% to +10.0%"]]
+    assert fit_cost_rows([kd0, kd1]) == []

@@ -143,6 +143,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         rows = health.health_rows(runset.runs)
         if rows:
             content.sections.append(Section("Method health", [health.CAPTION], health.HEADERS, rows))
+        rows = health.fit_cost_rows(runset.runs)
+        if rows:
+            content.sections.append(Section("Fit cost", [health.FIT_CAPTION], health.FIT_HEADERS, rows))
         (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)

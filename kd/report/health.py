@@ -1,5 +1,10 @@
-"""The report's method-health table: each KD term's gradient-norm ratio to the reconstruction term, from the
-`health` records the trainer writes into metrics.jsonl (`kd.methods.health`)."""
+"""The report's method-health tables, from the records the trainer writes into metrics.jsonl:
+
+* health: each KD term's gradient-norm ratio to the reconstruction term (`kd.methods.health`);
+* fit cost: how much higher the training reconstruction loss ends than in the no-KD run of the same seed. A
+  method whose gradient ratios are in range can still hurt a short-budget student: its terms take optimisation
+  steps from a student that has not yet fitted the training data, and this table shows it.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +40,33 @@ def health_rows(runs: list[Run]) -> list[list[str]]:
         rows.append([method, teacher, term, str(len(runs_ratios)), f"{first:.3g}", f"{median:.3g}",
                      f"{min(every):.3g}-{max(every):.3g}", status])
     return rows
+
+
+FIT_HEADERS = ["Method", "Teacher", "Seeds", "Rec. loss", "Range"]
+FIT_CAPTION = ("Training reconstruction loss (L1, unweighted) averaged over the last third of training, relative to "
+               "the no-KD run of the same seed, mean and range over seeds. Above 0: the KD terms slow the student's "
+               "fit of its training data.")
+
+
+def late_reconstruction_loss(run: Run) -> float | None:
+    """Mean logged `rec` term over the last third of the run's steps (the last record per step counts, so the
+    records a resumed run logs twice count once); None without such records."""
+    by_step = {int(r["step"]): float(r["terms"]["rec"]) for r in run.metrics_log()
+               if isinstance(r.get("terms"), dict) and "rec" in r["terms"]}
+    if not by_step:
+        return None
+    start = max(by_step) * 2 / 3
+    return statistics.fmean(value for step, value in by_step.items() if step > start)
+
+
+def fit_cost_rows(runs: list[Run]) -> list[list[str]]:
+    """One row per (method, teacher) with a no-KD run of the same student, profile, scale and seed."""
+    baselines = {(run.group, run.seed): late_reconstruction_loss(run) for run in runs if run.method == "none"}
+    costs: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        baseline = baselines.get((run.group, run.seed))
+        own = late_reconstruction_loss(run) if run.method != "none" and baseline else None
+        if own is not None:
+            costs.setdefault((run.method, run.teacher or "-"), []).append(own / baseline - 1)
+    return [[method, teacher, str(len(values)), f"{statistics.fmean(values):+.1%}",
+             f"{min(values):+.1%} to {max(values):+.1%}"] for (method, teacher), values in sorted(costs.items())]
