@@ -197,3 +197,7 @@ def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_p
     rows = list(csv.DictReader((tmp_path / "tuning" / "logits-rcan-x4-smoke.csv").open()))
     assert [row["method.weights.kd"] for row in rows] == ["0.5", "1"]
     assert len({row["run_id"] for row in rows}) == 2 and all(float(row["val_psnr_y"]) > 0 for row in rows)
+    assert main(argv) == 0  # again, every point finished: the evidence keeps their scores
+    again = list(csv.DictReader((tmp_path / "tuning" / "logits-rcan-x4-smoke.csv").open()))
+    assert [row["val_psnr_y"] for row in again] == [row["val_psnr_y"] for row in rows]
+    assert "not finished" not in capsys.readouterr().out
