@@ -339,6 +339,19 @@ def _step_lines(text: str) -> list[int]:
                                                  r"lr \S+ \| \d+\.\d{3} s/step \| ETA \d+:\d\d:\d\d$", text, re.M)]
 
 
+def test_progress_rate_recovers_one_line_after_a_pause(monkeypatch):
+    from kd.engine import progress as progress_module
+
+    clock = iter([0.0, 10.0, 1010.0, 1020.0])  # start; 10 steps; a 1,000 s stop (SIGSTOP, suspend); 10 steps
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    bar = progress_module.TrainingProgress(None, "m", every=10)
+    bar.start(100, 0)
+    lines = [bar.line(step, {"rec": 0.5}) for step in (10, 20, 30)]
+    assert [line.split(" | ")[-2:] for line in lines] == [["1.000 s/step", "ETA 0:01:30"],
+                                                          ["100.000 s/step", "ETA 2:13:20"],
+                                                          ["1.000 s/step", "ETA 0:01:10"]]
+
+
 def test_piped_run_prints_plain_progress_lines_and_keeps_them_in_train_log(tmp_path, monkeypatch, toy_models):
     import io
 

@@ -102,11 +102,10 @@ class TrainingProgress:
         self._bar: Progress | None = None
         self._task = None
         self._total = 0
-        self._first = 0
-        self._began = 0.0
+        self._mark = (0, 0.0)  # (step, time) of the last plain line: the rate is that of the steps since
 
     def start(self, total: int, completed: int) -> None:
-        self._total, self._first, self._began = total, completed, time.perf_counter()
+        self._total, self._mark = total, (completed, time.perf_counter())
         if self.console is not None and self.console.is_terminal:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -118,8 +117,12 @@ class TrainingProgress:
             self._plain(f"{self.description}: resuming at step {completed}/{total}")
 
     def line(self, step: int, values: dict[str, float]) -> str:
-        done = step - self._first
-        per_step = (time.perf_counter() - self._began) / done if done > 0 else 0.0
+        """The plain progress line. s/step and ETA use the steps since the previous line, not since the start:
+        after a suspended machine or a stopped job the ETA is right again one line later."""
+        now = time.perf_counter()
+        done = step - self._mark[0]
+        per_step = (now - self._mark[1]) / done if done > 0 else 0.0
+        self._mark = (step, now)
         return (f"{self.description} step {step}/{self._total} | {format_terms(values)} | {per_step:.3f} s/step | "
                 f"ETA {_clock(per_step * (self._total - step))}")
 
