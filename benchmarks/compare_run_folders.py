@@ -1,7 +1,8 @@
 """Paired comparison of two folders of finished runs that differ in one setting (e.g. bf16 student autocast).
 
 Runs are paired by (student, method, teacher, scale, seed); for every dataset the script prints the mean PSNR-Y
-difference B - A with its 95 % t-interval over the pairs, and the ratio of training wall times. Used for the bf16
+difference B - A with its 95 % t-interval over the pairs, and the median ratios of the logged step times and of the
+training wall times (the step times ignore validation and any time a job spent stopped). Used for the bf16
 student question (README, "Fast paths"):
 
     kdbench sweep --profile cpu --teachers rcan --methods logits --seeds 0,1,2 --out-dir runs/fp32 ...
@@ -31,6 +32,18 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None  # JSON has no NaN
 
 
+def median_step_seconds(run) -> float | None:
+    """Median of the logged per-step times: unlike the training wall time, it ignores validation passes and the
+    hours a stopped or suspended job spends paused."""
+    times = [float(r["step_time"]) for r in run.metrics_log() if isinstance(r.get("step_time"), (int, float))]
+    return statistics.median(times) if times else None
+
+
+def _median_ratio(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    ratios = [b / a for a, b in pairs if a and b]
+    return statistics.median(ratios) if ratios else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="reference runs folder")
@@ -49,18 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds:
             continue
         datasets = [d for d in a[seeds[0]].summary["datasets"] if d in b[seeds[0]].summary["datasets"]]
-        times = [b[s].summary["train_seconds"] / a[s].summary["train_seconds"] for s in seeds
-                 if a[s].summary.get("train_seconds") and b[s].summary.get("train_seconds")]
+        wall = _median_ratio([(a[s].summary.get("train_seconds"), b[s].summary.get("train_seconds")) for s in seeds])
+        step = _median_ratio([(median_step_seconds(a[s]), median_step_seconds(b[s])) for s in seeds])
         for dataset in datasets:
             delta = paired_delta({s: b[s].score(dataset, "psnr_y") for s in seeds},
                                  {s: a[s].score(dataset, "psnr_y") for s in seeds})
             row = {"profile": key[0], "student": key[1], "method": key[2], "teacher": key[3], "scale": key[4],
                    "dataset": dataset, "seeds": seeds, "delta_psnr": _finite(delta.mean), "low": _finite(delta.low),
                    "high": _finite(delta.high),
-                   "train_time_ratio_median": statistics.median(times) if times else None}
+                   "step_time_ratio_median": step, "train_time_ratio_median": wall}
             figures.append(row)
             interval = f"[{delta.low:+.3f}, {delta.high:+.3f}]" if delta.has_interval else "(no interval)"
-            ratio = f", training time B/A {row['train_time_ratio_median']:.2f}" if times else ""
+            ratio = "".join(f", {label} B/A {value:.2f}" for label, value in (("step time", step),
+                                                                              ("training wall time", wall)) if value)
             print(f"{key[2]} from {key[3]}, {dataset} x{key[4]}: B - A = {delta.mean:+.3f} dB {interval} over "
                   f"{len(seeds)} paired seed(s){ratio}")
     if not figures:

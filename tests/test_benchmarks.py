@@ -108,3 +108,34 @@ def test_gpu_check_names_a_missing_data_folder(tmp_path):
     check = load_script("gpu_check")
     with pytest.raises(SystemExit, match="T91/HR"):
         check.div2k_layout(tmp_path / "nowhere", tmp_path / "root")
+
+
+def test_compare_run_folders_pairs_seeds_and_ignores_paused_time(tmp_path, capsys):
+    compare = load_script("compare_run_folders")
+
+    def run(folder: str, seed: int, psnr: float, step_times: list[float], wall: float) -> None:
+        run_dir = tmp_path / folder / f"asid-logits-s{seed}"
+        run_dir.mkdir(parents=True)
+        summary = {"run_id": run_dir.name, "student": "asid", "student_preset": "mini", "method": "logits",
+                   "scale": 4, "seed": seed, "profile": "cpu", "teacher": {"arch": "rcan", "preset": "mini"},
+                   "datasets": {"Set5": {"psnr_y": psnr}}, "train_seconds": wall}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": 10 * (i + 1), "step_time": t}) + "\n"
+                                                       for i, t in enumerate(step_times)))
+
+    for seed, (a, b) in enumerate([(30.0, 30.1), (30.2, 30.2), (30.1, 30.3)]):
+        run("fp32", seed, a, [1.0, 1.0, 1.0], wall=1000.0)
+        run("bf16", seed, b, [0.8, 0.8, 500.0], wall=4000.0)  # one logged step spans a 500 s stop
+    json_path = tmp_path / "figures.json"
+    assert compare.main([str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--json", str(json_path)]) == 0
+    (row,) = json.loads(json_path.read_text())
+    # differences 0.1, 0.0, 0.2: mean 0.1, sd 0.1, half-width 4.303 * 0.1 / sqrt(3)
+    assert row["seeds"] == [0, 1, 2] and row["delta_psnr"] == pytest.approx(0.1)
+    assert row["high"] - row["delta_psnr"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5, abs=1e-3)
+    assert row["step_time_ratio_median"] == pytest.approx(0.8) and row["train_time_ratio_median"] == pytest.approx(4.0)
+    assert "step time B/A 0.80, training wall time B/A 4.00" in capsys.readouterr().out
+    run("other", 5, 30.0, [1.0], wall=1.0)
+    with pytest.raises(SystemExit, match="no run of .* pairs with a run of"):
+        compare.main([str(tmp_path / "fp32"), str(tmp_path / "other")])
+    with pytest.raises(SystemExit, match="nothing-here' not found"):
+        compare.main([str(tmp_path / "fp32"), str(tmp_path / "nothing-here")])
