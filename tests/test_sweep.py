@@ -96,3 +96,24 @@ def test_rough_estimate_charges_meta_kd_its_measured_factor(tmp_path, monkeypatc
     (logits, source), (krnet, _) = per_step("logits"), per_step("krnet")
     assert source == "rough"
     assert krnet == pytest.approx(METHOD_STEP_FACTOR["krnet"] * logits)
+
+
+def test_recorded_estimate_is_not_inflated_by_a_paused_run(tmp_path, monkeypatch):
+    from kd.config import dump_yaml, resolve
+    from kd.profiles import profile_layer
+    from kd.results.sweep import StepTimes
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    config = resolve([profile_layer("cpu"), ("test", {"method": {"name": "logits"}})])
+    run_dir = tmp_path / "runs" / "a-finished-run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(config))
+    # 1,000 steps of ~1.2 s that took 6,000 s: the job was stopped for more than an hour in the middle
+    (run_dir / "summary.json").write_text(json.dumps({"train_seconds": 6000.0, "steps": 1000}))
+    records = [{"step": 10 * i, "step_time": 1.1 + 0.01 * (i % 3), "data_time": 0.1} for i in range(1, 101)]
+    records[50]["step_time"] = 4800.0
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 1, "health"')
+    seconds, source = StepTimes(tmp_path / "runs").per_step(config)
+    assert source == "recorded (1 run)" and seconds == pytest.approx(1.21)
+    (run_dir / "metrics.jsonl").unlink()  # an older run without step records: its wall time per step
+    assert StepTimes(tmp_path / "runs").per_step(config) == (pytest.approx(6.0), "recorded (1 run)")

@@ -7,7 +7,8 @@ unfinished one from its checkpoint. A failing cell is recorded and the sweep goe
 Time estimates (`--dry-run`, and the remaining time shown while sweeping) cover training only:
 steps x seconds per step, where seconds per step come from, in order of preference,
 1. finished runs under the runs root with the same student, teacher, presets, batch, patch and scale
-   (`train_seconds / steps`; the same method preferred);
+   (the median logged step time, data loading included, so that a job stopped or suspended for an hour does not
+   inflate it; `train_seconds / steps` for runs without such records; the same method preferred);
 2. `ROUGH_STEP_SECONDS`: per-network CPU figures (ARCHITECTURES.md section 10, 2 threads, batch 4, 48x48 LR,
    official configuration), scaled by batch x patch area and, for other presets, by the ratio of MACs per patch
    (counted on the meta device; small networks run fewer MACs per second, so this under-estimates them, by about
@@ -175,6 +176,18 @@ def _timing_key(config: RunConfig) -> tuple:
             config.scale)
 
 
+def _median_logged_step(metrics: Path) -> float | None:
+    """Median of step_time + data_time over a run's logged steps; None without such records."""
+    seconds = []
+    for line in metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []:
+        try:
+            record = json.loads(line)
+            seconds.append(float(record["step_time"]) + float(record.get("data_time") or 0.0))
+        except (ValueError, TypeError, KeyError):
+            continue  # other records (health, validation) and a line cut short by a kill
+    return sorted(seconds)[len(seconds) // 2] if seconds else None
+
+
 class StepTimes:
     """Seconds per training step for a configuration: recorded by finished runs, else rough per-network figures."""
 
@@ -185,7 +198,8 @@ class StepTimes:
             try:
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 config = _read_run_config(summary_path.parent / "config.yaml")
-                per_step = float(summary["train_seconds"]) / int(summary["steps"])
+                per_step = _median_logged_step(summary_path.parent / "metrics.jsonl")
+                per_step = per_step or float(summary["train_seconds"]) / int(summary["steps"])
                 self.recorded.setdefault(_timing_key(config), []).append((config.method.name, per_step))
             except Exception:  # timings are a convenience: an unreadable run just does not contribute one
                 continue
