@@ -22,6 +22,7 @@ from pathlib import Path
 from kd.errors import KdError
 from kd.report.runs import scan_runs
 from kd.report.stats import paired_delta
+from kd.results.sweep import median_step_seconds
 
 
 def _key(run) -> tuple:
@@ -30,13 +31,6 @@ def _key(run) -> tuple:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None  # JSON has no NaN
-
-
-def median_step_seconds(run) -> float | None:
-    """Median of the logged per-step times: unlike the training wall time, it ignores validation passes and the
-    hours a stopped or suspended job spends paused."""
-    times = [float(r["step_time"]) for r in run.metrics_log() if isinstance(r.get("step_time"), (int, float))]
-    return statistics.median(times) if times else None
 
 
 def _median_ratio(pairs: list[tuple[float | None, float | None]]) -> float | None:
@@ -63,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         datasets = [d for d in a[seeds[0]].summary["datasets"] if d in b[seeds[0]].summary["datasets"]]
         wall = _median_ratio([(a[s].summary.get("train_seconds"), b[s].summary.get("train_seconds")) for s in seeds])
-        step = _median_ratio([(median_step_seconds(a[s]), median_step_seconds(b[s])) for s in seeds])
+        step = _median_ratio([(median_step_seconds(a[s].run_dir / "metrics.jsonl"),
+                              median_step_seconds(b[s].run_dir / "metrics.jsonl")) for s in seeds])
         for dataset in datasets:
             delta = paired_delta({s: b[s].score(dataset, "psnr_y") for s in seeds},
                                  {s: a[s].score(dataset, "psnr_y") for s in seeds})

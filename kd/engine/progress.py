@@ -102,7 +102,7 @@ class TrainingProgress:
         self._bar: Progress | None = None
         self._task = None
         self._total = 0
-        self._mark = (0, 0.0)  # (step, time) of the last plain line: the rate is that of the steps since
+        self._mark = (0, 0.0)  # (step, time) of the last plain line, which s/step is measured from
 
     def start(self, total: int, completed: int) -> None:
         self._total, self._mark = total, (completed, time.perf_counter())

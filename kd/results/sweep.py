@@ -176,8 +176,9 @@ def _timing_key(config: RunConfig) -> tuple:
             config.scale)
 
 
-def _median_logged_step(metrics: Path) -> float | None:
-    """Median of step_time + data_time over a run's logged steps; None without such records."""
+def median_step_seconds(metrics: Path) -> float | None:
+    """Median of step_time + data_time over a run's logged steps (metrics.jsonl); None without such records.
+    Unlike `train_seconds / steps`, it ignores the time a stopped or suspended job spent paused."""
     seconds = []
     for line in metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []:
         try:
@@ -198,7 +199,7 @@ class StepTimes:
             try:
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 config = _read_run_config(summary_path.parent / "config.yaml")
-                per_step = _median_logged_step(summary_path.parent / "metrics.jsonl")
+                per_step = median_step_seconds(summary_path.parent / "metrics.jsonl")
                 per_step = per_step or float(summary["train_seconds"]) / int(summary["steps"])
                 self.recorded.setdefault(_timing_key(config), []).append((config.method.name, per_step))
             except Exception:  # timings are a convenience: an unreadable run just does not contribute one
