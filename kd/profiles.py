@@ -96,9 +96,9 @@ CPU = Profile(
             "krnet": {"kr": 0.1},  # krnet-rcan-x4-cpu.csv: 0.03 / 0.1 / 0.3
         },
         # The transformer family (SwinIR) keeps each method's own default, so it needs no entry: fitnet 0.1, lsfd
-        # 0.02, facd 0.3, attention 0.4 (window maps) in {fitnet,lsfd,facd,attention}-swinir-x4-cpu.csv, where the
-        # smallest weight scored highest by 0.014-0.021 dB each time. An entry restating them would change the run
-        # ids of the SwinIR grid cells already trained.
+        # 0.02, facd 0.3, attention 0.4 (window maps), krnet 0.1 in {fitnet,lsfd,facd,attention,krnet}-swinir-x4-
+        # cpu.csv, where the smallest weight scored highest by 0.014-0.021 dB each time. An entry restating them
+        # would change the run ids of the SwinIR grid cells already trained.
     },
 )
 

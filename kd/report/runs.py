@@ -28,6 +28,7 @@ class Run:
 
     run_dir: Path
     summary: dict[str, Any]
+    _records: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -72,16 +73,17 @@ class Run:
         return float(value) if value is not None else math.nan
 
     def metrics_log(self) -> list[dict[str, Any]]:
-        """metrics.jsonl records; lines cut short by a kill are ignored."""
-        path = self.run_dir / "metrics.jsonl"
-        records = []
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+        """metrics.jsonl records, read once per report (curves, health and fit cost all use them); lines cut short
+        by a kill are ignored."""
+        if self._records is None:
+            path = self.run_dir / "metrics.jsonl"
+            self._records = []
+            for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
                 try:
-                    records.append(json.loads(line))
+                    self._records.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue
-        return records
+        return self._records
 
 
 @dataclass
