@@ -64,6 +64,12 @@ def test_one_paired_seed_gives_no_interval_and_says_so():
     assert "nan" not in to_markdown(mini)
 
 
+def test_gains_without_orderings_name_a_method_with_no_published_row():
+    finding = build_miniature(_runset({"logits": [0.05]})).finding()  # no second method yet: no ordering
+    assert finding.startswith("Gains over scratch in the miniature: Logits from RCAN on Set5 +0.050 (n=1) dB")
+    assert "DUKD from RCAN on Set5 – dB (no published row)" in finding and "nan" not in finding
+
+
 def test_the_fakd_miniature_compares_with_fakds_own_table():
     from kd.report.miniature import FAKD
 

@@ -123,7 +123,7 @@ class Miniature:
                   "Set5, so that pair's gains say little)") if short else ""
         if not self.orderings:
             gains = [f"{LABELS.get(m, m)} from {p.name} on Set5 {_gain(self.ours.get((p.name, m, 'Set5')))} dB "
-                     f"(published {self.published.get((p.name, m, 'Set5'), math.nan):+.2f})"
+                     f"({_published_gain(self.published.get((p.name, m, 'Set5')))})"
                      for p in self.spec.pairs for m in self.spec.methods]
             return f"Gains over scratch in the miniature: {'; '.join(gains)}{caveat}."
         verdicts = ("holds", "reversed", "unresolved", "too few seeds")
@@ -135,6 +135,10 @@ class Miniature:
         if counts["too few seeds"]:
             text += f"; {counts['too few seeds']} have a single paired seed and no interval yet"
         return text + caveat + "."
+
+
+def _published_gain(gain: float | None) -> str:
+    return "no published row" if gain is None else f"published {gain:+.2f}"
 
 
 def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
