@@ -10,6 +10,7 @@ and logged loss terms are averaged over ranks, and only rank 0 logs, validates a
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -235,8 +236,11 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        # Buffers are identical on every rank (broadcast at the start, never updated by SR networks' forward).
-        return DistributedDataParallel(student, device_ids=device_ids, forward_sync_buffers=False)
+        # Buffers are identical on every rank (deterministic constants, never updated by SR networks' forward), so
+        # no per-forward sync. torch 2.13 renamed the flag; the lent GPU machines run torch 2.11 (gpu_check).
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            return DistributedDataParallel(student, device_ids=device_ids, forward_sync_buffers=False)
+        return DistributedDataParallel(student, device_ids=device_ids, broadcast_buffers=False)
 
     # ------------------------------------------------------------------------------------------ one step
 
