@@ -162,6 +162,32 @@ def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_pa
     assert "lsfd" in set(pd.read_csv(tmp_path / "out" / "results.csv")["method"])
 
 
+def test_records_rebuild_the_report_and_join_new_runs(smoke_grid, tmp_path, monkeypatch):
+    """A committed report keeps each run's record (no weights); a later session renders the same table from them
+    and joins its new runs to them."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    seed0, seed1 = tmp_path / "seed0", tmp_path / "seed1"
+    for run in (smoke_grid / "runs").iterdir():
+        shutil.copytree(run, (seed0 if "-s0-" in run.name else seed1) / run.name)
+    out = tmp_path / "grid"
+    build_report(seed0, out, visual_images=0)
+    records = sorted(p.name for p in (out / "records").iterdir())
+    assert records == sorted(p.name for p in seed0.iterdir())
+    assert not list((out / "records").rglob("*.pt")) and (out / "records" / records[0] / "metrics.jsonl").is_file()
+
+    with pytest.raises(KdError, match="earlier kdbench report"):
+        build_report([seed1, out / "records"], out, visual_images=0)
+    build_report([seed1, out / "records"], out, visual_images=0, force=True)
+    joined = pd.read_csv(out / "results.csv")
+    reference = build_report(smoke_grid / "runs", tmp_path / "all", visual_images=0)
+    assert sorted(p.name for p in (out / "records").iterdir()) == sorted(r.run_id for r in reference.runset.runs)
+    pd.testing.assert_frame_equal(joined, pd.read_csv(tmp_path / "all" / "results.csv"))
+
+    again = build_report([out / "records", seed0], out, visual_images=0, force=True)  # a run in both: read once
+    assert len(again.runset.runs) == len(reference.runset.runs)
+    assert any("is both in" in note for note in again.content.notes)
+
+
 def test_empty_partial_and_missing_runs_dirs_say_what_is_missing(tmp_path, capsys):
     with pytest.raises(KdError, match="not found"):
         build_report(tmp_path / "nowhere", tmp_path / "out")

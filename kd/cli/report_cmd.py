@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         "no-KD student with a 95% t-interval, share of the teacher-student gap recovered; delta bars, training "
         "curves, PSNR vs cost beside published lightweight peers, visual crops.",
     )
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of runs (default runs/)")
+    parser.add_argument("--runs", type=Path, action="append", help="folder of runs (default runs/); repeat it to "
+                        "join folders, e.g. new runs beside a committed report's records/ (a run id in two folders "
+                        "is read from the first given)")
     parser.add_argument("--out", type=Path, help="output folder (default reports/<name of --runs>)")
     parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (a folder "
                         "kdbench did not write is never replaced)")
@@ -32,9 +34,10 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.visual_images < 0:
         raise KdError(f"--visual-images must be >= 0, got {args.visual_images}")
-    out = args.out or Path("reports") / (args.runs.resolve().name or "report")
+    runs = args.runs or [Path("runs")]
+    out = args.out or Path("reports") / (runs[0].resolve().name or "report")
     err = out_console(stderr=True)
-    report = build_report(args.runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
+    report = build_report(runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
     console = out_console()
     say(console, report.content.finding)
     for table in report.console_tables():

@@ -1,5 +1,7 @@
 """Comparison reports over finished runs: `build_report(runs_dir, out_dir)` writes report.html, report.md,
-results.csv and figures/ (PNG + SVG), built in a temporary folder and moved into place when complete.
+results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuration, environment and metrics log, no
+weights: enough to render the report again, alone or beside new runs), built in a temporary folder and moved into
+place when complete.
 
     from kd.report import build_report
     report = build_report("runs", "reports/my-grid")
@@ -27,6 +29,8 @@ from kd.report.tables import comparison_table, finding, missing_baselines, recon
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
 
 REPORT_MARKER = ".kdbench-report"  # in every report folder: the folders `build_report` may replace
+RECORDS = "records"
+RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl")
 
 
 @dataclass
@@ -74,12 +78,13 @@ def _incomplete_datasets(runset: RunSet) -> list[str]:
 
 def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
     """A report replaces only a new folder, an empty one or (with `force`) an earlier kdbench report: never the
-    runs, nor a folder that holds anything kdbench did not write there."""
+    runs, nor a folder that holds anything kdbench did not write there. Its own records/ may be read back: the new
+    report copies them before replacing the old one."""
     runs, out = runs_dir.resolve(), out_dir.resolve()
     if out == runs or out.is_relative_to(runs):
         raise KdError(f"--out {out_dir} is inside --runs {runs_dir}: the report would replace runs; give an --out "
                       "folder outside the runs folder (e.g. reports/NAME).")
-    if runs.is_relative_to(out):
+    if runs.is_relative_to(out) and not (runs == out / RECORDS and (out / REPORT_MARKER).is_file()):
         raise KdError(f"--out {out_dir} contains --runs {runs_dir}: replacing it would delete the runs; give an "
                       "--out folder of its own (e.g. reports/NAME).")
     if not out.exists():
@@ -107,15 +112,27 @@ def _out_lock(out_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None = None,
+def _write_records(runset: RunSet, folder: Path) -> None:
+    for run in runset.runs:
+        target = folder / run.run_id
+        target.mkdir(parents=True)
+        for name in RECORD_FILES:
+            if (run.run_dir / name).is_file():
+                shutil.copyfile(run.run_dir / name, target / name)
+
+
+def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
                  visual_images: int = 2, force: bool = False) -> Report:
-    """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report."""
+    """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report.
+    `runs_dirs`: one runs folder or several (a run id in two of them is read from the first)."""
     from kd.reference_data import published_results
     from kd.report import health, plots, visual
 
     out_dir = Path(out_dir)
-    check_out_dir(Path(runs_dir), out_dir, force)
-    runset = scan_runs(runs_dir)
+    folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
+    for folder in folders:
+        check_out_dir(folder, out_dir, force)
+    runset = scan_runs(folders)
     table = comparison_table(runset)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
@@ -138,7 +155,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         notes += visual_notes
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
-        content = ReportContent(title or f"kdbench report: {Path(runs_dir).name}", _intro(runset, table), table,
+        content = ReportContent(title or f"kdbench report: {', '.join(p.name for p in folders)}", _intro(runset, table), table,
                                 figures, notes, finding=finding(table))
         rows = health.health_rows(runset.runs)
         if rows:
@@ -149,10 +166,13 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, *, title: str | None
         (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
-        (work / REPORT_MARKER).write_text(f"kdbench report over {Path(runs_dir).resolve()}\n", encoding="utf-8")
+        _write_records(runset, work / RECORDS)
+        sources = ", ".join(str(p.resolve()) for p in folders)
+        (work / REPORT_MARKER).write_text(f"kdbench report over {sources}\n", encoding="utf-8")
         os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700; a report is as readable as any folder
         with _out_lock(out_dir):
-            check_out_dir(Path(runs_dir), out_dir, force)  # again: another process may have written it meanwhile
+            for folder in folders:  # again: another process may have written it meanwhile
+                check_out_dir(folder, out_dir, force)
             _replace_dir(work, out_dir)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings as warnings_module
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,34 +108,46 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def scan_runs(runs_dir: str | Path) -> RunSet:
-    """Every finished run under `runs_dir`; raises `KdError` saying what is missing when there is none."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise KdError(f"runs directory '{runs_dir}' not found: train some runs first (kdbench run ...) "
-                      "or point --runs at the folder that holds them.")
-    runs, warnings, unfinished = [], [], []
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (run_dir / "summary.json").is_file():
-            if (run_dir / "config.yaml").is_file():
-                unfinished.append(run_dir.name)
-            continue
-        try:
-            runs.append(Run(run_dir, _read_summary(run_dir)))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            warnings.append(f"skipped run '{run_dir.name}': unreadable summary.json ({exc})")
+def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
+    """Every finished run under one runs folder or several (a local `runs/` beside the records a committed report
+    keeps); a run id found twice is taken from the first folder given. Raises `KdError` saying what is missing when
+    there is none."""
+    folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
+    runs, warnings, unfinished, seen = [], [], [], {}
+    for runs_dir in folders:
+        if not runs_dir.is_dir():
+            raise KdError(f"runs directory '{runs_dir}' not found: train some runs first (kdbench run ...) "
+                          "or point --runs at the folder that holds them.")
+        for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (run_dir / "summary.json").is_file():
+                if (run_dir / "config.yaml").is_file():
+                    unfinished.append(run_dir.name)
+                continue
+            try:
+                run = Run(run_dir, _read_summary(run_dir))
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                warnings.append(f"skipped run '{run_dir.name}': unreadable summary.json ({exc})")
+                continue
+            if run.run_id in seen:
+                first = seen[run.run_id]
+                warnings.append(f"run {run.run_id} is both in {first} and in {runs_dir}: using the one in {first}")
+                continue
+            seen[run.run_id] = runs_dir
+            runs.append(run)
+    unfinished = [name for name in unfinished if name not in seen]
+    where = " and ".join(f"'{p}'" for p in folders)
     if unfinished:
         warnings.append(f"{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(unfinished)}; "
                         "run the same kdbench run command again to finish them.")
     if not runs:
         what = (f"only unfinished runs ({', '.join(unfinished)}): finish them by running the same "
                 "kdbench run command again" if unfinished else "no run folders with a summary.json")
-        raise KdError(f"runs directory '{runs_dir}' holds {what}. A report needs finished runs "
+        raise KdError(f"runs directory {where} holds {what}. A report needs finished runs "
                       "(runs/<run-id>/summary.json), at least a no-KD run (--method none) and one KD method.")
-    return RunSet(runs, tidy_frame(runs_dir, runs, warnings), warnings, unfinished)
+    return RunSet(runs, tidy_frame(folders, runs, warnings), warnings, unfinished)
 
 
-def tidy_frame(runs_dir: Path, runs: list[Run], warnings: list[str]) -> pd.DataFrame:
+def tidy_frame(runs_dirs: list[Path], runs: list[Run], warnings: list[str]) -> pd.DataFrame:
     """One row per run x dataset x scale x metric, restricted to the runs this report reads."""
     try:
         from kd.results import load_runs
@@ -143,11 +156,11 @@ def tidy_frame(runs_dir: Path, runs: list[Run], warnings: list[str]) -> pd.DataF
     try:
         with warnings_module.catch_warnings():
             warnings_module.simplefilter("ignore")  # scan_runs already reported the runs it skips
-            frame = load_runs(runs_dir)
+            frame = pd.concat([load_runs(runs_dir) for runs_dir in runs_dirs], ignore_index=True)
     except Exception as exc:  # the report must not break on the loader; the summaries hold the same numbers
         warnings.append(f"kd.results.load_runs failed ({exc}); using summary.json directly")
         return tidy_from_summaries(runs)
-    return frame[frame["run_id"].isin({run.run_id for run in runs})].reset_index(drop=True)
+    return frame[frame["run_dir"].isin({str(run.run_dir) for run in runs})].reset_index(drop=True)
 
 
 def tidy_from_summaries(runs: list[Run]) -> pd.DataFrame:
