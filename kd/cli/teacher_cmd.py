@@ -1,8 +1,9 @@
-"""`kdbench teacher train|list`: the teacher zoo (teachers trained once, cached, reused by every run)."""
+"""`kdbench teacher train|list|export|import`: the teacher zoo (teachers trained once, cached, reused by every run)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from kd.cli.run_cmd import add_config_arguments, build_config, relaunch_under_torchrun
@@ -77,8 +78,27 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from kd.engine.teachers import export_entry
+
+    target = export_entry(args.key, args.out)
+    say(out_console(), f"exported teacher {args.key} to {target}; `kdbench teacher import {target}` adds it to "
+                       "another machine's zoo")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from kd.engine.teachers import import_entry
+
+    console = out_console()
+    for folder in args.folders:
+        target, added = import_entry(folder)
+        say(console, f"teacher {target.name} {'added to the zoo' if added else 'is already in the zoo'} ({target})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("teacher", help="train and list cached teachers (the teacher zoo)")
+    parser = subparsers.add_parser("teacher", help="train, list, export and import cached teachers (the zoo)")
     commands = parser.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
     train = commands.add_parser(
         "train",
@@ -95,3 +115,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=train_command)
     listing = commands.add_parser("list", help="list cached teachers")
     listing.set_defaults(handler=list_command)
+    export = commands.add_parser(
+        "export", help="copy a cached teacher (weights, record, sha256) to a folder, for another machine",
+        description="Copy the zoo entry KEY (teacher.pt, teacher.json, its training log and teacher.pt.sha256; not "
+        "the resumable checkpoints) to OUT/KEY/. `kdbench teacher import` puts it into another machine's zoo, so "
+        "runs there pair with runs made here instead of training the teacher again.",
+    )
+    export.add_argument("key", help="zoo key, as `kdbench teacher list` shows it")
+    export.add_argument("--out", type=Path, required=True, help="folder to write OUT/KEY/ into (never overwritten)")
+    export.set_defaults(handler=export_command)
+    importing = commands.add_parser(
+        "import", help="add exported teachers to the zoo (sha256 and weights checked; never replaces one)",
+        description="Add folders written by `kdbench teacher export` to this machine's zoo. The weights must match "
+        "their sha256 and load (weights_only) into the network their record names; an identical entry already "
+        "there is kept, a different one is never replaced.",
+    )
+    importing.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="exported teacher folder(s)")
+    importing.set_defaults(handler=import_command)

@@ -4,6 +4,7 @@ Zoo entries live in `<cache>/teachers/<arch>-<preset>-x<scale>-<data>-seed<seed>
 run itself (resumable checkpoints, metrics.jsonl), `teacher.pt` (the final weights, official key names, so
 `kd.models.load_official` reads them) and `teacher.json` (what it is, how it was trained, its evaluation).
 A lock file per entry lets concurrent runs (a parallel sweep) share one training instead of racing.
+`export_entry` / `import_entry` carry a finished entry to another machine (a new session's cache starts empty).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import fcntl
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
-from kd.fileio import atomic_write_text
+from kd.fileio import atomic_write_text, sha256_file
 from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
@@ -224,3 +227,70 @@ def zoo_teacher(
     console = console or Console(stderr=True)
     folder = ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
     return load_official(build_teacher(config), folder / "teacher.pt"), read_zoo_info(folder)
+
+
+# ------------------------------------------------------------------------------------ moving entries between machines
+
+ENTRY_FILES = ("teacher.pt", "teacher.json", "metrics.jsonl", "train.log")
+CHECKSUM = "teacher.pt.sha256"
+
+
+def export_entry(key: str, out_dir: str | Path) -> Path:
+    """Copy the zoo entry `key` (weights, record, training log; not the resumable checkpoints) to `out_dir/key/`
+    with the sha256 of its weights, so another machine can `import_entry` it instead of training it again."""
+    source = zoo_root() / key
+    if not complete_entry(source):
+        raise KdError(f"teacher '{key}' is not a finished zoo entry in {zoo_root()}: `kdbench teacher list` shows "
+                      "the cached teachers.")
+    target = Path(out_dir) / key
+    if target.exists():
+        raise KdError(f"{target} already exists; kdbench never overwrites it: give another --out folder or remove it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}.tmp-"))
+    try:
+        for name in ENTRY_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, work / name)
+        atomic_write_text(work / CHECKSUM, f"{sha256_file(work / 'teacher.pt')}  teacher.pt\n")
+        work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def import_entry(folder: str | Path) -> tuple[Path, bool]:
+    """Put an exported entry into the zoo after checking its weights (sha256, then loaded with weights_only into the
+    network its record names). Returns (zoo folder, whether it was added); an identical entry already there is left
+    as it is, a different one is never replaced."""
+    folder = Path(folder)
+    if not (folder / "teacher.pt").is_file() or not (folder / CHECKSUM).is_file():
+        raise KdError(f"{folder} is not an exported teacher (needs teacher.pt, teacher.json and {CHECKSUM}, as "
+                      "`kdbench teacher export` writes them).")
+    info = read_zoo_info(folder)
+    expected = (folder / CHECKSUM).read_text(encoding="utf-8").split()[0]
+    actual = sha256_file(folder / "teacher.pt")
+    if actual != expected:
+        raise KdError(f"{folder / 'teacher.pt'}: sha256 {actual[:12]}... does not match {CHECKSUM} "
+                      f"({expected[:12]}...): the file is damaged; export it again.")
+    load_official(create(info["arch"], int(info["scale"]), info.get("preset")), folder / "teacher.pt")
+    target = zoo_root() / info["key"]
+    with _entry_lock(target):
+        if complete_entry(target):
+            if sha256_file(target / "teacher.pt") == actual:
+                return target, False
+            raise KdError(f"the zoo already holds a different teacher {info['key']} ({target}); kdbench never "
+                          "replaces it: runs made with it would no longer match their records.")
+        if target.exists():
+            raise KdError(f"zoo entry {target} exists without finished weights (a training in progress or "
+                          "interrupted): finish it with `kdbench teacher train`, or move that folder away first.")
+        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{info['key']}.tmp-"))
+        try:
+            for name in ENTRY_FILES:
+                if (folder / name).is_file():
+                    shutil.copyfile(folder / name, work / name)
+            work.rename(target)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    return target, True
