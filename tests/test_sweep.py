@@ -69,6 +69,24 @@ def test_sweep_runs_every_cell_then_skips_finished_ones(swept, capsys):
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == before  # nothing re-ran
 
 
+def test_cells_recorded_in_a_report_are_not_trained_again(swept, tmp_path, capsys):
+    """On a machine whose runs/ is empty, a committed report's records/ stand for the finished cells."""
+    from kd.report import build_report
+
+    runs, _, patch = swept
+    build_report(runs, tmp_path / "report", visual_images=0)
+    records = tmp_path / "report" / "records"
+    fresh = tmp_path / "fresh-runs"
+    capsys.readouterr()
+    assert _sweep(fresh, "--records", str(records), "--dry-run") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "for 0 cell(s) to run" in out and "recorded in" in out
+    assert _sweep(fresh, "--records", str(records)) == 0
+    assert "skipped" in capsys.readouterr().out and not fresh.exists()
+    assert _sweep(fresh, "--records", str(tmp_path / "nowhere")) == 2
+    assert "--records" in capsys.readouterr().err
+
+
 def test_failing_cell_is_reported_while_the_others_finish(swept, capsys):
     runs, _, _ = swept
     capsys.readouterr()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from kd.errors import KdError
@@ -35,7 +36,7 @@ def _plan_table(plans, title: str) -> TextTable:
         elif plan.status == "partial":
             status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
         else:
-            status = plan.status
+            status = f"recorded in {plan.recorded_in}" if plan.recorded_in else plan.status
         estimate = "-" if plan.status in ("finished", "invalid") else (
             f"{_duration(plan.est_seconds)} ({plan.est_source})")
         table.add_row(str(i), cell.student, cell.teacher or "-", cell.method, f"x{cell.scale}", str(cell.seed),
@@ -100,7 +101,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         _names(args.students), _names(args.teachers or default_teacher), _names(args.methods),
         parse_ints(args.scales or default_scale, "--scales"), parse_ints(args.seeds, "--seeds"),
     )
-    plans = plan_sweep(cells, layers, args.overrides, args.out_dir)
+    for folder in args.records:
+        if not folder.is_dir():
+            raise KdError(f"--records {folder}: no such folder; give a folder of run records (a report's records/).")
+    plans = plan_sweep(cells, layers, args.overrides, args.out_dir, records=args.records)
     if all(plan.status == "invalid" for plan in plans):
         raise KdError(f"no cell of the sweep can run: {plans[0].error}")
     check_devices(args.executor, plans)
@@ -174,6 +178,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration value in every cell (repeatable)")
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
+    parser.add_argument("--records", action="append", default=[], type=Path, metavar="DIR", help="finished runs "
+                        "recorded elsewhere, e.g. a committed report's records/ (repeatable): their cells count as "
+                        "finished and are not trained again")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_device_argument(parser)

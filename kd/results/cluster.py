@@ -147,10 +147,9 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
     """The sweep's cells as submitit jobs: missing zoo teachers first, then every unfinished cell.
 
     Returns one `CellOutcome` per plan, in plan order, like `kd.results.sweep.run_sweep`."""
-    from kd.engine.run import finished_summary
     from kd.engine.teachers import zoo_dir
     from kd.methods import get_method
-    from kd.results.sweep import CellOutcome
+    from kd.results.sweep import CellOutcome, finished_cell_summary
 
     outcomes: dict[int, CellOutcome] = {}
     runnable: dict[str, int] = {}
@@ -159,7 +158,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         if plan.status == "invalid" or plan.config is None:
             outcomes[index] = CellOutcome(plan, "failed", error=plan.error)
         elif plan.status == "finished":  # its summary goes with it: `kdbench tune` ranks finished points too
-            outcomes[index] = CellOutcome(plan, "skipped", summary=finished_summary(Path(out_dir) / plan.run_id) or {})
+            outcomes[index] = CellOutcome(plan, "skipped", summary=finished_cell_summary(plan, out_dir))
         else:
             # Tuning grids hold several cells with one label (same student/teacher/method/seed): keep them apart.
             label = plan.cell.label if plan.cell.label not in runnable else f"{plan.cell.label} #{index + 1}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ class CellPlan:
     error: str | None = None
     est_seconds: float | None = None  # remaining training time of this cell
     est_source: str = ""
+    recorded_in: Path | None = None  # finished elsewhere: a folder of records (a report's records/), not the runs root
 
 
 @dataclass
@@ -305,8 +306,9 @@ def _done_steps(run_dir: Path) -> int:
 
 
 def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
-               out_dir: str | Path) -> list[CellPlan]:
-    """Resolve, check and locate every cell's run; estimate the training time still to do."""
+               out_dir: str | Path, records: Sequence[str | Path] = ()) -> list[CellPlan]:
+    """Resolve, check and locate every cell's run; estimate the training time still to do. A cell whose run id has
+    a finished record in one of `records` (e.g. a committed report's records/) counts as finished there."""
     from kd.engine.identity import run_inputs
     from kd.engine.run import check_names, finished_summary
 
@@ -336,11 +338,23 @@ def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], over
         if finished_summary(run_dir) is not None:
             plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0))
             continue
+        recorded = next((Path(d) for d in records if finished_summary(Path(d) / rid) is not None), None)
+        if recorded is not None:
+            plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0,
+                                  recorded_in=recorded))
+            continue
         done = min(_done_steps(run_dir), config.train.steps) if run_dir.is_dir() else 0
         per_step, source = times.per_step(config)
         plans.append(CellPlan(cell, config, rid, "partial" if done else "new", done,
                               est_seconds=per_step * (config.train.steps - done), est_source=source))
     return plans
+
+
+def finished_cell_summary(plan: CellPlan, out_dir: str | Path) -> dict[str, Any]:
+    """summary.json of a finished cell, from its record when it was finished elsewhere."""
+    from kd.engine.run import finished_summary
+
+    return finished_summary((plan.recorded_in or Path(out_dir)) / str(plan.run_id)) or {}
 
 
 def teachers_to_train(plans: list[CellPlan], runs_dir: str | Path) -> list[tuple[str, float]]:
@@ -384,6 +398,9 @@ def run_sweep(plans: list[CellPlan], out_dir: str | Path, *, console: Any, progr
             on_cell(index, plan, remaining)
         if plan.status == "invalid" or plan.config is None:
             outcomes.append(CellOutcome(plan, "failed", error=plan.error))
+            continue
+        if plan.recorded_in is not None:
+            outcomes.append(CellOutcome(plan, "skipped", summary=finished_cell_summary(plan, out_dir)))
             continue
         began = time.perf_counter()
         try:
