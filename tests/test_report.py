@@ -84,6 +84,22 @@ def test_two_runs_of_one_seed_are_not_silently_merged():
         assert any(f"{full} and {short}" in w and "separate --runs folders" in w for w in runset.warnings)
 
 
+def test_teacher_precisions_mixed_across_machines_are_noted(tmp_path):
+    from kd.report.runs import Run, RunSet
+    from kd.report.tables import mixed_teacher_dtypes
+
+    def run(method, seed, dtype):
+        teacher = {"arch": "rcan", "preset": "mini", "dtype": dtype} if dtype else None
+        return Run(tmp_path, {"run_id": f"{method}-{seed}", "student": "asid", "method": method, "scale": 4,
+                              "seed": seed, "datasets": {"Set5": {"psnr_y": 30.0}}, "teacher": teacher})
+
+    same = RunSet([run("none", 0, None), run("logits", 0, "float32"), run("fitnet", 1, "float32")], pd.DataFrame())
+    assert mixed_teacher_dtypes(same) == []
+    mixed = RunSet([*same.runs, run("logits", 1, "bfloat16")], pd.DataFrame())
+    (note,) = mixed_teacher_dtypes(mixed)
+    assert "bfloat16: logits s1; float32: fitnet s1, logits s0" in note and "teacher_dtype=fp32" in note
+
+
 def test_peer_labels_do_not_overlap():
     fig, ax = plt.subplots(figsize=(4, 3))
     points = [(300e3 + 1e3 * i, 32.0 + 0.001 * i) for i in range(6)]  # six peers almost on one spot

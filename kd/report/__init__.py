@@ -24,7 +24,8 @@ from kd.errors import KdError
 from kd.fileio import current_umask
 from kd.report.render import ReportContent, Section, summary_tables, to_html, to_markdown
 from kd.report.runs import RunSet, scan_runs
-from kd.report.tables import comparison_table, finding, missing_baselines, reconstructed_methods
+from kd.report.tables import (comparison_table, finding, missing_baselines, mixed_teacher_dtypes,
+                              reconstructed_methods)
 
 __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
 
@@ -138,7 +139,8 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         fig_dir = work / "figures"
-        notes = list(runset.warnings) + missing_baselines(runset) + _incomplete_datasets(runset)
+        notes = [*runset.warnings, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
+                 *_incomplete_datasets(runset)]
         figures: dict[str, list[str]] = {}
         stem = plots.delta_bars(table, fig_dir)
         if stem:

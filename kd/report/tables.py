@@ -138,6 +138,23 @@ def reconstructed_methods(table: pd.DataFrame) -> list[str]:
     return sorted({RECONSTRUCTED_METHODS[m] for m in table["method"] if m in RECONSTRUCTED_METHODS})
 
 
+def mixed_teacher_dtypes(runset: RunSet) -> list[str]:
+    """Runs of one teacher whose frozen teacher ran in different precisions: `accel.teacher_dtype=auto` means bf16 on
+    a machine that computes it natively and fp32 elsewhere, so a grid made on two kinds of machine mixes them."""
+    dtypes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for run in runset.runs:
+        if run.teacher and run.teacher_info.get("dtype"):
+            dtypes[run.teacher][str(run.teacher_info["dtype"])].append(f"{run.method} s{run.seed}")
+    notes = []
+    for teacher, by_dtype in sorted(dtypes.items()):
+        if len(by_dtype) > 1:
+            parts = "; ".join(f"{dtype}: {', '.join(sorted(runs))}" for dtype, runs in sorted(by_dtype.items()))
+            notes.append(f"teacher {teacher} ran in different precisions ({parts}): the runs were made on different "
+                         "machines with accel.teacher_dtype=auto; pass --set accel.teacher_dtype=fp32 (or bf16) to "
+                         "make a grid the same everywhere")
+    return notes
+
+
 def missing_baselines(runset: RunSet) -> list[str]:
     """Groups with KD runs but no no-KD run: their deltas are n/a."""
     notes = []
