@@ -15,6 +15,13 @@ limits add up to under 8 minutes):
 
 --dry-run runs the same plumbing on the CPU in seconds: the tests are collected and skip, throughput uses tiny
 teachers and one step, the paper run 2 steps on 12-pixel patches. The tests run it on generated images.
+
+A lent GPU machine sees only the repository (not ../shared) and reaches no network, so `--pack DIR` first copies
+the images the check needs into DIR (about 27 MB: the T91 images as large as the paper profile's 256-pixel HR
+patch, the ten 291-val images and 60 more of BSD200, Set5), which travels with the call:
+
+    .venv/bin/python benchmarks/gpu_check.py --data ../shared/data --pack .device/data       # here
+    python3 benchmarks/gpu_check.py --data .device/data --out $OUT/gpu_check.json            # there
 """
 
 from __future__ import annotations
@@ -76,6 +83,37 @@ def div2k_layout(data: Path, root: Path) -> int:
         raise SystemExit(f"gpu_check: {data / 'Set5' / 'HR'} not found; --data must hold Set5 for the evaluation")
     (root / "Set5").symlink_to((data / "Set5").resolve(), target_is_directory=True)
     return count
+
+
+PACKED_BSD200 = 60  # BSD200 training images besides the ten 291-val ones: enough patches for 200 steps
+
+
+def pack(data: Path, into: Path, hr_patch: int = 256) -> int:
+    """Copy into `into` the subset of `data` the check reads (layout and manifests as under --data); returns bytes."""
+    import shutil
+
+    from PIL import Image
+
+    from kd.data.registry import VALIDATION_291
+
+    if into.exists():
+        raise SystemExit(f"gpu_check: {into} exists; remove it or give another --pack folder")
+    chosen: dict[str, list[Path]] = {}
+    for part in ("T91", "BSD200", "Set5"):
+        if not (data / part / "HR").is_dir():
+            raise SystemExit(f"gpu_check: {data / part / 'HR'} not found; --data must hold T91, BSD200 and Set5")
+    large = [p for p in sorted((data / "T91" / "HR").iterdir()) if min(Image.open(p).size) >= hr_patch]
+    bsd = sorted((data / "BSD200" / "HR").iterdir())
+    chosen["T91"] = large
+    chosen["BSD200"] = ([p for p in bsd if p.stem in VALIDATION_291]
+                        + [p for p in bsd if p.stem not in VALIDATION_291][:PACKED_BSD200])
+    size = 0
+    for part, images in chosen.items():
+        (into / part / "HR").mkdir(parents=True)
+        for image in images:
+            size += shutil.copyfile(image, into / part / "HR" / image.name).stat().st_size
+    shutil.copytree(data / "Set5", into / "Set5")
+    return size + sum(p.stat().st_size for p in (into / "Set5").rglob("*") if p.is_file())
 
 
 def test_section(args: argparse.Namespace, env: dict[str, str], work: Path) -> dict[str, Any]:
@@ -150,11 +188,19 @@ def paper_run_section(args: argparse.Namespace, env: dict[str, str], work: Path)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder holding T91/HR, BSD200/HR and Set5/HR")
-    parser.add_argument("--out", required=True, help="JSON file of figures to write")
+    parser.add_argument("--out", help="JSON file of figures to write")
+    parser.add_argument("--pack", type=Path, metavar="DIR", help="copy the images the check needs from --data into "
+                        "DIR (for a machine that sees only the repository) and stop")
     parser.add_argument("--dry-run", action="store_true", help="the same plumbing on the CPU in seconds")
     parser.add_argument("--steps", type=int, default=200, help="paper-profile steps (default 200)")
     parser.add_argument("--only", default="tests,throughput,paper_run", help="sections to run (comma-separated)")
     args = parser.parse_args(argv)
+    if args.pack:
+        size = pack(Path(args.data), args.pack)
+        print(f"gpu_check: packed {size / 2**20:.1f} MiB of images into {args.pack}")
+        return 0
+    if not args.out:
+        parser.error("--out is required (or --pack DIR)")
     args.device = "cpu" if args.dry_run else "cuda"
     sections = set(args.only.split(","))
 
@@ -164,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device visible; use --dry-run to check the plumbing on the CPU", file=sys.stderr)
         return 2
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if args.dry_run:  # plumbing only: one thread each, so a busy CPU (a sweep beside it) cannot stall it
+        env["OMP_NUM_THREADS"] = "1"
     figures: dict[str, Any] = {
         "dry_run": args.dry_run,
         "torch": torch.__version__,

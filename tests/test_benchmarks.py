@@ -77,14 +77,20 @@ def _tiny_291_and_set5(root: Path) -> None:
 
 
 def test_gpu_check_dry_run_exercises_every_section(tmp_path, monkeypatch):
-    """The whole GPU check on the CPU: the CUDA tests are collected (and skip here), throughput with tiny
-    teachers, the paper profile for 2 steps on a DIV2K folder linked from generated 291-layout images."""
+    """The whole GPU check on the CPU, on the images `--pack` copies for a GPU machine: the CUDA tests are
+    collected (and skip here), throughput with tiny teachers, the paper profile for 2 steps on a DIV2K folder linked
+    from generated 291-layout images."""
     check = load_script("gpu_check")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    data = tmp_path / "data"
-    _tiny_291_and_set5(data)
+    shared = tmp_path / "shared"
+    _tiny_291_and_set5(shared)
+    data = tmp_path / "packed"  # what travels to a GPU machine, which sees only the repository
+    assert check.pack(shared, data, hr_patch=64) > 0
+    assert sorted(p.name for p in data.iterdir()) == ["BSD200", "Set5", "T91"]
+    with pytest.raises(SystemExit, match="exists"):
+        check.pack(shared, data)
     out = tmp_path / "gpu.json"
     assert check.main(["--data", str(data), "--out", str(out), "--dry-run"]) == 0
     figures = json.loads(out.read_text())
