@@ -8,7 +8,7 @@ import shutil
 import torch
 
 from kd.cli import main
-from kd.fileio import sha256_file
+from kd.fileio import current_umask, sha256_file
 from kd.models import create
 
 KEY = "rcan-tiny-x4-291-train-seed0-abc123"
@@ -37,6 +37,7 @@ def test_export_then_import_on_a_fresh_machine(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in carried.iterdir()) == ["metrics.jsonl", "teacher.json", "teacher.pt",
                                                          "teacher.pt.sha256"]
     assert (carried / "teacher.pt.sha256").read_text().split()[0] == sha256_file(entry / "teacher.pt")
+    assert carried.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # as readable as any folder, not mkdtemp's 0700
     assert main(["teacher", "export", KEY, "--out", str(tmp_path / "carried")]) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err
 
@@ -44,6 +45,7 @@ def test_export_then_import_on_a_fresh_machine(tmp_path, monkeypatch, capsys):
     assert main(["teacher", "import", str(carried)]) == 0
     assert "added to the zoo" in capsys.readouterr().out
     imported = there / "teachers" / KEY
+    assert imported.stat().st_mode & 0o777 == 0o777 & ~current_umask()
     assert sha256_file(imported / "teacher.pt") == sha256_file(entry / "teacher.pt")
     assert main(["teacher", "list"]) == 0 and KEY in capsys.readouterr().out
     assert main(["teacher", "import", str(carried)]) == 0  # identical: kept as it is

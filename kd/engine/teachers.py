@@ -14,6 +14,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -34,7 +35,7 @@ from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
-from kd.fileio import atomic_write_text, sha256_file
+from kd.fileio import atomic_write_text, current_umask, sha256_file
 from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
@@ -252,6 +253,7 @@ def export_entry(key: str, out_dir: str | Path) -> Path:
             if (source / name).is_file():
                 shutil.copyfile(source / name, work / name)
         atomic_write_text(work / CHECKSUM, f"{sha256_file(work / 'teacher.pt')}  teacher.pt\n")
+        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700
         work.rename(target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -289,6 +291,7 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
             for name in ENTRY_FILES:
                 if (folder / name).is_file():
                     shutil.copyfile(folder / name, work / name)
+            os.chmod(work, 0o777 & ~current_umask())
             work.rename(target)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
