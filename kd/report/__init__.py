@@ -157,8 +157,8 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         notes += visual_notes
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
-        content = ReportContent(title or f"kdbench report: {', '.join(p.name for p in folders)}", _intro(runset, table), table,
-                                figures, notes, finding=finding(table))
+        title = title or f"kdbench report: {', '.join(p.name for p in folders)}"
+        content = ReportContent(title, _intro(runset, table), table, figures, notes, finding=finding(table))
         rows = health.health_rows(runset.runs)
         if rows:
             content.sections.append(Section("Method health", [health.CAPTION], health.HEADERS, rows))
