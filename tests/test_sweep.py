@@ -83,6 +83,9 @@ def test_cells_recorded_in_a_report_are_not_trained_again(swept, tmp_path, capsy
     assert "for 0 cell(s) to run" in out and "recorded in" in out
     assert _sweep(fresh, "--records", str(records)) == 0
     assert "skipped" in capsys.readouterr().out and not fresh.exists()
+    assert _sweep(fresh, "--records", str(records), "--seeds", "1", "--dry-run") == 0  # new cells: timed from records
+    out = " ".join(capsys.readouterr().out.split())
+    assert "for 2 cell(s) to run" in out and "(recorded (1 run))" in out and "rough" not in out
     assert _sweep(fresh, "--records", str(tmp_path / "nowhere")) == 2
     assert "--records" in capsys.readouterr().err
 

@@ -193,10 +193,12 @@ def median_step_seconds(metrics: Path) -> float | None:
 class StepTimes:
     """Seconds per training step for a configuration: recorded by finished runs, else rough per-network figures."""
 
-    def __init__(self, runs_dir: str | Path) -> None:
+    def __init__(self, runs_dir: str | Path, *records: str | Path) -> None:
+        """Timings of the finished runs under `runs_dir` and under each folder of `records`."""
         self.recorded: dict[tuple, list[tuple[str, float]]] = {}
-        root = Path(runs_dir)
-        for summary_path in sorted(root.glob("*/summary.json")) if root.is_dir() else []:
+        summaries = [path for root in map(Path, (runs_dir, *records)) if root.is_dir()
+                     for path in sorted(root.glob("*/summary.json"))]
+        for summary_path in summaries:
             try:
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
                 config = _read_run_config(summary_path.parent / "config.yaml")
@@ -313,7 +315,7 @@ def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], over
     from kd.engine.run import check_names, finished_summary
 
     out_dir = Path(out_dir)
-    times = StepTimes(out_dir)
+    times = StepTimes(out_dir, *records)
     plans = []
     for cell in cells:
         try:
