@@ -9,12 +9,17 @@ teacher-scale feature matching produced) shows as a residual whose mean depends 
 averaged over the images. Each run is compared with the no-KD run of the same profile, scale and seed (the bar of
 the method-correctness issue: pattern <= 1.5 x no-KD).
 
-    .venv/bin/python benchmarks/phase_residual.py --runs runs --dataset Set5 --data-root ../shared/data
+Each measured pattern is also written to the run's `phase_residual.json`, which `kdbench report` keeps in its
+records; a run known only by its record (no student.pt: a grid that went on across machines) is read from there.
+
+    .venv/bin/python benchmarks/phase_residual.py --runs runs --runs reports/NAME/records --dataset Set5 \
+        --data-root ../shared/data
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -25,11 +30,13 @@ from kd.config import from_dict, read_config_file
 from kd.data.benchmark import load_eval_images
 from kd.errors import KdError
 from kd.evaluate import forward_tiled
+from kd.fileio import atomic_write_text
 from kd.metrics.psnr_ssim import quantize, rgb_to_y_bt601
 from kd.models.loading import model_from_checkpoint
 from kd.report.runs import scan_runs
 
 LIMIT = 1.5
+RECORD = "phase_residual.json"  # {dataset: pattern}, beside the run's summary
 
 
 def phase_pattern(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> float:
@@ -40,7 +47,19 @@ def phase_pattern(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> float:
     return float(phases.std(unbiased=False))
 
 
-def run_pattern(run_dir: Path, dataset: str, data_root: str | None) -> float:
+def recorded_patterns(run_dir: Path) -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads((run_dir / RECORD).read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def run_pattern(run_dir: Path, dataset: str, data_root: str | None) -> float | None:
+    """The run's pattern on `dataset`, measured from its student.pt (and recorded), else read from its record;
+    None when it has neither."""
+    recorded = recorded_patterns(run_dir)
+    if not (run_dir / "student.pt").is_file():
+        return recorded.get(dataset)
     config = from_dict(read_config_file(run_dir / "config.yaml"), f"'{run_dir / 'config.yaml'}'")
     model = model_from_checkpoint(run_dir / "student.pt", arch=config.student.arch, scale=config.scale,
                                   preset=config.student.preset).eval()
@@ -50,22 +69,31 @@ def run_pattern(run_dir: Path, dataset: str, data_root: str | None) -> float:
             lr = image.lr.float().div(255.0).unsqueeze(0)
             sr = quantize(forward_tiled(model, lr, config.scale, None)[0])
             values.append(phase_pattern(sr, image.hr, config.scale))
-    return statistics.fmean(values)
+    pattern = statistics.fmean(values)
+    atomic_write_text(run_dir / RECORD, json.dumps({**recorded, dataset: pattern}, indent=1) + "\n")
+    return pattern
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--runs", action="append", help="runs folder (default runs/); repeatable, e.g. a report's "
+                        "records/ beside runs/")
     parser.add_argument("--dataset", default="Set5")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        runs = scan_runs(args.runs).runs
+        runs = scan_runs(args.runs or ["runs"]).runs
         patterns = {run.run_dir: run_pattern(run.run_dir, args.dataset, args.data_root) for run in runs}
     except KdError as exc:
         raise SystemExit(str(exc)) from None
+    unmeasured = [run.run_id for run in runs if patterns[run.run_dir] is None]
+    runs = [run for run in runs if patterns[run.run_dir] is not None]
+    if not runs:
+        raise SystemExit(f"no run has a student.pt or a pattern on {args.dataset} in its {RECORD}: nothing to measure")
+    if unmeasured:
+        print(f"left out (no student.pt and no {RECORD}): {', '.join(unmeasured)}", file=sys.stderr)
     baseline = {(run.profile, run.scale, run.seed): patterns[run.run_dir] for run in runs if run.method == "none"}
     print(f"sub-pixel-phase residual pattern on {args.dataset} (8-bit units)")
     print(f"pattern = std over phases of the mean Y residual; limit: {LIMIT}x no-KD, same seed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,24 @@ def test_phase_residual_script_reads_finished_runs(tmp_path, monkeypatch, capsys
     assert verdict == ("ok" if float(ratio) <= 1.5 else "GRID PATTERN")
     with pytest.raises(SystemExit, match="no-such-folder"):
         script.main(["--runs", str(tmp_path / "no-such-folder")])
+
+    # Each pattern is recorded in its run, and travels with a report's records (no weights there) to a new machine.
+    from kd.report import build_report
+
+    assert all((run / "phase_residual.json").is_file() for run in (tmp_path / "runs").iterdir() if run.is_dir())
+    build_report(tmp_path / "runs", tmp_path / "report", visual_images=0)
+    capsys.readouterr()
+    assert script.main(["--runs", str(tmp_path / "report" / "records"), "--dataset", "default"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    with pytest.raises(SystemExit, match="nothing to measure"):
+        script.main(["--runs", str(tmp_path / "report" / "records"), "--dataset", "Set5"])
+    shutil.rmtree(next((tmp_path / "report" / "records").glob("*logits*")))
+    (tmp_path / "report" / "records" / "asid-logits-copy").mkdir()
+    for name in ("summary.json", "config.yaml"):  # a record without a measured pattern is named, not fatal
+        source = next((tmp_path / "runs").glob("*logits*")) / name
+        (tmp_path / "report" / "records" / "asid-logits-copy" / name).write_bytes(source.read_bytes())
+    assert script.main(["--runs", str(tmp_path / "report" / "records"), "--dataset", "default"]) == 0
+    assert "left out (no student.pt and no phase_residual.json)" in capsys.readouterr().err
 
 
 def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_path, monkeypatch, capsys):

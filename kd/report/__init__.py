@@ -31,7 +31,8 @@ __all__ = ["Report", "build_report", "scan_runs", "comparison_table"]
 
 REPORT_MARKER = ".kdbench-report"  # in every report folder: the folders `build_report` may replace
 RECORDS = "records"
-RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl")
+# What a run is, how it trained, and what was measured of it afterwards (benchmarks/phase_residual.py)
+RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl", "phase_residual.json")
 
 
 @dataclass
