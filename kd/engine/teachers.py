@@ -236,6 +236,23 @@ ENTRY_FILES = ("teacher.pt", "teacher.json", "metrics.jsonl", "train.log")
 CHECKSUM = "teacher.pt.sha256"
 
 
+def _copy_entry(source: Path, target: Path, *, with_checksum: bool) -> None:
+    """The entry's files into a temporary folder beside `target`, renamed to `target` once complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        for name in ENTRY_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, work / name)
+        if with_checksum:
+            atomic_write_text(work / CHECKSUM, f"{sha256_file(work / 'teacher.pt')}  teacher.pt\n")
+        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def export_entry(key: str, out_dir: str | Path) -> Path:
     """Copy the zoo entry `key` (weights, record, training log; not the resumable checkpoints) to `out_dir/key/`
     with the sha256 of its weights, so another machine can `import_entry` it instead of training it again."""
@@ -246,18 +263,7 @@ def export_entry(key: str, out_dir: str | Path) -> Path:
     target = Path(out_dir) / key
     if target.exists():
         raise KdError(f"{target} already exists; kdbench never overwrites it: give another --out folder or remove it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}.tmp-"))
-    try:
-        for name in ENTRY_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, work / name)
-        atomic_write_text(work / CHECKSUM, f"{sha256_file(work / 'teacher.pt')}  teacher.pt\n")
-        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700
-        work.rename(target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    _copy_entry(source, target, with_checksum=True)
     return target
 
 
@@ -286,14 +292,5 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
         if target.exists():
             raise KdError(f"zoo entry {target} exists without finished weights (a training in progress or "
                           "interrupted): finish it with `kdbench teacher train`, or move that folder away first.")
-        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{info['key']}.tmp-"))
-        try:
-            for name in ENTRY_FILES:
-                if (folder / name).is_file():
-                    shutil.copyfile(folder / name, work / name)
-            os.chmod(work, 0o777 & ~current_umask())
-            work.rename(target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        _copy_entry(folder, target, with_checksum=False)
     return target, True
