@@ -50,6 +50,11 @@ def test_export_then_import_on_a_fresh_machine(tmp_path, monkeypatch, capsys):
     assert main(["teacher", "list"]) == 0 and KEY in capsys.readouterr().out
     assert main(["teacher", "import", str(carried)]) == 0  # identical: kept as it is
     assert "already in the zoo" in capsys.readouterr().out
+    (tmp_path / "carried" / "README.md").write_text("what these teachers are")
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "elsewhere"))
+    assert main(["teacher", "import", str(tmp_path / "carried")]) == 0  # a collection, README beside the exports
+    assert "added to the zoo" in capsys.readouterr().out
+    assert sha256_file(tmp_path / "elsewhere" / "teachers" / KEY / "teacher.pt") == sha256_file(entry / "teacher.pt")
 
 
 def test_import_refuses_damaged_or_conflicting_teachers(tmp_path, monkeypatch, capsys):
@@ -69,8 +74,10 @@ def test_import_refuses_damaged_or_conflicting_teachers(tmp_path, monkeypatch, c
     assert "does not match teacher.pt.sha256" in err and "Traceback" not in err
     assert not (tmp_path / "there" / "teachers" / KEY).exists()
 
-    assert main(["teacher", "import", str(tmp_path / "carried")]) == 2  # the parent folder, not an export
-    assert "not an exported teacher" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("teachers go here")
+    assert main(["teacher", "import", str(tmp_path / "notes")]) == 2  # holds no export
+    assert "neither an exported teacher nor a folder of them" in " ".join(capsys.readouterr().err.split())
 
     other = _zoo_entry(tmp_path / "there", seed=1)  # this machine trained its own, different teacher
     before = sha256_file(other / "teacher.pt")

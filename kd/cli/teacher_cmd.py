@@ -88,10 +88,10 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def import_command(args: argparse.Namespace) -> int:
-    from kd.engine.teachers import import_entry
+    from kd.engine.teachers import exported_entries, import_entry
 
     console = out_console()
-    for folder in args.folders:
+    for folder in (entry for given in args.folders for entry in exported_entries(given)):
         target, added = import_entry(folder)
         say(console, f"teacher {target.name} {'added to the zoo' if added else 'is already in the zoo'} ({target})")
     return 0
@@ -126,9 +126,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=export_command)
     importing = commands.add_parser(
         "import", help="add exported teachers to the zoo (sha256 and weights checked; never replaces one)",
-        description="Add folders written by `kdbench teacher export` to this machine's zoo. The weights must match "
+        description="Add folders written by `kdbench teacher export` (or every such folder inside a FOLDER, as in "
+        "reports/teachers) to this machine's zoo. The weights must match "
         "their sha256 and load (weights_only) into the network their record names; an identical entry already "
         "there is kept, a different one is never replaced.",
     )
-    importing.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="exported teacher folder(s)")
+    importing.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="exported teacher folder(s), or folder(s) holding them")
     importing.set_defaults(handler=import_command)

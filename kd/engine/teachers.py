@@ -267,14 +267,24 @@ def export_entry(key: str, out_dir: str | Path) -> Path:
     return target
 
 
+def exported_entries(folder: str | Path) -> list[Path]:
+    """`folder` itself when it is an exported teacher, else the exported teachers directly inside it (as
+    `reports/teachers/` holds them beside a README), so one command imports a whole collection."""
+    folder = Path(folder)
+    if (folder / CHECKSUM).is_file() or not folder.is_dir():
+        return [folder]
+    inside = sorted(child for child in folder.iterdir() if (child / CHECKSUM).is_file())
+    return inside or [folder]
+
+
 def import_entry(folder: str | Path) -> tuple[Path, bool]:
     """Put an exported entry into the zoo after checking its weights (sha256, then loaded with weights_only into the
     network its record names). Returns (zoo folder, whether it was added); an identical entry already there is left
     as it is, a different one is never replaced."""
     folder = Path(folder)
     if not (folder / "teacher.pt").is_file() or not (folder / CHECKSUM).is_file():
-        raise KdError(f"{folder} is not an exported teacher (needs teacher.pt, teacher.json and {CHECKSUM}, as "
-                      "`kdbench teacher export` writes them).")
+        raise KdError(f"{folder} is neither an exported teacher nor a folder of them (an export holds teacher.pt, "
+                      f"teacher.json and {CHECKSUM}, as `kdbench teacher export` writes them).")
     info = read_zoo_info(folder)
     expected = (folder / CHECKSUM).read_text(encoding="utf-8").split()[0]
     actual = sha256_file(folder / "teacher.pt")
