@@ -202,6 +202,13 @@ def test_phase_residual_script_reads_finished_runs(tmp_path, monkeypatch, capsys
         (tmp_path / "report" / "records" / "asid-logits-copy" / name).write_bytes(source.read_bytes())
     assert script.main(["--runs", str(tmp_path / "report" / "records"), "--dataset", "default"]) == 0
     assert "left out (no student.pt and no phase_residual.json)" in capsys.readouterr().err
+    shutil.copy(next((tmp_path / "runs").glob("*logits*")) / "phase_residual.json",
+                tmp_path / "report" / "records" / "asid-logits-copy")
+    shutil.rmtree(next((tmp_path / "report" / "records").glob("*none*")))  # no baseline: nothing is "within"
+    assert script.main(["--runs", str(tmp_path / "report" / "records"), "--dataset", "default"]) == 1
+    captured = capsys.readouterr()
+    assert "no no-KD run to compare" in captured.out and "within" not in captured.out
+    assert "no run compared: the no-KD run of seed(s) 0 is not measurable" in captured.err
 
 
 def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_path, monkeypatch, capsys):
