@@ -1,9 +1,13 @@
 """User values printed by the CLI reach the terminal verbatim: no markup parsing, no hard wrapping."""
 
+import argparse
 import io
+import warnings
 
+import pytest
 from rich.console import Console
 
+import kd.cli
 from kd.cli import main
 from kd.messages import say
 
@@ -37,3 +41,30 @@ def test_cli_error_names_a_file_whose_path_has_brackets(tmp_path, capsys):
     assert code == 2
     assert str(hr / "broken.png") in err
     assert not (tmp_path / "r.csv").exists()
+
+
+def _warning_command(monkeypatch) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        warnings.warn("51 image(s) smaller than the HR patch 192px skipped: T91/t1.bmp", UserWarning, stacklevel=1)
+        return 0
+
+    def parser() -> argparse.ArgumentParser:
+        built = argparse.ArgumentParser(prog="kdbench")
+        built.set_defaults(handler=handler)
+        return built
+
+    monkeypatch.setattr(kd.cli, "build_parser", parser)
+
+
+def test_cli_shows_a_warning_as_one_line_without_source(monkeypatch, capsys):
+    _warning_command(monkeypatch)
+    assert main([]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: 51 image(s) smaller than the HR patch 192px skipped: T91/t1.bmp\n"
+
+
+def test_cli_debug_leaves_the_warning_to_python(monkeypatch, capsys):
+    _warning_command(monkeypatch)
+    with pytest.warns(UserWarning, match="51 image"):
+        assert main(["--debug"]) == 0
+    assert capsys.readouterr().err == ""

@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from kd import __version__
 from kd.errors import describe_failure
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     err = Console(stderr=True)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:  # a warning is a message to the user: one line, without our source file and line
+                warnings.showwarning = lambda message, *_rest, **_kw: say(err, str(message), "warning")
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         say(err, "interrupted", "warning")
         return 130
