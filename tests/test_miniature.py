@@ -60,7 +60,9 @@ def test_one_paired_seed_gives_no_interval_and_says_so():
     runset = _runset({"logits": [0.05], "dckd": [0.20]})  # seed 0 only
     mini = build_miniature(runset)
     assert [o.verdict for o in mini.orderings if o.dataset == "Set5"] == ["too few seeds"]
-    assert "1 have a single paired seed" in mini.finding() and "up to 1 paired seeds" in mini.finding()
+    assert "1 have fewer than 3 paired seeds" in mini.finding() and "up to 1 paired seeds" in mini.finding()
+    two_seeds = build_miniature(_runset({"logits": [0.05, 0.05], "dckd": [0.20, 0.21]}))
+    assert [o.verdict for o in two_seeds.orderings if o.dataset == "Set5"] == ["too few seeds"]
     assert "nan" not in to_markdown(mini)
 
 

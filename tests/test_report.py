@@ -49,13 +49,30 @@ def test_finding_states_separation_only_beyond_the_interval():
     one_seed = {"method": "fitnet", "delta": 0.2, "delta_n": 1}
     assert finding(_table(none, inside)) == ("No method separates from no-KD at 3 seeds (every paired 95% interval "
                                              "of Δ PSNR includes 0).")
-    assert finding(_table(none, one_seed)).startswith("No method separates from no-KD at 1 seed (one seed gives no")
+    assert finding(_table(none, one_seed)).startswith("No method is ranked yet: 1 paired seed (the protocol needs 3")
     above = {"method": "facd", "delta": 0.12, "delta_low": 0.05, "delta_high": 0.19, "delta_n": 3, "psnr_mean": 30.1}
     below = {"method": "lsfd", "delta": -0.2, "delta_low": -0.3, "delta_high": -0.1, "delta_n": 3}
     text = finding(_table(none, inside, above, below))
     assert text == ("facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from "
                     "rcan on Set5 x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
     assert "lsfd is below it" in finding(_table(none, inside, below))
+
+
+def test_two_seeds_mark_nothing_best_even_when_their_interval_excludes_zero():
+    from kd.report.tables import separates
+
+    def cells(seeds: int) -> pd.DataFrame:
+        return _table({"method": "none", "seeds": seeds},
+                      {"method": "logits", "seeds": seeds, "delta": 0.1, "delta_low": 0.07, "delta_high": 0.13,
+                       "delta_n": seeds, "psnr_mean": 30.1})
+
+    assert not separates(cells(2)).any()
+    assert finding(cells(2)) == ("No method is ranked yet: 2 paired seeds (the protocol needs 3 or more before "
+                                 "calling a method better or worse than no-KD).")
+    assert separates(cells(3)).tolist() == [False, True]
+    assert finding(cells(3)).startswith("logits beats the no-KD student beyond the paired 95% interval")
+    two = paired_delta({0: 30.1, 1: 30.2}, {0: 30.0, 1: 30.1})
+    assert two.has_interval and not two.can_rank and not two.above_zero
 
 
 def test_two_runs_of_one_seed_are_not_silently_merged():

@@ -112,7 +112,11 @@ def test_the_current_value_stays_unless_paired_seeds_separate_a_better_one():
     chosen, text = choose([0.2, -0.1, 0.05])  # a better mean whose interval includes 0
     assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1: the best point, w=0.3, is +0.050 dB above it")
     chosen, text = choose([0.05], seeds=1)
-    assert chosen == {"w": "0.1"} and "1 paired seed(s) give no interval that excludes 0" in text
+    assert chosen == {"w": "0.1"} and "1 paired seed(s) are too few to rank on (the protocol needs 3)" in text
+    chosen, text = choose([0.05, 0.05001], seeds=2)  # two seeds whose interval excludes 0 are still too few
+    assert chosen == {"w": "0.1"} and "2 paired seed(s) are too few to rank on" in text
+    chosen, text = choose([0.2, -0.1, 0.05])
+    assert "its paired 95 % interval over 3 seeds [" in text and text.endswith("includes 0.")
     chosen, text = choose([-0.05, -0.06, -0.04])  # the current value is the best point
     assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1, the best point") and "separates them" in text
     chosen, text = choose([0.05, 0.06, 0.04], current="0.2")  # not in the grid: the best point is taken

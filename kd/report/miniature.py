@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from kd.report.runs import Run, RunSet
-from kd.report.stats import PairedDelta, mean_std, paired_delta
+from kd.report.stats import MIN_SEEDS_TO_RANK, PairedDelta, mean_std, paired_delta
 
 PROFILE, SCALE, SEEDS = "cpu", 4, (0, 1, 2)
 DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's test sets
@@ -91,11 +91,11 @@ class Ordering:
 
     @property
     def verdict(self) -> str:
-        if not self.ours.has_interval:
+        if not self.ours.can_rank:
             return "too few seeds"
-        if self.ours.low > 0:
+        if self.ours.above_zero:
             return "holds"
-        if self.ours.high < 0:
+        if self.ours.below_zero:
             return "reversed"
         return "unresolved"
 
@@ -133,7 +133,8 @@ class Miniature:
                 f"hold in the miniature with a paired 95 % interval excluding 0, {counts['reversed']} are reversed "
                 f"and {counts['unresolved']} are unresolved, at up to {seeds} paired seeds")
         if counts["too few seeds"]:
-            text += f"; {counts['too few seeds']} have a single paired seed and no interval yet"
+            text += (f"; {counts['too few seeds']} have fewer than {MIN_SEEDS_TO_RANK} paired seeds and are not "
+                     "ranked yet")
         return text + caveat + "."
 
 

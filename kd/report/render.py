@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from kd.output import TextTable
+from kd.report.stats import MIN_SEEDS_TO_RANK
 from kd.report.tables import BASELINE, TEACHER_ROW
 
 HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [95% CI]", "Gap recovered"]
@@ -82,7 +83,7 @@ def table_sections(table: pd.DataFrame):
 CAPTION = ("PSNR/SSIM on Y (BT.601), crop = scale; mean ± std over seeds. Δ: mean of per-seed differences to the "
            "no-KD student (paired by seed) with a 95% t-interval. Gap recovered: (KD − no-KD) / (teacher − no-KD). "
            "★ = best KD method for that teacher and dataset among those whose 95% interval of Δ lies above 0 "
-           "(never with one seed).")
+           f"(only from {MIN_SEEDS_TO_RANK} or more paired seeds).")
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}
@@ -173,7 +174,7 @@ def summary_tables(content: ReportContent) -> list[TextTable]:
     tables = []
     for heading, rows in table_sections(content.table):
         table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method whose 95% interval of "
-                          "Δ lies above 0", key=2)
+                          f"Δ lies above 0 ({MIN_SEEDS_TO_RANK}+ seeds)", key=2)
         for i, name in enumerate(HEADERS):
             table.add_column(name, justify="left" if i < 2 else "right")
         for cells in rows:

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+# The protocol's rule: a method is called better (or worse) than another only from at least this many paired seeds,
+# and only when the 95% interval of the paired difference excludes 0. Two seeds give an interval, but too wide and
+# too fragile to rank on.
+MIN_SEEDS_TO_RANK = 3
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1; NaN for a single value). NaNs are ignored."""
@@ -31,6 +36,18 @@ class PairedDelta:
     @property
     def has_interval(self) -> bool:
         return self.n >= 2 and math.isfinite(self.low)
+
+    @property
+    def can_rank(self) -> bool:
+        return self.n >= MIN_SEEDS_TO_RANK and self.has_interval
+
+    @property
+    def above_zero(self) -> bool:
+        return self.can_rank and self.low > 0
+
+    @property
+    def below_zero(self) -> bool:
+        return self.can_rank and self.high < 0
 
 
 def paired_delta(method: Mapping[int, float], baseline: Mapping[int, float], confidence: float = 0.95) -> PairedDelta:

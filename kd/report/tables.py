@@ -8,7 +8,7 @@ from collections import defaultdict
 import pandas as pd
 
 from kd.report.runs import Run, RunSet
-from kd.report.stats import gap_recovered, mean_std, paired_delta
+from kd.report.stats import MIN_SEEDS_TO_RANK, gap_recovered, mean_std, paired_delta
 
 # Methods with no public code: kdbench's versions are reconstructions from the papers' text.
 RECONSTRUCTED_METHODS = {"lsfd": "LSFD", "facd": "FACD", "krnet": "KRNet", "metakd": "KRNet", "meta_kd": "KRNet"}
@@ -99,10 +99,11 @@ def comparison_table(runset: RunSet) -> pd.DataFrame:
 
 
 def separates(table: pd.DataFrame) -> pd.Series:
-    """KD rows whose paired 95% interval of Δ PSNR vs no-KD lies entirely above 0 (needs >= 2 paired seeds).
-    Only these can be marked best: a method whose interval includes 0 has not been shown to differ from no-KD."""
+    """KD rows whose paired 95% interval of Δ PSNR vs no-KD lies entirely above 0, from at least MIN_SEEDS_TO_RANK
+    paired seeds. Only these can be marked best: a method whose interval includes 0, or that has fewer seeds, has not
+    been shown to differ from no-KD."""
     kd_rows = ~table["method"].isin([BASELINE, TEACHER_ROW])
-    return kd_rows & (table["delta_n"] >= 2) & (table["delta_low"] > 0) & table["psnr_mean"].notna()
+    return kd_rows & (table["delta_n"] >= MIN_SEEDS_TO_RANK) & (table["delta_low"] > 0) & table["psnr_mean"].notna()
 
 
 def finding(table: pd.DataFrame) -> str:
@@ -114,12 +115,15 @@ def finding(table: pd.DataFrame) -> str:
     if paired.empty:
         return "No no-KD run pairs with the KD runs (same profile, student, scale and seed), so no Δ can be stated."
     seeds = int(paired["delta_n"].max())
+    if seeds < MIN_SEEDS_TO_RANK:
+        return (f"No method is ranked yet: {seeds} paired seed{'s' if seeds != 1 else ''} (the protocol needs "
+                f"{MIN_SEEDS_TO_RANK} or more before calling a method better or worse than no-KD).")
     better = paired[separates(paired)]
     if better.empty:
-        worse = paired[(paired["delta_n"] >= 2) & (paired["delta_high"] < 0)]
+        worse = paired[(paired["delta_n"] >= MIN_SEEDS_TO_RANK) & (paired["delta_high"] < 0)]
         tail = f"; {_names(worse)} {'is' if worse['method'].nunique() == 1 else 'are'} below it" if len(worse) else ""
-        why = " (one seed gives no interval: run 3 or more)" if seeds < 2 else " (every paired 95% interval of Δ PSNR includes 0)"
-        return f"No method separates from no-KD at {seeds} seed{'s' if seeds != 1 else ''}{why}{tail}."
+        return (f"No method separates from no-KD at {seeds} seeds (every paired 95% interval of Δ PSNR includes 0)"
+                f"{tail}.")
     top = better.loc[(better["delta_low"]).idxmax()]
     digits = 3 if abs(top["delta"]) < 0.1 else 2
     sets = sorted(set(better["dataset"]))

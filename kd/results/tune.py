@@ -190,14 +190,14 @@ def _edge_note(ranked: pd.DataFrame, keys: list[str]) -> str:
 
 def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
               current: dict[str, str]) -> tuple[dict[str, str], str]:
-    from kd.report.stats import paired_delta
+    from kd.report.stats import MIN_SEEDS_TO_RANK, paired_delta
 
     def label(point: pd.Series) -> str:
         return ", ".join(f"{key}={point[key]}" for key in keys)
 
     def interval(paired) -> str:
-        if not paired.has_interval:
-            return f"{paired.n} paired seed(s) give no interval"
+        if not paired.can_rank:
+            return f"{paired.n} paired seed(s) are too few to rank on (the protocol needs {MIN_SEEDS_TO_RANK})"
         return f"paired 95 % interval over {paired.n} seeds [{paired.low:+.3f}, {paired.high:+.3f}] dB"
 
     best = ranked.iloc[0]
@@ -214,17 +214,17 @@ def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, resu
         if len(ranked) > 1 and not math.isnan(ranked.iloc[1]["mean"]):
             runner = ranked.iloc[1]
             paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, runner))
-            separated = "separates them" if paired.has_interval and paired.low > 0 else "does not separate them"
+            separated = "separates them" if paired.above_zero else "does not separate them"
             text += f", {best['mean'] - runner['mean']:+.3f} dB over {label(runner)} ({interval(paired)}; {separated})"
         return {k: str(best[k]) for k in keys}, text + "."
     paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, incumbent))
     margin = f"{best['mean'] - incumbent['mean']:+.3f} dB"
-    if paired.has_interval and paired.low > 0:
+    if paired.above_zero:
         return ({k: str(best[k]) for k in keys},
                 f"chosen {label(best)}: {score}, {margin} over the current {label(incumbent)} ({interval(paired)}).")
+    why = interval(paired) if not paired.can_rank else f"its {interval(paired)} includes 0"
     return ({k: str(incumbent[k]) for k in keys},
-            f"kept {label(incumbent)}: the best point, {label(best)}, is {margin} above it but {interval(paired)} "
-            "that excludes 0.")
+            f"kept {label(incumbent)}: the best point, {label(best)}, is {margin} above it, but {why}.")
 
 
 def write_evidence(results: pd.DataFrame, sentence: str, report_dir: str | Path, name: str,
