@@ -175,6 +175,27 @@ def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".report*"))  # no temporary folder left behind
 
 
+def test_visual_comparison_uses_a_seed_whose_weights_are_here(smoke_grid, tmp_path, monkeypatch):
+    """Records of a committed report keep no weights: a later session's figure shows the seed it trained."""
+    from kd.report.runs import scan_runs
+    from kd.report.visual import visual_comparison
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_grid / "runs", runs)
+    for weights in runs.glob("*-s0-*/student.pt"):
+        weights.unlink()
+    stems, notes = visual_comparison(scan_runs(runs).runs, tmp_path / "figures", images=1)
+    spec = json.loads((tmp_path / "figures" / "visual_spec.json").read_text())
+    panels = {p["label"]: p["weights"] for p in spec["figures"][0]["panels"]}
+    assert spec["seed"] == 1 and stems and not [n for n in notes if "left out" in n]
+    assert "-s1-" in panels["no-KD"] and "-s1-" in panels["logits"]
+
+    shutil.rmtree(next(runs.glob("asid-logits-*-s1-*")))  # logits has only its seed 0, without weights
+    _, notes = visual_comparison(scan_runs(runs).runs, tmp_path / "figures2", images=1)
+    assert any(n.startswith("visual comparison: logits (seed 0) left out (weights not found") for n in notes)
+
+
 def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
     runs = tmp_path / "runs"

@@ -98,8 +98,20 @@ def _data_root(run: Run) -> Any:
         return None
 
 
-def _pick(runs: list[Run]) -> Run:
-    return min(runs, key=lambda r: r.seed)
+def _has_weights(run: Run) -> bool:
+    return (run.run_dir / "student.pt").is_file()
+
+
+def _shown_seed(runs: list[Run]) -> int | None:
+    """The seed most of the group's runs still have weights for (a committed report's records keep none), lowest first
+    on a tie, so that the panels of one figure come from one seed wherever they can."""
+    seeds = [r.seed for r in runs if _has_weights(r)]
+    return min(set(seeds), key=lambda seed: (-seeds.count(seed), seed)) if seeds else None
+
+
+def _pick(runs: list[Run], seed: int | None = None) -> Run:
+    """The figure's seed when its weights are here, else the lowest seed that has weights, else the lowest seed."""
+    return min(runs, key=lambda r: (not _has_weights(r), r.seed != seed, r.seed))
 
 
 def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_size: int = 64) -> tuple[list[str], list[str]]:
@@ -111,6 +123,7 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
     baseline = [r for r in runs if r.method == BASELINE]
     anchor = _pick(baseline or runs)
     group = [r for r in runs if r.group == anchor.group]
+    seed = _shown_seed(group)
     teacher = next((r.teacher for r in sorted(group, key=lambda r: r.run_id) if r.teacher and r.method != BASELINE),
                    None)
     dataset = next(iter(anchor.summary["datasets"]))
@@ -120,12 +133,16 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
     except Exception as exc:  # missing data must not break the report
         return [], [f"visual comparison skipped: {dataset} x{scale} could not be loaded ({exc})"]
 
+    def label(name: str, run: Run) -> str:
+        return name if run.seed == seed else f"{name} (seed {run.seed})"
+
     entries: list[tuple[str, Path | None, dict[str, Any]]] = []
     if baseline:
-        entries.append(("no-KD", anchor.run_dir / "student.pt", {"run": anchor, "kind": "student"}))
+        run = _pick([r for r in group if r.method == BASELINE], seed)
+        entries.append((label("no-KD", run), run.run_dir / "student.pt", {"run": run, "kind": "student"}))
     for method in sorted({r.method for r in group if r.method != BASELINE and r.teacher == teacher}):
-        run = _pick([r for r in group if r.method == method and r.teacher == teacher])
-        entries.append((method, run.run_dir / "student.pt", {"run": run, "kind": "student"}))
+        run = _pick([r for r in group if r.method == method and r.teacher == teacher], seed)
+        entries.append((label(method, run), run.run_dir / "student.pt", {"run": run, "kind": "student"}))
     teacher_run = next((r for r in group if r.teacher == teacher and r.method != BASELINE), None)
     if teacher_run is not None:
         entries.append((f"teacher {teacher}", teacher_weights(teacher_run), {"run": teacher_run, "kind": "teacher"}))
@@ -146,7 +163,7 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
             continue
         models.append((label, model, str(weights)))
 
-    stems, spec = [], {"dataset": dataset, "scale": scale, "metric": "PSNR/SSIM on Y of the crop (no border crop)",
+    stems, spec = [], {"dataset": dataset, "scale": scale, "seed": seed, "metric": "PSNR/SSIM on Y of the crop (no border crop)",
                        "margin_lr_pixels": MARGIN_LR, "figures": []}
     for pair in pairs:
         crop = choose_crop(pair.hr, scale, crop_size)
@@ -160,7 +177,7 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
                 continue
             panels.append(Panel(label, out, float(psnr_y(out, hr_crop, 0)), float(ssim_y(out, hr_crop, 0)), source))
         stem = re.sub(r"[^\w.-]+", "_", f"visual_{dataset}_{pair.name}_x{scale}")  # a folder path names a dataset too
-        _figure(pair.hr, crop, panels, f"{dataset}/{pair.name} x{scale}", out_dir, stem)
+        _figure(pair.hr, crop, panels, f"{dataset}/{pair.name} x{scale}" + ("" if seed is None else f", seed {seed}"), out_dir, stem)
         stems.append(stem)
         spec["figures"].append({"figure": stem, "image": pair.name, "lr_source": pair.lr_source,
                                 "crop_hr": asdict(crop), "panels": [{"label": p.label, "weights": p.source,
