@@ -196,6 +196,26 @@ def test_visual_comparison_uses_a_seed_whose_weights_are_here(smoke_grid, tmp_pa
     assert any(n.startswith("visual comparison: logits (seed 0) left out (weights not found") for n in notes)
 
 
+def test_visual_comparison_is_rebuilt_from_recorded_crops(smoke_grid, tmp_path, monkeypatch):
+    """A grid reported across machines: the records of the first report carry each run's crops, so a report built
+    from those records alone (no weights anywhere) shows the same panels with the same figures."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_report(smoke_grid / "runs", first, visual_images=1)
+    assert len(list((first / "records").glob("*/visual_crops/*.png"))) == 4  # none and logits, seeds 0 and 1
+    assert not list((first / "records").glob("*/student.pt"))
+    report = build_report(first / "records", second, visual_images=1)
+    spec_first, spec_second = (json.loads((out / "figures" / "visual_spec.json").read_text()) for out in (first, second))
+    panels_first = {p["label"]: p["psnr_y"] for p in spec_first["figures"][0]["panels"]}
+    panels_second = {p["label"]: p for p in spec_second["figures"][0]["panels"]}
+    assert {"no-KD", "logits"} <= set(panels_second) and spec_second["seed"] == spec_first["seed"] == 0
+    for label in ("no-KD", "logits"):
+        assert panels_second[label]["psnr_y"] == panels_first[label]
+        assert "visual_crops" in panels_second[label]["weights"]
+    assert not [n for n in report.content.notes if "left out" in n and "teacher" not in n]
+    assert len(list((second / "records").glob("*/visual_crops/*.png"))) == 4  # carried on
+
+
 def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
     runs = tmp_path / "runs"

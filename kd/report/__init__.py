@@ -1,6 +1,6 @@
 """Comparison reports over finished runs: `build_report(runs_dir, out_dir)` writes report.html, report.md,
-results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuration, environment and metrics log, no
-weights: enough to render the report again, alone or beside new runs), built in a temporary folder and moved into
+results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuration, environment, metrics log and
+visual-comparison crops, no weights: enough to render the report again, alone or beside new runs), built in a temporary folder and moved into
 place when complete.
 
     from kd.report import build_report
@@ -33,6 +33,7 @@ REPORT_MARKER = ".kdbench-report"  # in every report folder: the folders `build_
 RECORDS = "records"
 # What a run is, how it trained, and what was measured of it afterwards (benchmarks/phase_residual.py)
 RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl", "phase_residual.json")
+CROPS = "visual_crops"  # a record's folder of the run's SR crops in the visual comparison (records keep no weights)
 
 
 @dataclass
@@ -121,6 +122,8 @@ def _write_records(runset: RunSet, folder: Path) -> None:
         for name in RECORD_FILES:
             if (run.run_dir / name).is_file():
                 shutil.copyfile(run.run_dir / name, target / name)
+        if (run.run_dir / CROPS).is_dir():  # crops an earlier report kept; this report adds those it computes
+            shutil.copytree(run.run_dir / CROPS, target / CROPS)
 
 
 def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
@@ -154,7 +157,9 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         notes += cost_notes
         if stem:
             figures["PSNR versus parameters and MACs"] = [stem]
-        stems, visual_notes = visual.visual_comparison(runset.runs, fig_dir, images=visual_images)
+        _write_records(runset, work / RECORDS)
+        stems, visual_notes = visual.visual_comparison(runset.runs, fig_dir, images=visual_images,
+                                                       records_dir=work / RECORDS)
         notes += visual_notes
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
@@ -169,7 +174,6 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
-        _write_records(runset, work / RECORDS)
         sources = ", ".join(str(p.resolve()) for p in folders)
         (work / REPORT_MARKER).write_text(f"kdbench report over {sources}\n", encoding="utf-8")
         os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700; a report is as readable as any folder

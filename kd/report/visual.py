@@ -3,6 +3,10 @@
 Each network runs on an LR window around the crop (with a margin, so the crop is unaffected by the window's edges)
 rather than on the whole image. The crop coordinates, the weights used and the metric convention are written to
 `visual_spec.json` beside the figures so the figure can be rebuilt.
+
+A report's records keep no weights, so each student crop computed from weights is also kept in the run's record
+(`visual_crops/`): a report rebuilt on another machine, after the weights are gone, still shows every run that was
+once reported where it was trained.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from kd.report import CROPS
 from kd.report.plots import plt, save
 from kd.report.runs import Run
 from kd.report.tables import BASELINE
@@ -102,28 +107,69 @@ def _has_weights(run: Run) -> bool:
     return (run.run_dir / "student.pt").is_file()
 
 
-def _shown_seed(runs: list[Run]) -> int | None:
-    """The seed most of the group's runs still have weights for (a committed report's records keep none), lowest first
-    on a tie, so that the panels of one figure come from one seed wherever they can."""
-    seeds = [r.seed for r in runs if _has_weights(r)]
+@dataclass(frozen=True)
+class View:
+    """One evaluation image and the crop shown of it."""
+    pair: Any  # kd.data.benchmark.EvalPair
+    crop: Crop
+    crop_file: str  # name of this view's crop in a record's visual_crops/
+
+
+def _views(pairs: list[Any], dataset: str, scale: int, crop_size: int) -> list[View]:
+    views = []
+    for pair in pairs:
+        crop = choose_crop(pair.hr, scale, crop_size)
+        name = f"{dataset}_{pair.name}_x{scale}_{crop.top}_{crop.left}_{crop.size}_m{MARGIN_LR}"
+        views.append(View(pair, crop, re.sub(r"[^\w.-]+", "_", name) + ".png"))
+    return views
+
+
+def _has_crops(run: Run, views: list[View]) -> bool:
+    return all((run.run_dir / CROPS / view.crop_file).is_file() for view in views)
+
+
+def _shown_seed(runs: list[Run], views: list[View]) -> int | None:
+    """The seed most of the group's runs can still be shown for (weights, or crops recorded by an earlier report),
+    lowest first on a tie, so that the panels of one figure come from one seed wherever they can."""
+    seeds = [r.seed for r in runs if _has_weights(r) or _has_crops(r, views)]
     return min(set(seeds), key=lambda seed: (-seeds.count(seed), seed)) if seeds else None
 
 
-def _pick(runs: list[Run], seed: int | None = None) -> Run:
-    """The figure's seed when its weights are here, else the lowest seed that has weights, else the lowest seed."""
-    return min(runs, key=lambda r: (not _has_weights(r), r.seed != seed, r.seed))
+def _pick(runs: list[Run], views: list[View], seed: int | None = None) -> Run:
+    """The figure's seed when it can be shown, else the lowest seed that can, else the lowest seed."""
+    return min(runs, key=lambda r: (not (_has_weights(r) or _has_crops(r, views)), r.seed != seed, r.seed))
 
 
-def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_size: int = 64) -> tuple[list[str], list[str]]:
-    """Figures for the first comparable group of runs. Returns (figure stems, notes); failures become notes."""
+def _student_crops(run: Run, views: list[View], scale: int, records_dir: Path | None) -> tuple[list[torch.Tensor], str]:
+    """The run's SR crops and where they came from: computed from its weights (and then kept in its record under
+    `records_dir`), else read from the crops an earlier report recorded. Raises FileNotFoundError with neither."""
+    from kd.data.io import read_image, write_png
+
+    weights = run.run_dir / "student.pt"
+    if weights.is_file():
+        model = _build(run.summary["student"], scale, run.summary.get("student_preset"), weights)
+        crops = [sr_crop(model, view.pair.lr, scale, view.crop) for view in views]
+        if records_dir is not None:
+            for view, image in zip(views, crops):
+                write_png(records_dir / run.run_id / CROPS / view.crop_file, image)
+        return crops, str(weights)
+    if _has_crops(run, views):
+        return [read_image(run.run_dir / CROPS / view.crop_file) for view in views], str(run.run_dir / CROPS)
+    raise FileNotFoundError(f"weights not found and no crops recorded: {weights}")
+
+
+def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_size: int = 64,
+                      records_dir: Path | None = None) -> tuple[list[str], list[str]]:
+    """Figures for the first comparable group of runs. Returns (figure stems, notes); failures become notes.
+    `records_dir`: the report's records folder, where the crops of every run of the group that has weights are kept.
+    """
     from kd.data.benchmark import load_eval_images
     from kd.metrics import psnr_y, ssim_y
 
     notes: list[str] = []
     baseline = [r for r in runs if r.method == BASELINE]
-    anchor = _pick(baseline or runs)
+    anchor = min(baseline or runs, key=lambda r: (not _has_weights(r), r.seed))
     group = [r for r in runs if r.group == anchor.group]
-    seed = _shown_seed(group)
     teacher = next((r.teacher for r in sorted(group, key=lambda r: r.run_id) if r.teacher and r.method != BASELINE),
                    None)
     dataset = next(iter(anchor.summary["datasets"]))
@@ -132,50 +178,56 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
         pairs = load_eval_images(dataset, scale, data_root=_data_root(anchor))[:images]
     except Exception as exc:  # missing data must not break the report
         return [], [f"visual comparison skipped: {dataset} x{scale} could not be loaded ({exc})"]
+    views = _views(pairs, dataset, scale, crop_size)
+    seed = _shown_seed(group, views)
 
     def label(name: str, run: Run) -> str:
         return name if run.seed == seed else f"{name} (seed {run.seed})"
 
-    entries: list[tuple[str, Path | None, dict[str, Any]]] = []
+    shown: dict[str, Run] = {}  # panel label -> run, in panel order
     if baseline:
-        run = _pick([r for r in group if r.method == BASELINE], seed)
-        entries.append((label("no-KD", run), run.run_dir / "student.pt", {"run": run, "kind": "student"}))
+        run = _pick([r for r in group if r.method == BASELINE], views, seed)
+        shown[label("no-KD", run)] = run
     for method in sorted({r.method for r in group if r.method != BASELINE and r.teacher == teacher}):
-        run = _pick([r for r in group if r.method == method and r.teacher == teacher], seed)
-        entries.append((label(method, run), run.run_dir / "student.pt", {"run": run, "kind": "student"}))
-    teacher_run = next((r for r in group if r.teacher == teacher and r.method != BASELINE), None)
-    if teacher_run is not None:
-        entries.append((f"teacher {teacher}", teacher_weights(teacher_run), {"run": teacher_run, "kind": "teacher"}))
+        run = _pick([r for r in group if r.method == method and r.teacher == teacher], views, seed)
+        shown[label(method, run)] = run
 
-    models: list[tuple[str, torch.nn.Module, str]] = [("bicubic", _build("bicubic", scale, None, None), "bicubic")]
-    for label, weights, info in entries:
-        run, kind = info["run"], info["kind"]
-        if weights is None or not weights.is_file():
-            notes.append(f"visual comparison: {label} left out (weights not found: {weights})")
+    bicubic = _build("bicubic", scale, None, None)
+    columns: list[tuple[str, list[torch.Tensor], str]] = [
+        ("bicubic", [sr_crop(bicubic, view.pair.lr, scale, view.crop) for view in views], "bicubic")]
+    for run in sorted(group, key=lambda r: r.run_id):  # every run with weights leaves its crops in its record
+        name = next((key for key, value in shown.items() if value is run), None)
+        if name is None and not (records_dir is not None and _has_weights(run)):
             continue
         try:
-            if kind == "student":
-                model = _build(run.summary["student"], scale, run.summary.get("student_preset"), weights)
-            else:
-                model = _build(run.teacher_info["arch"], scale, run.teacher_info.get("preset"), weights)
+            crops, source = _student_crops(run, views, scale, records_dir)
         except Exception as exc:
-            notes.append(f"visual comparison: {label} left out ({exc})")
+            notes.append(f"visual comparison: {name or run.run_id} left out ({exc})")
             continue
-        models.append((label, model, str(weights)))
+        if name is not None:
+            columns.append((name, crops, source))
+    order = list(shown)
+    columns[1:] = sorted(columns[1:], key=lambda column: order.index(column[0]))
+    teacher_run = next((r for r in group if r.teacher == teacher and r.method != BASELINE), None)
+    if teacher_run is not None:
+        name, weights = f"teacher {teacher}", teacher_weights(teacher_run)
+        try:
+            if weights is None or not weights.is_file():
+                raise FileNotFoundError(f"weights not found: {weights}")
+            model = _build(teacher_run.teacher_info["arch"], scale, teacher_run.teacher_info.get("preset"), weights)
+            columns.append((name, [sr_crop(model, v.pair.lr, scale, v.crop) for v in views], str(weights)))
+        except Exception as exc:
+            notes.append(f"visual comparison: {name} left out ({exc})")
 
     stems, spec = [], {"dataset": dataset, "scale": scale, "seed": seed, "metric": "PSNR/SSIM on Y of the crop (no border crop)",
                        "margin_lr_pixels": MARGIN_LR, "figures": []}
-    for pair in pairs:
-        crop = choose_crop(pair.hr, scale, crop_size)
+    for index, view in enumerate(views):
+        pair, crop = view.pair, view.crop
         hr_crop = pair.hr[:, crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
         panels = [Panel("HR", hr_crop, source="ground truth")]
-        for label, model, source in models:
-            try:
-                out = sr_crop(model, pair.lr, scale, crop)
-            except Exception as exc:
-                notes.append(f"visual comparison: {label} failed on {pair.name} ({exc})")
-                continue
-            panels.append(Panel(label, out, float(psnr_y(out, hr_crop, 0)), float(ssim_y(out, hr_crop, 0)), source))
+        for name, crops, source in columns:
+            out = crops[index]
+            panels.append(Panel(name, out, float(psnr_y(out, hr_crop, 0)), float(ssim_y(out, hr_crop, 0)), source))
         stem = re.sub(r"[^\w.-]+", "_", f"visual_{dataset}_{pair.name}_x{scale}")  # a folder path names a dataset too
         _figure(pair.hr, crop, panels, f"{dataset}/{pair.name} x{scale}" + ("" if seed is None else f", seed {seed}"), out_dir, stem)
         stems.append(stem)
