@@ -179,7 +179,7 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
     except Exception as exc:  # missing data must not break the report
         return [], [f"visual comparison skipped: {dataset} x{scale} could not be loaded ({exc})"]
     views = _views(pairs, dataset, scale, crop_size)
-    seed = _shown_seed(group, views)
+    seed = _shown_seed([r for r in group if r.method == BASELINE or r.teacher == teacher], views)
 
     def label(name: str, run: Run) -> str:
         return name if run.seed == seed else f"{name} (seed {run.seed})"
