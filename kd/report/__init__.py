@@ -1,7 +1,7 @@
 """Comparison reports over finished runs: `build_report(runs_dir, out_dir)` writes report.html, report.md,
 results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuration, environment, metrics log and
-visual-comparison crops, no weights: enough to render the report again, alone or beside new runs), built in a temporary folder and moved into
-place when complete.
+visual-comparison crops, no weights: enough to render the report again, alone or beside new runs), built in a
+temporary folder and moved into place when complete.
 
     from kd.report import build_report
     report = build_report("runs", "reports/my-grid")
