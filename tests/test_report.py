@@ -52,10 +52,16 @@ def test_finding_states_separation_only_beyond_the_interval():
     assert finding(_table(none, one_seed)).startswith("No method is ranked yet: 1 paired seed (the protocol needs 3")
     above = {"method": "facd", "delta": 0.12, "delta_low": 0.05, "delta_high": 0.19, "delta_n": 3, "psnr_mean": 30.1}
     below = {"method": "lsfd", "delta": -0.2, "delta_low": -0.3, "delta_high": -0.1, "delta_n": 3}
-    text = finding(_table(none, inside, above, below))
-    assert text == ("facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from "
-                    "rcan on Set5 x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
-    assert "lsfd is below it" in finding(_table(none, inside, below))
+    assert finding(_table(none, inside, above)) == (
+        "facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from rcan on Set5 "
+        "x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
+    assert finding(_table(none, inside, above, below)) == (
+        "facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from rcan on Set5 "
+        "x4: +0.12 dB [+0.05, +0.19] at 3 seeds; lsfd from rcan is worse than no-KD beyond the interval on Set5.")
+    worst = {**below, "method": "fitnet", "teacher": "swinir", "dataset": "Set14", "delta": -0.3}
+    assert finding(_table(none, inside, below, worst)) == (
+        "No method beats the no-KD student beyond the paired 95% interval at 3 seeds; fitnet from swinir and lsfd "
+        "from rcan are worse than no-KD beyond the interval on Set14, Set5.")
 
 
 def test_two_seeds_mark_nothing_best_even_when_their_interval_excludes_zero():

@@ -107,7 +107,8 @@ def separates(table: pd.DataFrame) -> pd.Series:
 
 
 def finding(table: pd.DataFrame) -> str:
-    """The report's answer in one sentence: which methods beat the no-KD student beyond their 95% interval."""
+    """The report's answer in one sentence: which methods beat the no-KD student beyond their 95% interval, and which
+    fall below it beyond theirs."""
     kd = table[~table["method"].isin([BASELINE, TEACHER_ROW])]
     paired = kd[kd["delta"].notna()]
     if kd.empty:
@@ -119,23 +120,39 @@ def finding(table: pd.DataFrame) -> str:
         return (f"No method is ranked yet: {seeds} paired seed{'s' if seeds != 1 else ''} (the protocol needs "
                 f"{MIN_SEEDS_TO_RANK} or more before calling a method better or worse than no-KD).")
     better = paired[separates(paired)]
+    worse = paired[(paired["delta_n"] >= MIN_SEEDS_TO_RANK) & (paired["delta_high"] < 0)]
+    if better.empty and worse.empty:
+        return (f"No method separates from no-KD at {seeds} seeds (every paired 95% interval of Δ PSNR includes "
+                "0).")
     if better.empty:
-        worse = paired[(paired["delta_n"] >= MIN_SEEDS_TO_RANK) & (paired["delta_high"] < 0)]
-        tail = f"; {_names(worse)} {'is' if worse['method'].nunique() == 1 else 'are'} below it" if len(worse) else ""
-        return (f"No method separates from no-KD at {seeds} seeds (every paired 95% interval of Δ PSNR includes 0)"
-                f"{tail}.")
+        return f"No method beats the no-KD student beyond the paired 95% interval at {seeds} seeds{_worse(worse)}."
     top = better.loc[(better["delta_low"]).idxmax()]
     digits = 3 if abs(top["delta"]) < 0.1 else 2
-    sets = sorted(set(better["dataset"]))
     return (f"{_names(better)} beat{'s' if better['method'].nunique() == 1 else ''} the no-KD student beyond the "
-            f"paired 95% interval on {', '.join(sets)}; the clearest is {top['method']} from {top['teacher']} on "
-            f"{top['dataset']} x{top['scale']}: {top['delta']:+.{digits}f} dB [{top['delta_low']:+.{digits}f}, "
-            f"{top['delta_high']:+.{digits}f}] at {int(top['delta_n'])} seeds.")
+            f"paired 95% interval on {', '.join(sorted(set(better['dataset'])))}; the clearest is {top['method']} "
+            f"from {top['teacher']} on {top['dataset']} x{top['scale']}: {top['delta']:+.{digits}f} dB "
+            f"[{top['delta_low']:+.{digits}f}, {top['delta_high']:+.{digits}f}] at {int(top['delta_n'])} seeds"
+            f"{_worse(worse)}.")
 
 
 def _names(rows: pd.DataFrame) -> str:
     methods = list(dict.fromkeys(rows.sort_values("delta", ascending=False)["method"]))
-    return ", ".join(methods[:-1]) + f" and {methods[-1]}" if len(methods) > 1 else methods[0]
+    return _listed(methods)
+
+
+def _worse(rows: pd.DataFrame) -> str:
+    """The clause naming the (method, teacher) pairs below no-KD beyond their interval, worst first."""
+    if rows.empty:
+        return ""
+    pairs = list(dict.fromkeys(method if teacher == "-" else f"{method} from {teacher}"
+                               for method, teacher in rows.sort_values("delta")[["method", "teacher"]].itertuples(
+                                   index=False)))
+    return (f"; {_listed(pairs)} {'is' if len(pairs) == 1 else 'are'} worse than no-KD beyond the interval on "
+            f"{', '.join(sorted(set(rows['dataset'])))}")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def reconstructed_methods(table: pd.DataFrame) -> list[str]:
