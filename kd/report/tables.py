@@ -144,9 +144,9 @@ def _worse(rows: pd.DataFrame) -> str:
     """The clause naming the (method, teacher) pairs below no-KD beyond their interval, worst first."""
     if rows.empty:
         return ""
-    pairs = list(dict.fromkeys(method if teacher == "-" else f"{method} from {teacher}"
-                               for method, teacher in rows.sort_values("delta")[["method", "teacher"]].itertuples(
-                                   index=False)))
+    named = [method if teacher == "-" else f"{method} from {teacher}"
+             for method, teacher in rows.sort_values("delta")[["method", "teacher"]].itertuples(index=False)]
+    pairs = list(dict.fromkeys(named))
     return (f"; {_listed(pairs)} {'is' if len(pairs) == 1 else 'are'} worse than no-KD beyond the interval on "
             f"{', '.join(sorted(set(rows['dataset'])))}")
 
