@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from kd.messages import say
@@ -39,7 +40,8 @@ def run_report(args: argparse.Namespace) -> int:
     err = out_console(stderr=True)
     report = build_report(runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
     console = out_console()
-    say(console, report.content.finding)
+    for line in textwrap.wrap(report.content.finding, width=80):  # a sentence of words, no paths: safe to wrap
+        say(console, line)
     for table in report.console_tables():
         print_table(table, console)
     for note in report.content.notes:
