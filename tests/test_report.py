@@ -17,7 +17,7 @@ from kd.profiles import profile_layer
 from kd.report import build_report
 from kd.report.plots import place_labels, plt
 from kd.report.stats import gap_recovered, mean_std, paired_delta
-from kd.report.tables import COLUMNS, finding
+from kd.report.tables import COLUMNS, finding, reconstructed_methods
 
 T_975_DF2 = 4.303  # Student t table, two-sided 95%, 2 degrees of freedom
 
@@ -41,6 +41,12 @@ def _table(*rows: dict) -> pd.DataFrame:
     base = {"profile": "cpu", "student": "asid", "scale": 4, "teacher": "rcan", "dataset": "Set5", "seeds": 3,
             "psnr_mean": 30.0}
     return pd.DataFrame([{**dict.fromkeys(COLUMNS, math.nan), **base, **row} for row in rows], columns=COLUMNS)
+
+
+def test_reports_name_each_reconstructed_method_from_its_class():
+    table = pd.DataFrame({"method": ["none", "(teacher)", "logits", "fakd", "mipkd", "dckd", "uninstalled_plugin"]})
+    assert reconstructed_methods(table) == ["DCKD (a seeded random encoder in place of its pretrained VQGAN)",
+                                            "MiPKD (from the paper's description; no public code)"]
 
 
 def test_finding_states_separation_only_beyond_the_interval():
@@ -161,7 +167,7 @@ def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
     html, md = (out / "report.html").read_text(), (out / "report.md").read_text()
     for text in (html, md):
         assert "smoke profile" in text and "logits" in text and "none" in text and "(teacher)" in text
-    assert "reconstructions from the papers" not in html  # no LSFD/FACD/KRNet here
+    assert "Reconstructed by kdbench" not in html  # logits is verified against published code
 
     # the delta in the table is the mean of per-seed differences read straight from the summaries
     summaries = [json.loads(p.read_text()) for p in (smoke_grid / "runs").glob("*/summary.json")]
@@ -238,7 +244,8 @@ def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_pa
     report = build_report(runs, tmp_path / "out", visual_images=0)
     assert any("asid-broken-run" in note for note in report.content.notes)
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "LSFD: reconstructions from the papers" in html and "asid-broken-run" in html
+    assert "Reconstructed by kdbench, not run from published code: LSFD (from the abstract)." in html
+    assert "asid-broken-run" in html
     assert "lsfd" in set(pd.read_csv(tmp_path / "out" / "results.csv")["method"])
 
 

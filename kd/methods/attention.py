@@ -145,6 +145,7 @@ def attention_pairs(student: nn.Module, teacher: nn.Module, mode: str = "auto",
 @register_method
 class AttentionSimilarity(Distiller):
     name = "attention"
+    reconstructed = "attention KD (A-SKD, transferred from face recognition to SR by kdbench)"
     description = ("A-SKD transferred to SR: 1 - cos between pre-normalisation attention maps, paired by depth "
                    "(att weight 0.4 window maps, 0.02 channel attention)")
     default_weights = {"rec": 1.0, "att": 0.4, "kd": 0.0}  # window mode; channel mode: CHANNEL_MODE_WEIGHT

@@ -61,6 +61,9 @@ class Distiller(nn.Module):
     default_weights: ClassVar[dict[str, float]] = {"rec": 1.0}  # an instance may narrow them (e.g. per mode)
     version: ClassVar[int] = 1  # part of the run id: bump it when the method's behaviour changes
     Options: ClassVar[type | None] = None  # dataclass of method options (`method.options.*`)
+    # What of the method is kdbench's reconstruction rather than published code, e.g. "LSFD (from the abstract)";
+    # reports name every such method beside its results. "" for a method verified against its official code.
+    reconstructed: ClassVar[str] = ""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any = None) -> None:
         super().__init__()

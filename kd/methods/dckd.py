@@ -122,6 +122,7 @@ def soft_assignment_log(z: Tensor, codebook: Tensor, temperature: float) -> Tens
 @register_method
 class DCKD(Distiller):
     name = "dckd"
+    reconstructed = "DCKD (a seeded random encoder in place of its pretrained VQGAN)"
     description = ("DCKD (AAAI 2025), random encoder in place of its VQGAN: output KD + contrastive ratio to "
                    "history-student negatives + codebook CE")
     default_weights = {"rec": 1.0, "kd": 1.0, "dcl": 0.1, "ce": 0.001}

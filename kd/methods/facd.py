@@ -96,6 +96,7 @@ def sample_gate(inputs: StepInputs, kind: str) -> Tensor:
 @register_method
 class FeatureAdaptiveContrastive(Distiller):
     name = "facd"
+    reconstructed = "FACD (from the abstract and the framework figure)"
     description = "FACD-like (abstract + figure): contrastive feature KD, in-batch negatives, soft teacher-better gate"
     default_weights = {"rec": 1.0, "kd": 1.0, "facd": 0.3}
     Options = FacdOptions

@@ -168,6 +168,7 @@ class KRNet(nn.Module):
 @register_method
 class KRNetDistillation(Distiller):
     name = "krnet"
+    reconstructed = "KRNet meta-KD (from the abstract)"
     description = "meta-KD: KRNet texture-aware dynamic kernels on both sides, L1; KRNets meta-learned (reconstructed)"
     # Standardised features as in FitNet; 0.1 keeps the reconstruction term dominant (paper weight unknown).
     default_weights = {"rec": 1.0, "kr": 0.1}

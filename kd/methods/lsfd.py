@@ -72,6 +72,7 @@ def difference_attention(distance: Tensor, temperature: float) -> Tensor:
 @register_method
 class LocalSelectiveFD(Distiller):
     name = "lsfd"
+    reconstructed = "LSFD (from the abstract)"
     description = "LSFD-like (from the abstract): 3x3 regressor, teacher-student-difference attention over pixels"
     default_weights = {"rec": 1.0, "lsfd": 0.02}
     Options = LsfdOptions

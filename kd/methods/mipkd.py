@@ -97,6 +97,7 @@ def with_area(full: Tensor, area: Tensor) -> Tensor:
 @register_method
 class MiPKD(Distiller):
     name = "mipkd"
+    reconstructed = "MiPKD (from the paper's description; no public code)"
     description = "MiPKD-like (reconstructed): feature prior mixer (masked latent mixing) + block prior mixer"
     default_weights = {"rec": 1.0, "kd": 1.0, "feat": 1.0, "block": 0.1}
     Options = MipkdOptions

@@ -60,8 +60,8 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
                     "numbers show that the pipeline is wired correctly, not the methods' merit.")
     rebuilt = reconstructed_methods(table)
     if rebuilt:
-        text.append(f"{', '.join(rebuilt)}: reconstructions from the papers' descriptions (no public code); the "
-                    "results describe kdbench's re-implementation, not the published method.")
+        text.append(f"Reconstructed by kdbench, not run from published code: {'; '.join(rebuilt)}. Their results "
+                    "describe kdbench's re-implementation, not the published method.")
     return text
 
 

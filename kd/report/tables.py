@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import pandas as pd
 
+from kd.errors import KdError
+from kd.methods import get_method
 from kd.report.runs import Run, RunSet
 from kd.report.stats import MIN_SEEDS_TO_RANK, gap_recovered, mean_std, paired_delta
 
-# Methods with no public code: kdbench's versions are reconstructions from the papers' text.
-RECONSTRUCTED_METHODS = {"lsfd": "LSFD", "facd": "FACD", "krnet": "KRNet", "metakd": "KRNet", "meta_kd": "KRNet"}
 BASELINE = "none"
 TEACHER_ROW = "(teacher)"
 _METRIC_ALIASES = {"psnr": "psnr_y", "ssim": "ssim_y"}
@@ -156,7 +156,14 @@ def _listed(names: list[str]) -> str:
 
 
 def reconstructed_methods(table: pd.DataFrame) -> list[str]:
-    return sorted({RECONSTRUCTED_METHODS[m] for m in table["method"] if m in RECONSTRUCTED_METHODS})
+    """The `Distiller.reconstructed` labels of the table's methods; a method no longer installed is left out."""
+    labels = set()
+    for name in set(table["method"]) - {BASELINE, TEACHER_ROW}:
+        try:
+            labels.add(get_method(name).reconstructed)
+        except KdError:  # recorded by a plugin that is not installed here: nothing known about it
+            continue
+    return sorted(labels - {""})
 
 
 def mixed_teacher_dtypes(runset: RunSet) -> list[str]:
