@@ -34,6 +34,9 @@ class Profile:
     # Per teacher family ("cnn", "transformer"), then method: loss-term weights chosen by `kdbench tune` for this
     # profile, layered like the recipes. Each entry names its evidence file under reports/tuning/.
     method_weights: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Per method: options tied to the profile's schedule (a step count that must fall inside the run), layered
+    # like the weights.
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 SMOKE = Profile(
@@ -53,6 +56,7 @@ SMOKE = Profile(
                   "log_every": 1, "ckpt_every": 2, "val_every": 3},
         "eval": {"datasets": ["default"], "lpips": False, "val_dataset": "default"},
     },
+    method_options={"dckd": {"history_start": 2}},  # DCKD's contrastive term needs steps after its start
 )
 
 CPU = Profile(
@@ -100,6 +104,11 @@ CPU = Profile(
         # cpu.csv, where the smallest weight scored highest by 0.014-0.021 dB each time. An entry restating them
         # would change the run ids of the SwinIR grid cells already trained.
     },
+    # DCKD's history student starts at step 1000 of the released 250k-step schedule, once the student has begun to
+    # learn; at 1000 steps that default would leave no step for the contrastive term, so it starts at a tenth of
+    # the run, when a no-KD ASID's training L1 has made about 4/5 of its fall (0.107 at step 10, 0.051 at 100,
+    # 0.036 at 1000; reports/cpu-x4-3seeds/records).
+    method_options={"dckd": {"history_start": 100}},
 )
 
 PAPER = Profile(
@@ -153,6 +162,7 @@ DEMO = Profile(
                   "log_every": 10, "ckpt_every": 50, "val_every": 0},
         "eval": {"datasets": ["default"], "lpips": True, "val_dataset": "default"},
     },
+    method_options={"dckd": {"history_start": 15}},  # a tenth of the run, as in the cpu profile
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER)}
@@ -175,8 +185,8 @@ def _source(profile: Profile) -> str:
 
 
 def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
-    """`kd.config.resolve`, plus the profile's layers for the resolved teacher: its training recipe and the tuned
-    weights of the method for its family.
+    """`kd.config.resolve`, plus the profile's layers for the resolved teacher and method: the teacher's training
+    recipe, the tuned weights of the method for the teacher's family and the method's schedule options.
 
     The teacher and method are known only once every layer is merged (the command line or a sweep cell names them),
     so this resolves twice: the second time with those layers inserted right after the profile's own layer, where a
@@ -187,13 +197,13 @@ def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
     at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), None)
     if profile is None or at is None or not config.teacher.arch:
         return config
-    extra = _teacher_layers(profile, config)
+    extra = _derived_layers(profile, config)
     if not extra:
         return config
     return resolve([*layers[: at + 1], *extra, *layers[at + 1 :]])
 
 
-def _teacher_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+def _derived_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
     from kd.models import get_entry
 
     entry = get_entry(config.teacher.arch)
@@ -205,4 +215,7 @@ def _teacher_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict
     if weights is not None:
         layers.append((f"{_source(profile)} {config.method.name} weights for {entry.family} teachers",
                        {"method": {"weights": weights}}))
+    options = profile.method_options.get(config.method.name)
+    if options is not None:
+        layers.append((f"{_source(profile)} {config.method.name} options", {"method": {"options": options}}))
     return layers

@@ -62,6 +62,20 @@ def test_profile_method_weights_follow_the_teacher_family(monkeypatch):
                            ]).method.weights == {}  # other methods untouched
 
 
+def test_profile_starts_dckd_contrast_inside_its_schedule():
+    def resolved(profile, method, *layers):
+        cli = ("cli", {"teacher": {"arch": "swinir"}, "method": {"name": method}})
+        return resolve_layers([profile_layer(profile), cli, *layers])
+
+    for profile in ("smoke", "demo", "cpu"):
+        config = resolved(profile, "dckd")
+        assert 0 < config.method.options["history_start"] < config.train.steps, profile
+    assert resolved("paper", "dckd").method.options == {}  # the released step 1000 of a long schedule
+    assert resolved("cpu", "logits").method.options == {}  # other methods untouched
+    given = resolved("cpu", "dckd", ("--set", {"method": {"options": {"history_start": 40}}}))
+    assert given.method.options == {"history_start": 40}  # layers after the profile still win
+
+
 def test_overrides_are_typed():
     config = _cfg("train.lr=2e-4", "train.steps=1e3", "train.betas=[0.9, 0.99]", "eval.datasets=Set5,Set14",
                   "eval.val_dataset=null", "data.augment=false", "method.weights.kd=0.5", "train.milestones=[0.5]")

@@ -193,6 +193,20 @@ def test_dckd_history_student_negatives_and_schedule():
     assert not any(k.startswith("history.") for k in student.state_dict())
 
 
+def test_dckd_refuses_a_run_too_short_for_its_contrastive_term(capsys, tmp_path):
+    from kd.cli import main
+
+    student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
+    method = create_method("dckd", student, teacher, {"history_start": 1000})
+    with pytest.raises(KdError, match=r"history_start=1000 is not below train\.steps=1000"):
+        method.check_schedule(1000)
+    method.check_schedule(1001)
+    code = main(["run", "--profile", "smoke", "--student", "asid", "--teacher", "rcan", "--method", "dckd",
+                 "--set", "method.options.history_start=6", "--out-dir", str(tmp_path)])
+    assert code == 2 and "method.options.history_start=6" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before a teacher was trained or a run folder written
+
+
 # ------------------------------------------------------------------------------------------------ MiPKD
 
 

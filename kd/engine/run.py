@@ -109,7 +109,8 @@ def _check_pairing(config: RunConfig) -> None:
         with torch.device("meta"):
             student = create(config.student.arch, config.scale, config.student.preset)
             teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
-            create_method(config.method.name, student, teacher, config.method.options)
+            create_method(config.method.name, student, teacher, config.method.options).check_schedule(
+                config.train.steps)
     except KdError:
         raise
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
@@ -341,6 +342,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         student = create(config.student.arch, config.scale, config.student.preset).to(device)
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
+    method.check_schedule(config.train.steps)
     weights = loss_weights(config.method.name, config.method.weights, method)
     accel = plan_accel(config.accel, device, taps=method_cls.taps_features)
     for note in accel.warnings:

@@ -74,6 +74,9 @@ class Distiller(nn.Module):
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def check_schedule(self, steps: int) -> None:
+        """Raise a KdError when a term of the method could not act within `steps` training steps."""
+
     def before_optimizer_step(self, ctx: StepContext) -> dict[str, float]:
         """Hook between backward and the optimizer step; may add gradients. Returns extra values to log."""
         return {}

@@ -23,7 +23,8 @@ of model weights at run time):
   `history_start` and EMA-updated (weight `history_alpha` on the current student) after every later step;
   L_dcl is absent (not logged) until then, since there are no negatives yet (a copy of the untrained student
   would give negatives almost equal to the anchor, and a ratio whose gradient swamps every other term: about 10 to
-  20 times the reconstruction's at step 0 with tiny RCAN/SwinIR teachers);
+  20 times the reconstruction's at step 0 with tiny RCAN/SwinIR teachers); a run must be longer than
+  `history_start` (an error otherwise), and the short profiles start it at a tenth of their steps;
 * the soft assignment is softmax(-||z - e_k||^2 / tau) per encoder position, CE = -sum_k p_T log p_S.
 
 Health: L_ce keeps the released weight 0.001, which leaves it nearly inert beside the reconstruction (its step-0
@@ -143,6 +144,15 @@ class DCKD(Distiller):
         self.encoder = FrozenEncoder(options.encoder_channels, options.encoder_seed, options.codebook_size)
         self.history = copy.deepcopy(student).requires_grad_(False).eval()  # method state, never exported
         self.register_buffer("history_ready", torch.tensor(options.history_start == 0))
+
+    def check_schedule(self, steps: int) -> None:
+        if self.options.history_start >= steps:
+            raise KdError(
+                f"method.options.history_start={self.options.history_start} is not below train.steps={steps}: "
+                "DCKD's contrastive term (dcl) would never run and the run would be output KD plus the codebook "
+                "CE under DCKD's name; give a smaller method.options.history_start (the profiles use a tenth of "
+                "the run)."
+            )
 
     def train(self, mode: bool = True) -> DCKD:
         super().train(mode)
