@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
 from kd.methods.pairing import depth_positions, probe_taps
 
 MODES = ("auto", "channel", "window")
@@ -220,5 +220,5 @@ class AttentionSimilarity(Distiller):
         return {
             "rec": reconstruction_l1(inputs),
             "att": torch.stack(per_pair).mean(),
-            "kd": F.l1_loss(inputs.student_out, inputs.teacher_out),
+            "kd": output_kd_l1(inputs),
         }

@@ -92,3 +92,8 @@ class Distiller(nn.Module):
 
 def reconstruction_l1(inputs: StepInputs) -> Tensor:
     return torch.nn.functional.l1_loss(inputs.student_out, inputs.hr)
+
+
+def output_kd_l1(inputs: StepInputs) -> Tensor:
+    """Output ("logits") KD: both networks output RGB in [0, 1], so the SR images compare directly."""
+    return torch.nn.functional.l1_loss(inputs.student_out, inputs.teacher_out)

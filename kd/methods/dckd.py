@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepContext, StepInputs, output_kd_l1, reconstruction_l1
 
 
 @dataclass
@@ -181,7 +181,7 @@ class DCKD(Distiller):
         p_teacher = soft_assignment_log(positive[-1], self.encoder.codebook, tau).exp()
         terms = {
             "rec": reconstruction_l1(inputs),
-            "kd": F.l1_loss(inputs.student_out, inputs.teacher_out),
+            "kd": output_kd_l1(inputs),
             "ce": -(p_teacher * log_p_student).sum(-1).mean(),
         }
         if self.history_ready:  # no term before (not a constant zero the health check would flag as inert)

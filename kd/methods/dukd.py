@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from kd.data.imresize import imresize
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
 
 OPS = ("invert", "flip_h", "flip_w", "transpose")
 
@@ -116,7 +116,7 @@ class DUKD(Distiller):
         student, teacher = self._networks
         scale = inputs.hr.shape[-1] // inputs.lr.shape[-1]
         # Switched-off parts return no term (rather than a constant zero the health check would flag as inert).
-        terms = {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}
+        terms = {"rec": reconstruction_l1(inputs), "kd": output_kd_l1(inputs)}
         if self.options.zoom_in:
             tiles = zoom_in_tiles(inputs.hr, scale)
             target = frozen_forward(teacher, tiles)

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
 from kd.methods.pairing import common_area, conv_adapter, paired_feature_taps, standardize_pair, tap_key
 
 FORMS = ("ratio", "infonce")
@@ -144,6 +144,6 @@ class FeatureAdaptiveContrastive(Distiller):
             per_sample = per_sample * sample_gate(inputs, self.options.gate)
         return {
             "rec": reconstruction_l1(inputs),
-            "kd": torch.nn.functional.l1_loss(inputs.student_out, inputs.teacher_out),
+            "kd": output_kd_l1(inputs),
             "facd": per_sample.mean(),
         }

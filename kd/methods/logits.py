@@ -7,10 +7,9 @@ Weights w_pix = w_kd = 1 as in the DUKD/DCKD configurations (METHODS.md, section
 from __future__ import annotations
 
 from torch import Tensor
-from torch.nn import functional as F
 
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
 
 
 @register_method
@@ -21,4 +20,4 @@ class OutputDistillation(Distiller):
     taps_features = False
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
-        return {"rec": reconstruction_l1(inputs), "kd": F.l1_loss(inputs.student_out, inputs.teacher_out)}
+        return {"rec": reconstruction_l1(inputs), "kd": output_kd_l1(inputs)}

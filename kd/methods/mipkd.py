@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
 from kd.methods.pairing import common_area, paired_feature_taps, standardize_pair, tap_key
 
 
@@ -166,7 +166,7 @@ class MiPKD(Distiller):
         mixed = [self.mix(inputs, s, t) for s, t in zip(self.student_taps, self.teacher_taps)]
         terms = {
             "rec": reconstruction_l1(inputs),
-            "kd": F.l1_loss(inputs.student_out, inputs.teacher_out),
+            "kd": output_kd_l1(inputs),
             "feat": torch.stack([loss for loss, *_ in mixed]).mean(),
         }
         if self.options.block_level:
