@@ -351,3 +351,35 @@ def test_cli_smoke_run(tmp_path, monkeypatch, teacher_arch, method_name, module_
         assert method_state and all(k.startswith(module_prefix) for k in method_state)
     else:
         assert not method_state
+
+
+def test_feature_statistics_are_those_of_the_global_batch_under_data_parallelism():
+    """Two simulated ranks, each holding half the batch, standardise exactly as one process with the whole batch
+    (MiPKD un-standardises its mixed features with the same `map_stats`)."""
+    import threading
+
+    from kd.methods.pairing import standardize
+
+    feat = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    halves, results, slots = (feat[:2], feat[2:]), [None, None], [None, None]
+    barrier = threading.Barrier(2)
+
+    def averager(rank):
+        def average(tensors):
+            for t in tensors:
+                slots[rank] = t.clone()
+                barrier.wait()
+                t.copy_((slots[0] + slots[1]) / 2)
+                barrier.wait()
+        return average
+
+    def rank_run(rank):
+        results[rank] = standardize(halves[rank], averager(rank))
+
+    threads = [threading.Thread(target=rank_run, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert torch.allclose(torch.cat(results), standardize(feat), atol=1e-6)
+    assert not torch.allclose(torch.cat([standardize(h) for h in halves]), standardize(feat), atol=1e-3)

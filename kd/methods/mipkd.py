@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
-from kd.methods.pairing import common_area, paired_feature_taps, standardize_pair, tap_key
+from kd.methods.pairing import common_area, map_stats, paired_feature_taps, standardize_pair, tap_key
 
 
 @dataclass
@@ -57,11 +57,6 @@ class MipkdOptions:
 
 def _codec(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(c_out, c_out, 3, padding=1))
-
-
-def _map_stats(feat: Tensor) -> tuple[Tensor, Tensor]:
-    mean = feat.mean(dim=(0, 2, 3), keepdim=True)
-    return mean, (feat - mean).pow(2).mean().clamp_min(1e-12).sqrt()
 
 
 def _replace_output(output, value: Tensor):
@@ -150,13 +145,13 @@ class MiPKD(Distiller):
         s_tap, t_tap = self.student_taps[k], self.teacher_taps[k]
         key = tap_key(s_tap)
         if self._random.random() < 0.5:  # R = 0: the teacher's remaining blocks
-            mean, scale = _map_stats(teacher_feat.detach())
+            mean, scale = map_stats(teacher_feat.detach(), inputs.average)
             value = with_area(inputs.teacher_feats[t_tap], self.teacher_decoders[key](z_mix) * scale + mean)
             dtype = next(teacher.parameters()).dtype  # a half-precision teacher (accel) runs in its own dtype
             with injected(teacher, t_tap, value.to(dtype)):
                 output = teacher(inputs.lr.to(dtype)).float()
         else:  # R = 1: the student's remaining blocks
-            mean, scale = _map_stats(student_feat.detach())
+            mean, scale = map_stats(student_feat.detach(), inputs.average)
             value = with_area(inputs.student_feats[s_tap], self.student_decoders[key](z_mix) * scale + mean)
             with injected(student, s_tap, value):
                 output = student(inputs.lr)

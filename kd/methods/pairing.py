@@ -132,7 +132,7 @@ def tap_channels(model: nn.Module, taps: list[str], size: int = 16) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Shared by the feature methods (LSFD, FACD): tap pairing with an explanation on failure, and feature alignment.
+# Shared by the feature methods: tap pairing with an explanation on failure, and feature alignment.
 
 FEATURE_PAIRING_HELP = (
     "depth pairing works for networks with a numbered body: students asid, asid_d8 (block0..); teachers rcan, han "
@@ -226,13 +226,19 @@ def _global_mean(value: Tensor, average: Average) -> Tensor:
     return _DifferentiableAverage.apply(value, average)
 
 
-def standardize(feat: Tensor, average: Average = _no_average) -> Tensor:
-    """Centre each channel with its batch mean and divide the map by its RMS deviation (one scalar per map: ReLU
-    leaves some channels nearly constant). Statistics are those of the global batch under data parallelism and
-    carry gradients when `feat` does."""
+def map_stats(feat: Tensor, average: Average = _no_average) -> tuple[Tensor, Tensor]:
+    """(per-channel batch mean, RMS deviation of the whole map): the statistics `standardize` divides by, those of
+    the global batch under data parallelism; they carry gradients when `feat` does."""
     mean = _global_mean(feat.mean(dim=(0, 2, 3), keepdim=True), average)
     variance = _global_mean((feat - mean).pow(2).mean().reshape(1), average)
-    return (feat - mean) / variance.clamp_min(1e-12).sqrt().reshape(())
+    return mean, variance.clamp_min(1e-12).sqrt().reshape(())
+
+
+def standardize(feat: Tensor, average: Average = _no_average) -> Tensor:
+    """Centre each channel with its batch mean and divide the map by its RMS deviation (one scalar per map: ReLU
+    leaves some channels nearly constant)."""
+    mean, scale = map_stats(feat, average)
+    return (feat - mean) / scale
 
 
 def standardize_pair(student_feat: Tensor, teacher_feat: Tensor,
