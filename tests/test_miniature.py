@@ -107,3 +107,13 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
     assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "RCAN Set5: DCKD > Logits" in text
     assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 0
     assert "has not been run yet" in capsys.readouterr().out
+
+    # seeds spread over a local runs folder and a committed report's records join into one miniature
+    (tmp_path / "records").mkdir()
+    for run in [*(tmp_path / "mini").glob("*-s1"), *(tmp_path / "mini").glob("*-s2")]:
+        run.rename(tmp_path / "records" / run.name)
+    assert main([*argv, "--miniature-runs", str(tmp_path / "mini")]) == 0
+    assert "| RCAN | DCKD | +0.18 | +0.200 (n=1) |" in capsys.readouterr().out  # seed 0 alone
+    assert main([*argv, "--miniature-runs", str(tmp_path / "mini"), "--miniature-runs", str(tmp_path / "absent"),
+                 "--miniature-runs", str(tmp_path / "records")]) == 0
+    assert "| RCAN | DCKD | +0.18 | +0.200 ±" in capsys.readouterr().out

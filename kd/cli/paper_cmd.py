@@ -22,9 +22,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
-    parser.add_argument("--miniature-runs", type=Path, default=Path("runs/miniature"),
+    parser.add_argument("--miniature-runs", type=Path, action="append",
                         help="folder of the cpu-profile runs of the miniature pairs, written by the sweep commands "
-                        "that `paper fakd|dckd` print (default runs/miniature)")
+                        "that `paper fakd|dckd` print (default runs/miniature); repeat it to join the records of a "
+                        "committed report")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")
@@ -37,6 +38,7 @@ def run_paper(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from kd.errors import unknown_choice
+    from kd.report.miniature import RUNS_DIR
     from kd.report.paper import (
         FORMATS, PAPER_TABLES, bicubic_on_the_fly, collect_measured, footnotes, grid, paper_table, to_text,
     )
@@ -46,7 +48,7 @@ def run_paper(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise unknown_choice("--format", args.format, FORMATS)
     measured, notes = collect_measured(args.runs if args.runs.is_dir() else None, args.eval_csv,
-                                       args.miniature_runs)
+                                       args.miniature_runs or [Path(RUNS_DIR)])
     if args.table == "bicubic" and not args.no_compute and not (measured.models["arch"] == "bicubic").any():
         computed, compute_notes = bicubic_on_the_fly(args.data_root, progress=args.format == "table")
         measured.models = pd.concat([measured.models, computed], ignore_index=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +134,9 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
 
 
 def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
-                     miniature_dir: Path | None = None) -> tuple[Measured, list[str]]:
-    """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dir`."""
+                     miniature_dirs: Sequence[Path] = ()) -> tuple[Measured, list[str]]:
+    """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dirs` (a
+    local runs folder beside the records of a committed report; the folders that do not exist are skipped)."""
     notes: list[str] = []
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
     students = []
@@ -167,10 +168,11 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
         frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
     miniature = None
-    if miniature_dir is not None and Path(miniature_dir).is_dir():
+    existing = [Path(d) for d in miniature_dirs if Path(d).is_dir()]
+    if existing:
         try:
-            miniature = scan_runs(miniature_dir)
-            notes += [f"{miniature_dir}: {warning}" for warning in miniature.warnings]
+            miniature = scan_runs(existing)
+            notes += [f"miniature runs: {warning}" for warning in miniature.warnings]
         except KdError as exc:  # nothing finished there yet: the miniature says which sweeps fill it
             notes.append(str(exc))
     return Measured(model_frame, student_frame, miniature), notes
@@ -355,7 +357,7 @@ def paper_table(name: str, *, runs_dir: str | Path | None = None, eval_csvs: lis
     notes: list[str] = []
     if measured is None:
         measured, notes = collect_measured(Path(runs_dir) if runs_dir else None, list(eval_csvs or []),
-                                           Path(miniature_dir) if miniature_dir else None)
+                                           [Path(miniature_dir)] if miniature_dir else [])
     table = PAPER_TABLES[name](measured)
     table.notes = notes + table.notes
     return table
