@@ -147,8 +147,10 @@ def _worse(rows: pd.DataFrame) -> str:
     named = [method if teacher == "-" else f"{method} from {teacher}"
              for method, teacher in rows.sort_values("delta")[["method", "teacher"]].itertuples(index=False)]
     pairs = list(dict.fromkeys(named))
+    datasets = sorted(set(rows["dataset"]))
+    everywhere = len(rows) == len(pairs) * len(datasets)  # rows hold each (pair, dataset) once
     return (f"; {_listed(pairs)} {'is' if len(pairs) == 1 else 'are'} worse than no-KD beyond the interval on "
-            f"{', '.join(sorted(set(rows['dataset'])))}")
+            f"{'' if everywhere else 'at least one of '}{', '.join(datasets)}")
 
 
 def _listed(names: list[str]) -> str:
