@@ -144,11 +144,12 @@ def _worse(rows: pd.DataFrame) -> str:
     """The clause naming the (method, teacher) pairs below no-KD beyond their interval, worst first."""
     if rows.empty:
         return ""
+    ordered = rows.sort_values("delta")
     named = [method if teacher == "-" else f"{method} from {teacher}"
-             for method, teacher in rows.sort_values("delta")[["method", "teacher"]].itertuples(index=False)]
+             for method, teacher in ordered[["method", "teacher"]].itertuples(index=False)]
     pairs = list(dict.fromkeys(named))
     datasets = sorted(set(rows["dataset"]))
-    everywhere = len(rows) == len(pairs) * len(datasets)  # rows hold each (pair, dataset) once
+    everywhere = len(set(zip(named, ordered["dataset"]))) == len(pairs) * len(datasets)
     return (f"; {_listed(pairs)} {'is' if len(pairs) == 1 else 'are'} worse than no-KD beyond the interval on "
             f"{'' if everywhere else 'at least one of '}{', '.join(datasets)}")
 
