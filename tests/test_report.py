@@ -275,7 +275,8 @@ def test_records_rebuild_the_report_and_join_new_runs(smoke_grid, tmp_path, monk
 
     again = build_report([out / "records", seed0], out, visual_images=0, force=True)  # a run in both: read once
     assert len(again.runset.runs) == len(reference.runset.runs)
-    assert any("is both in" in note for note in again.content.notes)
+    both = [note for note in again.content.notes if "are both in" in note]
+    assert len(both) == 1 and both[0].startswith(f"{len(records)} run(s) are both in {out / 'records'} and in {seed0}")
 
 
 def test_empty_partial_and_missing_runs_dirs_say_what_is_missing(tmp_path, capsys):

@@ -114,6 +114,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     there is none."""
     folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     runs, warnings, unfinished, seen = [], [], [], {}
+    duplicates: dict[tuple[Path, Path], list[str]] = {}
     for runs_dir in folders:
         if not runs_dir.is_dir():
             raise KdError(f"runs directory '{runs_dir}' not found: train some runs first (kdbench run ...) "
@@ -129,11 +130,12 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
                 warnings.append(f"skipped run '{run_dir.name}': unreadable summary.json ({exc})")
                 continue
             if run.run_id in seen:
-                first = seen[run.run_id]
-                warnings.append(f"run {run.run_id} is both in {first} and in {runs_dir}: using the one in {first}")
+                duplicates.setdefault((seen[run.run_id], runs_dir), []).append(run.run_id)
                 continue
             seen[run.run_id] = runs_dir
             runs.append(run)
+    for (first, later), ids in duplicates.items():
+        warnings.append(f"{len(ids)} run(s) are both in {first} and in {later}, read from {first}: {', '.join(ids)}")
     unfinished = [name for name in unfinished if name not in seen]
     where = " and ".join(f"'{p}'" for p in folders)
     if unfinished:
