@@ -22,6 +22,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+Average = Callable[[Sequence[Tensor]], None]  # in-place mean over data-parallel ranks
+
+
+def no_average(tensors: Sequence[Tensor]) -> None:
+    """The `Average` of a single process: nothing to average over."""
+
 
 @dataclass
 class StepInputs:
@@ -31,8 +37,7 @@ class StepInputs:
     teacher_out: Tensor | None = None
     student_feats: dict[str, Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, Tensor] = field(default_factory=dict)
-    # In-place mean over data-parallel ranks (no-op in one process), for batch statistics that must be global.
-    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
+    average: Average = no_average  # for batch statistics that must be global
 
 
 @dataclass
@@ -46,9 +51,9 @@ class StepContext:
     lr: float
     holdout_batch: Callable[[], tuple[Tensor, Tensor]]  # a training batch never used for the gradient step
     weights: dict[str, float] = field(default_factory=dict)  # the loss-term weights the trainer applied
-    # In-place mean over data-parallel ranks (a no-op in one process): gradients a hook computes itself must pass
-    # through it so every rank applies the same update. The trainer has already averaged `.grad`.
-    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None
+    # Gradients a hook computes itself must pass through it so every rank applies the same update. The trainer has
+    # already averaged `.grad`.
+    average: Average = no_average
 
 
 class Distiller(nn.Module):

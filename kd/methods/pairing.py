@@ -20,26 +20,19 @@ the student gradient scaled as 1/sigma_T: inert with RCAN, destructive with Swin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kd.errors import KdError
+from kd.methods.base import Average, no_average
 
 # Which numbered family is the body, for the built-in networks; others fall back to the largest family.
 BODY_PREFIX = {"asid": "block", "asid_d8": "block", "rcan": "body.", "han": "body.", "swinir": "layers.",
                "swinir_light": "layers."}
 
 _NUMBERED = re.compile(r"([A-Za-z_]+\.?)(\d+)")
-
-Average = Callable[[Sequence[Tensor]], None]
-
-
-def _no_average(tensors: Sequence[Tensor]) -> None:
-    pass
-
 
 def _numbered_stages(model: nn.Module) -> list[str]:
     families: dict[str, list[tuple[int, str]]] = {}
@@ -226,7 +219,7 @@ def _global_mean(value: Tensor, average: Average) -> Tensor:
     return _DifferentiableAverage.apply(value, average)
 
 
-def map_stats(feat: Tensor, average: Average = _no_average) -> tuple[Tensor, Tensor]:
+def map_stats(feat: Tensor, average: Average = no_average) -> tuple[Tensor, Tensor]:
     """(per-channel batch mean, RMS deviation of the whole map): the statistics `standardize` divides by, those of
     the global batch under data parallelism; they carry gradients when `feat` does."""
     mean = _global_mean(feat.mean(dim=(0, 2, 3), keepdim=True), average)
@@ -234,7 +227,7 @@ def map_stats(feat: Tensor, average: Average = _no_average) -> tuple[Tensor, Ten
     return mean, variance.clamp_min(1e-12).sqrt().reshape(())
 
 
-def standardize(feat: Tensor, average: Average = _no_average) -> Tensor:
+def standardize(feat: Tensor, average: Average = no_average) -> Tensor:
     """Centre each channel with its batch mean and divide the map by its RMS deviation (one scalar per map: ReLU
     leaves some channels nearly constant)."""
     mean, scale = map_stats(feat, average)
@@ -242,7 +235,7 @@ def standardize(feat: Tensor, average: Average = _no_average) -> Tensor:
 
 
 def standardize_pair(student_feat: Tensor, teacher_feat: Tensor,
-                     average: Average = _no_average) -> tuple[Tensor, Tensor]:
+                     average: Average = no_average) -> tuple[Tensor, Tensor]:
     """Each side standardised with its own statistics; the teacher side detached (see the module docstring).
 
     `average` is `StepInputs.average`: under data parallelism the statistics are those of the global batch.
