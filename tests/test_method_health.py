@@ -13,14 +13,11 @@ from kd.config import TrainConfig
 from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
 from kd.methods import create_method, get_method, list_methods, loss_weights
-from kd.methods.health import gradient_ratios, out_of_range
+from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
 from kd.models import create
 
 SCALE = 4
 TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
-# Terms that keep a published weight although it leaves them nearly inert at step 0 (documented in the method):
-# DCKD's codebook cross-entropy at the released configuration's 0.001 (0.004-0.015x the reconstruction gradient).
-PUBLISHED_INERT = {("dckd", "ce")}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,7 +51,7 @@ def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
     ratios = trainer.health(lr, hr)
     assert ratios, "every distillation method has a weighted term besides the reconstruction"
     for term, ratio in ratios.items():
-        low = 0.0 if (method_name, term) in PUBLISHED_INERT else 0.05
+        low = 0.0 if term in get_method(method_name).published_inert else 0.05
         assert low < ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
 
 
@@ -68,17 +65,19 @@ def test_ratio_matches_its_definition():
     assert out_of_range({"a": 0.001, "b": 1.0, "c": 20.0}) == {"a": 0.001, "c": 20.0}
 
 
+class Notes:
+    def __init__(self):
+        self.texts = []
+
+    def start(self, total, completed): pass
+    def update(self, step, values): pass
+    def note(self, text): self.texts.append(text)
+    def stop(self): pass
+
+
 def test_trainer_logs_health_and_warns_outside_the_band(tmp_path):
-    notes = []
-
-    class Notes:
-        def start(self, total, completed): pass
-        def update(self, step, values): pass
-        def note(self, text): notes.append(text)
-        def stop(self): pass
-
     trainer, _, _ = _trainer(tmp_path, "fitnet", "rcan", weights={"fd": 1000.0}, steps=3)
-    trainer.progress = Notes()
+    trainer.progress = notes = Notes()
     trainer.train = TrainConfig(**{**trainer.train.__dict__, "log_every": 1})
     trainer.fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +85,46 @@ def test_trainer_logs_health_and_warns_outside_the_band(tmp_path):
     # log_every 1: measured at step 0 and every 10 steps, so once in 3 steps
     assert [r["health_step"] for r in health] == [0]
     assert health[0]["health"]["fd"] > 10
-    assert any("'fd'" in note and "method.weights.fd" in note for note in notes)
+    assert any("'fd'" in note and "method.weights.fd" in note for note in notes.texts)
+
+
+def test_a_term_nearly_inert_at_its_published_weight_is_noted_once_not_warned(tmp_path):
+    trainer, _, _ = _trainer(tmp_path, "dckd", "rcan")
+    assert trainer.weights["ce"] == get_method("dckd").default_weights["ce"]
+    trainer.progress = notes = Notes()
+    low = HEALTHY[0]
+    trainer._record_health(0, {"ce": low / 10, "kd": 1.0})
+    trainer._record_health(10, {"ce": low / 20, "kd": 1.0})
+    assert len(notes.texts) == 1 and notes.texts[0].startswith("note: term 'ce' keeps its published weight 0.001")
+    trainer._record_health(20, {"ce": HEALTHY[1] * 2, "kd": 1.0})  # too strong is still a warning
+    assert notes.texts[-1].startswith("warning: step 20: term 'ce'")
+
+    trainer, _, _ = _trainer(tmp_path, "dckd", "rcan", weights={"ce": 0.0005})
+    trainer.progress = notes = Notes()
+    trainer._record_health(0, {"ce": low / 10, "kd": 1.0})  # a weight of the user's: no longer as published
+    assert [text.split(":")[0] for text in notes.texts] == ["warning"]
+
+
+def test_report_marks_a_term_low_as_published_only_at_the_published_weight(tmp_path):
+    from kd.report.health import health_rows
+    from kd.report.runs import Run
+
+    def run(name: str, ce_weight: float, ratios: list[float]) -> Run:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = [json.dumps({"step": 10 * i + 1, "health": {"ce": r, "dcl": 1.0}}) for i, r in enumerate(ratios)]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return Run(folder, {"run_id": name, "student": "asid", "method": "dckd", "scale": 4, "seed": 0,
+                            "profile": "cpu", "teacher": {"arch": "rcan", "preset": "mini"},
+                            "loss_weights": {"rec": 1.0, "kd": 1.0, "dcl": 0.1, "ce": ce_weight},
+                            "datasets": {"Set5": {"psnr_y": 30.0}}})
+
+    status = {row[2]: row[-1] for row in health_rows([run("a", 0.001, [0.02, 0.001, 0.002])])}
+    assert status == {"ce": "low as published (2/3)", "dcl": "ok"}
+    changed = health_rows([run("b", 0.0005, [0.02, 0.001, 0.002])])
+    assert changed[0][-1] == "⚠ 2/3 outside"
+    too_strong = health_rows([run("c", 0.001, [0.001, 20.0])])
+    assert too_strong[0][-1] == "⚠ 2/2 outside"
 
 
 def test_fit_cost_pairs_each_run_with_the_no_kd_run_of_its_seed(tmp_path):

@@ -37,7 +37,7 @@ from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.methods.base import Distiller, StepContext, StepInputs
-from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
+from kd.methods.health import HEALTHY, gradient_ratios, inert_as_published, out_of_range
 from kd.models import capture
 
 CHECKPOINT_FORMAT = "kdbench-train-v1"
@@ -290,8 +290,17 @@ class Trainer:
         if not ratios or not self.dist.is_main:
             return
         self.log.write({"step": index + 1, "health_step": index, "health": ratios})
+        low, high = HEALTHY
+        published = inert_as_published(self.method, self.weights)
+        if index == 0:
+            for name in sorted(published & ratios.keys()):
+                self.progress.note(
+                    f"note: term '{name}' keeps its published weight {self.weights[name]:g}, which leaves it nearly "
+                    f"inert ({ratios[name]:.3g}x the reconstruction at step 0; ratios below {low:g}x are expected); "
+                    f"method.weights.{name} raises it")
         for name, ratio in out_of_range(ratios).items():
-            low, high = HEALTHY
+            if name in published and ratio < low:
+                continue
             self.progress.note(
                 f"warning: step {index}: term '{name}' pulls on the student {ratio:.3g}x as hard as the "
                 f"reconstruction (healthy: {low:g}-{high:g}x); adjust method.weights.{name}"

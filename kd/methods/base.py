@@ -69,6 +69,9 @@ class Distiller(nn.Module):
     # What of the method is kdbench's reconstruction rather than published code, e.g. "LSFD (from the abstract)";
     # reports name every such method beside its results. "" for a method verified against its official code.
     reconstructed: ClassVar[str] = ""
+    # Terms whose published weight leaves them nearly inert beside the reconstruction: at that weight a health ratio
+    # below the healthy range is the published configuration, not a fault (kd.methods.health.inert_as_published).
+    published_inert: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any = None) -> None:
         super().__init__()

@@ -29,7 +29,8 @@ of model weights at run time):
 
 Health: L_ce keeps the released weight 0.001, which leaves it nearly inert beside the reconstruction (its step-0
 gradient is 0.004-0.015x the L1 gradient with tiny or smoke teachers; `kd.methods.health`); it is kept as published
-so that kdbench's DCKD is the released configuration, and `method.weights.ce` raises it.
+so that kdbench's DCKD is the released configuration, and `method.weights.ce` raises it. At that weight the trainer
+notes it once instead of warning, and reports mark it "low as published" (`published_inert`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class DCKD(Distiller):
     description = ("DCKD (AAAI 2025), random encoder in place of its VQGAN: output KD + contrastive ratio to "
                    "history-student negatives + codebook CE")
     default_weights = {"rec": 1.0, "kd": 1.0, "dcl": 0.1, "ce": 0.001}
+    published_inert = frozenset({"ce"})
     taps_features = False
     Options = DckdOptions
 

@@ -4,15 +4,18 @@
 
 over the student's trainable parameters. A ratio far below 1 means the term is inert (its weight or its units make
 it vanish beside the L1 term); far above, it drowns the reconstruction. The trainer logs the ratios at step 0 and
-every `log_every * 10` steps into `metrics.jsonl` and warns outside `HEALTHY`; `kdbench report` tabulates them.
+every `log_every * 10` steps into `metrics.jsonl` and warns outside `HEALTHY` (except below it for a term a method
+keeps at a published weight that leaves it nearly inert, which it notes once); `kdbench report` tabulates them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from kd.methods.base import Average, Distiller, no_average
 
 REFERENCE_TERM = "rec"
 HEALTHY = (0.01, 10.0)
@@ -24,7 +27,7 @@ def _norm(grads: Sequence[Tensor | None]) -> float:
 
 
 def gradient_ratios(terms: dict[str, Tensor], weights: dict[str, float], params: Sequence[Tensor],
-                    average: Callable[[Sequence[Tensor]], None] = lambda tensors: None) -> dict[str, float]:
+                    average: Average = no_average) -> dict[str, float]:
     """The ratio of every weighted non-reconstruction term (weight != 0) to the reconstruction term; the graph of
     `terms` is kept, so the caller can still back-propagate the total. Empty when there is nothing to compare.
     `average` (in place over data-parallel ranks) makes the gradients those of the global batch."""
@@ -46,6 +49,12 @@ def gradient_ratios(terms: dict[str, Tensor], weights: dict[str, float], params:
         return {}
     return {name: norm_of(name) / reference_norm for name in terms
             if name != REFERENCE_TERM and weights.get(name)}
+
+
+def inert_as_published(method: type[Distiller] | Distiller, weights: dict[str, float]) -> frozenset[str]:
+    """The method's `published_inert` terms that `weights` still give their published weight."""
+    return frozenset(term for term in method.published_inert
+                     if term in weights and weights[term] == method.default_weights.get(term))
 
 
 def out_of_range(ratios: dict[str, float], healthy: tuple[float, float] = HEALTHY) -> dict[str, float]:

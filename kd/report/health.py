@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import statistics
 
-from kd.methods.health import HEALTHY
+from kd.errors import KdError
+from kd.methods import get_method
+from kd.methods.health import HEALTHY, inert_as_published
 from kd.report.runs import Run
 
 HEADERS = ["Method", "Teacher", "Term", "Runs", "Step 0", "Median", "Range", "Status"]
 CAPTION = (f"‖∇ weighted KD term‖ / ‖∇ reconstruction term‖ on the student's parameters, logged at step 0 and every "
            f"log_every × 10 steps; Step 0 and Median are means over runs (seeds). Healthy: {HEALTHY[0]:g} to "
-           f"{HEALTHY[1]:g}: below, the term is inert; above, it drowns the reconstruction.")
+           f"{HEALTHY[1]:g}: below, the term is inert; above, it drowns the reconstruction. \"low as published\": a term "
+           "the method's published configuration weights so lightly that it is nearly inert.")
 
 
 def health_rows(runs: list[Run]) -> list[list[str]]:
     """One row per (method, teacher, term) over the runs that logged health records."""
     series: dict[tuple[str, str, str], list[list[float]]] = {}
+    published: dict[tuple[str, str, str], bool] = {}  # every run keeps the term at its published, nearly inert weight
     for run in runs:
         per_term: dict[str, list[float]] = {}
         for record in run.metrics_log():
             for term, ratio in (record.get("health") or {}).items():
                 per_term.setdefault(term, []).append(float(ratio))
+        inert = _inert_as_published(run)
         for term, ratios in per_term.items():
-            series.setdefault((run.method, run.teacher or "-", term), []).append(ratios)
+            key = (run.method, run.teacher or "-", term)
+            series.setdefault(key, []).append(ratios)
+            published[key] = published.get(key, True) and term in inert
     rows = []
     low, high = HEALTHY
     for (method, teacher, term), runs_ratios in sorted(series.items()):
@@ -36,10 +43,21 @@ def health_rows(runs: list[Run]) -> list[list[str]]:
         first = statistics.fmean(ratios[0] for ratios in runs_ratios)
         median = statistics.fmean(statistics.median(ratios) for ratios in runs_ratios)
         outside = [r for r in every if not low <= r <= high]
-        status = "ok" if not outside else f"⚠ {len(outside)}/{len(every)} outside"
+        if outside and published[(method, teacher, term)] and max(outside) < low:
+            status = f"low as published ({len(outside)}/{len(every)})"
+        else:
+            status = "ok" if not outside else f"⚠ {len(outside)}/{len(every)} outside"
         rows.append([method, teacher, term, str(len(runs_ratios)), f"{first:.3g}", f"{median:.3g}",
                      f"{min(every):.3g}-{max(every):.3g}", status])
     return rows
+
+
+def _inert_as_published(run: Run) -> frozenset[str]:
+    try:
+        method = get_method(run.method)
+    except KdError:  # recorded by a plugin that is not installed here
+        return frozenset()
+    return inert_as_published(method, run.summary.get("loss_weights") or {})
 
 
 FIT_HEADERS = ["Method", "Teacher", "Seeds", "Rec. loss", "Range"]
