@@ -129,9 +129,13 @@ class Miniature:
         verdicts = ("holds", "reversed", "unresolved", "too few seeds")
         counts = {v: sum(o.verdict == v for o in self.orderings) for v in verdicts}
         seeds = max(o.ours.n for o in self.orderings)
+        seed_count = f"{seeds} paired seed{'s' if seeds != 1 else ''}"
+        if counts["too few seeds"] == len(self.orderings):
+            return (f"No published ordering of methods is ranked yet ({len(self.orderings)} to check, pairs x "
+                    f"datasets): at most {seed_count} so far, {MIN_SEEDS_TO_RANK} needed{caveat}.")
         text = (f"Of {len(self.orderings)} published orderings of methods (pairs x datasets), {counts['holds']} "
                 f"hold in the miniature with a paired 95 % interval excluding 0, {counts['reversed']} are reversed "
-                f"and {counts['unresolved']} are unresolved, at up to {seeds} paired seeds")
+                f"and {counts['unresolved']} are unresolved, at up to {seed_count}")
         if counts["too few seeds"]:
             text += (f"; {counts['too few seeds']} have fewer than {MIN_SEEDS_TO_RANK} paired seeds and are not "
                      "ranked yet")
