@@ -138,3 +138,50 @@ def test_recorded_estimate_is_not_inflated_by_a_paused_run(tmp_path, monkeypatch
     assert source == "recorded (1 run)" and seconds == pytest.approx(1.21)
     (run_dir / "metrics.jsonl").unlink()  # an older run without step records: its wall time per step
     assert StepTimes(tmp_path / "runs").per_step(config) == (pytest.approx(6.0), "recorded (1 run)")
+
+
+def test_rough_estimate_is_calibrated_by_the_finished_runs(tmp_path, monkeypatch):
+    from kd.config import dump_yaml, resolve
+    from kd.profiles import profile_layer
+    from kd.results.sweep import StepTimes
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+
+    def config(method, student_preset=None):
+        return resolve([profile_layer("cpu"), ("test", {"method": {"name": method},
+                                                        "student": {"preset": student_preset}})])
+
+    finished, other = config("logits"), config("none", "tiny")
+    uncalibrated = StepTimes(tmp_path / "runs")
+    (rough_finished, _), (rough_other, source) = uncalibrated.per_step(finished), uncalibrated.per_step(other)
+    assert source == "rough"
+    run_dir = tmp_path / "runs" / "a-finished-run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(finished))
+    # this machine runs the finished configuration 3x slower than the rough figures say
+    (run_dir / "summary.json").write_text(json.dumps({"train_seconds": 3000.0 * rough_finished, "steps": 1000}))
+    calibrated = StepTimes(tmp_path / "runs")
+    assert calibrated.per_step(finished) == (pytest.approx(3 * rough_finished), "recorded (1 run)")
+    assert calibrated.per_step(other) == (pytest.approx(3 * rough_other), "rough x3.0, 1 run")
+
+
+def test_a_small_preset_in_the_teacher_zoo_corrects_rough_figures_of_its_network(tmp_path, monkeypatch):
+    from kd.config import resolve
+    from kd.profiles import profile_layer
+    from kd.results import sweep
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    student = resolve([profile_layer("cpu"), ("test", {"method": {"name": "none"},
+                                                       "student": {"arch": "rcan", "preset": "mini_student"}})])
+    uncorrected = sweep.StepTimes(tmp_path / "runs")
+    recipe = {"batch_size": 8, "lr_patch": 32}
+    rough_teacher_step = uncorrected._network_seconds("rcan", "mini", 4, backward=True) * 8 * 32 ** 2 / (4 * 48 ** 2)
+    # the zoo's RCAN mini trained 3x slower per step than its MACs-scaled figure
+    entry = {"arch": "rcan", "preset": "mini", "scale": 4, "recipe": recipe, "steps": 100,
+             "train_seconds": 300 * rough_teacher_step}
+    monkeypatch.setattr(sweep, "_zoo_entries", lambda: [entry])
+    seconds, source = sweep.StepTimes(tmp_path / "runs").per_step(student)
+    assert source == "rough" and seconds == pytest.approx(3 * uncorrected.per_step(student)[0])
+    official = dict(entry, preset="paper")  # a recorded official preset says nothing about small ones
+    monkeypatch.setattr(sweep, "_zoo_entries", lambda: [official])
+    assert sweep.StepTimes(tmp_path / "runs").per_step(student)[0] == pytest.approx(uncorrected.per_step(student)[0])

@@ -12,8 +12,13 @@ steps x seconds per step, where seconds per step come from, in order of preferen
 2. `ROUGH_STEP_SECONDS`: per-network CPU figures (ARCHITECTURES.md section 10, 2 threads, batch 4, 48x48 LR,
    official configuration), scaled by batch x patch area and, for other presets, by the ratio of MACs per patch
    (counted on the meta device; small networks run fewer MACs per second, so this under-estimates them, by about
-   2x for RCAN-small against section 10). A distillation step costs the teacher's forward plus the student's
-   forward+backward; `krnet` is scaled by its measured factor (`METHOD_STEP_FACTOR`).
+   2x for RCAN-small against section 10; where the teacher zoo holds a small preset of the same network, its
+   recorded training step corrects every small preset of that network). A distillation step costs the teacher's forward plus the student's
+   forward+backward; a method with a measured step factor (`METHOD_STEP_FACTOR`) is scaled by it. Once any run
+   has finished under the runs root or the records, these figures are multiplied by the median ratio of recorded to
+   rough seconds per step over those runs, the runs of the same student network if there are any (shown as
+   "rough x3.1, 14 runs"): that ratio carries what the table cannot know (this machine, `--threads`, cells running
+   side by side, the small-preset under-estimate).
 A teacher the zoo does not hold yet adds its own training (`teacher.train.steps` of its forward+backward), once;
 a zoo entry of the same network, preset, batch, patch and scale (any step count) gives a recorded figure.
 """
@@ -42,8 +47,10 @@ ROUGH_STEP_SECONDS: dict[str, tuple[float, float]] = {
     "swinir_light": (0.54, 1.27),
 }
 # Step cost of a method relative to `none` + teacher forward (benchmarks/bench_step.py, ASID + RCAN mini, CPU):
-# meta-KD adds a virtual student step and a held-out forward+backward; the others stay within 1.07.
-METHOD_STEP_FACTOR = {"krnet": 3.0}
+# meta-KD adds a virtual student step and a held-out forward+backward; FAKD its affinity matrices; MiPKD and DUKD
+# extra student and teacher passes; the others stay within 1.07. Their extra work barely depends on the student,
+# so beside a student smaller than ASID the factor is larger (RCAN mini pair of the DCKD miniature: DCKD 2.4x).
+METHOD_STEP_FACTOR = {"krnet": 3.0, "fakd": 1.7, "mipkd": 2.0, "dckd": 1.2, "dukd": 2.1}
 UNKNOWN_NETWORK_SECONDS = (0.5, 1.0)  # a network without a figure: a middling guess, flagged as such
 REFERENCE_PIXELS = 4 * 48 * 48  # batch x LR patch area of the figures above
 MIN_STEP_SECONDS = 0.005  # per network: tiny presets are dominated by per-step overhead, not by their MACs
@@ -198,6 +205,7 @@ class StepTimes:
         self.recorded: dict[tuple, list[tuple[str, float]]] = {}
         summaries = [path for root in map(Path, (runs_dir, *records)) if root.is_dir()
                      for path in sorted(root.glob("*/summary.json"))]
+        recorded_configs: list[tuple[RunConfig, float]] = []
         for summary_path in summaries:
             try:
                 summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -205,22 +213,41 @@ class StepTimes:
                 per_step = median_step_seconds(summary_path.parent / "metrics.jsonl")
                 per_step = per_step or float(summary["train_seconds"]) / int(summary["steps"])
                 self.recorded.setdefault(_timing_key(config), []).append((config.method.name, per_step))
+                recorded_configs.append((config, per_step))
             except Exception:  # timings are a convenience: an unreadable run just does not contribute one
                 continue
         self._macs_cache: dict[tuple[str, str, int], int] = {}
         self.teacher_recorded: dict[tuple, float] = {}
+        small_ratios: dict[str, list[float]] = {}
         for info in _zoo_entries():
             try:
                 recipe = info["recipe"]
                 key = (info["arch"], info["preset"], recipe["batch_size"], recipe["lr_patch"], info["scale"])
                 self.teacher_recorded[key] = float(info["train_seconds"]) / int(info["steps"])
+                pixels = recipe["batch_size"] * recipe["lr_patch"] ** 2 / REFERENCE_PIXELS
+                rough = pixels * self._network_seconds(info["arch"], info["preset"], info["scale"], backward=True,
+                                                       corrected=False)
+                if info["preset"] != _default_preset(info["arch"]):
+                    small_ratios.setdefault(info["arch"], []).append(self.teacher_recorded[key] / rough)
             except (KeyError, TypeError, ValueError, ZeroDivisionError):
                 continue
+        # Per network: how far the MACs-scaled figure of a small preset is from a recorded one (teacher training).
+        self.small_preset_ratio = {arch: sorted(r)[len(r) // 2] for arch, r in small_ratios.items()}
+        self.rough_ratios: dict[str, list[float]] = {}  # per student network: recorded / rough seconds per step
+        for config, seconds in recorded_configs:
+            try:
+                self.rough_ratios.setdefault(config.student.arch, []).append(seconds / self._rough(config))
+            except KdError:  # a run of a network no longer registered: it cannot calibrate
+                continue
+
+    def calibration(self, student_arch: str) -> tuple[float, int] | None:
+        """(median ratio of recorded to rough seconds per step, runs): over the finished runs of the same student
+        network where there are some, else over all finished runs; None without a finished run."""
+        ratios = self.rough_ratios.get(student_arch) or [r for rs in self.rough_ratios.values() for r in rs]
+        return (sorted(ratios)[len(ratios) // 2], len(ratios)) if ratios else None
 
     def per_step(self, config: RunConfig) -> tuple[float, str]:
         """(seconds per step, where the figure comes from)."""
-        from kd.methods import get_method
-
         try:
             samples = self.recorded.get(_timing_key(config), [])
         except KdError:
@@ -231,12 +258,21 @@ class StepTimes:
         if chosen:
             chosen = sorted(chosen)
             return chosen[len(chosen) // 2], f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
+        calibration = self.calibration(config.student.arch)
+        if calibration is None:
+            return self._rough(config), "rough"
+        ratio, runs = calibration
+        return self._rough(config) * ratio, f"rough x{ratio:.1f}, {runs} run{'s' if runs > 1 else ''}"
+
+    def _rough(self, config: RunConfig) -> float:
+        from kd.methods import get_method
+
         pixels = config.train.batch_size * config.train.lr_patch ** 2 / REFERENCE_PIXELS
         student_preset, teacher_preset = _presets(config)
         seconds = self._network_seconds(config.student.arch, student_preset, config.scale, backward=True)
         if get_method(config.method.name).needs_teacher and config.teacher.arch:
             seconds += self._network_seconds(config.teacher.arch, teacher_preset, config.scale, backward=False)
-        return seconds * pixels * METHOD_STEP_FACTOR.get(config.method.name, 1.0), "rough"
+        return seconds * pixels * METHOD_STEP_FACTOR.get(config.method.name, 1.0)
 
     def teacher_training(self, config: RunConfig) -> float:
         recipe = config.teacher.train
@@ -250,7 +286,8 @@ class StepTimes:
         return recipe.steps * pixels * self._network_seconds(config.teacher.arch, preset, config.scale,
                                                              backward=True)
 
-    def _network_seconds(self, arch: str, preset: str | None, scale: int, *, backward: bool) -> float:
+    def _network_seconds(self, arch: str, preset: str | None, scale: int, *, backward: bool,
+                         corrected: bool = True) -> float:
         from kd.models import get_entry
 
         entry = get_entry(arch)
@@ -261,6 +298,8 @@ class StepTimes:
             official = self._macs(entry.arch, entry.default_preset, scale)
             if official:
                 seconds *= self._macs(entry.arch, preset, scale) / official
+            if corrected:
+                seconds *= self.small_preset_ratio.get(entry.arch, 1.0)
         return max(seconds, MIN_STEP_SECONDS)
 
     def _macs(self, arch: str, preset: str, scale: int) -> int:
@@ -278,6 +317,12 @@ class StepTimes:
             except Exception:
                 self._macs_cache[key] = 0
         return self._macs_cache[key]
+
+
+def _default_preset(arch: str) -> str:
+    from kd.models import get_entry
+
+    return get_entry(arch).default_preset
 
 
 def _zoo_entries() -> list[dict[str, Any]]:
