@@ -267,7 +267,13 @@ def test_records_rebuild_the_report_and_join_new_runs(smoke_grid, tmp_path, monk
 
     with pytest.raises(KdError, match="earlier kdbench report"):
         build_report([seed1, out / "records"], out, visual_images=0)
-    build_report([seed1, out / "records"], out, visual_images=0, force=True)
+    (out / "paper-table.md").write_text("a table the user put beside the report")
+    (out / "notes").mkdir()
+    (out / "notes" / "todo.txt").write_text("rerun seed 2")
+    rebuilt = build_report([seed1, out / "records"], out, visual_images=0, force=True)
+    assert rebuilt.kept == ["notes", "paper-table.md"]
+    assert (out / "paper-table.md").read_text() == "a table the user put beside the report"
+    assert (out / "notes" / "todo.txt").read_text() == "rerun seed 2"
     joined = pd.read_csv(out / "results.csv")
     reference = build_report(smoke_grid / "runs", tmp_path / "all", visual_images=0)
     assert sorted(p.name for p in (out / "records").iterdir()) == sorted(r.run_id for r in reference.runset.runs)
@@ -304,3 +310,7 @@ def test_report_console_tables_at_80_columns_piped(smoke_grid, tmp_path, monkeyp
     assert any("/" in cell for cell in cells)  # the PSNR/SSIM cells are among them
     tables = out.split("\nwrote ")[0].replace(report.content.finding, "")  # the finding is one message line
     readable(tables, cells)
+    (tmp_path / "cli" / "mine.md").write_text("notes")
+    assert main(["report", "--runs", str(smoke_grid / "runs"), "--out", str(tmp_path / "cli"),
+                 "--visual-images", "0", "--force"]) == 0
+    assert f"kept what kdbench did not write in {tmp_path / 'cli'}: mine.md" in capsys.readouterr().out

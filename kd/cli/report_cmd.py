@@ -22,8 +22,8 @@ def register(subparsers) -> None:
                         "join folders, e.g. new runs beside a committed report's records/ (a run id in two folders "
                         "is read from the first given)")
     parser.add_argument("--out", type=Path, help="output folder (default reports/<name of --runs>)")
-    parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (a folder "
-                        "kdbench did not write is never replaced)")
+    parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (files "
+                        "added to it are kept; a folder kdbench did not write is never replaced)")
     parser.add_argument("--title", help="page title")
     parser.add_argument("--visual-images", type=int, default=2, help="evaluation images in the visual comparison")
     parser.set_defaults(handler=run_report)
@@ -47,4 +47,6 @@ def run_report(args: argparse.Namespace) -> int:
     for note in report.content.notes:
         say(err, note, "note")
     say(console, f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)")
+    if report.kept:
+        say(console, f"kept what kdbench did not write in {out}: {', '.join(report.kept)}")
     return 0

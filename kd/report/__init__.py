@@ -34,6 +34,8 @@ RECORDS = "records"
 # What a run is, how it trained, and what was measured of it afterwards (benchmarks/phase_residual.py)
 RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl", "phase_residual.json")
 CROPS = "visual_crops"  # a record's folder of the run's SR crops in the visual comparison (records keep no weights)
+# What a report folder holds of kdbench's own; anything else in it was put there by someone else and is kept.
+REPORT_PRODUCTS = frozenset({REPORT_MARKER, RECORDS, "figures", "report.html", "report.md", "results.csv"})
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Report:
     content: ReportContent
     runset: RunSet
     files: list[Path] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # entries of the replaced folder that kdbench did not write
 
     def console_tables(self):
         return summary_tables(self.content)
@@ -180,6 +183,7 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         with _out_lock(out_dir):
             for folder in folders:  # again: another process may have written it meanwhile
                 check_out_dir(folder, out_dir, force)
+            kept = _copy_foreign_entries(out_dir, work)
             _replace_dir(work, out_dir)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
@@ -190,7 +194,19 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
-    return Report(out_dir, content, runset, files)
+    return Report(out_dir, content, runset, files, kept)
+
+
+def _copy_foreign_entries(out_dir: Path, work: Path) -> list[str]:
+    """Copy into the new report what the user added to the one it replaces (a note, a paper table); copied, not
+    moved, so that they stay in the old folder until the new one is in place."""
+    foreign = sorted(p for p in out_dir.iterdir() if p.name not in REPORT_PRODUCTS) if out_dir.is_dir() else []
+    for entry in foreign:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, work / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, work / entry.name, follow_symlinks=False)
+    return [entry.name for entry in foreign]
 
 
 def _replace_dir(new: Path, target: Path) -> None:
