@@ -119,3 +119,29 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
     assert main([*argv, "--miniature-runs", str(tmp_path / "mini"), "--miniature-runs", str(tmp_path / "absent"),
                  "--miniature-runs", str(tmp_path / "records")]) == 0
     assert "| RCAN | DCKD | +0.18 | +0.200 ±" in capsys.readouterr().out
+
+
+def test_the_printed_sweep_commands_plan_the_cells_of_the_miniature(tmp_path):
+    """What `kdbench paper dckd` tells the user to run makes the runs its miniature reads, on any CPU."""
+    import shlex
+
+    from kd.cli import build_parser
+    from kd.cli.sweep_cmd import grid_layers
+    from kd.report.miniature import METHODS, SEEDS
+    from kd.results.sweep import cell_config, expand_grid, parse_ints
+
+    for pair in PAIRS:
+        argv = shlex.split(pair.sweep_command())
+        assert argv[0] == "kdbench"
+        args = build_parser().parse_args([*argv[1:], "--data-root", str(tmp_path)])
+        _, layers, _ = grid_layers(args)
+        cells = expand_grid([args.students], [args.teachers], args.methods.split(","), [4],
+                            parse_ints(args.seeds, "--seeds"))
+        configs = [cell_config(cell, layers, args.overrides) for cell in cells]
+        assert sorted({(c.method.name, c.seed) for c in configs}) == sorted(
+            (method, seed) for method in ("none", *METHODS) for seed in SEEDS)
+        for config in configs:
+            assert config.profile == "cpu" and (config.student.arch, config.student.preset) == pair.student
+            assert config.accel.teacher_dtype == "fp32"
+            if config.method.name != "none":
+                assert (config.teacher.arch, config.teacher.preset) == pair.teacher

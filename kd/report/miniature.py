@@ -38,10 +38,12 @@ class MiniaturePair:
     teacher: tuple[str, str]
 
     def sweep_command(self, methods: tuple[str, ...] = METHODS) -> str:
+        # fp32 teachers: the cpu profile's `auto` gives bf16 on some CPUs, and cells made on machines that differ
+        # there would neither share run ids nor pair (reports/miniature-dckd/records are fp32)
         return (f"kdbench sweep --profile {PROFILE} --students {self.student[0]} --set student.preset="
                 f"{self.student[1]} --teachers {self.teacher[0]} --methods none,{','.join(methods)} "
-                f"--seeds {','.join(map(str, SEEDS))} --out-dir {RUNS_DIR} --executor local --max-parallel 2 "
-                "--threads 1")
+                f"--seeds {','.join(map(str, SEEDS))} --set accel.teacher_dtype=fp32 --out-dir {RUNS_DIR} "
+                "--executor local --max-parallel 2 --threads 1")
 
 
 PAIRS = (

@@ -13,12 +13,12 @@ steps x seconds per step, where seconds per step come from, in order of preferen
    official configuration), scaled by batch x patch area and, for other presets, by the ratio of MACs per patch
    (counted on the meta device; small networks run fewer MACs per second, so this under-estimates them, by about
    2x for RCAN-small against section 10; where the teacher zoo holds a small preset of the same network, its
-   recorded training step corrects every small preset of that network). A distillation step costs the teacher's forward plus the student's
-   forward+backward; a method with a measured step factor (`METHOD_STEP_FACTOR`) is scaled by it. Once any run
-   has finished under the runs root or the records, these figures are multiplied by the median ratio of recorded to
-   rough seconds per step over those runs, the runs of the same student network if there are any (shown as
-   "rough x3.1, 14 runs"): that ratio carries what the table cannot know (this machine, `--threads`, cells running
-   side by side, the small-preset under-estimate).
+   recorded training step corrects every small preset of that network). A distillation step costs the teacher's
+   forward plus the student's forward+backward; a method with a measured step factor (`METHOD_STEP_FACTOR`) is
+   scaled by it. Once any run has finished under the runs root or the records, these figures are multiplied by
+   the median ratio of recorded to rough seconds per step over those runs, the runs of the same student network
+   if there are any (shown as "rough x1.4, 14 runs"): that ratio carries what the table cannot know (this
+   machine, `--threads`, cells running side by side).
 A teacher the zoo does not hold yet adds its own training (`teacher.train.steps` of its forward+backward), once;
 a zoo entry of the same network, preset, batch, patch and scale (any step count) gives a recorded figure.
 """
@@ -202,6 +202,8 @@ class StepTimes:
 
     def __init__(self, runs_dir: str | Path, *records: str | Path) -> None:
         """Timings of the finished runs under `runs_dir` and under each folder of `records`."""
+        from kd.models import get_entry
+
         self.recorded: dict[tuple, list[tuple[str, float]]] = {}
         summaries = [path for root in map(Path, (runs_dir, *records)) if root.is_dir()
                      for path in sorted(root.glob("*/summary.json"))]
@@ -227,9 +229,9 @@ class StepTimes:
                 pixels = recipe["batch_size"] * recipe["lr_patch"] ** 2 / REFERENCE_PIXELS
                 rough = pixels * self._network_seconds(info["arch"], info["preset"], info["scale"], backward=True,
                                                        corrected=False)
-                if info["preset"] != _default_preset(info["arch"]):
+                if info["preset"] != get_entry(info["arch"]).default_preset:
                     small_ratios.setdefault(info["arch"], []).append(self.teacher_recorded[key] / rough)
-            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            except (KdError, KeyError, TypeError, ValueError, ZeroDivisionError):
                 continue
         # Per network: how far the MACs-scaled figure of a small preset is from a recorded one (teacher training).
         self.small_preset_ratio = {arch: sorted(r)[len(r) // 2] for arch, r in small_ratios.items()}
@@ -317,12 +319,6 @@ class StepTimes:
             except Exception:
                 self._macs_cache[key] = 0
         return self._macs_cache[key]
-
-
-def _default_preset(arch: str) -> str:
-    from kd.models import get_entry
-
-    return get_entry(arch).default_preset
 
 
 def _zoo_entries() -> list[dict[str, Any]]:
