@@ -135,12 +135,11 @@ class Miniature:
         if counts["too few seeds"] == len(self.orderings):
             return (f"No published ordering of methods is ranked yet ({len(self.orderings)} to check, pairs x "
                     f"datasets): at most {seed_count} so far, {MIN_SEEDS_TO_RANK} needed{caveat}.")
-        text = (f"Of {len(self.orderings)} published orderings of methods (pairs x datasets), {counts['holds']} "
-                f"hold in the miniature with a paired 95 % interval excluding 0, {counts['reversed']} are reversed "
-                f"and {counts['unresolved']} are unresolved, at up to {seed_count}")
+        text = (f"Of {len(self.orderings)} published orderings of methods (pairs x datasets), the miniature "
+                f"reproduces {counts['holds']} with a paired 95 % interval excluding 0, reverses "
+                f"{counts['reversed']} and leaves {counts['unresolved']} unresolved, at up to {seed_count}")
         if counts["too few seeds"]:
-            text += (f"; {counts['too few seeds']} have fewer than {MIN_SEEDS_TO_RANK} paired seeds and are not "
-                     "ranked yet")
+            text += f"; it cannot rank {counts['too few seeds']} more yet (fewer than {MIN_SEEDS_TO_RANK} paired seeds)"
         return text + caveat + "."
 
 
