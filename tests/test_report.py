@@ -61,6 +61,11 @@ def test_finding_states_separation_only_beyond_the_interval():
     assert finding(_table(none, inside, above)) == (
         "facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from rcan on Set5 "
         "x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
+    above_set14 = {**above, "dataset": "Set14"}
+    logits_set5 = {**above, "method": "logits", "delta": 0.08, "delta_low": 0.01}
+    assert finding(_table(none, above, above_set14, logits_set5)) == (
+        "facd beats the no-KD student beyond the paired 95% interval on Set14, Set5; logits on Set5 only; the "
+        "clearest is facd from rcan on Set5 x4: +0.12 dB [+0.05, +0.19] at 3 seeds.")
     assert finding(_table(none, inside, above, below)) == (
         "facd beats the no-KD student beyond the paired 95% interval on Set5; the clearest is facd from rcan on Set5 "
         "x4: +0.12 dB [+0.05, +0.19] at 3 seeds; lsfd from rcan is worse than no-KD beyond the interval on Set5.")

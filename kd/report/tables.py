@@ -128,16 +128,23 @@ def finding(table: pd.DataFrame) -> str:
         return f"No method beats the no-KD student beyond the paired 95% interval at {seeds} seeds{_worse(worse)}."
     top = better.loc[(better["delta_low"]).idxmax()]
     digits = 3 if abs(top["delta"]) < 0.1 else 2
-    return (f"{_names(better)} beat{'s' if better['method'].nunique() == 1 else ''} the no-KD student beyond the "
-            f"paired 95% interval on {', '.join(sorted(set(better['dataset'])))}; the clearest is {top['method']} "
+    return (f"{_better(better)}; the clearest is {top['method']} "
             f"from {top['teacher']} on {top['dataset']} x{top['scale']}: {top['delta']:+.{digits}f} dB "
             f"[{top['delta_low']:+.{digits}f}, {top['delta_high']:+.{digits}f}] at {int(top['delta_n'])} seeds"
             f"{_worse(worse)}.")
 
 
-def _names(rows: pd.DataFrame) -> str:
-    methods = list(dict.fromkeys(rows.sort_values("delta", ascending=False)["method"]))
-    return _listed(methods)
+def _better(rows: pd.DataFrame) -> str:
+    """The clause naming the methods above no-KD beyond their interval, grouped by the datasets where they are: a
+    method above it on fewer datasets than the others is not listed as if it were above it on all of them."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for method in dict.fromkeys(rows.sort_values("delta", ascending=False)["method"]):
+        datasets = tuple(sorted(set(rows.loc[rows["method"] == method, "dataset"])))
+        groups.setdefault(datasets, []).append(method)
+    (datasets, methods), *others = sorted(groups.items(), key=lambda group: -len(group[0]))
+    text = (f"{_listed(methods)} beat{'s' if len(methods) == 1 else ''} the no-KD student beyond the paired 95% "
+            f"interval on {', '.join(datasets)}")
+    return text + "".join(f"; {_listed(methods)} on {', '.join(datasets)} only" for datasets, methods in others)
 
 
 def _worse(rows: pd.DataFrame) -> str:
