@@ -56,6 +56,20 @@ class TextTable:
         return [row[0][index] for row in self.rows]
 
 
+def duration(seconds: float | None) -> str:
+    """A span of time for people: '45s', '12m05s', '3h04m'; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 def styled(*parts: str | tuple[str, str]) -> Text:
     """A cell of literal parts, each plain or (text, style): `styled(("failed", "red"), ": " + message)`."""
     from rich.text import Text

@@ -16,6 +16,7 @@ from kd.engine import execute_run
 from kd.errors import KdError
 from kd.profiles import profile_layer
 from kd.results.cluster import CellJob, check_executor
+from kd.results.sweep import StepTimes
 
 
 def test_unknown_executor_and_missing_slurm(monkeypatch):
@@ -59,11 +60,15 @@ def test_run_trained_elsewhere_is_refused(tmp_path, monkeypatch):
 def test_local_executor_runs_the_grid_and_a_rerun_skips_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(StepTimes, "per_step", lambda self, config: (10.0, "rough"))
     argv = ["sweep", "--profile", "smoke", "--methods", "none,logits", "--teachers", "rcan", "--executor", "local",
             "--threads", "1", "--out-dir", str(tmp_path / "runs"), "--set", f"cluster.log_dir={tmp_path / 'jobs'}"]
     assert main(argv) == 0
     out = " ".join(capsys.readouterr().err.split())
     assert "training 1 teacher(s) the zoo lacks" in out
+    # 6 smoke steps at the 10 s a step the planner was given: 2 cells side by side, about a minute
+    assert "submitting 2 cell(s) to the local executor; about 1m00s of training" in out
+    assert "1 of 2 done, about 1m00s left" in out and out.count("2 of 2 done") == 1
     summaries = sorted((tmp_path / "runs").glob("*/summary.json"))
     assert [json.loads(p.read_text())["method"] for p in summaries] == ["logits", "none"]
     assert list((tmp_path / "cache" / "teachers").glob("rcan-tiny-*/teacher.pt"))

@@ -8,20 +8,7 @@ from typing import Any
 
 from kd.errors import KdError
 from kd.messages import say
-from kd.output import TextTable, out_console, print_table, styled
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+from kd.output import TextTable, duration, out_console, print_table, styled
 
 
 def _plan_table(plans, title: str) -> TextTable:
@@ -38,7 +25,7 @@ def _plan_table(plans, title: str) -> TextTable:
         else:
             status = f"recorded in {plan.recorded_in}" if plan.recorded_in else plan.status
         estimate = "-" if plan.status in ("finished", "invalid") else (
-            f"{_duration(plan.est_seconds)} ({plan.est_source})")
+            f"{duration(plan.est_seconds)} ({plan.est_source})")
         table.add_row(str(i), cell.student, cell.teacher or "-", cell.method, f"x{cell.scale}", str(cell.seed),
                       estimate, status, plan.run_id or "-")
     return table
@@ -54,7 +41,7 @@ def _outcome_table(outcomes) -> TextTable:
         if scores and scores[1].get("psnr_y") is not None:
             shown = f"{scores[0]} {scores[1]['psnr_y']:.2f}/{scores[1]['ssim_y']:.4f}"
         status = styled(("failed", "red"), f": {outcome.error}") if outcome.status == "failed" else outcome.status
-        table.add_row(str(i), outcome.plan.cell.label, _duration(outcome.seconds), shown, status)
+        table.add_row(str(i), outcome.plan.cell.label, duration(outcome.seconds), shown, status)
     return table
 
 
@@ -119,8 +106,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_table(_plan_table(plans, title), out)
         for key, seconds in teachers:
-            say(out, f"teacher {key} is not in the zoo: trained first, about {_duration(seconds)} (rough)")
-        say(out, f"estimated training time: {_duration(total + sum(s for _, s in teachers))} for "
+            say(out, f"teacher {key} is not in the zoo: trained first, about {duration(seconds)} (rough)")
+        say(out, f"estimated training time: {duration(total + sum(s for _, s in teachers))} for "
                  f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)")
         return 0
 
@@ -128,7 +115,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         cell = plan.cell
         note = {"finished": "finished already, skipping", "partial": f"resuming at step {plan.done_steps}",
                 "new": "starting", "invalid": "invalid, skipping"}[plan.status]
-        eta = f"; about {_duration(remaining)} of training left in the grid" if remaining else ""
+        eta = f"; about {duration(remaining)} of training left in the grid" if remaining else ""
         err.rule(f"[bold]cell {index + 1}/{len(plans)}[/] {cell.label}", style="cyan")
         say(err, f"{plan.run_id or '-'}: {note}{eta}")
 

@@ -25,6 +25,7 @@ from typing import Any
 from kd.config import ClusterConfig, RunConfig, from_dict, to_dict
 from kd.errors import KdError
 from kd.messages import say
+from kd.output import duration
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -190,6 +191,16 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         else:
             cells.append((label, plan.config, False))
 
+    left = {label: plans[runnable[label]].est_seconds or 0.0 for label, _, _ in cells}
+
+    def time_left() -> str:
+        """The estimated training time still to come, spread over the cells that run at once; '' where unknown (a
+        cluster's queue decides when its jobs start)."""
+        if kind != "local" or sum(left.values()) < 1:
+            return ""
+        at_once = min(max_parallel, len(left)) if max_parallel > 0 else len(left)
+        return duration(sum(left.values()) / at_once)
+
     def cell_done(label: str, result: dict[str, Any] | None, error: str | None, seconds: float) -> None:
         plan = plans[runnable[label]]
         if error is not None:
@@ -197,10 +208,15 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         else:
             status = "skipped" if result["already_finished"] else ("resumed" if plan.status == "partial" else "ran")
             outcomes[runnable[label]] = CellOutcome(plan, status, seconds, summary=result["summary"])
-        say(console, f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s)")
+        left.pop(label, None)
+        remaining = f", about {time_left()} left" if time_left() else ""
+        say(console, f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s); "
+                     f"{len(cells) - len(left)} of {len(cells)} done{remaining}")
 
     if cells:
-        say(console, f"submitting {len(cells)} cell(s) to the {kind} executor")
+        at_once = f", {max_parallel} at a time" if max_parallel > 0 else ""
+        estimate = f"; about {time_left()} of training" if time_left() else ""
+        say(console, f"submitting {len(cells)} cell(s) to the {kind} executor{at_once}{estimate}")
         submit_and_wait(kind, cells, out_dir, max_parallel=max_parallel, poll_seconds=poll_seconds,
                         on_done=cell_done)
     return [outcomes[i] for i in range(len(plans))]
