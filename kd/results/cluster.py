@@ -209,13 +209,15 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
             status = "skipped" if result["already_finished"] else ("resumed" if plan.status == "partial" else "ran")
             outcomes[runnable[label]] = CellOutcome(plan, status, seconds, summary=result["summary"])
         left.pop(label, None)
-        remaining = f", about {time_left()} left" if time_left() else ""
+        remaining = time_left()
+        remaining = f", about {remaining} left" if remaining else ""
         say(console, f"{label}: {outcomes[runnable[label]].status} ({seconds:.0f} s); "
                      f"{len(cells) - len(left)} of {len(cells)} done{remaining}")
 
     if cells:
         at_once = f", {max_parallel} at a time" if max_parallel > 0 else ""
-        estimate = f"; about {time_left()} of training" if time_left() else ""
+        estimate = time_left()
+        estimate = f"; about {estimate} of training" if estimate else ""
         say(console, f"submitting {len(cells)} cell(s) to the {kind} executor{at_once}{estimate}")
         submit_and_wait(kind, cells, out_dir, max_parallel=max_parallel, poll_seconds=poll_seconds,
                         on_done=cell_done)

@@ -194,7 +194,7 @@ def median_step_seconds(metrics: Path) -> float | None:
             seconds.append(float(record["step_time"]) + float(record.get("data_time") or 0.0))
         except (ValueError, TypeError, KeyError):
             continue  # other records (health, validation) and a line cut short by a kill
-    return sorted(seconds)[len(seconds) // 2] if seconds else None
+    return _median(seconds) if seconds else None
 
 
 class StepTimes:
@@ -234,7 +234,7 @@ class StepTimes:
             except (KdError, KeyError, TypeError, ValueError, ZeroDivisionError):
                 continue
         # Per network: how far the MACs-scaled figure of a small preset is from a recorded one (teacher training).
-        self.small_preset_ratio = {arch: sorted(r)[len(r) // 2] for arch, r in small_ratios.items()}
+        self.small_preset_ratio = {arch: _median(r) for arch, r in small_ratios.items()}
         self.rough_ratios: dict[str, list[float]] = {}  # per student network: recorded / rough seconds per step
         for config, seconds in recorded_configs:
             try:
@@ -246,7 +246,7 @@ class StepTimes:
         """(median ratio of recorded to rough seconds per step, runs): over the finished runs of the same student
         network where there are some, else over all finished runs; None without a finished run."""
         ratios = self.rough_ratios.get(student_arch) or [r for rs in self.rough_ratios.values() for r in rs]
-        return (sorted(ratios)[len(ratios) // 2], len(ratios)) if ratios else None
+        return (_median(ratios), len(ratios)) if ratios else None
 
     def per_step(self, config: RunConfig) -> tuple[float, str]:
         """(seconds per step, where the figure comes from)."""
@@ -258,8 +258,7 @@ class StepTimes:
         factor = METHOD_STEP_FACTOR.get(config.method.name, 1.0)
         chosen = same_method or [s * factor / METHOD_STEP_FACTOR.get(m, 1.0) for m, s in samples]
         if chosen:
-            chosen = sorted(chosen)
-            return chosen[len(chosen) // 2], f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
+            return _median(chosen), f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
         calibration = self.calibration(config.student.arch)
         if calibration is None:
             return self._rough(config), "rough"
@@ -319,6 +318,11 @@ class StepTimes:
             except Exception:
                 self._macs_cache[key] = 0
         return self._macs_cache[key]
+
+
+def _median(values: Sequence[float]) -> float:
+    """The upper median: a value that was measured, never an average of two."""
+    return sorted(values)[len(values) // 2]
 
 
 def _zoo_entries() -> list[dict[str, Any]]:
