@@ -112,7 +112,7 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
     argv = ["paper", "dckd", "--runs", str(tmp_path / "none"), "--format", "markdown"]
     assert main([*argv, "--miniature-runs", str(tmp_path / "mini")]) == 0
     text = capsys.readouterr().out
-    assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "RCAN Set5: DCKD > Logits" in text
+    assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "| RCAN | Set5 | DCKD > Logits | +0.11 | +0.150 [" in text
     assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 0
     assert "has not been run yet" in capsys.readouterr().out
 

@@ -69,6 +69,9 @@ def test_cli_unknown_table_and_bad_csv(tmp_path, capsys):
         paper_table("bicubic", eval_csvs=[bad])
     assert main(["paper", "dckd", "--runs", str(tmp_path), "--format", "csv"]) == 0
     assert "DCKD" not in capsys.readouterr().out.splitlines()[0]  # plain CSV header
+    assert main(["paper", "dckd", "--runs", str(tmp_path), "--format", "markdown"]) == 0  # a folder with no run
+    text = capsys.readouterr().out
+    assert "no student run of the paper profile" in text and "A report needs" not in text  # not the report's error
 
 
 @pytest.mark.parametrize("name", ["fakd", "dckd"])

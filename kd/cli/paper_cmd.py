@@ -78,8 +78,10 @@ def _print_miniature(mini, console) -> None:
     console.print()
     say(console, mini.finding())
     print_table(_view(mini.spec.title, mini.spec.caption(), header, body, key=2), console)
-    for line in miniature.ordering_lines(mini):
-        say(console, line)
+    if mini.orderings:
+        header, body = miniature.ordering_rows(mini)
+        print_table(_view("Published orderings", f"{miniature.ORDERINGS_CAPTION}; margins in dB.", header, body,
+                          key=3), console)
     for note in miniature.notes(mini):
         say(console, note, "note")
 

@@ -252,13 +252,20 @@ def rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def ordering_lines(mini: Miniature) -> list[str]:
+ORDERINGS_CAPTION = ("Published orderings (gain of the first method above the second; Paper: the published margin), "
+                     "checked with paired seeds")
+
+
+def ordering_rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
+    """One row per published ordering: its published margin, our paired margin with its interval, the verdict."""
     def ours(delta: PairedDelta) -> str:
         interval = f" [{delta.low:+.3f}, {delta.high:+.3f}]" if delta.has_interval else f" (n={delta.n})"
         return f"{delta.mean:+.3f}{interval}"
 
-    return [f"{o.pair} {o.dataset}: {LABELS[o.better]} > {LABELS[o.worse]} (published +{o.published:.2f} dB; "
-            f"ours {ours(o.ours)}): {o.verdict}" for o in mini.orderings]
+    header = ["Pair", "Data", "Ordering", "Paper", "Ours [95% CI]", "Verdict"]  # short names: 80 columns
+    body = [[o.pair, o.dataset, f"{LABELS[o.better]} > {LABELS[o.worse]}", f"+{o.published:.2f}", ours(o.ours),
+             o.verdict] for o in mini.orderings]
+    return header, body
 
 
 def notes(mini: Miniature) -> list[str]:
@@ -269,12 +276,13 @@ def notes(mini: Miniature) -> list[str]:
 
 
 def to_markdown(mini: Miniature) -> str:
-    header, body = rows(mini)
-    lines = [f"## {mini.spec.title}", "", mini.finding(), "", mini.spec.caption(), "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = [f"## {mini.spec.title}", "", mini.finding(), "", mini.spec.caption(), "", *_markdown_table(*rows(mini))]
     if mini.orderings:
-        lines += ["", "Published orderings (gain of the first method above the second), checked with paired seeds:",
-                  ""] + [f"- {line}" for line in ordering_lines(mini)]
+        lines += ["", f"{ORDERINGS_CAPTION} (dB):", "", *_markdown_table(*ordering_rows(mini))]
     lines += [""] + [f"Note: {note}" for note in notes(mini)]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in body)]

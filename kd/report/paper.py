@@ -143,8 +143,7 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
     if runs_dir is not None and Path(runs_dir).is_dir():
         try:
             runset = scan_runs(runs_dir)
-        except KdError as exc:
-            notes.append(str(exc))
+        except KdError:  # no finished run there: the table's own note says which cells stay empty and why
             runset = None
         if runset is not None:
             notes += runset.warnings
