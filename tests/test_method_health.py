@@ -1,5 +1,5 @@
 """Method health: every method's weighted KD gradient is comparable to the reconstruction gradient at step 0, for a
-teacher working in [0, 255] (RCAN) and one working in [0, 1] (SwinIR); the trainer logs and warns about it."""
+teacher working in [0, 255] (RCAN, HAN) and one working in [0, 1] (SwinIR); the trainer logs and warns about it."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, f
     return trainer, lr, hr
 
 
-@pytest.mark.parametrize("teacher_arch", ["rcan", "swinir"])
+@pytest.mark.parametrize("teacher_arch", ["rcan", "han", "swinir"])
 @pytest.mark.parametrize("method_name", TEACHER_METHODS)
 def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
     trainer, lr, hr = _trainer(tmp_path, method_name, teacher_arch)
