@@ -100,7 +100,7 @@ def test_the_dckd_table_carries_its_miniature_while_no_paper_run_exists():
     assert "in miniature" in to_text(table, "markdown")
 
 
-def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
+def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys, readable):
     import json
 
     from kd.cli import main
@@ -113,6 +113,9 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys):
     assert main([*argv, "--miniature-runs", str(tmp_path / "mini")]) == 0
     text = capsys.readouterr().out
     assert "| RCAN | DCKD | +0.18 | +0.200 ±" in text and "| RCAN | Set5 | DCKD > Logits | +0.11 | +0.150 [" in text
+    assert main([*argv[:-2], "--miniature-runs", str(tmp_path / "mini")]) == 0  # the terminal table, 80 columns
+    orderings = capsys.readouterr().out.split("Published orderings")[1].split("\nnote:")[0]
+    readable(orderings, ["DCKD > Logits", "+0.150 [+0.150, +0.150]", "holds"])
     assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 0
     assert "has not been run yet" in capsys.readouterr().out
 
