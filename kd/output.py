@@ -56,6 +56,13 @@ class TextTable:
         return [row[0][index] for row in self.rows]
 
 
+def markdown_table(header: list[str], rows: list[list[str]], left: int | None = None) -> list[str]:
+    """A markdown table's lines; the first `left` columns left-aligned (all by default), the rest right-aligned."""
+    left = len(header) if left is None else left
+    return (["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"]
+            + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows])
+
+
 def duration(seconds: float | None) -> str:
     """A span of time for people: '45s', '12m05s', '3h04m'; '-' when unknown."""
     if seconds is None:

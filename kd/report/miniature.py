@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
 from kd.report.stats import MIN_SEEDS_TO_RANK, PairedDelta, mean_std, paired_delta
 
@@ -276,13 +277,8 @@ def notes(mini: Miniature) -> list[str]:
 
 
 def to_markdown(mini: Miniature) -> str:
-    lines = [f"## {mini.spec.title}", "", mini.finding(), "", mini.spec.caption(), "", *_markdown_table(*rows(mini))]
+    lines = [f"## {mini.spec.title}", "", mini.finding(), "", mini.spec.caption(), "", *markdown_table(*rows(mini))]
     if mini.orderings:
-        lines += ["", f"{ORDERINGS_CAPTION} (dB):", "", *_markdown_table(*ordering_rows(mini))]
+        lines += ["", f"{ORDERINGS_CAPTION} (dB):", "", *markdown_table(*ordering_rows(mini))]
     lines += [""] + [f"Note: {note}" for note in notes(mini)]
     return "\n".join(lines) + "\n"
-
-
-def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(row) + " |" for row in body)]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from kd.errors import KdError, unknown_choice
+from kd.output import markdown_table
 from kd.reference_data import canonical_dataset, published_results
 from kd.report.miniature import DCKD, FAKD, RUNS_DIR, Miniature, build_miniature
 from kd.report.miniature import to_markdown as miniature_markdown
@@ -410,8 +411,7 @@ def to_text(table: PaperTable, fmt: str = "markdown") -> str:
         return to_csv(table)
     header, body = grid(table)
     lines = [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(body_cell.replace("|", "\\|") for body_cell in row) + " |" for row in body]
+             *markdown_table(header, body)]
     lines += [""] + [f"[{n}] {command}" for command, n in footnotes(table).items()]
     lines += [f"Note: {note}" for note in table.notes]
     if table.miniature is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from kd.output import TextTable
+from kd.output import TextTable, markdown_table
 from kd.report.stats import MIN_SEEDS_TO_RANK
 from kd.report.tables import BASELINE, TEACHER_ROW
 
@@ -107,11 +107,6 @@ def _html_table(headers: list[str], rows: list[list[str]], css_class: str) -> li
                                          for cells in rows] + ["</tbody></table>"])
 
 
-def _md_table(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
-    return (["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * left + ["---:"] * (len(headers) - left)) + "|"]
-            + ["| " + " | ".join(_md_escape(c) for c in cells) + " |" for cells in rows])
-
-
 def to_html(content: ReportContent, figure_dir: Path | None = None) -> str:
     """The report page; with `figure_dir`, every figure PNG is embedded so the page is one self-contained file."""
     esc = html.escape
@@ -142,10 +137,6 @@ def to_html(content: ReportContent, figure_dir: Path | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def to_markdown(content: ReportContent) -> str:
     lines = [f"# {content.title}", ""]
     if content.finding:
@@ -154,13 +145,13 @@ def to_markdown(content: ReportContent) -> str:
         lines += [text, ""]
     lines += ["## Results", "", f"_{CAPTION}_", ""]
     for heading, rows in table_sections(content.table):
-        lines += [f"### {heading}", "", *_md_table(HEADERS, rows, 2), ""]
+        lines += [f"### {heading}", "", *markdown_table(HEADERS, rows, 2), ""]
     for section in content.sections:
         lines += [f"## {section.title}", ""]
         for text in section.paragraphs:
             lines += [text, ""]
         if section.headers:
-            lines += [*_md_table(section.headers, section.rows, 1), ""]
+            lines += [*markdown_table(section.headers, section.rows, 1), ""]
     for section, stems in content.figures.items():
         lines += [f"## {section}", ""]
         lines += [f"![{stem}](figures/{stem}.png) ([SVG](figures/{stem}.svg))" for stem in stems]
