@@ -1,9 +1,11 @@
-"""Project-wide parity: every official fixture in ../shared/reference/parity reproduces through kdbench.
+"""Project-wide parity: every official fixture in ../shared/reference/parity (and its seed/ folder, the networks of
+the seed papers) reproduces through kdbench.
 
 Each fixture holds perturbed official weights under the official key names, the constructor config, an input
 batch and the official network's output, all on the [0, 1] RGB interface (ARCHITECTURES.md, section 9). The
 kdbench network is built with `create(**config)`, the weights go through `load_official` (strict) and the output
-must match within atol 1e-4 in eval mode.
+must match within atol 1e-4 in eval mode. A fixture with an `hr` entry (KDSR's teacher, whose degradation encoder
+sees the HR image) is run as `model(input, hr)`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from kd.models import create, get_entry, load_official
 from kd.errors import KdError
 
 PARITY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "parity"
-FIXTURES = sorted(p.name for p in PARITY_DIR.glob("*.pt")) if PARITY_DIR.is_dir() else []
+FIXTURES = sorted(str(p.relative_to(PARITY_DIR)) for pattern in ("*.pt", "seed/*.pt")
+                  for p in PARITY_DIR.glob(pattern)) if PARITY_DIR.is_dir() else []
 
 
 def _require_registered(arch: str) -> None:
@@ -36,8 +39,9 @@ def test_fixture_reproduces_official_output(parity_dir: Path, name: str) -> None
     assert set(model.state_dict()) == set(fixture["state_dict"]), "key sets differ (strict loading would fail)"
     load_official(model, fixture["state_dict"], strict=True)
     model.eval()
+    inputs = [fixture["input"].float()] + ([fixture["hr"].float()] if "hr" in fixture else [])
     with torch.no_grad():
-        output = model(fixture["input"].float())
+        output = model(*inputs)
     expected = fixture["output"]
     assert output.shape == expected.shape
     error = (output - expected).abs().max().item()
@@ -51,3 +55,14 @@ def test_fixtures_are_all_found(parity_dir: Path) -> None:
         "swinir_e36d2x2_x2.pt", "swinir_e36d2x2_x4.pt", "swinir_light_x4.pt",
     }
     assert documented <= set(FIXTURES)
+
+
+def test_seed_fixtures_are_all_found(parity_dir: Path) -> None:
+    # The 13 fixtures of SEED_NETWORKS.md section 0.3.
+    documented = {
+        "san_g2b2f16_x4.pt", "san_fakd_g6b1f16_x4.pt", "swinfir_e24d2w8_x4.pt", "swinfir_t_e30d2x2w8_x4.pt",
+        "a2n_nf16unf8nb3_x4.pt", "ncnet_f8_x4.pt", "hpinet_d16b3_x4.pt", "emsrdpn_r8d8b3c2g8_x4.pt",
+        "hsrnet_s1i2_x4.pt", "ikm_uhdn_c16b1g4_x4.pt", "mdsr_b2f16_x4.pt", "kdsr_f16b2r1_x4.pt",
+        "kdsr_teacher_f16b2r1_x4.pt",
+    }
+    assert {f"seed/{name}" for name in documented} <= set(FIXTURES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,15 +19,10 @@ from torch import nn
 
 from kd.errors import KdError, unknown_choice
 
-# Modules that register the built-in networks; imported on first use of the registry.
-BUILTIN_MODULES = (
-    "students.asid",
-    "teachers.rcan",
-    "teachers.han",
-    "teachers.swinir",
-    "teachers.edsr",
-    "kd.models.bicubic",
-)
+# Packages whose every module registers built-in networks (one file per network), and single modules; imported on
+# first use of the registry, so adding a network is one new file.
+BUILTIN_PACKAGES = ("students", "teachers")
+BUILTIN_MODULES = ("kd.models.bicubic",)
 
 PRESET_KINDS = ("paper", "mini", "tiny")
 
@@ -67,6 +63,10 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{module.name}")
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
 
