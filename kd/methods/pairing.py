@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from kd.errors import KdError
 from kd.methods.base import Average, no_average
 
-# Which numbered family is the body, for the built-in networks; others fall back to the largest family.
+# Which numbered family is the body, for the first built-in networks; a network may declare it as `body_prefix`
+# (e.g. "RG."); others fall back to the largest family.
 BODY_PREFIX = {"asid": "block", "asid_d8": "block", "rcan": "body.", "han": "body.", "swinir": "layers.",
                "swinir_light": "layers."}
 
@@ -43,7 +44,7 @@ def _numbered_stages(model: nn.Module) -> list[str]:
     if not families:
         raise KdError(f"{type(model).__name__} has no numbered body stages; give the taps explicitly.")
     arch = getattr(model, "kd_spec", {}).get("arch")
-    prefix = BODY_PREFIX.get(arch)
+    prefix = getattr(model, "body_prefix", None) or BODY_PREFIX.get(arch)
     if prefix not in families:
         prefix = max(families, key=lambda p: len(families[p]))
     return [name for _, name in sorted(families[prefix])]
