@@ -56,7 +56,7 @@ SMOKE = Profile(
                   "log_every": 1, "ckpt_every": 2, "val_every": 3},
         "eval": {"datasets": ["default"], "lpips": False, "val_dataset": "default"},
     },
-    method_options={"dckd": {"history_start": 2}},  # DCKD's contrastive term needs steps after its start
+    method_options={"dckd": {"history_every": [1], "ema_decay": 0.5}},  # see DEMO
 )
 
 CPU = Profile(
@@ -104,11 +104,12 @@ CPU = Profile(
         # cpu.csv, where the smallest weight scored highest by 0.014-0.021 dB each time. An entry restating them
         # would change the run ids of the SwinIR grid cells already trained.
     },
-    # DCKD's history student starts at step 1000 of the released 250k-step schedule, once the student has begun to
-    # learn; at 1000 steps that default would leave no step for the contrastive term, so it starts at a tenth of
-    # the run, when a no-KD ASID's training L1 has made about 4/5 of its fall (0.107 at step 10, 0.051 at 100,
-    # 0.036 at 1000; reports/cpu-x4-3seeds/records).
-    method_options={"dckd": {"history_start": 100}},
+    # DCKD's released schedule (250k iterations) scaled by 1/250 to these 1,000 steps: its history network is
+    # refreshed every 1,000 / 2,000 / 3,000 iterations in blocks of 100k, here every 4 / 8 / 12 steps in blocks of
+    # 400, and the EMA student it mixes with keeps its time constant of 1/(1 - 0.999) = 1,000 iterations scaled
+    # the same way, 4 steps (decay 0.75). With the released values the history would be refreshed once, after the
+    # last step, and every negative would come from the initial student.
+    method_options={"dckd": {"history_every": [4, 8, 12], "history_block": 400, "ema_decay": 0.75}},
 )
 
 PAPER = Profile(
@@ -162,7 +163,9 @@ DEMO = Profile(
                   "log_every": 10, "ckpt_every": 50, "val_every": 0},
         "eval": {"datasets": ["default"], "lpips": True, "val_dataset": "default"},
     },
-    method_options={"dckd": {"history_start": 15}},  # a tenth of the run, as in the cpu profile
+    # DCKD's released schedule scaled to 150 steps would refresh its history less than a step apart: refreshed
+    # after every step instead, from an EMA student with a time constant of 2 steps.
+    method_options={"dckd": {"history_every": [1], "ema_decay": 0.5}},
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER)}

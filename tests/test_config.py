@@ -62,18 +62,30 @@ def test_profile_method_weights_follow_the_teacher_family(monkeypatch):
                            ]).method.weights == {}  # other methods untouched
 
 
-def test_profile_starts_dckd_contrast_inside_its_schedule():
+def test_short_profiles_scale_dckd_s_history_schedule_into_their_runs():
+    import torch
+
+    from kd.methods import create_method
+    from kd.models import create
+
     def resolved(profile, method, *layers):
         cli = ("cli", {"teacher": {"arch": "swinir"}, "method": {"name": method}})
         return resolve_layers([profile_layer(profile), cli, *layers])
 
     for profile in ("smoke", "demo", "cpu"):
         config = resolved(profile, "dckd")
-        assert 0 < config.method.options["history_start"] < config.train.steps, profile
-    assert resolved("paper", "dckd").method.options == {}  # the released step 1000 of a long schedule
+        assert "history_start" not in config.method.options  # the contrast acts from step 0, as released
+        assert config.method.options["history_every"][0] < config.train.steps, profile
+        with torch.device("meta"):
+            student, teacher = create("asid", 4, "tiny"), create("swinir", 4, "tiny")
+        create_method("dckd", student, teacher, config.method.options).check_schedule(config.train.steps)
+    assert resolved("cpu", "dckd").method.options == {"history_every": [4, 8, 12], "history_block": 400,
+                                                      "ema_decay": 0.75}  # 1/250 of the released 250k iterations
+    for profile in ("paper",):
+        assert resolved(profile, "dckd").method.options == {}  # the released schedule
     assert resolved("cpu", "logits").method.options == {}  # other methods untouched
-    given = resolved("cpu", "dckd", ("--set", {"method": {"options": {"history_start": 40}}}))
-    assert given.method.options == {"history_start": 40}  # layers after the profile still win
+    given = resolved("cpu", "dckd", ("--set", {"method": {"options": {"history_every": [40]}}}))
+    assert given.method.options["history_every"] == [40]  # layers after the profile still win
 
 
 def test_overrides_are_typed():

@@ -18,6 +18,10 @@ from kd.models import create
 
 SCALE = 4
 TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
+# DCKD's contrastive ratio at its released weight 0.1 acts from step 0 (as released): 3.6, 8.1 and 6.7x the
+# reconstruction with these untrained tiny RCAN, HAN and SwinIR, 4.0-4.2x with the trained mini teachers of
+# reports/teachers (benchmarks/method_health.py): inside the trainer's band, above this test's usual margin.
+STRONG_AS_PUBLISHED = {("dckd", "dcl")}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -52,7 +56,8 @@ def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
     assert ratios, "every distillation method has a weighted term besides the reconstruction"
     for term, ratio in ratios.items():
         low = 0.0 if term in get_method(method_name).published_inert else 0.05
-        assert low < ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
+        high = HEALTHY[1] if (method_name, term) in STRONG_AS_PUBLISHED else 5
+        assert low < ratio <= high, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
 
 
 def test_ratio_matches_its_definition():
