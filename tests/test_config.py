@@ -88,6 +88,39 @@ def test_short_profiles_scale_dckd_s_history_schedule_into_their_runs():
     assert given.method.options["history_every"] == [40]  # layers after the profile still win
 
 
+def test_dukd_takes_the_released_settings_of_its_teacher_s_pair():
+    def method(teacher, scale=4, *layers, profile="cpu"):
+        cli = ("cli", {"teacher": {"arch": teacher}, "method": {"name": "dukd"}, "scale": scale})
+        return resolve_layers([profile_layer(profile), cli, *layers]).method
+
+    rcan = method("rcan")  # options/RCAN/dukd_rcan_x4c64b20g10_c64b6g10.yml: noisy prob 0, pixel weight 1
+    assert rcan.options["noisy_prob"] == 0.0 and not rcan.options["zoom_out"] and rcan.weights["rec"] == 1.0
+    assert method("han").options == rcan.options  # another CNN: RCAN's release
+    swinir = method("swinir")  # options/Swinir/dukd_swinir_x4c180s36_c60s24.yml: noisy prob 0.3, pixel weight 5
+    assert swinir.options["noisy_prob"] == 0.3 and swinir.weights["rec"] == 5.0 and swinir.weights["kd"] == 1.0
+    assert method("swinir_light").weights["rec"] == 5.0  # another transformer: SwinIR's release
+    rcan_x3 = method("rcan", 3)  # the x3 file differs: zoom-out, noisy prob 0.3, pixel weight 2
+    assert rcan_x3.options["zoom_out"] and rcan_x3.weights["out_rec"] == 2.0 and rcan_x3.weights["rec"] == 2.0
+    edsr_x2 = method("edsr", 2)
+    assert edsr_x2.options["gt_tiles"] == 2 and edsr_x2.weights["rec"] == edsr_x2.weights["out_rec"] == 5.0
+    assert method("rcan", 8).weights == {}  # no release for the pair: the method's own defaults
+    assert method("swinir", 4, ("--set", {"method": {"weights": {"rec": 2.0}}})).weights["rec"] == 2.0  # user wins
+    assert method("swinir", profile="smoke").weights["rec"] == 5.0  # whatever the profile
+    assert resolve_layers([profile_layer("cpu"), ("cli", {"teacher": {"arch": "swinir"}, "method": {"name": "lsfd"}})
+                           ]).method.weights == {}  # other methods untouched
+
+
+def test_the_saved_config_shows_the_released_dukd_settings(tmp_path):
+    import yaml
+
+    from kd.config import dump_yaml
+
+    config = resolve_layers([profile_layer("smoke"), ("cli", {"teacher": {"arch": "swinir"},
+                                                              "method": {"name": "dukd"}})])
+    saved = yaml.safe_load(dump_yaml(config))["method"]
+    assert saved["weights"]["rec"] == 5.0 and saved["options"]["noisy_prob"] == 0.3
+
+
 def test_overrides_are_typed():
     config = _cfg("train.lr=2e-4", "train.steps=1e3", "train.betas=[0.9, 0.99]", "eval.datasets=Set5,Set14",
                   "eval.val_dataset=null", "data.augment=false", "method.weights.kd=0.5", "train.milestones=[0.5]")

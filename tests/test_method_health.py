@@ -14,7 +14,7 @@ from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
 from kd.methods import create_method, get_method, list_methods, loss_weights
 from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
-from kd.models import create
+from kd.models import create, get_entry
 
 SCALE = 4
 TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
@@ -38,7 +38,9 @@ def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, f
     torch.manual_seed(0)
     teacher = create(teacher_arch, SCALE, "tiny")
     student = create("asid", SCALE, "tiny")
-    method = create_method(method_name, student, teacher)
+    release = get_method(method_name).release_for(teacher_arch, get_entry(teacher_arch).family, SCALE)
+    method = create_method(method_name, student, teacher, release.options if release else None)
+    weights = {**(release.weights if release else {}), **(weights or {})}  # the pair's released settings, as a run
     lr, hr = _batch()
     recipe = TrainConfig(**{"steps": 2, "batch_size": 4, "lr_patch": 16, "lr": 1e-3, "log_every": 1,
                             "val_every": 0, **train})

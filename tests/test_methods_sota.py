@@ -127,11 +127,29 @@ def test_dukd_zoom_in_tile_is_an_lr_sized_piece_of_the_hr_patch():
     from kd.methods.dukd import zoom_in_tiles
 
     _, hr = smooth_batch(3, batch=2, size=10)
+
+    def position(tile, image):
+        return next(r * 3 + c for r in range(3) for c in range(3)
+                    if torch.equal(tile, image[:, r * 10:(r + 1) * 10, c * 10:(c + 1) * 10]))
+
     tiles = zoom_in_tiles(hr, 3)
     assert tiles.shape == (2, 3, 10, 10)
     for tile, image in zip(tiles, hr):
-        assert any(torch.equal(tile, image[:, r * 10:(r + 1) * 10, c * 10:(c + 1) * 10])
-                   for r in range(3) for c in range(3))
+        position(tile, image)
+    for _ in range(5):  # `n_gt_sub: [2]` (the EDSR x2 release): two distinct tiles per patch, every first tile first
+        tiles = zoom_in_tiles(hr, 3, count=2)
+        assert tiles.shape == (4, 3, 10, 10)
+        assert all(position(tiles[i], hr[i]) != position(tiles[2 + i], hr[i]) for i in range(2))
+
+
+def test_kdbench_list_methods_shows_the_released_settings_of_each_pair(capsys):
+    from kd.cli import main
+
+    assert main(["list", "methods"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "released settings per teacher" in text
+    assert "dukd_rcan_x4c64b20g10_c64b6g10.yml" in text and "noisy_prob=0.0" in text
+    assert "rec 5, kd 1, up_in 1; noisy_prob=0.3" in text and "other transformer" in text
 
 
 def test_dukd_zoom_out_terms_when_enabled():
