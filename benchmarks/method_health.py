@@ -4,9 +4,9 @@
 
 One fixed batch of real patches from the embedded photos (`--dataset`, or any dataset under `--data-root`), every
 method with its default weights and options (or those of its release for the teacher, as a run resolves them), each
-teacher kind; the student is freshly initialised (seed 0). Teachers are
-randomly initialised unless `--teacher-ckpt ARCH=PATH` gives trained weights (e.g. the zoo's teacher.pt). The
-healthy band the trainer warns outside is 0.01-10; the tests hold step 0 to 0.05-5.
+teacher kind; the student is freshly initialised (seed 0). Teachers are randomly initialised unless
+`--teacher-ckpt ARCH=PATH` gives trained weights (e.g. the zoo's teacher.pt). The healthy band the trainer warns
+outside is 0.01-10; the tests hold step 0 to 0.05-5 (DCKD's contrastive term, strong as released, to 0.05-10).
 
     .venv/bin/python benchmarks/method_health.py                            # ASID x4 + RCAN/SwinIR mini, batch 4, LR 48
     .venv/bin/python benchmarks/method_health.py --teacher-ckpt rcan=~/.cache/kdbench/teachers/<key>/teacher.pt
