@@ -3,9 +3,10 @@
     ratio(term) = || d(w_term L_term) / d theta_S || / || d(w_rec L_rec) / d theta_S ||      (kd.methods.health)
 
 One fixed batch of real patches from the embedded photos (`--dataset`, or any dataset under `--data-root`), every
-method with its default weights, each teacher kind; the student is freshly initialised (seed 0). Teachers are
-randomly initialised unless `--teacher-ckpt ARCH=PATH` gives trained weights (e.g. the zoo's teacher.pt). The
-healthy band the trainer warns outside is 0.01-10; the tests hold step 0 to 0.05-5.
+method with its default weights and options (or those of its release for the teacher, as a run resolves them), each
+teacher kind; the student is freshly initialised (seed 0). Teachers are randomly initialised unless
+`--teacher-ckpt ARCH=PATH` gives trained weights (e.g. the zoo's teacher.pt). The healthy band the trainer warns
+outside is 0.01-10; the tests hold step 0 to 0.05-5 (DCKD's contrastive term, strong as released, to 0.05-10).
 
     .venv/bin/python benchmarks/method_health.py                            # ASID x4 + RCAN/SwinIR mini, batch 4, LR 48
     .venv/bin/python benchmarks/method_health.py --teacher-ckpt rcan=~/.cache/kdbench/teachers/<key>/teacher.pt
@@ -24,7 +25,7 @@ from kd.engine import Trainer
 from kd.engine.batches import FixedBatch, patch_batches
 from kd.methods import create_method, get_method, list_methods, loss_weights
 from kd.methods.health import REFERENCE_TERM
-from kd.models import create
+from kd.models import create, get_entry
 from kd.models.loading import load_official
 
 
@@ -35,8 +36,10 @@ def measure(method: str, teacher_arch: str, args: argparse.Namespace, teacher_ck
     teacher = create(teacher_arch, args.scale, args.teacher_preset)
     if teacher_ckpt:
         teacher = load_official(teacher, teacher_ckpt)
-    method_module = create_method(method, student, teacher)
-    weights = loss_weights(method, method=method_module)
+    entry = get_entry(teacher_arch)
+    release = get_method(method).release_for(entry.arch, entry.family, args.scale)  # as a run resolves it
+    method_module = create_method(method, student, teacher, release.options if release else None)
+    weights = loss_weights(method, release.weights if release else None, method_module)
     recipe = TrainConfig(steps=1, batch_size=batch[0].shape[0], lr_patch=args.patch, lr=5e-4)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(recipe, student=student, teacher=teacher, method=method_module, weights=weights,

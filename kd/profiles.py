@@ -8,7 +8,9 @@
   Set5/Set14/B100 for testing; one distillation run at x4 fits in about 15 minutes on 2 CPU cores (calibrated by
   benchmarks/calibrate_teachers.py).
 * `paper`: official configurations and recipes (DIV2K, official schedules and teachers, DIV2K 0801-0810 for
-  validation); for GPUs.
+  validation), the student trained with ASID's recipe (the lightweight table); for GPUs.
+* `paper-dckd`, `paper-dukd`, `paper-fakd`: the same data, teachers and evaluation with the training recipe of DCKD's,
+  DUKD's and FAKD's released configurations, so that `kdbench paper dckd|fakd` compares like with like.
 
 Validation (periodic checks, `eval.weights=best`, `kdbench tune`) never uses a test set: Set5/Set14/B100 are touched
 only by the final evaluation.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kd.config import RunConfig, resolve
+from kd.config import RunConfig, deep_merge, resolve
 from kd.errors import unknown_choice
 
 
@@ -56,7 +58,7 @@ SMOKE = Profile(
                   "log_every": 1, "ckpt_every": 2, "val_every": 3},
         "eval": {"datasets": ["default"], "lpips": False, "val_dataset": "default"},
     },
-    method_options={"dckd": {"history_start": 2}},  # DCKD's contrastive term needs steps after its start
+    method_options={"dckd": {"history_every": [1], "ema_decay": 0.5}},  # see DEMO
 )
 
 CPU = Profile(
@@ -104,16 +106,17 @@ CPU = Profile(
         # cpu.csv, where the smallest weight scored highest by 0.014-0.021 dB each time. An entry restating them
         # would change the run ids of the SwinIR grid cells already trained.
     },
-    # DCKD's history student starts at step 1000 of the released 250k-step schedule, once the student has begun to
-    # learn; at 1000 steps that default would leave no step for the contrastive term, so it starts at a tenth of
-    # the run, when a no-KD ASID's training L1 has made about 4/5 of its fall (0.107 at step 10, 0.051 at 100,
-    # 0.036 at 1000; reports/cpu-x4-3seeds/records).
-    method_options={"dckd": {"history_start": 100}},
+    # DCKD's released schedule (250k iterations) scaled by 1/250 to these 1,000 steps: its history network is
+    # refreshed every 1,000 / 2,000 / 3,000 iterations in blocks of 100k, here every 4 / 8 / 12 steps in blocks of
+    # 400, and the EMA student it mixes with keeps its time constant of 1/(1 - 0.999) = 1,000 iterations scaled
+    # the same way, 4 steps (decay 0.75). With the released values the history would be refreshed once, after the
+    # last step, and every negative would come from the initial student.
+    method_options={"dckd": {"history_every": [4, 8, 12], "history_block": 400, "ema_decay": 0.75}},
 )
 
 PAPER = Profile(
     "paper",
-    "official configurations and recipes (DIV2K, official schedules, official teacher checkpoints); GPU",
+    "official configurations and recipes (DIV2K, official teacher schedules), the student with ASID's recipe; GPU",
     {
         "student": {"arch": "asid", "preset": "paper"},
         "teacher": {
@@ -144,6 +147,67 @@ PAPER = Profile(
     },
 )
 
+
+def _paper_recipe(name: str, description: str, pair: dict[str, Any], train: dict[str, Any]) -> Profile:
+    """A published table's own training recipe on the `paper` profile's data, teachers and evaluation (Urban100
+    added: the tables report it). Validation stays DIV2K 0801-0810, never a test set."""
+    values = deep_merge(PAPER.values, {
+        **pair,
+        "train": {"weight_decay": 0.0, "log_every": 100, "ckpt_every": 5000, "val_every": 5000, **train},
+        "eval": {"datasets": ["Set5", "Set14", "B100", "Urban100"]},
+    })
+    return Profile(name, description, values, teacher_recipes=PAPER.teacher_recipes)
+
+
+# DCKD's recipe: super-SSS/DCKD at 66fe4002662a815f2db6e8244d9f9b0ed481e03b,
+# options/train/SwinIR/train_SwinIR_SRx{2,3,4}_DCKD.yml and README.md. Adam 1e-4, betas (0.9, 0.99), no weight decay;
+# MultiStepLR milestones [250000], gamma 0.1, total_iter 250000 (so the rate never decays; the paper's text says
+# x0.1 every 1e5 iterations, the released files do not); EMA 0.999 (validated and saved: params_ema); 16 per GPU on
+# 4 GPUs (`num_gpu: 4`, name `B16G4`, README `--nproc_per_node=4`): a global batch of 64; gt_size 96 / 144 / 192
+# at x2 / x3 / x4, an LR patch of 48 at every scale; use_hflip and use_rot (kdbench's data.augment: the 8 dihedral
+# transforms); DIV2K 800 training images (the release crops them into 480-pixel sub-images first; kdbench crops
+# its patches from the whole images). kdbench's EMA warms its decay up over the first ~9k steps; after 250k steps
+# that leaves no trace in the evaluated weights. DCKD's own EMA student keeps the official formula (kd.methods.dckd).
+PAPER_DCKD = _paper_recipe(
+    "paper-dckd",
+    "DCKD Table 2's recipe (Adam 1e-4, betas 0.9/0.99, 250k iterations, EMA 0.999, batch 64, LR patch 48; DIV2K); "
+    "GPU",
+    {"student": {"arch": "swinir", "preset": "e60"}, "teacher": {"arch": "swinir", "preset": "paper"}},
+    {"steps": 250_000, "batch_size": 64, "lr_patch": 48, "optimizer": "adam", "lr": 1e-4, "betas": [0.9, 0.99],
+     "schedule": "multistep", "milestones": [250_000], "gamma": 0.1, "ema_decay": 0.999},
+)
+
+# DUKD's recipe: yun224/DUKD at 6960273e08cf7958b844b750910446bbbddb3746, options/{RCAN,Swinir,EDSR}/dukd_*.yml (the
+# same `train:` recipe in all nine). Adam 1e-4, betas (0.9, 0.99), no weight decay; MultiStepLR [100000, 200000],
+# gamma 0.1 (BasicSR steps it before each iteration from the second, so the rate drops for 0-based step 100000, as
+# here); total_iter 250000; EMA 0.999; batch_size_per_gpu 16 (`num_gpu: auto`, and the README trains with one
+# process, so 16 on one GPU; the EDSR x4 file says `num_gpu: 1`); gt_size 96 / 144 / 192: LR patch 48; use_hflip,
+# use_rot; DIV2K 800 images. The loss weights and options of each pair are DUKD's `releases` (kd.methods.dukd).
+PAPER_DUKD = _paper_recipe(
+    "paper-dukd",
+    "DUKD's recipe (Adam 1e-4, betas 0.9/0.99, x0.1 at 100k and 200k, 250k iterations, EMA 0.999, batch 16, LR patch "
+    "48; DIV2K); GPU",
+    {"student": {"arch": "rcan", "preset": "10x6"}, "teacher": {"arch": "rcan", "preset": "paper"}},
+    {"steps": 250_000, "batch_size": 16, "lr_patch": 48, "optimizer": "adam", "lr": 1e-4, "betas": [0.9, 0.99],
+     "schedule": "multistep", "milestones": [100_000, 200_000], "gamma": 0.1, "ema_decay": 0.999},
+)
+
+# FAKD's recipe: Vincent-Hoo/Knowledge-Distillation-for-Super-resolution at 589d35f750e63209e1213e89c414ac706fe6b9b1,
+# code/scripts/train_rcan_SA_x{2,3,4}.sh and code/option.py, code/utility.py, code/data/srdata.py. Adam 1e-4, betas
+# (0.9, 0.999), eps 1e-8, no weight decay; batch 16; patch_size 96 / 144 / 192 (HR) at x2 / x3 / x4: LR patch 48;
+# 200 epochs of batch_size * test_every = 16,000 patches from DIV2K 0001-0800, i.e. 1,000 iterations each: 200k
+# iterations; MultiStepLR over epochs, milestones 150-300-450-600, gamma 0.5, stepped at the start of every epoch,
+# so the rate halves from epoch 150, i.e. from 0-based step 149,000 (the later milestones fall after the run); no
+# EMA; random hflip, vflip and rot90 (kdbench's data.augment). Validation on DIV2K 0801-0810 as here.
+PAPER_FAKD = _paper_recipe(
+    "paper-fakd",
+    "FAKD Table 3's recipe (Adam 1e-4, 200k iterations halved at 149k, no EMA, batch 16, LR patch 48; DIV2K); GPU",
+    {"student": {"arch": "rcan", "preset": "10x6"}, "teacher": {"arch": "rcan", "preset": "paper"}},
+    {"steps": 200_000, "batch_size": 16, "lr_patch": 48, "optimizer": "adam", "lr": 1e-4, "betas": [0.9, 0.999],
+     "schedule": "multistep", "milestones": [149_000], "gamma": 0.5, "ema_decay": 0.0},
+)
+
+
 DEMO = Profile(
     "demo",
     "the real ASID student and a mini teacher, briefly trained on the embedded photos: a few minutes on a laptop "
@@ -162,10 +226,12 @@ DEMO = Profile(
                   "log_every": 10, "ckpt_every": 50, "val_every": 0},
         "eval": {"datasets": ["default"], "lpips": True, "val_dataset": "default"},
     },
-    method_options={"dckd": {"history_start": 15}},  # a tenth of the run, as in the cpu profile
+    # DCKD's released schedule scaled to 150 steps would refresh its history less than a step apart: refreshed
+    # after every step instead, from an EMA student with a time constant of 2 steps.
+    method_options={"dckd": {"history_every": [1], "ema_decay": 0.5}},
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER)}
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER, PAPER_DCKD, PAPER_DUKD, PAPER_FAKD)}
 
 
 def get_profile(name: str) -> Profile:
@@ -185,29 +251,37 @@ def _source(profile: Profile) -> str:
 
 
 def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
-    """`kd.config.resolve`, plus the profile's layers for the resolved teacher and method: the teacher's training
-    recipe, the tuned weights of the method for the teacher's family and the method's schedule options.
+    """`kd.config.resolve`, plus the layers that depend on the resolved teacher and method: the method's released
+    settings for that teacher (`Distiller.release_for`), then the profile's training recipe for the teacher, the
+    weights `kdbench tune` chose for the method and the teacher's family, and the method's schedule options.
 
     The teacher and method are known only once every layer is merged (the command line or a sweep cell names them),
-    so this resolves twice: the second time with those layers inserted right after the profile's own layer, where a
-    config file, the command line and --set still win over them.
+    so this resolves twice: the second time with those layers inserted right after the profile's own layer (at the
+    front without one), where a config file, the command line and --set still win over them.
     """
     config = resolve(layers)
     profile = PROFILES.get(config.profile)
-    at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), None)
-    if profile is None or at is None or not config.teacher.arch:
+    at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), -1)
+    if not config.teacher.arch:
         return config
-    extra = _derived_layers(profile, config)
+    extra = _derived_layers(profile if at >= 0 else None, config)
     if not extra:
         return config
     return resolve([*layers[: at + 1], *extra, *layers[at + 1 :]])
 
 
-def _derived_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+def _derived_layers(profile: Profile | None, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+    from kd.methods import get_method
     from kd.models import get_entry
 
     entry = get_entry(config.teacher.arch)
     layers = []
+    release = get_method(config.method.name).release_for(entry.arch, entry.family, config.scale)
+    if release is not None:
+        layers.append((f"{config.method.name} released settings for {entry.arch} x{config.scale} "
+                       f"({release.source})", {"method": {"weights": release.weights, "options": release.options}}))
+    if profile is None:
+        return layers
     recipe = profile.teacher_recipes.get(entry.arch)
     if recipe is not None:
         layers.append((f"{_source(profile)} recipe for {entry.arch} teachers", {"teacher": {"train": recipe}}))

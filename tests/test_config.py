@@ -62,18 +62,97 @@ def test_profile_method_weights_follow_the_teacher_family(monkeypatch):
                            ]).method.weights == {}  # other methods untouched
 
 
-def test_profile_starts_dckd_contrast_inside_its_schedule():
+def test_short_profiles_scale_dckd_s_history_schedule_into_their_runs():
+    import torch
+
+    from kd.methods import create_method
+    from kd.models import create
+
     def resolved(profile, method, *layers):
         cli = ("cli", {"teacher": {"arch": "swinir"}, "method": {"name": method}})
         return resolve_layers([profile_layer(profile), cli, *layers])
 
     for profile in ("smoke", "demo", "cpu"):
         config = resolved(profile, "dckd")
-        assert 0 < config.method.options["history_start"] < config.train.steps, profile
-    assert resolved("paper", "dckd").method.options == {}  # the released step 1000 of a long schedule
+        assert "history_start" not in config.method.options  # the contrast acts from step 0, as released
+        assert config.method.options["history_every"][0] < config.train.steps, profile
+        with torch.device("meta"):
+            student, teacher = create("asid", 4, "tiny"), create("swinir", 4, "tiny")
+        create_method("dckd", student, teacher, config.method.options).check_schedule(config.train.steps)
+    assert resolved("cpu", "dckd").method.options == {"history_every": [4, 8, 12], "history_block": 400,
+                                                      "ema_decay": 0.75}  # 1/250 of the released 250k iterations
+    for profile in ("paper", "paper-dckd"):
+        assert resolved(profile, "dckd").method.options == {}  # the released schedule
     assert resolved("cpu", "logits").method.options == {}  # other methods untouched
-    given = resolved("cpu", "dckd", ("--set", {"method": {"options": {"history_start": 40}}}))
-    assert given.method.options == {"history_start": 40}  # layers after the profile still win
+    given = resolved("cpu", "dckd", ("--set", {"method": {"options": {"history_every": [40]}}}))
+    assert given.method.options["history_every"] == [40]  # layers after the profile still win
+
+
+# Each paper's released training recipe (kd/profiles.py cites the files): optimiser, schedule, iterations, EMA, patch,
+# batch, augmentation.
+PAPER_RECIPES = {
+    "paper-dckd": dict(optimizer="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep",
+                       milestones=[250_000], gamma=0.1, steps=250_000, ema_decay=0.999, lr_patch=48, batch_size=64),
+    "paper-dukd": dict(optimizer="adam", lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, schedule="multistep",
+                       milestones=[100_000, 200_000], gamma=0.1, steps=250_000, ema_decay=0.999, lr_patch=48,
+                       batch_size=16),
+    "paper-fakd": dict(optimizer="adam", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0, schedule="multistep",
+                       milestones=[149_000], gamma=0.5, steps=200_000, ema_decay=0.0, lr_patch=48, batch_size=16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_each_table_s_profile_carries_its_paper_s_released_recipe(name):
+    from kd.config import validate
+    from kd.engine.schedule import lr_at
+
+    config = resolve_layers([profile_layer(name), ("cli", {"method": {"name": "logits"}})])
+    validate(from_dict(to_dict(config)))  # what the run saves reads back and validates
+    for key, value in PAPER_RECIPES[name].items():
+        assert getattr(config.train, key) == value, (name, key)
+    assert config.data.train == "DIV2K" and config.data.augment  # flips and rotations in every release
+    assert config.eval.val_dataset == "DIV2K-val10" and "Urban100" in config.eval.datasets
+    assert config.profile == name
+    last = config.train.steps - 1
+    expected_last = {"paper-dckd": 1e-4, "paper-dukd": 1e-6, "paper-fakd": 5e-5}[name]
+    assert lr_at(config.train, last) == pytest.approx(expected_last)
+    if name == "paper-fakd":  # halved from epoch 150 of 1,000 iterations: scheduler stepped before each epoch
+        assert lr_at(config.train, 148_999) == 1e-4 and lr_at(config.train, 149_000) == 5e-5
+    asid = resolve_layers([profile_layer("paper"), ("cli", {"method": {"name": "logits"}})])
+    assert asid.train.optimizer == "adamw"  # `paper` stays ASID's recipe (the lightweight table)
+
+
+def test_dukd_takes_the_released_settings_of_its_teacher_s_pair():
+    def method(teacher, scale=4, *layers, profile="cpu"):
+        cli = ("cli", {"teacher": {"arch": teacher}, "method": {"name": "dukd"}, "scale": scale})
+        return resolve_layers([profile_layer(profile), cli, *layers]).method
+
+    rcan = method("rcan")  # options/RCAN/dukd_rcan_x4c64b20g10_c64b6g10.yml: noisy prob 0, pixel weight 1
+    assert rcan.options["noisy_prob"] == 0.0 and not rcan.options["zoom_out"] and rcan.weights["rec"] == 1.0
+    assert method("han").options == rcan.options  # another CNN: RCAN's release
+    swinir = method("swinir")  # options/Swinir/dukd_swinir_x4c180s36_c60s24.yml: noisy prob 0.3, pixel weight 5
+    assert swinir.options["noisy_prob"] == 0.3 and swinir.weights["rec"] == 5.0 and swinir.weights["kd"] == 1.0
+    assert method("swinir_light").weights["rec"] == 5.0  # another transformer: SwinIR's release
+    rcan_x3 = method("rcan", 3)  # the x3 file differs: zoom-out, noisy prob 0.3, pixel weight 2
+    assert rcan_x3.options["zoom_out"] and rcan_x3.weights["out_rec"] == 2.0 and rcan_x3.weights["rec"] == 2.0
+    edsr_x2 = method("edsr", 2)
+    assert edsr_x2.options["gt_tiles"] == 2 and edsr_x2.weights["rec"] == edsr_x2.weights["out_rec"] == 5.0
+    assert method("rcan", 8).weights == {}  # no release for the pair: the method's own defaults
+    assert method("swinir", 4, ("--set", {"method": {"weights": {"rec": 2.0}}})).weights["rec"] == 2.0  # user wins
+    assert method("swinir", profile="paper-dukd").weights["rec"] == 5.0  # whatever the profile
+    assert resolve_layers([profile_layer("cpu"), ("cli", {"teacher": {"arch": "swinir"}, "method": {"name": "lsfd"}})
+                           ]).method.weights == {}  # other methods untouched
+
+
+def test_the_saved_config_shows_the_released_dukd_settings(tmp_path):
+    import yaml
+
+    from kd.config import dump_yaml
+
+    config = resolve_layers([profile_layer("smoke"), ("cli", {"teacher": {"arch": "swinir"},
+                                                              "method": {"name": "dukd"}})])
+    saved = yaml.safe_load(dump_yaml(config))["method"]
+    assert saved["weights"]["rec"] == 5.0 and saved["options"]["noisy_prob"] == 0.3
 
 
 def test_overrides_are_typed():

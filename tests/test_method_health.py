@@ -14,10 +14,14 @@ from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
 from kd.methods import create_method, get_method, list_methods, loss_weights
 from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
-from kd.models import create
+from kd.models import create, get_entry
 
 SCALE = 4
 TEACHER_METHODS = [name for name, _ in list_methods() if get_method(name).needs_teacher]
+# DCKD's contrastive ratio at its released weight 0.1 acts from step 0 (as released): 3.6, 8.1 and 6.7x the
+# reconstruction with these untrained tiny RCAN, HAN and SwinIR, 4.0-4.2x with the trained mini teachers of
+# reports/teachers (benchmarks/method_health.py): inside the trainer's band, above this test's usual margin.
+STRONG_AS_PUBLISHED = {("dckd", "dcl")}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,7 +38,9 @@ def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, f
     torch.manual_seed(0)
     teacher = create(teacher_arch, SCALE, "tiny")
     student = create("asid", SCALE, "tiny")
-    method = create_method(method_name, student, teacher)
+    release = get_method(method_name).release_for(teacher_arch, get_entry(teacher_arch).family, SCALE)
+    method = create_method(method_name, student, teacher, release.options if release else None)
+    weights = {**(release.weights if release else {}), **(weights or {})}  # the pair's released settings, as a run
     lr, hr = _batch()
     recipe = TrainConfig(**{"steps": 2, "batch_size": 4, "lr_patch": 16, "lr": 1e-3, "log_every": 1,
                             "val_every": 0, **train})
@@ -52,7 +58,8 @@ def test_step0_gradient_ratio_is_in_range(tmp_path, method_name, teacher_arch):
     assert ratios, "every distillation method has a weighted term besides the reconstruction"
     for term, ratio in ratios.items():
         low = 0.0 if term in get_method(method_name).published_inert else 0.05
-        assert low < ratio <= 5, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
+        high = HEALTHY[1] if (method_name, term) in STRONG_AS_PUBLISHED else 5
+        assert low < ratio <= high, f"{method_name} from {teacher_arch}: '{term}' ratio {ratio:.4g}"
 
 
 def test_ratio_matches_its_definition():

@@ -27,8 +27,8 @@ NEW_METHODS = ("lsfd", "facd", "attention")
 DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att", "fakd": "fakd", "dukd": "up_in", "dckd": "dcl",
                 "mipkd": "feat"}
 # The tiny teachers are untrained, so FACD's gate would weaken its term: the gates are tested on their own below.
-# DCKD's contrastive term starts with its history student (step 1000 by default).
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_start": 0}}
+# DCKD's history network is refreshed from step 1000 by default: every step here.
+TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}
 LR_PATCH = 16
 
 

@@ -38,7 +38,7 @@ def test_missing_cells_show_a_dash_and_the_command():
     table = paper_table("fakd", measured=_empty())
     text = to_text(table, "markdown")
     assert "– [1]" in text
-    assert "kdbench run --profile paper --student rcan" in text and "--method fakd" in text
+    assert "kdbench run --profile paper-fakd --student rcan" in text and "--method fakd" in text
     assert "kdbench eval --model rcan --preset paper" in text
     csv = pd.read_csv(__import__("io").StringIO(to_csv(table)))
     assert csv["ours_psnr"].isna().all() and csv["command"].notna().all()
@@ -71,7 +71,7 @@ def test_cli_unknown_table_and_bad_csv(tmp_path, capsys):
     assert "DCKD" not in capsys.readouterr().out.splitlines()[0]  # plain CSV header
     assert main(["paper", "dckd", "--runs", str(tmp_path), "--format", "markdown"]) == 0  # a folder with no run
     text = capsys.readouterr().out
-    assert "no student run of the paper profile" in text and "A report needs" not in text  # not the report's error
+    assert "no student run of the paper-dckd profile" in text and "A report needs" not in text  # not the report's error
 
 
 @pytest.mark.parametrize("name", ["fakd", "dckd"])
@@ -81,12 +81,15 @@ def test_fakd_and_dckd_commands_are_runnable_and_the_miniature_stands_in(name):
     assert "--student-preset 10x6" in text
     assert "miniature of this table" in text and "has not been run yet" in text
     assert "kdbench sweep --profile cpu --students rcan --set student.preset=mini_student" in text
+    profile = f"paper-{name}"  # the table's own training recipe (kd.profiles)
+    commands = [line for line in text.splitlines() if "kdbench run " in line]
+    assert commands and all(f"kdbench run --profile {profile} " in line for line in commands)
     if name == "dckd":
         assert "--student-preset e60" in text and "--method mipkd" in text
         assert "kdbench runs one method per run" in text  # the DCKD* (+DUKD) row
 
 
-def test_student_cells_come_only_from_paper_profile_runs():
+def test_student_cells_come_only_from_runs_of_the_table_s_own_recipe():
     def measured(profile):
         students = pd.DataFrame([{"arch": "rcan", "preset": "10x6", "method": "fakd", "teacher": "rcan", "scale": 4,
                                   "dataset_key": "Set5", "psnr": 32.5, "ssim": 0.899, "profile": profile}])
@@ -98,6 +101,8 @@ def test_student_cells_come_only_from_paper_profile_runs():
     cpu = paper_table("fakd", measured=measured("cpu"))
     assert set5_x4(cpu).ours is None and cpu.miniature is not None
     assert any("miniature of this table" in note for note in cpu.notes)
-    paper = paper_table("fakd", measured=measured("paper"))
+    asid_recipe = paper_table("fakd", measured=measured("paper"))  # the lightweight table's recipe, not FAKD's
+    assert set5_x4(asid_recipe).ours is None and asid_recipe.miniature is not None
+    paper = paper_table("fakd", measured=measured("paper-fakd"))
     assert set5_x4(paper).ours.psnr == 32.5 and paper.miniature is None
     assert not any("miniature" in note for note in paper.notes)

@@ -176,13 +176,40 @@ def list_methods_command(args: argparse.Namespace) -> int:
     table.add_column("teacher")
     table.add_column("loss terms (default weights)", wrap=True)
     table.add_column("description", wrap=True)
+    loaded = []
     for name, description in list_methods():
         try:
             method = get_method(name)
         except KdError:  # a broken plugin: its description already says why
             table.add_row(name, "?", "?", description)
             continue
+        loaded.append(method)
         weights = ", ".join(f"{term} {weight:g}" for term, weight in method.default_weights.items())
         table.add_row(name, "yes" if method.needs_teacher else "no", weights, description)
     print_table(table)
+    releases = releases_table(loaded)
+    if releases.rows:
+        print_table(releases)
     return 0
+
+
+def releases_table(methods: list) -> TextTable:
+    """Per-pair settings of the methods' released configurations, which a run from that teacher gets over the
+    method's defaults (its saved config.yaml shows them)."""
+    from kd.models import list_entries
+
+    architectures = {entry.arch for entry in list_entries()}
+    table = TextTable(title="released settings per teacher (layered over the defaults; the run's config.yaml shows "
+                      "them)", key=3)
+    table.add_column("method")
+    table.add_column("teacher")
+    table.add_column("scale")
+    table.add_column("settings", wrap=True)
+    for method in methods:
+        for teacher, by_scale in method.releases.items():
+            for scale, release in by_scale.items():
+                weights = ", ".join(f"{term} {weight:g}" for term, weight in release.weights.items())
+                options = ", ".join(f"{key}={value}" for key, value in release.options.items())
+                table.add_row(method.name, teacher if teacher in architectures else f"other {teacher}",
+                              f"x{scale}" if scale else "all", f"{weights}; {options} ({release.source})")
+    return table

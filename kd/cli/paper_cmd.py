@@ -17,8 +17,9 @@ def register(subparsers) -> None:
         "paper",
         help="lay out a published table with our measured cells, the difference and the evidence level",
         description="Tables: " + ", ".join(TABLE_NAMES) + ". A cell we have not measured shows a dash and the "
-        "command that would fill it. While no paper-profile student run exists, fakd and dckd also show their "
-        "miniature: the same pair shapes at the cpu budget, our paired gains over scratch beside the published ones.",
+        "command that would fill it (student runs with the table's own recipe: profile paper-fakd or paper-dckd). "
+        "While no such student run exists, fakd and dckd also show their miniature: the same pair shapes at the cpu "
+        "budget, our paired gains over scratch beside the published ones.",
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")

@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def blend_(target: nn.Module, source: nn.Module, keep: float) -> None:
+    """In place: target = keep * target + (1 - keep) * source over the floating-point state; other state
+    (integer buffers) is copied. The two networks must share one architecture."""
+    values = source.state_dict()
+    for name, value in target.state_dict().items():
+        if value.dtype.is_floating_point:
+            value.mul_(keep).add_(values[name].detach(), alpha=1 - keep)
+        else:
+            value.copy_(values[name])
+
+
 class ModelEma:
     """`ema = d * ema + (1 - d) * weights` after each step, with d warmed up as min(decay, (1 + n) / (10 + n))
     so the average is not dominated by the random initialisation in short runs. Buffers are copied."""
@@ -17,16 +29,9 @@ class ModelEma:
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        source = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(source[name])
+        blend_(self.module, model, min(self.decay, (1 + self.updates) / (10 + self.updates)))
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}

@@ -40,6 +40,16 @@ class StepInputs:
     average: Average = no_average  # for batch statistics that must be global
 
 
+@dataclass(frozen=True)
+class Release:
+    """A method's released configuration for one teacher: the loss weights and options its authors published for
+    that pair, layered over the method's defaults (`kd.profiles.resolve_layers`), so the run's config shows them."""
+
+    source: str  # the released file the values come from (repository, commit, path)
+    weights: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class StepContext:
     """What the optimizer-step hooks may use. Gradients of the weighted loss are already in `.grad`."""
@@ -72,12 +82,22 @@ class Distiller(nn.Module):
     # Terms whose published weight leaves them nearly inert beside the reconstruction: at that weight a health ratio
     # below the healthy range is the published configuration, not a fault (kd.methods.health.inert_as_published).
     published_inert: ClassVar[frozenset[str]] = frozenset()
+    # Released per-pair settings, by teacher architecture or else teacher family ("cnn", "transformer"), then scale
+    # (0: every scale); see `release_for`.
+    releases: ClassVar[dict[str, dict[int, Release]]] = {}
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: Any = None) -> None:
         super().__init__()
         self.options = options
         self.student_taps: list[str] = []
         self.teacher_taps: list[str] = []
+
+    @classmethod
+    def release_for(cls, teacher_arch: str, family: str, scale: int) -> Release | None:
+        """The released settings for this teacher (its architecture's, else its family's) at `scale`; None where
+        the authors released none."""
+        by_scale = cls.releases.get(teacher_arch) or cls.releases.get(family) or {}
+        return by_scale.get(scale, by_scale.get(0))
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -1,36 +1,54 @@
-"""DCKD: dynamic contrastive distillation (Zhou et al., AAAI 2025, arXiv:2412.08939), partly reconstructed.
+"""DCKD: dynamic contrastive distillation (Zhou et al., AAAI 2025, arXiv:2412.08939), as released, with a random
+encoder in place of the pretrained VQGAN.
 
-Verified (paper text and tables, and the released configuration in `super-SSS/DCKD` at 66fe400; METHODS.md 10.3):
+Read for the facts (never copied) from the official code, `super-SSS/DCKD` at commit
+66fe4002662a815f2db6e8244d9f9b0ed481e03b: `basicsr/models/dckd_model.py` (`optimize_parameters`,
+`update_model_ema`, `noising`), `basicsr/losses/basic_loss.py` (`ContrasLoss`, `CELoss`),
+`basicsr/data/degradations.py` (`random_add_gaussian_noise_pt`), `basicsr/archs/vqgan_arch.py` (`get_feas`,
+`VectorQuantizerD`) and the released `options/train/SwinIR/train_SwinIR_SRx{2,3,4}_DCKD.yml` (`train:` section;
+the three differ only in scale and patch size):
 
-    L = L1(S(x), y) + L1(S(x), T(x)) + 0.1 L_dcl + 0.001 L_ce
-    L_dcl = sum_i lambda_i ||phi_i(S(x)) - phi_i(T(x))||_1 / sum_j ||phi_i(S(x)) - phi_i(H(x~_j))||_1
-    lambda_i = 1/32, 1/16, 1/8, 1/4, 1 over 5 encoder layers phi_i
+    L = L1(S(x), y) + L1(S(x), T(x)) + L1(S(x), aug^-1(T(aug(x)))) + 0.1 L_dcl + 0.001 L_ce
+    L_dcl = sum_i lambda_i ||phi_i(S(x)) - phi_i(T(x))||_1 / sum_j ||phi_i(S(x)) - phi_i(H(x_j))||_1
+    lambda_i = 1/32, 1/16, 1/8, 1/4, 1 over 5 encoder layers phi_i  (`cl_opt.weights`)
 
-anchor = the student's output, positive = the teacher's, negatives = a "history" student H (an EMA of the student,
-alpha = 0.1, updates from step 1000) applied to randomly degraded inputs x~_j; `num_neg: 4` in the released YAML
-(the paper says 5): `num_neg` is an option. L_ce is a cross-entropy between codebook soft assignments of the teacher
-and student outputs (the "distribution mapping module").
+* anchor = the student's output, positive = the teacher's, negatives = the history network H on x_0 = the clean LR
+  and on `num_neg: 4` degraded copies x_1..x_4: 5 negatives (the paper's N = 5);
+* degradation (`gaussian_blur_prob: 0`, `resize_prob: 0`, `gaussian_noise_prob: 1.0`, `gray_noise_prob: 0.5`):
+  Gaussian noise only, sigma uniform in [1, 30] / 255 per sample, grey (one field for the three channels) for half
+  of the samples, clipped to [0, 1]. Official quirk not reproduced: BasicSR draws one grey field for the whole batch
+  (scaled per sample); here each sample draws its own;
+* the history network: a copy of the initial student's EMA, i.e. of the initial student, so L_dcl acts from the
+  first iteration. After iteration t (1-based) the official trainer steps the optimiser, updates its EMA of the
+  student (`ema_decay: 0.999`, no warm-up) and then, when t % step[(t - 1) // 100000] == 0 with `step: [1000, 2000,
+  3000]`, sets H <- 0.1 H + 0.9 EMA (`update_decay: 0.1`): every 1,000 iterations up to 100k, every 2,000 up to
+  200k, every 3,000 after (the official code has no period past 300k; the last one is kept). kdbench's trainer may
+  or may not keep an EMA (`train.ema_decay`), so this method keeps the EMA student itself (`ema_decay`, the
+  official formula without kdbench's warm-up): the history is the same whatever the run evaluates;
+* consistency (`lcr_opt`: L1, weight 1; `noisy.prob: 0.5`): each sample of the teacher's LR is, independently with
+  probability 0.5 per op, colour-inverted, flipped along H, flipped along W and transposed (in that order); the
+  teacher's output on it is mapped back (the ops in reverse order, an exact inverse) and compared with the
+  student's output on the clean LR. Only the teacher sees augmented data;
+* L_ce: cross-entropy between codebook soft assignments of the teacher's and the student's outputs (the
+  "distribution mapping module"), soft assignment softmax(-||z - e_k||^2 / tau) per encoder position. The official
+  `CELoss` passes the student's softmax *probabilities* to `F.cross_entropy`, which applies log-softmax again (a
+  double softmax); here the cross-entropy takes log-softmax of the distances once, as the paper describes.
 
-Reconstructed [I], because the official encoder is a pretrained VQGAN that kdbench does not ship (no downloads
-of model weights at run time):
-* phi is a frozen, seeded, randomly initialised 5-stage conv encoder (3x3 conv + LeakyReLU, stride 2 from the
-  second stage), and the codebook a frozen seeded random set of `codebook_size` vectors in its last-stage space;
-  random conv features preserve structure well enough for a distance ratio, but a VQGAN's are perceptual: the
-  effect of this substitution on the published gains is unknown, so label results "DCKD (random encoder)";
-* the degradations of the negatives: per negative and sample, a Gaussian blur (sigma uniform in [0.2, 2]) and
-  additive Gaussian noise (sigma uniform in [0, 0.05]) of the LR input; the paper only says "randomly degraded";
-* "initial update step 1000" is read as: the history student is copied from the student after step
-  `history_start` and EMA-updated (weight `history_alpha` on the current student) after every later step;
-  L_dcl is absent (not logged) until then, since there are no negatives yet (a copy of the untrained student
-  would give negatives almost equal to the anchor, and a ratio whose gradient swamps every other term: about 10 to
-  20 times the reconstruction's at step 0 with tiny RCAN/SwinIR teachers); a run must be longer than
-  `history_start` (an error otherwise), and the short profiles start it at a tenth of their steps;
-* the soft assignment is softmax(-||z - e_k||^2 / tau) per encoder position, CE = -sum_k p_T log p_S.
+Reconstructed [I], because the official encoder is a pretrained VQGAN that kdbench does not ship (no downloads of
+model weights at run time): phi is a frozen, seeded, randomly initialised 5-stage conv encoder (3x3 conv +
+LeakyReLU, stride 2 from the second stage, the same 5 resolutions as the VQGAN's levels), and the codebook a frozen
+seeded random set of `codebook_size` vectors in its last-stage space. Random conv features preserve structure well
+enough for a distance ratio, but a VQGAN's are perceptual: the effect of this substitution on the published gains
+is unknown, so label results "DCKD (random encoder)".
 
-Health: L_ce keeps the released weight 0.001, which leaves it nearly inert beside the reconstruction (its step-0
-gradient is 0.004-0.015x the L1 gradient with tiny or smoke teachers; `kd.methods.health`); it is kept as published
-so that kdbench's DCKD is the released configuration, and `method.weights.ce` raises it. At that weight the trainer
-notes it once instead of warning, and reports mark it "low as published" (`published_inert`).
+Schedule: a run in which the history is never refreshed before its last step (`history_every[0]` >= train.steps)
+would contrast with the initial student throughout, DCKD without its "dynamic" part: it is refused. Short profiles
+scale the refresh periods and the EMA to their runs (`kd.profiles`).
+
+Health: L_ce keeps the released weight 0.001, which leaves it nearly inert beside the reconstruction
+(`kd.methods.health`); it is kept as published so that kdbench's DCKD is the released configuration, and
+`method.weights.ce` raises it. At that weight the trainer notes it once instead of warning, and reports mark it
+"low as published" (`published_inert`).
 """
 
 from __future__ import annotations
@@ -45,20 +63,24 @@ from torch.nn import functional as F
 from kd.errors import KdError
 from kd.methods import register_method
 from kd.methods.base import Distiller, StepContext, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.dukd import augment, frozen_forward, invert_augment, sample_ops
 
 
 @dataclass
 class DckdOptions:
-    num_neg: int = 4  # negatives per anchor (released SwinIR YAML; the paper uses 5)
+    num_neg: int = 4  # degraded negatives; with the history's output on the clean LR, num_neg + 1 negatives
     layer_weights: list[float] = field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0])
-    history_alpha: float = 0.1  # EMA weight of the current student in the history student
-    history_start: int = 1000  # steps before the history student is copied from the student and L_dcl starts
+    history_decay: float = 0.1  # H <- history_decay * H + (1 - history_decay) * EMA student (`update_decay`)
+    history_every: list[int] = field(default_factory=lambda: [1000, 2000, 3000])  # refresh period per block (`step`)
+    history_block: int = 100_000  # iterations per entry of history_every
+    ema_decay: float = 0.999  # the EMA student the history mixes with (`train.ema_decay` of the released YAML)
+    noise_sigma: list[float] = field(default_factory=lambda: [1.0, 30.0])  # negatives' noise sigma range, in /255
+    gray_noise_prob: float = 0.5  # share of negatives whose noise is one field for all three channels
+    consistency_prob: float = 0.5  # per sample and op: the teacher's LR is inverted / flipped / transposed
     encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128, 128])  # random-encoder widths
     encoder_seed: int = 0
     codebook_size: int = 256
     codebook_temperature: float = 1.0
-    blur_sigma: list[float] = field(default_factory=lambda: [0.2, 2.0])  # negatives: Gaussian blur range
-    noise_sigma: list[float] = field(default_factory=lambda: [0.0, 0.05])  # negatives: additive noise range
 
 
 class FrozenEncoder(nn.Module):
@@ -87,20 +109,16 @@ class FrozenEncoder(nn.Module):
         return feats
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Per-sample separable Gaussian blur (sigma: (B,)), kernel radius 3 sigma, reflect padding."""
-    radius = max(1, int(torch.ceil(3 * sigma.max()).item()))
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None].to(x) ** 2))
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, K)
-    b, c, h, w = x.shape
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    flat = padded.reshape(1, b * c, h + 2 * radius, w + 2 * radius)
-    k = kernel.repeat_interleave(c, dim=0)
-    flat = F.conv2d(flat, k[:, None, None, :], groups=b * c)
-    flat = F.conv2d(flat, k[:, None, :, None], groups=b * c)
-    return flat.reshape(b, c, h, w)
+def add_noise(lr: Tensor, sigma_range: list[float], gray_prob: float) -> Tensor:
+    """Gaussian noise per sample: sigma uniform in sigma_range / 255, one field for the three channels with
+    probability gray_prob, clipped to [0, 1]."""
+    b = lr.shape[0]
+    low, high = sigma_range
+    sigma = (low + (high - low) * torch.rand(b, 1, 1, 1, device=lr.device)) / 255
+    gray = torch.rand(b, 1, 1, 1, device=lr.device) < gray_prob
+    colour = torch.randn_like(lr)
+    grey = torch.randn_like(lr[:, :1]).expand_as(lr)
+    return (lr + sigma * torch.where(gray, grey, colour)).clamp(0, 1)
 
 
 def contrastive_ratio(anchor: list[Tensor], positive: list[Tensor], negatives: list[list[Tensor]],
@@ -110,7 +128,7 @@ def contrastive_ratio(anchor: list[Tensor], positive: list[Tensor], negatives: l
     for i, weight in enumerate(weights):
         d_pos = F.l1_loss(anchor[i], positive[i])
         d_neg = torch.stack([F.l1_loss(anchor[i], neg[i]) for neg in negatives]).sum()
-        terms.append(weight * d_pos / (d_neg + 1e-8))
+        terms.append(weight * d_pos / (d_neg + 1e-7))
     return torch.stack(terms).sum()
 
 
@@ -125,54 +143,81 @@ def soft_assignment_log(z: Tensor, codebook: Tensor, temperature: float) -> Tens
 class DCKD(Distiller):
     name = "dckd"
     reconstructed = "DCKD (a seeded random encoder in place of its pretrained VQGAN)"
-    description = ("DCKD (AAAI 2025), random encoder in place of its VQGAN: output KD + contrastive ratio to "
-                   "history-student negatives + codebook CE")
-    default_weights = {"rec": 1.0, "kd": 1.0, "dcl": 0.1, "ce": 0.001}
+    description = ("DCKD (AAAI 2025) as released, random encoder in place of its VQGAN: output KD + teacher "
+                   "consistency + contrastive ratio to history-student negatives + codebook CE")
+    default_weights = {"rec": 1.0, "kd": 1.0, "lcr": 1.0, "dcl": 0.1, "ce": 0.001}
     published_inert = frozenset({"ce"})
     taps_features = False
+    version = 2  # as released: history schedule and mix, clean negative, noise-only degradation, lcr, dcl from step 0
     Options = DckdOptions
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, options: DckdOptions) -> None:
         super().__init__(student, teacher, options)
-        if options.num_neg < 1:
-            raise KdError(f"method.options.num_neg must be >= 1, got {options.num_neg}.")
+        self._check(options)
+        self.encoder = FrozenEncoder(options.encoder_channels, options.encoder_seed, options.codebook_size)
+        # Method state, never exported: the EMA student and the history network, both the initial student so far.
+        self.ema_student = copy.deepcopy(student).requires_grad_(False).eval()
+        self.history = copy.deepcopy(student).requires_grad_(False).eval()
+        self._teacher = (teacher,)  # a tuple: not registered, so never saved with the method
+
+    @staticmethod
+    def _check(options: DckdOptions) -> None:
+        if options.num_neg < 0:
+            raise KdError(f"method.options.num_neg must be >= 0, got {options.num_neg}.")
         if len(options.layer_weights) != len(options.encoder_channels):
             raise KdError(
                 f"method.options.layer_weights has {len(options.layer_weights)} entries but "
                 f"method.options.encoder_channels has {len(options.encoder_channels)}; give one weight per layer."
             )
-        if not 0 < options.history_alpha <= 1:
-            raise KdError(f"method.options.history_alpha must be in (0, 1], got {options.history_alpha}.")
-        self.encoder = FrozenEncoder(options.encoder_channels, options.encoder_seed, options.codebook_size)
-        self.history = copy.deepcopy(student).requires_grad_(False).eval()  # method state, never exported
-        self.register_buffer("history_ready", torch.tensor(options.history_start == 0))
+        for key in ("history_decay", "ema_decay"):
+            if not 0 <= getattr(options, key) < 1:
+                raise KdError(f"method.options.{key} must be in [0, 1), got {getattr(options, key)}.")
+        for key in ("gray_noise_prob", "consistency_prob"):
+            if not 0 <= getattr(options, key) <= 1:
+                raise KdError(f"method.options.{key} must be in [0, 1], got {getattr(options, key)}.")
+        if not options.history_every or min(options.history_every) < 1 or options.history_block < 1:
+            raise KdError("method.options.history_every must list refresh periods >= 1 and "
+                          f"method.options.history_block be >= 1, got {options.history_every} and "
+                          f"{options.history_block}.")
+        if len(options.noise_sigma) != 2 or not 0 <= options.noise_sigma[0] <= options.noise_sigma[1]:
+            raise KdError(f"method.options.noise_sigma must be [low, high] with 0 <= low <= high (in /255), got "
+                          f"{options.noise_sigma}.")
 
     def check_schedule(self, steps: int) -> None:
-        if self.options.history_start >= steps:
+        first = self.options.history_every[0]
+        if first >= steps:
             raise KdError(
-                f"method.options.history_start={self.options.history_start} is not below train.steps={steps}: "
-                "DCKD's contrastive term (dcl) would never run and the run would be output KD plus the codebook "
-                "CE under DCKD's name; give a smaller method.options.history_start (the profiles use a tenth of "
-                "the run)."
+                f"method.options.history_every starts at {first}, not below train.steps={steps}: DCKD's history "
+                "network would never be refreshed, so every negative would come from the initial student (DCKD "
+                "without its dynamic part); give shorter periods, e.g. --set method.options.history_every=[4,8,12] "
+                "--set method.options.history_block=400 --set method.options.ema_decay=0.75 for 1,000 steps (the "
+                "released schedule scaled to the run, as the cpu profile does)."
             )
 
     def train(self, mode: bool = True) -> DCKD:
         super().train(mode)
+        self.ema_student.eval()
         self.history.eval()
         return self
 
+    def refreshes_history(self, step: int) -> bool:
+        """Whether the history is refreshed after step `step` (0-based), i.e. after iteration step + 1."""
+        periods = self.options.history_every
+        period = periods[min(step // self.options.history_block, len(periods) - 1)]
+        return (step + 1) % period == 0
+
     def negatives(self, lr: Tensor) -> list[list[Tensor]]:
-        b = lr.shape[0]
-        low, high = self.options.blur_sigma
-        noise_low, noise_high = self.options.noise_sigma
-        feats = []
+        """Encoder features of the history network on the clean LR, then on `num_neg` noisy copies."""
+        inputs = [lr] + [add_noise(lr, self.options.noise_sigma, self.options.gray_noise_prob)
+                         for _ in range(self.options.num_neg)]
         with torch.no_grad():
-            for _ in range(self.options.num_neg):
-                sigma = low + (high - low) * torch.rand(b, device=lr.device)
-                noise = noise_low + (noise_high - noise_low) * torch.rand(b, 1, 1, 1, device=lr.device)
-                degraded = (gaussian_blur(lr, sigma) + noise * torch.randn_like(lr)).clamp(0, 1)
-                feats.append(self.encoder(self.history(degraded)))
-        return feats
+            outputs = self.history(torch.cat(inputs))
+            return [self.encoder(out) for out in outputs.chunk(len(inputs))]
+
+    def consistency_target(self, lr: Tensor) -> Tensor:
+        """The teacher's output on an augmented LR, mapped back (transpose only on square patches)."""
+        chosen = sample_ops(lr.shape[0], self.options.consistency_prob, lr.shape[-1] == lr.shape[-2])
+        return invert_augment(frozen_forward(self._teacher[0], augment(lr, chosen)), chosen)
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         anchor = self.encoder(inputs.student_out)
@@ -181,23 +226,17 @@ class DCKD(Distiller):
         tau = self.options.codebook_temperature
         log_p_student = soft_assignment_log(anchor[-1], self.encoder.codebook, tau)
         p_teacher = soft_assignment_log(positive[-1], self.encoder.codebook, tau).exp()
-        terms = {
+        return {
             "rec": reconstruction_l1(inputs),
             "kd": output_kd_l1(inputs),
+            "lcr": F.l1_loss(inputs.student_out, self.consistency_target(inputs.lr)),
+            "dcl": contrastive_ratio(anchor, positive, self.negatives(inputs.lr), self.options.layer_weights),
             "ce": -(p_teacher * log_p_student).sum(-1).mean(),
         }
-        if self.history_ready:  # no term before (not a constant zero the health check would flag as inert)
-            terms["dcl"] = contrastive_ratio(anchor, positive, self.negatives(inputs.lr), self.options.layer_weights)
-        return terms
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        if ctx.step + 1 < self.options.history_start:
-            return
-        alpha = self.options.history_alpha if self.history_ready else 1.0  # the first update is a copy
-        self.history_ready.fill_(True)
-        with torch.no_grad():
-            for mine, current in zip(self.history.state_dict().values(), ctx.student.state_dict().values()):
-                if mine.is_floating_point():
-                    mine.lerp_(current, alpha)
-                else:
-                    mine.copy_(current)
+        from kd.engine.ema import blend_  # the trainer's EMA update; importing kd.engine loads the whole engine
+
+        blend_(self.ema_student, ctx.student, self.options.ema_decay)
+        if self.refreshes_history(ctx.step):
+            blend_(self.history, self.ema_student, self.options.history_decay)

@@ -32,6 +32,8 @@ MODEL_MAP = {"bicubic": ("bicubic", None), "rcan": ("rcan", "paper"), "han": ("h
              "swinir": ("swinir", "paper"), "swinir_light": ("swinir_light", "paper"), "asid": ("asid", "paper"),
              "rcan_10x6": ("rcan", "10x6"), "swinir_e60": ("swinir", "e60")}
 TEACHER_OF = {"rcan_10x6": "rcan", "swinir_e60": "swinir"}
+# The student cells of a table come from runs of its paper's own training recipe (kd.profiles).
+FAKD_PROFILE, DCKD_PROFILE = "paper-fakd", "paper-dckd"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class PaperTable:
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
     extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # per-row extra columns (params)
-    miniature: Miniature | None = None  # stands in while no student run of the paper profile exists
+    miniature: Miniature | None = None  # stands in while no student run of the table's paper profile exists
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -199,7 +201,7 @@ def eval_command(published_model: str, scale: int, dataset: str, table: str) -> 
             f"then kdbench paper {table} --eval-csv {out}") + _preset_note(arch, preset)
 
 
-def run_command(published_model: str, method: str, scale: int) -> str:
+def run_command(published_model: str, method: str, scale: int, profile: str) -> str:
     from kd.methods import list_methods
 
     arch, preset = MODEL_MAP[published_model]
@@ -210,7 +212,7 @@ def run_command(published_model: str, method: str, scale: int) -> str:
     note = f" (method {', '.join(missing)} not implemented in kdbench yet)" if missing else ""
     if "+" in method and not missing:
         note = f" (a combination of {', '.join(method.split('+'))}: kdbench runs one method per run, not both)"
-    return (f"kdbench run --profile paper --student {arch} --student-preset {preset} {kd_part} --scale {scale}"
+    return (f"kdbench run --profile {profile} --student {arch} --student-preset {preset} {kd_part} --scale {scale}"
             + note + _preset_note(arch, preset))
 
 
@@ -267,13 +269,13 @@ def _fakd(measured: Measured) -> PaperTable:
             command = None if ours else eval_command("rcan", scale, dataset, "fakd")
         else:
             arch, preset = MODEL_MAP[row["model"]]
-            ours = measured.student(arch, preset, row["method"], "rcan", scale, dataset, profile="paper")
-            command = None if ours else run_command(row["model"], row["method"], scale)
+            ours = measured.student(arch, preset, row["method"], "rcan", scale, dataset, profile=FAKD_PROFILE)
+            command = None if ours else run_command(row["model"], row["method"], scale, FAKD_PROFILE)
         cells.append(Cell((dataset, f"x{scale}"), column, _pub_score(row), ours, row["evidence"], command))
     table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
                        ["Dataset", "Scale"], list(columns.values()), cells)
     students = [c for c in cells if c.column != columns[("teacher", "none")]]
-    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, FAKD))
+    return _with_miniature(table, students, FAKD_PROFILE, lambda: build_miniature(measured.miniature, FAKD))
 
 
 DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
@@ -294,8 +296,9 @@ def _dckd(measured: Measured) -> PaperTable:
         else:
             method_label = DCKD_METHODS[row["method"]]
             arch, preset = MODEL_MAP[model]
-            ours = measured.student(arch, preset, row["method"], TEACHER_OF[model], scale, dataset, profile="paper")
-            command = None if ours else run_command(model, row["method"], scale)
+            ours = measured.student(arch, preset, row["method"], TEACHER_OF[model], scale, dataset,
+                                    profile=DCKD_PROFILE)
+            command = None if ours else run_command(model, row["method"], scale, DCKD_PROFILE)
         cells.append(Cell((f"x{scale}", method_label), column, _pub_score(row), ours, row["evidence"], command))
     columns = [f"{fam} {d}" for fam in ("SwinIR", "RCAN") for d in ("Set5", "Set14", "B100", "Urban100")]
     order = ["Teacher", *DCKD_METHODS.values()]
@@ -303,15 +306,16 @@ def _dckd(measured: Measured) -> PaperTable:
     table = PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, "
                        "RCAN 10x6)", ["Scale", "Method"], columns, cells)
     students = [c for c in cells if c.row[1] != "Teacher"]
-    return _with_miniature(table, students, lambda: build_miniature(measured.miniature, DCKD))
+    return _with_miniature(table, students, DCKD_PROFILE, lambda: build_miniature(measured.miniature, DCKD))
 
 
-def _with_miniature(table: PaperTable, student_cells: list[Cell], miniature: Callable[[], Miniature]) -> PaperTable:
-    """Student cells come only from runs of the paper profile (days of GPU training per cell); without any, the
-    miniature of the table (kd/report/miniature.py) stands in."""
+def _with_miniature(table: PaperTable, student_cells: list[Cell], profile: str,
+                    miniature: Callable[[], Miniature]) -> PaperTable:
+    """Student cells come only from runs of the table's paper profile (days of GPU training per cell); without any,
+    the miniature of the table (kd/report/miniature.py) stands in."""
     if not any(cell.ours for cell in student_cells):
         table.miniature = miniature()
-        table.notes.append("no student run of the paper profile was found, so the student cells are empty; the "
+        table.notes.append(f"no student run of the {profile} profile was found, so the student cells are empty; the "
                            "miniature of this table (the same pair shapes at the cpu budget, paired seeds 0, 1, 2) "
                            "follows.")
     return table
