@@ -26,9 +26,16 @@ demo: install
 	$(BIN)/kdbench run --student asid --method none --profile demo
 	$(BIN)/kdbench run --student asid --teacher rcan --method facd --profile demo
 
+# Debian packages of tests that skip without them, installed by `make test` when absent and apt-get is there (CI
+# runs as root on Debian): headless Chromium for tests/test_report_browser.py; a one-node Slurm cluster with its
+# accounting database for tests/test_slurm.py.
+SLURM_PACKAGES := slurmctld slurmd slurmdbd slurm-client munge mariadb-server-core mariadb-client-core
+
 test: install
-	@# Headless Chromium for tests/test_report_browser.py (skips when still absent); CI runs as root on Debian.
-	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
-		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) || \
-		echo "chromium could not be installed: the browser test will skip"
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing=chromium; \
+	for program in slurmctld slurmd slurmdbd sbatch munged mariadbd; do \
+		command -v $$program >/dev/null 2>&1 || { missing="$$missing $(SLURM_PACKAGES)"; break; }; done; \
+	[ -z "$$missing" ] || ! command -v apt-get >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing) || \
+		echo "could not install$$missing: the tests that need them will skip"
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,8 +1,9 @@
 """`kdbench sweep --executor local|slurm` through submitit: the local executor runs a real smoke grid in job
-subprocesses; Slurm is only checked for (no cluster here)."""
+subprocesses; Slurm's commands are stand-in scripts here (tests/test_slurm.py runs a real one-node Slurm)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,7 +16,8 @@ from kd.config import resolve
 from kd.engine import execute_run
 from kd.errors import KdError
 from kd.profiles import profile_layer
-from kd.results.cluster import CellJob, check_executor
+from kd.results import cluster
+from kd.results.cluster import CellJob, check_executor, submit_and_wait
 from kd.results.sweep import StepTimes
 
 
@@ -35,6 +37,67 @@ def test_cli_reports_missing_slurm_before_planning(monkeypatch, tmp_path, capsys
     assert code == 2
     assert "sbatch not found" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def _stand_in(bin_dir, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+
+
+def test_jobs_slurm_refuses_are_a_one_line_error(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stand_in(bin_dir, "sbatch", "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    code = main(["sweep", "--profile", "smoke", "--methods", "none", "--executor", "slurm",
+                 "--out-dir", str(tmp_path / "runs"), "--set", f"cluster.log_dir={tmp_path / 'jobs'}"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert ("Slurm refused the jobs: Invalid generic resource (gres) specification. They asked for "
+            "cluster.timeout_min=240, cluster.gpus_per_node=1, cluster.cpus_per_task=8, cluster.mem_gb=32") in err
+    assert "--set cluster.gpus_per_node=0 where there are no GPUs" in err and "unexpected" not in err
+
+
+class _QueuedJob:
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.polls = job_id, 3
+
+    def done(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def result(self) -> dict:
+        return {"summary": {}, "already_finished": False}
+
+
+class _Executor:
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    @contextlib.contextmanager
+    def batch(self):
+        yield
+
+    def submit(self, job: CellJob) -> _QueuedJob:
+        self.submitted += 1
+        return _QueuedJob(f"7_{self.submitted - 1}")
+
+
+def test_a_job_its_partition_cannot_run_is_told_once(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stand_in(bin_dir, "squeue", "echo '7_0 PartitionConfig'; echo '7_1 Resources'")  # --array: one line a task
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(cluster, "_make_executor", lambda kind, folder, resources: _Executor())
+    monkeypatch.setattr(cluster, "QUEUE_CHECK_SECONDS", 0.0)  # read the queue at every poll
+    config = resolve([profile_layer("smoke")])
+    told, done = [], []
+    submit_and_wait("slurm", [("cell a", config, False), ("cell b", config, False)], tmp_path, poll_seconds=0.0,
+                    on_done=lambda label, *_: done.append(label), on_unfit=lambda *args: told.append(args))
+    assert told == [("cell a", "7_0", "PartitionConfig")]  # once, though the queue was read at each poll
+    assert sorted(done) == ["cell a", "cell b"]
 
 
 def test_preempted_job_requeues_itself():

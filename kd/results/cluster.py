@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -28,6 +29,10 @@ from kd.messages import say
 from kd.output import duration
 
 EXECUTORS = ("inline", "local", "slurm")
+# Slurm's reasons for holding a job whose request its partition cannot meet as configured: it may never start, and
+# the sweep, which waits for it, says so once instead of waiting without a word.
+UNFIT_REASONS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints")
+QUEUE_CHECK_SECONDS = 60.0
 
 
 def _submitit() -> Any:
@@ -102,27 +107,37 @@ def _resource_key(config: RunConfig) -> tuple:
 
 def submit_and_wait(kind: str, jobs: list[tuple[str, RunConfig, bool]], out_dir: str | Path, *,
                     max_parallel: int = 0, poll_seconds: float = 2.0,
-                    on_done: Callable[[str, dict[str, Any] | None, str | None, float], None]) -> None:
+                    on_done: Callable[[str, dict[str, Any] | None, str | None, float], None],
+                    on_unfit: Callable[[str, str, str], None] | None = None) -> None:
     """Submit (label, config, teacher_only) jobs, grouped by resources, and wait for all of them.
 
     `on_done(label, result, error, seconds)` is called as each job ends. `max_parallel` > 0 caps the number of
-    jobs in flight (the local executor starts every submitted job at once)."""
+    jobs in flight (the local executor starts every submitted job at once). On Slurm, the queue is read once
+    after submitting and then every `QUEUE_CHECK_SECONDS`: `on_unfit(label, job id, reason)` is called once for a
+    job held for one of `UNFIT_REASONS`."""
     out_dir = Path(out_dir)
     pending = list(jobs)
     running: list[tuple[str, Any, float]] = []
+    unfit_told: set[str] = set()
+    next_queue_check = 0.0
     while pending or running:
         while pending and (max_parallel <= 0 or len(running) < max_parallel):
             key = _resource_key(pending[0][1])
             wave = [job for job in pending if _resource_key(job[1]) == key]
             if max_parallel > 0:
                 wave = wave[: max_parallel - len(running)]
-            executor = _make_executor(kind, Path(wave[0][1].cluster.log_dir), wave[0][1].cluster)
-            with executor.batch():  # one job array per resource set on Slurm
-                submitted = [(label, executor.submit(CellJob(to_dict(cfg), str(out_dir), teacher_only)))
-                             for label, cfg, teacher_only in wave]
+            resources = wave[0][1].cluster
+            executor = _make_executor(kind, Path(resources.log_dir), resources)
+            try:
+                with executor.batch():  # one job array per resource set on Slurm
+                    submitted = [(label, executor.submit(CellJob(to_dict(cfg), str(out_dir), teacher_only)))
+                                 for label, cfg, teacher_only in wave]
+            except _submitit().core.utils.FailedJobError as exc:
+                raise KdError(_refused(exc, resources, started=bool(running))) from None
             began = time.perf_counter()
             running += [(label, job, began) for label, job in submitted]
             pending = [job for job in pending if job not in wave]
+            next_queue_check = time.monotonic() + poll_seconds
         still = []
         for label, job, began in running:
             if not job.done():
@@ -133,8 +148,37 @@ def submit_and_wait(kind: str, jobs: list[tuple[str, RunConfig, bool]], out_dir:
             except Exception as exc:  # a failed job is reported with its own error; the others go on
                 on_done(label, None, _job_error(exc, job), time.perf_counter() - began)
         running = still
+        if kind == "slurm" and on_unfit is not None and running and time.monotonic() >= next_queue_check:
+            reasons = pending_reasons([job.job_id for _, job, _ in running])
+            for label, job, _ in running:
+                if reasons.get(job.job_id) in UNFIT_REASONS and job.job_id not in unfit_told:
+                    unfit_told.add(job.job_id)
+                    on_unfit(label, job.job_id, reasons[job.job_id])
+            next_queue_check = time.monotonic() + QUEUE_CHECK_SECONDS
         if running:
             time.sleep(poll_seconds)
+
+
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """Slurm's reason for holding each of these jobs (array tasks as `<array>_<task>`) that is pending, from squeue;
+    only what squeue could say (the reasons are advice, never a condition of the sweep)."""
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    try:
+        listed = subprocess.run(["squeue", "--noheader", "--array", "--states=PENDING", "--format=%i %r",
+                                 f"--jobs={','.join(arrays)}"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    pairs = (line.split(None, 1) for line in listed.stdout.splitlines())
+    return {pair[0]: pair[1].strip() for pair in pairs if len(pair) == 2}
+
+
+def _refused(exc: Exception, resources: ClusterConfig, started: bool) -> str:
+    said = [line.removeprefix("sbatch: error: ") for line in str(exc).splitlines() if line.strip()]
+    asked = ", ".join(f"cluster.{k}={v}" for k, v in asdict(resources).items() if v is not None and k != "log_dir")
+    running = " The jobs submitted before keep running; the same command reports or resumes them." if started else ""
+    return (f"Slurm refused the jobs: {' '.join(said[-2:]) or type(exc).__name__}. They asked for {asked}: fit these "
+            f"to the cluster (`sinfo -o '%P %c %m %G %l'` lists each partition's CPUs, memory, GPUs and time "
+            f"limit), e.g. --set cluster.gpus_per_node=0 where there are no GPUs.{running}")
 
 
 def _job_error(exc: Exception, job: Any) -> str:
@@ -172,6 +216,11 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
 
     failed_teachers: dict[str, str] = {}
 
+    def unfit(label: str, job_id: str, reason: str) -> None:
+        say(console, f"{label}: Slurm holds job {job_id} ({reason}): its partition cannot run it with the cluster.* "
+                     f"resources asked, so it may never start. Cancel it (scancel {job_id}), fit the resources to "
+                     "`sinfo -o '%P %c %m %G %l'` and run the same command again.")
+
     def teacher_done(label: str, result: dict[str, Any] | None, error: str | None, seconds: float) -> None:
         say(console, f"{label}: {'trained' if error is None else error} ({seconds:.0f} s)")
         if error is not None:
@@ -180,7 +229,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
     if teachers:
         say(console, f"training {len(teachers)} teacher(s) the zoo lacks, one {kind} job each")
         submit_and_wait(kind, [(f"teacher {key}", cfg, True) for key, cfg in teachers.items()], out_dir,
-                        max_parallel=max_parallel, poll_seconds=poll_seconds, on_done=teacher_done)
+                        max_parallel=max_parallel, poll_seconds=poll_seconds, on_done=teacher_done, on_unfit=unfit)
 
     cells = []
     for label, index in runnable.items():
@@ -220,5 +269,5 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
         estimate = f"; about {estimate} of training" if estimate else ""
         say(console, f"submitting {len(cells)} cell(s) to the {kind} executor{at_once}{estimate}")
         submit_and_wait(kind, cells, out_dir, max_parallel=max_parallel, poll_seconds=poll_seconds,
-                        on_done=cell_done)
+                        on_done=cell_done, on_unfit=unfit)
     return [outcomes[i] for i in range(len(plans))]
