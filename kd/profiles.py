@@ -184,34 +184,35 @@ def _source(profile: Profile) -> str:
     return f"profile '{profile.name}'"
 
 
-def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+def resolve_layers(layers: list[tuple[str, dict[str, Any]]], *, teacher_given: bool = False) -> RunConfig:
     """`kd.config.resolve`, plus the profile's layers for the resolved teacher and method: the teacher's training
     recipe, the tuned weights of the method for the teacher's family and the method's schedule options.
 
     The teacher and method are known only once every layer is merged (the command line or a sweep cell names them),
     so this resolves twice: the second time with those layers inserted right after the profile's own layer, where a
-    config file, the command line and --set still win over them.
+    config file, the command line and --set still win over them. `teacher_given`: the teacher is an object
+    (`kd.distill`), not a registry network, so it has no recipe or family of its own.
     """
     config = resolve(layers)
     profile = PROFILES.get(config.profile)
     at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), None)
     if profile is None or at is None or not config.teacher.arch:
         return config
-    extra = _derived_layers(profile, config)
+    extra = _derived_layers(profile, config, teacher_given)
     if not extra:
         return config
     return resolve([*layers[: at + 1], *extra, *layers[at + 1 :]])
 
 
-def _derived_layers(profile: Profile, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+def _derived_layers(profile: Profile, config: RunConfig, teacher_given: bool) -> list[tuple[str, dict[str, Any]]]:
     from kd.models import get_entry
 
-    entry = get_entry(config.teacher.arch)
     layers = []
-    recipe = profile.teacher_recipes.get(entry.arch)
+    entry = None if teacher_given else get_entry(config.teacher.arch)
+    recipe = profile.teacher_recipes.get(entry.arch) if entry else None
     if recipe is not None:
         layers.append((f"{_source(profile)} recipe for {entry.arch} teachers", {"teacher": {"train": recipe}}))
-    weights = profile.method_weights.get(entry.family, {}).get(config.method.name)
+    weights = profile.method_weights.get(entry.family, {}).get(config.method.name) if entry else None
     if weights is not None:
         layers.append((f"{_source(profile)} {config.method.name} weights for {entry.family} teachers",
                        {"method": {"weights": weights}}))
