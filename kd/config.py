@@ -284,7 +284,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise KdError(f"config file '{path}' could not be parsed: {exc}") from None
+        raise KdError(f"config file '{path}' could not be parsed: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
