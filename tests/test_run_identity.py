@@ -45,3 +45,62 @@ def _smoke(method: str, root: Path):
 def test_run_ids_of_unchanged_configurations_are_pinned(fixed_inputs, method):
     config = _smoke(method, fixed_inputs)
     assert run_id(config, run_inputs(config)) == PINNED_IDS[method]
+
+
+def test_builtin_method_sources_match_the_manifest():
+    from kd.methods.sources import MANIFEST, REFRESH_COMMAND, stale_entries
+
+    stale = stale_entries()
+    assert not stale, (
+        f"the code or version of {', '.join(stale)} is not what {MANIFEST.name} records. If the method's results "
+        f"change, bump its `version`; then record the code with `{REFRESH_COMMAND}` (and commit {MANIFEST.name}).")
+
+
+def test_an_edited_builtin_method_carries_its_code_into_the_id(fixed_inputs, monkeypatch):
+    from kd.methods import get_method, sources
+
+    config = _smoke("logits", fixed_inputs)
+    assert "method_source" not in run_inputs(config)
+    recorded = sources.read_manifest()
+    monkeypatch.setattr(sources, "read_manifest",  # as if logits.py had been edited since the manifest was written
+                        lambda: {**recorded, "logits": {**recorded["logits"], "source": "0" * 16}})
+    inputs = run_inputs(config)
+    assert inputs["method_source"] == sources.source_hash(get_method("logits").__module__)
+    assert run_id(config, inputs) != PINNED_IDS["logits"]
+
+
+def test_a_plugin_method_always_carries_its_code():
+    from kd.methods import Distiller
+    from kd.methods.sources import source_hash, source_identity
+
+    class Plugin(Distiller):
+        name = "plugin-for-a-test"
+        needs_teacher = False
+
+    assert source_identity(Plugin) == source_hash(__name__) is not None
+
+
+def test_normalised_code_ignores_comments_docstrings_and_layout(tmp_path, monkeypatch):
+    import sys
+
+    from kd.methods.sources import source_hash
+
+    def digest(text: str) -> str:
+        (tmp_path / "probe_module.py").write_text(text)
+        sys.modules.pop("probe_module", None)
+        return source_hash("probe_module")
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    assert digest("# a comment\ndef f( x ):\n    return (x + 1)  # why\n") == base
+    assert digest('def f(x):\n    return x + 2\n') != base
+
+
+def test_refresh_records_every_builtin_method(tmp_path, monkeypatch):
+    from kd.methods import sources
+
+    monkeypatch.setattr(sources, "MANIFEST", tmp_path / "sources.json")
+    assert sources.main(["--refresh"]) == 0
+    assert sources.read_manifest() == {name: sources.manifest_entry(cls)
+                                       for name, cls in sources.builtin_methods().items()}
+    assert sources.main([]) == 0  # up to date
