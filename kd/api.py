@@ -147,7 +147,9 @@ def _dataset_label(dataset: Dataset, scale: int) -> str:
     for index in range(length):
         lr, hr = _training_pair(dataset[index], index, scale)
         shapes = (tuple(lr.shape), tuple(hr.shape))
-        first = first or shapes
+        if first is None:
+            first = shapes
+            digest.update(repr(shapes).encode())
         if shapes != first:
             raise KdError(f"kd.distill(data=...): item {index} has shapes {shapes} but item 0 {first}; a batch stacks "
                           "items, so they must all be one size (crop them to equal patches)")

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -106,7 +106,7 @@ def path_component(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name).strip("._")
 
 
-def check_new_files(targets: list[Path], *, option: str, force: bool, inputs: list[Path] = ()) -> None:
+def check_new_files(targets: Sequence[Path], *, option: str, force: bool, inputs: Sequence[Path] = ()) -> None:
     """Before any work: refuse a target that is one of the `inputs` (always), two outputs on one path, and a file
     that exists already unless `force` (kdbench replaces nothing it did not write without being asked)."""
     own = {path.resolve() for path in inputs}

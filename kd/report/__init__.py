@@ -38,8 +38,6 @@ RECORDS = "records"
 # What a run is, how it trained, and what was measured of it afterwards (benchmarks/phase_residual.py)
 RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl", "phase_residual.json")
 CROPS = "visual_crops"  # a record's folder of the run's SR crops in the visual comparison (records keep no weights)
-# What a report folder holds of kdbench's own; anything else in it was put there by someone else and is kept.
-REPORT_PRODUCTS = frozenset({REPORT_MARKER, RECORDS, "figures", "report.html", "report.md", "results.csv"})
 
 
 @dataclass

@@ -60,8 +60,9 @@ def read_summary(path: Path, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, 
             if key in summary and not isinstance(summary[key], str):
                 raise TypeError(f"{key} is {summary[key]!r}")
         for key, kind in (("scale", int), ("seed", int), ("steps", int), ("train_seconds", float)):
-            if key in summary and (isinstance(summary[key], bool) or kind(summary[key]) != summary[key]):
-                raise TypeError(f"{key} is {summary[key]!r}")
+            value = summary.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
+                raise TypeError(f"{key} is {value!r}")
         datasets = summary["datasets"]
         if not isinstance(datasets, dict) or not datasets:
             raise TypeError("it holds no dataset scores")
