@@ -78,7 +78,8 @@ def distill(
         eval={"datasets": ["Set5", "MyPhotos"]}, student={"preset": "tiny"}.
 
     A network or dataset given as an object is identified in the run id by its class name and a fingerprint (the
-    sha256 of its weights, or of its length and first and last items), so the same objects find the same run.
+    sha256 of its weights, or of every item of the dataset), so the same objects find the same run. Every item of a
+    dataset is checked first: an (lr, hr) pair at the run's scale, all of one size, finite, in [0, 1].
     """
     from kd.config import deep_merge
     from kd.engine import execute_run
@@ -96,7 +97,6 @@ def distill(
     flags["teacher"] = {"arch": _label(teacher) if isinstance(teacher, nn.Module) else teacher}
     services = Services()
     if isinstance(data, Dataset):
-        flags["data"] = {"train": _label(data)}
         services = Services(make_batches=_dataset_batches(data))
     elif data is not None:
         flags["data"] = {"train": str(data)}
@@ -106,7 +106,10 @@ def distill(
             flags.setdefault("scale", spec["scale"])
             if spec["scale"] != flags["scale"]:
                 raise KdError(f"the {role} is built for x{spec['scale']} but the run is x{flags['scale']}")
-    config = resolve_layers([profile_layer(profile), ("kd.distill() arguments", deep_merge(flags, overrides))])
+    config = resolve_layers([profile_layer(profile), ("kd.distill() arguments", deep_merge(flags, overrides))],
+                            teacher_given=isinstance(teacher, nn.Module))
+    if isinstance(data, Dataset):  # checked and fingerprinted at the run's scale, item by item
+        config.data.train = _dataset_label(data, config.scale)
     return execute_run(
         config, out_dir=Path(runs_dir), services=services, progress=progress,
         student=student if isinstance(student, nn.Module) else None,
@@ -117,23 +120,67 @@ def distill(
 _SECTIONS = {"student", "teacher", "method", "data", "train", "eval", "accel", "threads", "device"}
 
 
-def _label(obj: nn.Module | Dataset) -> str:
-    """`<Class>@<8 hex>`: a run-id-safe name for an object, changing whenever its content does."""
+def _label(module: nn.Module) -> str:
+    """`<Class>@<8 hex>`: a run-id-safe name for a network, changing whenever its weights do."""
     digest = hashlib.sha256()
-    if isinstance(obj, nn.Module):
-        for key, value in sorted(obj.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        length = len(obj)  # type: ignore[arg-type]
-        if length == 0:
-            raise KdError("the training dataset given to kd.distill() is empty")
-        digest.update(str(length).encode())
-        for index in sorted({0, length - 1}):
-            for tensor in obj[index]:
-                digest.update(torch.as_tensor(tensor).detach().cpu().contiguous().numpy().tobytes())
-    name = re.sub(r"[^\w.]+", "_", type(obj).__name__)
-    return f"{name}@{digest.hexdigest()[:8]}"
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return f"{_class_name(module)}@{digest.hexdigest()[:8]}"
+
+
+def _class_name(obj: object) -> str:
+    return re.sub(r"[^\w.]+", "_", type(obj).__name__)
+
+
+def _dataset_label(dataset: Dataset, scale: int) -> str:
+    """`<Class>@<8 hex>` over every item of a map-style dataset, each checked to be a training pair first."""
+    try:
+        length = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise KdError("kd.distill(data=...) needs a map-style Dataset with a length (len(data)); an iterable "
+                      "dataset cannot be fingerprinted for the run id") from None
+    if length == 0:
+        raise KdError("the training dataset given to kd.distill() is empty")
+    digest = hashlib.sha256(str(length).encode())
+    first = None
+    for index in range(length):
+        lr, hr = _training_pair(dataset[index], index, scale)
+        shapes = (tuple(lr.shape), tuple(hr.shape))
+        if first is None:
+            first = shapes
+            digest.update(repr(shapes).encode())
+        if shapes != first:
+            raise KdError(f"kd.distill(data=...): item {index} has shapes {shapes} but item 0 {first}; a batch stacks "
+                          "items, so they must all be one size (crop them to equal patches)")
+        for tensor in (lr, hr):
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return f"{_class_name(dataset)}@{digest.hexdigest()[:8]}"
+
+
+def _training_pair(item: Any, index: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item `index` as (lr, hr) float32 tensors, or a KdError saying what it is instead."""
+    where = f"kd.distill(data=...): item {index}"
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise KdError(f"{where} is a {type(item).__name__}, not an (lr, hr) pair of tensors")
+    try:
+        lr, hr = (torch.as_tensor(part).detach().cpu().to(torch.float32) for part in item)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise KdError(f"{where} is not a pair of tensors ({exc})") from None
+    if lr.dim() != 3 or hr.dim() != 3 or lr.shape[0] != 3 or hr.shape[0] != 3:
+        raise KdError(f"{where} has shapes {tuple(lr.shape)} and {tuple(hr.shape)}; expected RGB tensors (3, h, w) "
+                      "and (3, h*s, w*s)")
+    if tuple(hr.shape[1:]) != (lr.shape[1] * scale, lr.shape[2] * scale):
+        raise KdError(f"{where}: hr {tuple(hr.shape[1:])} is not x{scale} of lr {tuple(lr.shape[1:])}; give pairs "
+                      f"at the run's scale or pass scale= to match them")
+    for name, tensor in (("lr", lr), ("hr", hr)):
+        if not torch.isfinite(tensor).all():
+            raise KdError(f"{where}: {name} holds NaN or infinite values")
+        low, high = tensor.min().item(), tensor.max().item()
+        if low < 0 or high > 1:
+            raise KdError(f"{where}: {name} spans [{low:g}, {high:g}] but kdbench networks take RGB in [0, 1]; "
+                          "divide 8-bit images by 255")
+    return lr, hr
 
 
 class _Cycled(Dataset):

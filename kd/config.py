@@ -273,14 +273,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise KdError(f"config file '{path}' not found; pass an existing YAML or TOML file to --config.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise KdError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML or "
+                      "TOML.") from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)
         else:
             data = yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise KdError(f"config file '{path}' could not be parsed: {exc}") from None
+        raise KdError(f"config file '{path}' could not be parsed: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -297,6 +301,30 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
     config = from_dict(merged)
     validate(config)
     return config
+
+
+# The smallest value of each integer field (0 where not named); seeds also have a largest (numpy and torch take
+# unsigned 32- and 64-bit seeds, and a run derives further seeds from its own by adding offsets).
+_INT_MINIMUM = {"scale": 1, "steps": 1, "batch_size": 1, "lr_patch": 1, "log_every": 1, "ckpt_every": 1,
+                "timeout_min": 1, "gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1}
+_INT_MAXIMUM = 2**31 - 1
+_SEED_MAXIMUM = 2**32 - 1
+_INT_FLAGS = {"seed": "--seed", "threads": "--threads", "scale": "--scale"}
+
+
+def _check_integers(section: Any, path: str = "") -> None:
+    """Every integer field within its range, named by its dotted key (and its flag, where it has one)."""
+    hints = _hints(type(section))
+    for item in dataclasses.fields(section):
+        value, name = getattr(section, item.name), f"{path}{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_integers(value, f"{name}.")
+        elif hints[item.name] is int:
+            low = _INT_MINIMUM.get(item.name, 0)
+            high = _SEED_MAXIMUM if item.name == "seed" else _INT_MAXIMUM
+            if not low <= value <= high:
+                flag = f" ({_INT_FLAGS[name]})" if name in _INT_FLAGS else ""
+                raise KdError(f"{name}{flag} must be an integer from {low} to {high}, got {value}.")
 
 
 def validate(config: RunConfig) -> None:
@@ -329,6 +357,7 @@ def validate(config: RunConfig) -> None:
         raise KdError(f"accel.teacher_dtype must be fp32, bf16, fp16 or auto, got '{config.accel.teacher_dtype}'.")
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
+    _check_integers(config)
 
 
 # ----------------------------------------------------------------------------------------------- identity

@@ -175,7 +175,7 @@ def evaluate(
                             "lr_source": image.lr_source,
                         })
                         if save_images is not None:
-                            write_png(Path(save_images) / dataset / f"x{scale}" / f"{image.name}.png", sr)
+                            write_png(saved_image_path(save_images, dataset, scale, image.name), sr)
                         if bar:
                             bar.advance(task)
                     if bar:
@@ -198,6 +198,29 @@ def evaluate(
         lpips_variant=lpips_metric.variant.as_dict() if lpips_metric else None,
         notes=notes,
     )
+
+
+def saved_image_path(folder: str | Path, dataset: str, scale: int, image: str) -> Path:
+    """Where `save_images` puts an SR image: `<folder>/<dataset>/x<s>/<image>.png`, the dataset's name made one plain
+    folder name (a dataset given by path never leads the output outside `folder`)."""
+    from kd.fileio import path_component
+
+    return Path(folder) / (path_component(dataset) or "dataset") / f"x{scale}" / f"{image}.png"
+
+
+def planned_images(folder: str | Path, datasets: Sequence[str], scales: Sequence[int],
+                   data_root=None) -> tuple[list[Path], list[Path]]:
+    """(the SR images `evaluate(..., save_images=folder)` would write, the HR images it reads)."""
+    from kd.data.files import dataset_files
+    from kd.data.registry import resolve_dataset
+
+    targets, inputs = [], []
+    for dataset in datasets:
+        name = resolve_dataset(dataset, data_root).name
+        hr = [path for files in dataset_files(name, data_root, purpose="eval") for path in files.hr]
+        inputs += hr
+        targets += [saved_image_path(folder, name, scale, path.stem) for scale in scales for path in hr]
+    return targets, inputs
 
 
 def incomplete_note(dataset: str, images: int) -> str | None:
@@ -233,18 +256,21 @@ def per_image_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_per_image{out.suffix or '.csv'}")
 
 
+def result_files(out: Path, *, per_image: bool = False) -> list[Path]:
+    """The files `save_result` writes: the CSV, its per-image twin (with `per_image`) and `<out>.meta.json`."""
+    out = Path(out)
+    return [out, *([per_image_path(out)] if per_image else []), out.with_name(out.name + ".meta.json")]
+
+
 def save_result(result: EvalResult, out: Path, *, per_image: bool = False, extra_meta: dict | None = None) -> list[Path]:
     """Write the per-dataset CSV (and optionally the per-image CSV) plus `<out>.meta.json` holding the metric
     spec and LPIPS variant; every file is written to a temporary name first and renamed."""
-    out = Path(out)
-    written = [out]
-    atomic_write_text(out, result.per_dataset.to_csv(index=False))
+    written = result_files(out, per_image=per_image)
+    atomic_write_text(written[0], result.per_dataset.to_csv(index=False))
     if per_image:
-        written.append(per_image_path(out))
-        atomic_write_text(written[-1], result.per_image.to_csv(index=False))
+        atomic_write_text(written[1], result.per_image.to_csv(index=False))
     meta = {"metric_spec": result.metric_spec, "lpips": result.lpips_variant, "notes": result.notes,
             "psnr_ssim": "Y (BT.601), crop = scale; LPIPS on RGB of the same quantised, cropped images",
             **(extra_meta or {})}
-    written.append(out.with_name(out.name + ".meta.json"))
     atomic_write_text(written[-1], json.dumps(meta, indent=2, default=str) + "\n")
     return written

@@ -7,11 +7,17 @@ leaves either the old file or the complete new one, never a half-written result.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from kd.errors import KdError
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -65,3 +71,56 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_lines(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (metrics.jsonl), skipping what is not one: a line cut short by a kill,
+    bytes that are not UTF-8, a value that is not an object. A missing file has none."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in data.splitlines():
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def check_plain_name(name: object, what: str) -> str:
+    """`name` when it is a plain file name (letters, digits, `.`, `_`, `+`, `-`; not starting with `.` or `-`):
+    a name kdbench joins to a folder can never point outside it."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+        raise KdError(f"{what} {name!r} is not a plain name (letters, digits, '.', '_', '+', '-', starting with a "
+                      "letter or digit): kdbench uses it as a file name and never writes outside its folder.")
+    return name
+
+
+def path_component(name: str) -> str:
+    """`name` (a dataset given by path, a label) made into one safe file-name part: runs of other characters become
+    `_`, and leading or trailing dots and underscores go, so it never names a parent folder."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._")
+
+
+def check_new_files(targets: Sequence[Path], *, option: str, force: bool, inputs: Sequence[Path] = ()) -> None:
+    """Before any work: refuse a target that is one of the `inputs` (always), two outputs on one path, and a file
+    that exists already unless `force` (kdbench replaces nothing it did not write without being asked)."""
+    own = {path.resolve() for path in inputs}
+    clobbered = [t for t in targets if t.exists() and t.resolve() in own]
+    if clobbered:
+        raise KdError(f"{option}: {clobbered[0]} would replace its own input; choose another {option}.")
+    seen: set[Path] = set()
+    for target in targets:
+        if target in seen:
+            raise KdError(f"{option}: two outputs would be written to {target} (e.g. two datasets whose names "
+                          f"share a folder name); evaluate them one at a time or choose another {option}.")
+        seen.add(target)
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    if existing and not force:
+        shown = ", ".join(str(t) for t in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise KdError(f"{option}: {len(existing)} of the files to write exist already ({shown}); pass --force to "
+                      f"replace them, or choose another {option}.")

@@ -250,42 +250,46 @@ def _source(profile: Profile) -> str:
     return f"profile '{profile.name}'"
 
 
-def resolve_layers(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+def resolve_layers(layers: list[tuple[str, dict[str, Any]]], *, teacher_given: bool = False) -> RunConfig:
     """`kd.config.resolve`, plus the layers that depend on the resolved teacher and method: the method's released
     settings for that teacher (`Distiller.release_for`), then the profile's training recipe for the teacher, the
     weights `kdbench tune` chose for the method and the teacher's family, and the method's schedule options.
 
     The teacher and method are known only once every layer is merged (the command line or a sweep cell names them),
     so this resolves twice: the second time with those layers inserted right after the profile's own layer (at the
-    front without one), where a config file, the command line and --set still win over them.
+    front without one), where a config file, the command line and --set still win over them. `teacher_given`: the
+    teacher is an object (`kd.distill`), not a registry network, so it has no release, recipe or family of its own.
     """
     config = resolve(layers)
     profile = PROFILES.get(config.profile)
     at = next((i for i, (source, _) in enumerate(layers) if profile and source == _source(profile)), -1)
     if not config.teacher.arch:
         return config
-    extra = _derived_layers(profile if at >= 0 else None, config)
+    extra = _derived_layers(profile if at >= 0 else None, config, teacher_given)
     if not extra:
         return config
     return resolve([*layers[: at + 1], *extra, *layers[at + 1 :]])
 
 
-def _derived_layers(profile: Profile | None, config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+def _derived_layers(profile: Profile | None, config: RunConfig,
+                    teacher_given: bool) -> list[tuple[str, dict[str, Any]]]:
     from kd.methods import get_method
     from kd.models import get_entry
 
-    entry = get_entry(config.teacher.arch)
-    layers = []
-    release = get_method(config.method.name).release_for(entry.arch, entry.family, config.scale)
-    if release is not None:
-        layers.append((f"{config.method.name} released settings for {entry.arch} x{config.scale} "
-                       f"({release.source})", {"method": {"weights": release.weights, "options": release.options}}))
+    layers: list[tuple[str, dict[str, Any]]] = []
+    entry = None if teacher_given else get_entry(config.teacher.arch)
+    if entry is not None:
+        release = get_method(config.method.name).release_for(entry.arch, entry.family, config.scale)
+        if release is not None:
+            layers.append((f"{config.method.name} released settings for {entry.arch} x{config.scale} "
+                           f"({release.source})",
+                           {"method": {"weights": release.weights, "options": release.options}}))
     if profile is None:
         return layers
-    recipe = profile.teacher_recipes.get(entry.arch)
+    recipe = profile.teacher_recipes.get(entry.arch) if entry else None
     if recipe is not None:
         layers.append((f"{_source(profile)} recipe for {entry.arch} teachers", {"teacher": {"train": recipe}}))
-    weights = profile.method_weights.get(entry.family, {}).get(config.method.name)
+    weights = profile.method_weights.get(entry.family, {}).get(config.method.name) if entry else None
     if weights is not None:
         layers.append((f"{_source(profile)} {config.method.name} weights for {entry.family} teachers",
                        {"method": {"weights": weights}}))

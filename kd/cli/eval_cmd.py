@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from kd.errors import KdError
+from kd.fileio import check_new_files
 from kd.messages import say
 from kd.output import TextTable, out_console, print_table
 
@@ -38,6 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, help="write the per-dataset results to this CSV")
     parser.add_argument("--per-image", action="store_true", help="also write <out>_per_image.csv")
     parser.add_argument("--save-images", type=Path, help="write SR images as <DIR>/<dataset>/x<s>/<name>.png")
+    parser.add_argument("--force", action="store_true", help="replace files that --out or --save-images would "
+                        "write where they exist already (never without it)")
     parser.add_argument("--tile", type=int, help="run the network on LR tiles of this size (saves memory)")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in LR pixels")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
@@ -71,7 +74,7 @@ def run_network(run_dir: Path) -> tuple[Path, dict]:
     config_path = run_dir / "config.yaml"
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
         raise KdError(f"{config_path} could not be read ({exc}); use --ckpt {ckpt} with --model and --preset "
                       "instead") from None
     return ckpt, config if isinstance(config, dict) else {}
@@ -115,6 +118,10 @@ def _check_args(args: argparse.Namespace, scales: list[int]) -> None:
         raise KdError("--per-image writes a CSV beside --out; pass --out results.csv as well")
     if args.out is not None and args.out.is_dir():
         raise KdError(f"--out {args.out} is a folder; give a file name such as {args.out / 'results.csv'}")
+    if args.out is not None:
+        from kd.evaluate import result_files
+
+        check_new_files(result_files(args.out, per_image=args.per_image), option="--out", force=args.force)
 
 
 def _build_model(args: argparse.Namespace, scale: int | None):
@@ -144,10 +151,16 @@ def run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     console = out_console()
 
+    models = [_build_model(args, scale) for scale in scales]
+    if args.save_images is not None:
+        from kd.evaluate import planned_images
+
+        targets, inputs = planned_images(args.save_images, datasets, [m.kd_spec["scale"] for m in models],
+                                         args.data_root)
+        check_new_files(targets, option="--save-images", force=args.force, inputs=inputs)
     results = []
-    for scale in scales:
-        model = _build_model(args, scale)
-        scale = model.kd_spec["scale"] if scale is None else scale
+    for model in models:
+        scale = model.kd_spec["scale"]
         entry, preset = get_entry(model.kd_spec["arch"]), model.kd_spec["preset"]
         results.append(evaluate(
             model, datasets, scale, data_root=args.data_root, lr_source=args.lr_source, tile=args.tile,

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
                         "is read from the first given)")
     parser.add_argument("--out", type=Path, help="output folder (default reports/<name of --runs>)")
     parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (files "
-                        "added to it are kept; a folder kdbench did not write is never replaced)")
+                        "added to it, at any depth, are kept; a folder kdbench did not write is never replaced)")
     parser.add_argument("--title", help="page title")
     parser.add_argument("--visual-images", type=int, default=2, help="evaluation images in the visual comparison")
     parser.set_defaults(handler=run_report)

@@ -19,6 +19,14 @@ def results_command(args: argparse.Namespace) -> int:
         if not args.out:
             raise KdError("--format parquet writes a file: give --out FILE.parquet.")
         check_parquet_support()  # before reading every run
+    if args.out:
+        from pathlib import Path
+
+        from kd.fileio import check_new_files
+
+        if Path(args.out).is_dir():
+            raise KdError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'results.csv'}.")
+        check_new_files([Path(args.out)], option="--out", force=args.force)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -65,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--out", metavar="FILE", help="write to FILE (atomically) instead of the terminal; "
                         "required for parquet")
+    parser.add_argument("--force", action="store_true", help="replace --out where it exists already (never "
+                        "without it)")
     parser.add_argument("--include-unfinished", action="store_true",
                         help="also list runs without summary.json (their evaluation, when it got that far)")
     parser.set_defaults(handler=results_command)

@@ -54,18 +54,12 @@ def _inputs(folder: Path) -> list[Path]:
 
 def planned_outputs(images: list[Path], out: Path, force: bool) -> list[Path]:
     """<out>/<stem>.png per input; refuses, before any work, to overwrite an input or (without --force) any file."""
+    from kd.fileio import check_new_files
+
     if out.exists() and not out.is_dir():
         raise KdError(f"--out {out} is a file; give a folder for the SR images")
     targets = [out / f"{image.stem}.png" for image in images]
-    inputs = {image.resolve() for image in images}
-    clobbered = [t for t in targets if t.exists() and t.resolve() in inputs]
-    if clobbered:
-        raise KdError(f"--out {out}: {clobbered[0].name} would overwrite its own input image; choose another --out")
-    existing = [t for t in targets if t.exists()]
-    if existing and not force:
-        shown = ", ".join(t.name for t in existing[:3]) + (" ..." if len(existing) > 3 else "")
-        raise KdError(f"--out {out} already holds {len(existing)} of the outputs ({shown}); pass --force to "
-                      "overwrite them or choose another --out")
+    check_new_files(targets, option="--out", force=force, inputs=images)
     return targets
 
 

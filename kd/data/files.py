@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import numbers
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from kd.data.io import IMAGE_SUFFIXES, read_image, write_png
 from kd.data.registry import DatasetInfo, resolve_dataset
 from kd.data.roots import cache_dir, dataset_dir, resolve_data_root
 from kd.errors import KdError
-from kd.fileio import sha256_file
+from kd.fileio import path_component, sha256_file
 
 SUPPORTED_SCALES = (2, 3, 4, 8)
 
@@ -87,7 +86,7 @@ def _split(parts: list[DatasetFiles], info: DatasetInfo) -> list[DatasetFiles]:
 def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-style LR of a modcropped HR image, cached as PNG under `cache_dir()/lr` keyed by the HR's sha256."""
     key = sha256_file(hr_path)[:16]
-    folder = cache_dir() / "lr" / re.sub(r"[^\w.-]+", "_", files.name).lstrip(".") / f"X{scale}"
+    folder = cache_dir() / "lr" / (path_component(files.name) or "dataset") / f"X{scale}"
     cached = folder / f"{hr_path.stem}.{key}.png"
     if cached.is_file():
         try:

@@ -99,6 +99,8 @@ def plan_accel(accel: AccelConfig, device: str, *, taps: bool = False) -> AccelP
     if pin_memory and not on_gpu:
         notes.append("accel.pin_memory only speeds up copies to a GPU; ignored on the CPU")
         pin_memory = False
+    if accel.compile:
+        check_compile_backend(accel.compile)
     if accel.compile and taps:
         raise KdError(
             f"accel.compile={accel.compile!r} cannot be used with a method that taps features (forward hooks on "
@@ -114,6 +116,15 @@ def plan_accel(accel: AccelConfig, device: str, *, taps: bool = False) -> AccelP
         pin_memory=pin_memory,
         warnings=notes,
     )
+
+
+def check_compile_backend(backend: str) -> None:
+    """A `torch.compile` backend this torch knows, before anything is built (torch says so only at the first step)."""
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise KdError(f"accel.compile={backend!r} is not a torch.compile backend of this torch; use one of "
+                      f"{', '.join(torch._dynamo.list_backends())}, or '' to run uncompiled.")
 
 
 def as_float32(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ def load_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise KdError(f"checkpoint '{path}' not found.") from None
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise KdError(f"checkpoint '{path}' could not be read ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # a truncated or foreign file: say which one (torch's own text runs over many lines)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in first.lower():
+            first = "it holds more than tensors and plain containers, which kdbench never unpickles"
+        raise KdError(f"checkpoint '{path}' could not be read ({type(exc).__name__}: {first}).") from None
 
 
 def check_resumable(path: Path, remedy: str) -> None:

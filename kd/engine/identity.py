@@ -3,13 +3,14 @@
 The run id hashes these inputs together with the configuration, so retraining a teacher in place, pointing
 `--data-root` at other images or changing a method's code gives a new run instead of "already finished" with the
 old numbers. Data fingerprints hash a manifest of (file name, size, sha256 of the content); the per-file hashes are
-cached under `<cache>/fingerprints/` keyed by path, size and modification time, so only changed files are re-read.
+cached under `<cache>/fingerprints/` (see `_HashCache`), so only changed files are re-read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,18 @@ from kd.errors import KdError
 from kd.fileio import atomic_write_text, sha256_file
 
 
+# A file whose status changed this shortly before it was hashed may have changed again within the same timestamp tick
+# (file systems stamp times coarsely): its cached hash is not trusted (as git treats "racily clean" entries).
+RACY_SECONDS = 2.0
+
+
 class _HashCache:
-    """sha256 of files, remembered by (size, mtime_ns); a damaged or read-only cache only costs re-hashing."""
+    """sha256 of files, remembered with their (size, mtime, ctime, inode); a damaged or read-only cache only costs
+    re-hashing.
+
+    mtime alone cannot be trusted: `cp -p`, `rsync -t` and `tar x` write new content under the old mtime. The
+    ctime cannot be set by a user: any write (or rename onto the path) moves it, so an entry is used only while the
+    file's ctime and inode are those it was hashed with, and only when it was hashed well after its last change."""
 
     def __init__(self) -> None:
         self.path = cache_dir() / "fingerprints" / "files.json"
@@ -37,11 +48,14 @@ class _HashCache:
     def sha256(self, path: Path) -> str:
         stat = path.stat()
         key = str(path.resolve())
+        status = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         known = self.entries.get(key)
-        if isinstance(known, list) and known[:2] == [stat.st_size, stat.st_mtime_ns]:
-            return str(known[2])
+        if (isinstance(known, list) and len(known) == 6 and known[:4] == status
+                and known[5] - stat.st_ctime_ns > RACY_SECONDS * 1e9):
+            return str(known[4])
+        hashed_at = time.time_ns()
         digest = sha256_file(path)
-        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.entries[key] = [*status, digest, hashed_at]
         self.changed = True
         return digest
 
@@ -109,11 +123,20 @@ def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] |
 
 def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = False) -> dict[str, Any]:
     """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
-    a missing dataset is an error (see `data_fingerprint`); `teacher_given`: the teacher is an object."""
-    from kd.methods import get_method
+    a missing dataset is an error (see `data_fingerprint`); `teacher_given`: the teacher is an object.
 
-    return {
-        "method_version": getattr(get_method(config.method.name), "version", 1),
+    The method's code enters only where its version does not vouch for it (`kd.methods.sources`): a built-in
+    method as recorded in the manifest keeps the ids its runs always had."""
+    from kd.methods import get_method
+    from kd.methods.sources import source_identity
+
+    method = get_method(config.method.name)
+    inputs = {
+        "method_version": getattr(method, "version", 1),
         "teacher": teacher_identity(config, teacher_given),
         "data": data_fingerprint(config, strict),
     }
+    source = source_identity(method)
+    if source is not None:
+        inputs["method_source"] = source
+    return inputs

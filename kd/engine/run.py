@@ -46,9 +46,9 @@ from kd.engine.identity import run_inputs
 from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import LazyBatches, Services, resolve_device
 from kd.engine.teachers import (
-    build_teacher,
     ensure_zoo_teacher,
     load_teacher_checkpoint,
+    load_zoo_teacher,
     read_zoo_info,
     teacher_preset,
     zoo_dir,
@@ -58,7 +58,7 @@ from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
-from kd.models import create, get_entry, load_official
+from kd.models import create, get_entry
 from kd.models.loading import package_model
 
 HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
@@ -187,19 +187,18 @@ def locate_run(config: RunConfig, out_dir: str | Path, services: Services | None
 def finished_summary(run_dir: Path, console: Console | None = None) -> dict[str, Any] | None:
     """The run's summary, or None when it is unfinished; a damaged summary counts as unfinished (with a warning):
     running the same command evaluates the run again from its final checkpoint and rewrites it."""
+    from kd.results.store import RUN_SUMMARY_KEYS, read_summary
+
     path = run_dir / "summary.json"
     if not path.is_file():
         return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(summary, dict) or not isinstance(summary.get("datasets"), dict):
-            raise ValueError("not a kdbench run summary")
+        return read_summary(path, RUN_SUMMARY_KEYS)
     except (OSError, ValueError) as exc:
         if console is not None:
-            say(console, f"{path} is damaged ({type(exc).__name__}: {exc}); the run is evaluated again from its "
-                         "last checkpoint and the summary rewritten", "warning")
+            say(console, f"{path} is damaged ({exc}); the run is evaluated again from its last checkpoint and the "
+                         "summary rewritten", "warning")
         return None
-    return summary
 
 
 # Files `execute_run` writes in a run folder; `--restart` and the clean-up of a failed start remove only these.
@@ -326,7 +325,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         else:
             folder = zoo_dir(config)
             zoo_info = read_zoo_info(folder)
-            teacher = load_official(build_teacher(config), folder / "teacher.pt").to(device)
+            teacher = load_zoo_teacher(config, folder).to(device)
             teacher_info = {"source": "zoo", "key": zoo_info.get("key"), "eval": zoo_info.get("eval")}
         teacher_info["sha256"] = (inputs.get("teacher") or {}).get("sha256")
         given_spec = getattr(given_teacher, "kd_spec", None) if given_teacher is not None else None

@@ -9,7 +9,6 @@ scanning.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,13 @@ def compare_with_siblings(config: RunConfig, summary: dict[str, Any], runs_root:
     """The comparison for a finished KD run, or None for a no-KD run (it is its own baseline)."""
     if config.method.name == "none":
         return None
-    from kd.engine.run import locate_run
+    from kd.engine.run import finished_summary, locate_run
 
     try:
         sibling_dir = locate_run(no_kd_config(config), runs_root)
-        sibling = json.loads((sibling_dir / "summary.json").read_text(encoding="utf-8"))
+        sibling = finished_summary(sibling_dir)
     except KdError:  # its data is not there: no sibling can exist
         sibling_dir, sibling = Path(runs_root) / "?", None
-    except (OSError, ValueError):
-        sibling = None
     sibling_id = sibling_dir.name
     teacher = (summary.get("teacher") or {}).get("eval") or None
     return Comparison(list(summary["datasets"]), summary, sibling, sibling_id, teacher)

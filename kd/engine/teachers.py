@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -35,10 +34,11 @@ from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import Services, resolve_device
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
-from kd.fileio import atomic_write_text, current_umask, sha256_file
+from kd.fileio import atomic_write_text, check_plain_name, current_umask, path_component, sha256_file
 from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
+from kd.models.registry import resolve_fields
 
 
 def teacher_preset(config: RunConfig) -> str:
@@ -49,7 +49,8 @@ def zoo_key(config: RunConfig) -> str:
     recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
     digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}".encode()).hexdigest()[:6]
     arch = get_entry(config.teacher.arch).arch
-    data = re.sub(r"[^\w.-]+", "_", config.data.train).strip("._")  # a folder path may name the training data
+    resolve_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
+    data = path_component(config.data.train)  # a folder path may name the training data
     return f"{arch}-{teacher_preset(config)}-x{config.scale}-{data}-seed{config.teacher.seed}-{digest}"
 
 
@@ -59,8 +60,13 @@ def zoo_root() -> Path:
     return cache_dir() / "teachers"
 
 
+def zoo_entry(key: str) -> Path:
+    """The zoo folder of `key`, a plain name (a key from a record or the command line never leads outside the zoo)."""
+    return zoo_root() / check_plain_name(key, "zoo key")
+
+
 def zoo_dir(config: RunConfig) -> Path:
-    return zoo_root() / zoo_key(config)
+    return zoo_entry(zoo_key(config))
 
 
 def build_teacher(config: RunConfig) -> nn.Module:
@@ -79,19 +85,20 @@ REBUILD_HINT = ("the next `kdbench run` or `kdbench teacher train` that uses thi
                 "entry's training checkpoint")
 
 
-def read_zoo_info(folder: Path) -> dict[str, Any]:
-    """`teacher.json` of a zoo entry; a damaged one raises `KdError` naming it."""
+def read_zoo_info(folder: Path, remedy: str = REBUILD_HINT) -> dict[str, Any]:
+    """`teacher.json` of a zoo entry (or an export); a damaged one raises `KdError` naming it and the `remedy`."""
     meta = folder / "teacher.json"
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         if not isinstance(info, dict) or not isinstance(info.get("key"), str):
             raise ValueError("not a kdbench teacher record")
+        check_plain_name(info["key"], "key")
         float(info["train_seconds"]), int(info["steps"])
         for scores in dict(info.get("eval") or {}).values():
             float(scores["psnr_y"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, KdError) as exc:
         raise KdError(f"zoo entry {folder}: teacher.json is damaged ({type(exc).__name__}: {exc}); "
-                      f"{REBUILD_HINT}.") from None
+                      f"{remedy}.") from None
     return info
 
 
@@ -227,7 +234,17 @@ def zoo_teacher(
     """The cached teacher for this configuration, training it first when the zoo does not have it."""
     console = console or Console(stderr=True)
     folder = ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
-    return load_official(build_teacher(config), folder / "teacher.pt"), read_zoo_info(folder)
+    return load_zoo_teacher(config, folder), read_zoo_info(folder)
+
+
+def load_zoo_teacher(config: RunConfig, folder: Path) -> nn.Module:
+    """The zoo entry's weights in the configured teacher; weights that cannot serve (NaN, another network) say how
+    to train the entry again."""
+    try:
+        return load_official(build_teacher(config), folder / "teacher.pt")
+    except KdError as exc:
+        raise KdError(f"zoo entry {folder.name} cannot serve as the teacher (train it again: `kdbench teacher train "
+                      f"--teacher {config.teacher.arch} --retrain` with this run's options): {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ moving entries between machines
@@ -236,8 +253,17 @@ ENTRY_FILES = ("teacher.pt", "teacher.json", "metrics.jsonl", "train.log")
 CHECKSUM = "teacher.pt.sha256"
 
 
+def _refuse_links(folder: Path) -> None:
+    """An entry's files must be its own: a symbolic link would copy a file from elsewhere into the zoo (or out)."""
+    for name in (*ENTRY_FILES, CHECKSUM):
+        if (folder / name).is_symlink():
+            raise KdError(f"{folder / name} is a symbolic link; kdbench copies only a teacher's own files: replace "
+                          "it by the file itself (or remove it), then run the same command again.")
+
+
 def _copy_entry(source: Path, target: Path, *, with_checksum: bool) -> None:
     """The entry's files into a temporary folder beside `target`, renamed to `target` once complete."""
+    _refuse_links(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
@@ -256,7 +282,7 @@ def _copy_entry(source: Path, target: Path, *, with_checksum: bool) -> None:
 def export_entry(key: str, out_dir: str | Path) -> Path:
     """Copy the zoo entry `key` (weights, record, training log; not the resumable checkpoints) to `out_dir/key/`
     with the sha256 of its weights, so another machine can `import_entry` it instead of training it again."""
-    source = zoo_root() / key
+    source = zoo_entry(key)
     if not complete_entry(source):
         raise KdError(f"teacher '{key}' is not a finished zoo entry in {zoo_root()}: `kdbench teacher list` shows "
                       "the cached teachers.")
@@ -273,7 +299,7 @@ def exported_entries(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if (folder / CHECKSUM).is_file() or not folder.is_dir():
         return [folder]
-    inside = sorted(child for child in folder.iterdir() if (child / CHECKSUM).is_file())
+    inside = sorted(child for child in folder.iterdir() if not child.is_symlink() and (child / CHECKSUM).is_file())
     return inside or [folder]
 
 
@@ -285,14 +311,21 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
     if not (folder / "teacher.pt").is_file() or not (folder / CHECKSUM).is_file():
         raise KdError(f"{folder} is neither an exported teacher nor a folder of them (an export holds teacher.pt, "
                       f"teacher.json and {CHECKSUM}, as `kdbench teacher export` writes them).")
-    info = read_zoo_info(folder)
-    expected = (folder / CHECKSUM).read_text(encoding="utf-8").split()[0]
+    _refuse_links(folder)
+    info = read_zoo_info(folder, "export the teacher again")
+    expected = (folder / CHECKSUM).read_text(encoding="utf-8", errors="replace").split()[:1]
     actual = sha256_file(folder / "teacher.pt")
-    if actual != expected:
-        raise KdError(f"{folder / 'teacher.pt'}: sha256 {actual[:12]}... does not match {CHECKSUM} "
-                      f"({expected[:12]}...): the file is damaged; export it again.")
-    load_official(create(info["arch"], int(info["scale"]), info.get("preset")), folder / "teacher.pt")
-    target = zoo_root() / info["key"]
+    if [actual] != expected:
+        shown = f"({expected[0][:12]}...)" if expected else "(empty)"
+        raise KdError(f"{folder / 'teacher.pt'}: sha256 {actual[:12]}... does not match {CHECKSUM} {shown}: the "
+                      "file is damaged; export it again.")
+    try:
+        network = create(str(info["arch"]), int(info["scale"]), info.get("preset"))
+    except (KdError, KeyError, TypeError, ValueError) as exc:
+        raise KdError(f"{folder / 'teacher.json'} does not name a network kdbench can build ({type(exc).__name__}: "
+                      f"{exc}); export the teacher again.") from None
+    load_official(network, folder / "teacher.pt")
+    target = zoo_entry(info["key"])
     with _entry_lock(target):
         if complete_entry(target):
             if sha256_file(target / "teacher.pt") == actual:

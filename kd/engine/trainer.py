@@ -35,7 +35,7 @@ from kd.engine.ema import ModelEma
 from kd.engine.events import EventWriter
 from kd.engine.schedule import lr_at, make_optimizer, set_lr
 from kd.errors import KdError
-from kd.fileio import atomic_write_text
+from kd.fileio import atomic_write_text, read_json_lines
 from kd.methods.base import Distiller, StepContext, StepInputs
 from kd.methods.health import HEALTHY, gradient_ratios, inert_as_published, out_of_range
 from kd.models import capture
@@ -125,17 +125,11 @@ class MetricsLog:
             self._events = None
 
     def truncate_after(self, step: int) -> None:
+        """Keep the records up to `step`; a line that is no JSON object (cut short by a kill, damaged) goes too."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if record.get("step", 0) <= step:
-                kept.append(line)
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        kept = [record for record in read_json_lines(self.path) if _step_of(record) <= step]
+        atomic_write_text(self.path, "".join(f"{json.dumps(record)}\n" for record in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)  # a step may be logged before fit() made the run folder
@@ -145,9 +139,15 @@ class MetricsLog:
             self._events.write(record)
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_json_lines(self.path)
+
+
+def _step_of(record: dict[str, Any]) -> float:
+    """A record's step; a record without a readable one sorts after every checkpoint (so it is dropped)."""
+    try:
+        return float(record.get("step", 0))
+    except (TypeError, ValueError):
+        return math.inf
 
 
 @contextmanager

@@ -310,6 +310,12 @@ def load_official(
             + "\n"
             + format_diff(missing, unexpected, wrong)
         )
+    broken = [key for key, value in state_dict.items()
+              if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise KdError(f"checkpoint {source} holds NaN or infinite weights ({len(broken)} tensor(s), e.g. "
+                      f"'{broken[0]}'): it is damaged or its training diverged; use another checkpoint or train it "
+                      "again.")
     model.load_state_dict(state_dict, strict=strict)
     return model
 

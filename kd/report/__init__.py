@@ -10,11 +10,15 @@ temporary folder and moved into place when complete.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
+import glob
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +38,6 @@ RECORDS = "records"
 # What a run is, how it trained, and what was measured of it afterwards (benchmarks/phase_residual.py)
 RECORD_FILES = ("summary.json", "config.yaml", "environment.json", "metrics.jsonl", "phase_residual.json")
 CROPS = "visual_crops"  # a record's folder of the run's SR crops in the visual comparison (records keep no weights)
-# What a report folder holds of kdbench's own; anything else in it was put there by someone else and is kept.
-REPORT_PRODUCTS = frozenset({REPORT_MARKER, RECORDS, "figures", "report.html", "report.md", "results.csv"})
 
 
 @dataclass
@@ -93,6 +95,9 @@ def check_out_dir(runs_dir: Path, out_dir: Path, force: bool) -> None:
     if runs.is_relative_to(out) and not (runs == out / RECORDS and (out / REPORT_MARKER).is_file()):
         raise KdError(f"--out {out_dir} contains --runs {runs_dir}: replacing it would delete the runs; give an "
                       "--out folder of its own (e.g. reports/NAME).")
+    if Path.cwd().resolve().is_relative_to(out):
+        raise KdError(f"--out {out_dir} is (or holds) the current folder: a report is a folder of its own that "
+                      "kdbench replaces as a whole; give one such as --out reports/NAME.")
     if not out.exists():
         return
     if not out.is_dir():
@@ -125,8 +130,12 @@ def _write_records(runset: RunSet, folder: Path) -> None:
         for name in RECORD_FILES:
             if (run.run_dir / name).is_file():
                 shutil.copyfile(run.run_dir / name, target / name)
-        if (run.run_dir / CROPS).is_dir():  # crops an earlier report kept; this report adds those it computes
-            shutil.copytree(run.run_dir / CROPS, target / CROPS)
+        crops = run.run_dir / CROPS
+        if crops.is_dir():  # crops an earlier report kept (only those: a note beside them is the user's)
+            for crop in sorted(crops.glob("*.png")):
+                if crop.is_file() and not crop.is_symlink():
+                    (target / CROPS).mkdir(exist_ok=True)
+                    shutil.copyfile(crop, target / CROPS / crop.name)
 
 
 def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
@@ -140,10 +149,11 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     for folder in folders:
         check_out_dir(folder, out_dir, force)
+    target = Path(os.path.abspath(out_dir))  # `sub/..` and the like name their folder (the checks refuse `.`)
     runset = scan_runs(folders)
     table = comparison_table(runset)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         fig_dir = work / "figures"
         notes = [*runset.warnings, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
@@ -177,14 +187,14 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         (work / "report.html").write_text(to_html(content, fig_dir), encoding="utf-8")
         (work / "report.md").write_text(to_markdown(content), encoding="utf-8")
         table.to_csv(work / "results.csv", index=False)
-        sources = ", ".join(str(p.resolve()) for p in folders)
-        (work / REPORT_MARKER).write_text(f"kdbench report over {sources}\n", encoding="utf-8")
+        _write_marker(work, folders)
         os.chmod(work, 0o777 & ~current_umask())  # mkdtemp makes 0700; a report is as readable as any folder
-        with _out_lock(out_dir):
+        with _out_lock(target):
+            _recover_interrupted(target)
             for folder in folders:  # again: another process may have written it meanwhile
                 check_out_dir(folder, out_dir, force)
-            kept = _copy_foreign_entries(out_dir, work)
-            _replace_dir(work, out_dir)
+            kept = _copy_foreign_entries(target, work)
+            _replace_dir(work, target)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         if exc.filename is None:  # a failed write (disk full) names no file: name the report folder
@@ -197,25 +207,125 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     return Report(out_dir, content, runset, files, kept)
 
 
+# The marker lists the files kdbench wrote, below this line; anything else in a report folder is someone else's.
+_MANIFEST_HEADER = "Files kdbench wrote here (replaced by `kdbench report --force`; anything else is kept):"
+# What reports written before the marker listed their files held of kdbench's own.
+_LEGACY_PRODUCT = re.compile(
+    r"(\.kdbench-report|report\.html|report\.md|results\.csv"
+    r"|figures/((delta_bars|training_curves|psnr_vs_cost|visual_[^/]+)\.(png|svg)|visual_spec\.json)"
+    r"|records/[^/]+/(" + "|".join(re.escape(name) for name in RECORD_FILES) + rf"|{CROPS}/[^/]+\.png))"
+)
+
+
+def _write_marker(work: Path, folders: list[Path]) -> None:
+    """`.kdbench-report`: what the report was built from, and every file kdbench wrote into it."""
+    files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file() and not p.is_symlink())
+    sources = ", ".join(str(p.resolve()) for p in folders)
+    text = "\n".join([f"kdbench report over {sources}", _MANIFEST_HEADER, REPORT_MARKER, *files])
+    (work / REPORT_MARKER).write_text(text + "\n", encoding="utf-8")
+
+
+def _is_product(out_dir: Path) -> Callable[[str], bool]:
+    """Whether a relative path in the report `out_dir` is a file kdbench wrote there (from its marker's list)."""
+    lines = (out_dir / REPORT_MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
+    if _MANIFEST_HEADER not in lines:
+        return lambda relative: _LEGACY_PRODUCT.fullmatch(relative) is not None
+    listed = frozenset(lines[lines.index(_MANIFEST_HEADER) + 1 :])
+    return listed.__contains__
+
+
+def _foreign_entries(out_dir: Path) -> list[Path]:
+    """Everything in the report `out_dir`, at any depth, that kdbench did not write: files and links not on its list,
+    and folders that hold none of its files (taken whole)."""
+    if not (out_dir / REPORT_MARKER).is_file():
+        return sorted(out_dir.iterdir()) if out_dir.is_dir() else []  # empty: check_out_dir allows nothing else
+    is_product = _is_product(out_dir)
+    foreign: list[Path] = []
+
+    def visit(folder: Path) -> bool:
+        """Collects the foreign entries below `folder`; whether it holds a product."""
+        holds_product = False
+        for entry in sorted(folder.iterdir()):
+            relative = entry.relative_to(out_dir).as_posix()
+            if entry.is_dir() and not entry.is_symlink():
+                start = len(foreign)
+                if visit(entry):
+                    holds_product = True
+                else:
+                    del foreign[start:]
+                    foreign.append(entry)
+            elif is_product(relative) and not entry.is_symlink():
+                holds_product = True
+            else:
+                foreign.append(entry)
+        return holds_product
+
+    visit(out_dir)
+    return foreign
+
+
 def _copy_foreign_entries(out_dir: Path, work: Path) -> list[str]:
-    """Copy into the new report what the user added to the one it replaces (a note, a paper table); copied, not
-    moved, so that they stay in the old folder until the new one is in place."""
-    foreign = sorted(p for p in out_dir.iterdir() if p.name not in REPORT_PRODUCTS) if out_dir.is_dir() else []
-    for entry in foreign:
+    """Copy into the new report what the user added to the one it replaces (a note, a paper table, a file inside
+    figures/ or records/); copied, not moved, so that they stay in the old folder until the new one is in place.
+    Returns their paths relative to the report."""
+    kept = []
+    for entry in _foreign_entries(out_dir):
+        relative = entry.relative_to(out_dir)
+        target = work / relative
+        if target.exists() or target.is_symlink():
+            raise KdError(f"{entry} was not written by kdbench, and the new report writes {relative} too: move it "
+                          "out of the report folder, then run the same command again.")
+        target.parent.mkdir(parents=True, exist_ok=True)
         if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, work / entry.name, symlinks=True)
+            shutil.copytree(entry, target, symlinks=True)
         else:
-            shutil.copy2(entry, work / entry.name, follow_symlinks=False)
-    return [entry.name for entry in foreign]
+            shutil.copy2(entry, target, follow_symlinks=False)
+        kept.append(relative.as_posix())
+    return kept
+
+
+_OLD = ".old-"  # `.<report>.old-<id>`: a report being replaced where the folders cannot be swapped atomically
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is not supported."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        return False
+    at_cwd, exchange = -100, 2
+    if rename(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), str(b))
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder into place (under `_out_lock`); the report it replaces is removed only after the new
-    one is in place. The temporary names derive from `new`'s unique mkdtemp name."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name.rsplit('-', 1)[-1]}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished folder into place (under `_out_lock`), so that a kill at any moment leaves the old report
+    or the new one (with the user's files) at `target`: the two folders are swapped atomically and the old report
+    removed after. Without an atomic swap the old report is first renamed aside; `_recover_interrupted` puts it
+    back if the process dies before the new one is in place."""
+    if not target.exists():
+        new.rename(target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old report
+        return
+    old = target.with_name(f".{target.name}{_OLD}{new.name.rsplit('-', 1)[-1]}")
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_interrupted(target: Path) -> None:
+    """A report renamed aside by a replacement that was killed before the new report took its place goes back."""
+    if target.exists() or target.is_symlink():
+        return
+    aside = sorted(target.parent.glob(f".{glob.escape(target.name)}{_OLD}*"), key=lambda p: p.stat().st_mtime_ns)
+    if aside:
+        aside[-1].rename(target)

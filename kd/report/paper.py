@@ -129,7 +129,7 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
     if meta.is_file():
         try:
             preset = (json.loads(meta.read_text(encoding="utf-8")).get("model") or {}).get("preset")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
             preset = None
     return pd.DataFrame({"arch": table["model"], "preset": preset, "scale": table["scale"].astype(int),
                          "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],

@@ -6,7 +6,6 @@ same summaries with the same columns. Runs that cannot be read are skipped with 
 
 from __future__ import annotations
 
-import json
 import math
 import warnings as warnings_module
 from collections.abc import Sequence
@@ -17,10 +16,11 @@ from typing import Any
 import pandas as pd
 
 from kd.errors import KdError
+from kd.fileio import read_json_lines
+from kd.results.store import read_summary
 
 TIDY_COLUMNS = ["run_id", "run_dir", "student", "teacher", "method", "profile", "seed", "scale", "dataset", "metric",
                 "value", "params", "macs", "train_seconds", "steps", "commit", "finished"]
-REQUIRED_SUMMARY_KEYS = ("run_id", "student", "method", "scale", "seed", "datasets")
 
 
 @dataclass
@@ -74,16 +74,10 @@ class Run:
         return float(value) if value is not None else math.nan
 
     def metrics_log(self) -> list[dict[str, Any]]:
-        """metrics.jsonl records, read once per report (curves, health and fit cost all use them); lines cut short
-        by a kill are ignored."""
+        """metrics.jsonl records, read once per report (curves, health and fit cost all use them); lines that are not
+        a JSON object (cut short by a kill, damaged) are ignored."""
         if self._records is None:
-            path = self.run_dir / "metrics.jsonl"
-            self._records = []
-            for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-                try:
-                    self._records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+            self._records = read_json_lines(self.run_dir / "metrics.jsonl")
         return self._records
 
 
@@ -93,19 +87,6 @@ class RunSet:
     tidy: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    if not isinstance(summary, dict):
-        raise ValueError("summary.json is not a JSON object")
-    missing = [key for key in REQUIRED_SUMMARY_KEYS if key not in summary]
-    if missing:
-        raise ValueError(f"summary.json lacks {', '.join(missing)}")
-    if not isinstance(summary["datasets"], dict) or not summary["datasets"]:
-        raise ValueError("summary.json has no dataset results")
-    int(summary["scale"]), int(summary["seed"])
-    return summary
 
 
 def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
@@ -125,7 +106,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
                     unfinished.append(run_dir.name)
                 continue
             try:
-                run = Run(run_dir, _read_summary(run_dir))
+                run = Run(run_dir, read_summary(run_dir / "summary.json"))
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 warnings.append(f"skipped run '{run_dir.name}': unreadable summary.json ({exc})")
                 continue

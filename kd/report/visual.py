@@ -99,7 +99,7 @@ def _data_root(run: Run) -> Any:
     try:
         config = yaml.safe_load((run.run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
         return (config.get("data") or {}).get("root")
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # ValueError: not UTF-8
         return None
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from kd.errors import KdError
+from kd.fileio import read_json_lines
 
 METRICS = ("psnr_y", "ssim_y", "lpips")
 COLUMNS = [
@@ -40,6 +41,43 @@ class CorruptRunWarning(UserWarning):
     """A run directory that could not be read; it was left out of the results."""
 
 
+# What a finished run's summary.json holds for every reader (`kdbench run` shows steps and seconds too).
+SUMMARY_KEYS = ("run_id", "student", "method", "scale", "seed", "datasets")
+RUN_SUMMARY_KEYS = (*SUMMARY_KEYS, "steps", "train_seconds")
+
+
+def read_summary(path: Path, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
+    """A run's summary.json, checked to hold `keys` with values of the right kind and a score per dataset; anything
+    else (not UTF-8, not JSON, a field missing or of another type) raises ValueError saying what."""
+    summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError("not a JSON object")
+    missing = [key for key in keys if key not in summary]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    try:
+        for key in ("run_id", "student", "method"):
+            if key in summary and not isinstance(summary[key], str):
+                raise TypeError(f"{key} is {summary[key]!r}")
+        for key, kind in (("scale", int), ("seed", int), ("steps", int), ("train_seconds", float)):
+            value = summary.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
+                raise TypeError(f"{key} is {value!r}")
+        datasets = summary["datasets"]
+        if not isinstance(datasets, dict) or not datasets:
+            raise TypeError("it holds no dataset scores")
+        for dataset, scores in datasets.items():
+            if not isinstance(scores, dict) or "psnr_y" not in scores:
+                raise TypeError(f"no PSNR for {dataset}")
+            for metric in METRICS:
+                _number(scores.get(metric))  # a number, or null where it was not finite or not measured
+        if not isinstance(summary.get("teacher") or {}, dict):
+            raise TypeError(f"teacher is {summary['teacher']!r}")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    return summary
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -50,7 +88,7 @@ def _commit(run_dir: Path) -> str | None:
         return None
     try:
         return (_read_json(path).get("git") or {}).get("commit")
-    except (json.JSONDecodeError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError):
         return None  # the commit is provenance only; a damaged environment file does not void the scores
 
 
@@ -72,7 +110,7 @@ def _metric_rows(base: dict[str, Any], scores: dict[str, dict[str, Any]], scale:
 
 
 def _finished_rows(run_dir: Path) -> list[dict[str, Any]]:
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_summary(run_dir / "summary.json")
     teacher = summary.get("teacher") or {}
     base = {
         "run_id": summary.get("run_id", run_dir.name),
@@ -92,16 +130,17 @@ def _finished_rows(run_dir: Path) -> list[dict[str, Any]]:
     return _metric_rows(base, summary["datasets"], int(summary["scale"]))
 
 
-def _last_step(run_dir: Path) -> int | None:
+def last_step(run_dir: Path) -> int | None:
+    """The last step metrics.jsonl records (None without the file)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return None
-    step = None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    step = 0
+    for record in read_json_lines(path):
         try:
-            step = max(step or 0, int(json.loads(line).get("step", 0)))
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            continue  # a line cut short by a kill
+            step = max(step, int(record.get("step", 0)))
+        except (TypeError, ValueError):
+            continue
     return step
 
 
@@ -133,7 +172,7 @@ def _unfinished_rows(run_dir: Path) -> list[dict[str, Any]]:
         "params": None,
         "macs": None,
         "train_seconds": None,
-        "steps": _last_step(run_dir),
+        "steps": last_step(run_dir),
         "commit": _commit(run_dir),
         "finished": False,
     }

@@ -34,7 +34,9 @@ from typing import Any
 
 from kd.config import RunConfig, deep_merge, parse_override, run_id, run_prefix
 from kd.errors import KdError
+from kd.fileio import read_json_lines
 from kd.profiles import profile_layer, resolve_layers
+from kd.results.store import last_step
 
 # (forward no_grad, forward+backward) seconds per step on 2 CPU threads at batch 4, 48x48 LR, x4, official
 # configuration: minima of ARCHITECTURES.md section 10 (SwinIR-S measured at 64x64, rescaled to 48x48).
@@ -188,12 +190,11 @@ def median_step_seconds(metrics: Path) -> float | None:
     """Median of step_time + data_time over a run's logged steps (metrics.jsonl); None without such records.
     Unlike `train_seconds / steps`, it ignores the time a stopped or suspended job spent paused."""
     seconds = []
-    for line in metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []:
+    for record in read_json_lines(metrics):
         try:
-            record = json.loads(line)
             seconds.append(float(record["step_time"]) + float(record.get("data_time") or 0.0))
         except (ValueError, TypeError, KeyError):
-            continue  # other records (health, validation) and a line cut short by a kill
+            continue  # other records (health, validation)
     return _median(seconds) if seconds else None
 
 
@@ -340,18 +341,6 @@ def _read_run_config(path: Path) -> RunConfig:
     return from_dict(read_config_file(path), f"'{path}'")
 
 
-def _done_steps(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    step = 0
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                step = max(step, int(json.loads(line).get("step", 0)))
-            except (ValueError, AttributeError, TypeError):
-                continue
-    return step
-
-
 def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
                out_dir: str | Path, records: Sequence[str | Path] = ()) -> list[CellPlan]:
     """Resolve, check and locate every cell's run; estimate the training time still to do. A cell whose run id has
@@ -390,7 +379,7 @@ def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], over
             plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0,
                                   recorded_in=recorded))
             continue
-        done = min(_done_steps(run_dir), config.train.steps) if run_dir.is_dir() else 0
+        done = min(last_step(run_dir) or 0, config.train.steps) if run_dir.is_dir() else 0
         per_step, source = times.per_step(config)
         plans.append(CellPlan(cell, config, rid, "partial" if done else "new", done,
                               est_seconds=per_step * (config.train.steps - done), est_source=source))

@@ -1,0 +1,106 @@
+"""Run identity: the ids of recorded configurations never change unasked (committed reports and `sweep --records`
+find finished cells by id), and what the result depends on besides the configuration is part of the id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kd.config import run_id
+from kd.engine.identity import run_inputs
+from kd.profiles import profile_layer, resolve_layers
+
+# Ids of the smoke configuration below, computed by kdbench before method sources entered the identity (commit
+# ea0eb0a). dckd and dukd are left out: their versions are being bumped.
+PINNED_IDS = {
+    "none": "asid-none-noteacher-x4-smoke-s0-95a6c0a3",
+    "logits": "asid-logits-rcan-x4-smoke-s0-ccd46633",
+    "fitnet": "asid-fitnet-rcan-x4-smoke-s0-7dd18fb8",
+    "fakd": "asid-fakd-rcan-x4-smoke-s0-584a8dcb",
+}
+
+
+@pytest.fixture
+def fixed_inputs(tmp_path, monkeypatch) -> Path:
+    """Datasets and a teacher checkpoint of fixed bytes (fingerprints hash files, they do not decode them)."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the checkpoint's path is part of the configuration: relative, it is fixed
+    for name, count in (("Set5", 5), ("T91", 6)):
+        (tmp_path / "data" / name / "HR").mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / "data" / name / "HR" / f"img{i}.png").write_bytes(f"{name} image {i}".encode() * 10)
+    (tmp_path / "teacher.pt").write_bytes(b"teacher weights")
+    return tmp_path
+
+
+def _smoke(method: str, root: Path):
+    layer = {"method": {"name": method}, "data": {"train": "T91", "root": str(root / "data")},
+             "teacher": {"arch": "rcan", "preset": "tiny", "ckpt": "teacher.pt"},
+             "eval": {"datasets": ["Set5"], "val_dataset": None}}
+    return resolve_layers([profile_layer("smoke"), ("test", layer)])
+
+
+@pytest.mark.parametrize("method", sorted(PINNED_IDS))
+def test_run_ids_of_unchanged_configurations_are_pinned(fixed_inputs, method):
+    config = _smoke(method, fixed_inputs)
+    assert run_id(config, run_inputs(config)) == PINNED_IDS[method]
+
+
+def test_builtin_method_sources_match_the_manifest():
+    from kd.methods.sources import MANIFEST, REFRESH_COMMAND, stale_entries
+
+    stale = stale_entries()
+    assert not stale, (
+        f"the code or version of {', '.join(stale)} is not what {MANIFEST.name} records. If the method's results "
+        f"change, bump its `version`; then record the code with `{REFRESH_COMMAND}` (and commit {MANIFEST.name}).")
+
+
+def test_an_edited_builtin_method_carries_its_code_into_the_id(fixed_inputs, monkeypatch):
+    from kd.methods import get_method, sources
+
+    config = _smoke("logits", fixed_inputs)
+    assert "method_source" not in run_inputs(config)
+    recorded = sources.read_manifest()
+    monkeypatch.setattr(sources, "read_manifest",  # as if logits.py had been edited since the manifest was written
+                        lambda: {**recorded, "logits": {**recorded["logits"], "source": "0" * 16}})
+    inputs = run_inputs(config)
+    assert inputs["method_source"] == sources.source_hash(get_method("logits").__module__)
+    assert run_id(config, inputs) != PINNED_IDS["logits"]
+
+
+def test_a_plugin_method_always_carries_its_code():
+    from kd.methods import Distiller
+    from kd.methods.sources import source_hash, source_identity
+
+    class Plugin(Distiller):
+        name = "plugin-for-a-test"
+        needs_teacher = False
+
+    assert source_identity(Plugin) == source_hash(__name__) is not None
+
+
+def test_normalised_code_ignores_comments_docstrings_and_layout(tmp_path, monkeypatch):
+    import sys
+
+    from kd.methods.sources import source_hash
+
+    def digest(text: str) -> str:
+        (tmp_path / "probe_module.py").write_text(text)
+        sys.modules.pop("probe_module", None)
+        return source_hash("probe_module")
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = digest('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    assert digest("# a comment\ndef f( x ):\n    return (x + 1)  # why\n") == base
+    assert digest('def f(x):\n    return x + 2\n') != base
+
+
+def test_refresh_records_every_builtin_method(tmp_path, monkeypatch):
+    from kd.methods import sources
+
+    monkeypatch.setattr(sources, "MANIFEST", tmp_path / "sources.json")
+    assert sources.main(["--refresh"]) == 0
+    assert sources.read_manifest() == {name: sources.manifest_entry(cls)
+                                       for name, cls in sources.builtin_methods().items()}
+    assert sources.main([]) == 0  # up to date
