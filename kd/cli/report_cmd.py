@@ -30,8 +30,8 @@ def register(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from kd.api import build_report
     from kd.errors import KdError
-    from kd.report import build_report
 
     if args.visual_images < 0:
         raise KdError(f"--visual-images must be >= 0, got {args.visual_images}")
@@ -44,7 +44,7 @@ def run_report(args: argparse.Namespace) -> int:
         say(console, line)
     for table in report.console_tables():
         print_table(table, console)
-    for note in report.content.notes:
+    for note in [*report.warnings, *report.content.notes]:
         say(err, note, "note")
     say(console, f"wrote {out / 'report.html'} and {out / 'report.md'} ({len(report.files)} files)")
     if report.kept:

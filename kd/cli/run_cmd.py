@@ -36,7 +36,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """`--device` of run, teacher train, sweep and eval (checked by `kd.engine.services.resolve_device`)."""
+    """`--device` of run, teacher train, sweep and eval (checked by `kd.devices.resolve_device`)."""
     parser.add_argument("--device", default=default, help="auto (cuda when available, else cpu), cpu, cuda or "
                         "cuda:N" + (f" (default {default})" if default else "; the config key device=, default auto"))
 
@@ -163,7 +163,7 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
 def run_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
-    from kd.engine.services import resolve_device
+    from kd.devices import resolve_device
 
     flags: dict[str, Any] = {}
     if args.student:

@@ -67,7 +67,7 @@ def grid_layers(args: argparse.Namespace) -> tuple[Any, list[tuple[str, dict[str
 
 def check_devices(executor: str, plans) -> None:
     """Cells that run on this machine need their device here: a missing one fails before any cell."""
-    from kd.engine.services import resolve_device
+    from kd.devices import resolve_device
 
     if executor == "slurm":
         return

@@ -37,6 +37,7 @@ from rich.console import Console
 from torch import nn
 
 from kd.config import RunConfig, config_hash, dump_yaml, run_id
+from kd.devices import resolve_device
 from kd.engine.accel import plan_accel
 from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
@@ -44,7 +45,7 @@ from kd.engine.environment import environment
 from kd.engine.events import check_tensorboard
 from kd.engine.identity import run_inputs
 from kd.engine.progress import TrainingProgress, tee_to_file
-from kd.engine.services import LazyBatches, Services, resolve_device
+from kd.engine.services import LazyBatches, Services
 from kd.engine.teachers import (
     build_teacher,
     ensure_zoo_teacher,

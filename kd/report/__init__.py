@@ -3,6 +3,10 @@ results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuratio
 visual-comparison crops, no weights: enough to render the report again, alone or beside new runs), built in a
 temporary folder and moved into place when complete.
 
+A report reads records and never runs a network (it imports neither `kd.engine` nor `kd.evaluate`): the crops of
+its visual comparison come from the records, where `crop_maker` (`kd.crops.record_crops`, passed by
+`kdbench report` and `kd.build_report`) puts those that weights at hand can give.
+
     from kd.report import build_report
     report = build_report("runs", "reports/my-grid")
 """
@@ -14,7 +18,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +49,7 @@ class Report:
     runset: RunSet
     files: list[Path] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # entries of the replaced folder that kdbench did not write
+    warnings: list[str] = field(default_factory=list)  # for whoever made the report (the runs read, skipped)
 
     def console_tables(self):
         return summary_tables(self.content)
@@ -71,12 +76,15 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
 def _incomplete_datasets(runset: RunSet) -> list[str]:
     """Datasets evaluated on fewer images than their reference version (the report compares with published
     numbers)."""
-    from kd.evaluate import incomplete_note
+    from kd.data.registry import incomplete_note
 
     notes = []
     for run in runset.runs:
         for dataset, images in (run.summary.get("dataset_images") or {}).items():
-            note = incomplete_note(dataset, images) if isinstance(images, int) else None
+            try:
+                note = incomplete_note(dataset, images) if isinstance(images, int) else None
+            except KdError:  # a folder of the user's own images on another machine: no reference count
+                note = None
             if note and note not in notes:
                 notes.append(note)
     return notes
@@ -129,10 +137,15 @@ def _write_records(runset: RunSet, folder: Path) -> None:
             shutil.copytree(run.run_dir / CROPS, target / CROPS)
 
 
+CropMaker = Callable[["visual.VisualPlan", Path], list[str]]
+
+
 def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
-                 visual_images: int = 2, force: bool = False) -> Report:
+                 visual_images: int = 2, force: bool = False, crop_maker: CropMaker | None = None) -> Report:
     """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report.
-    `runs_dirs`: one runs folder or several (a run id in two of them is read from the first)."""
+    `runs_dirs`: one runs folder or several (a run id in two of them is read from the first). `crop_maker(plan,
+    records_dir)` records the visual comparison's crops that weights can give (`kd.crops.record_crops`); without it
+    the figure shows the crops the records already hold."""
     from kd.reference_data import published_results
     from kd.report import health, plots, visual
 
@@ -146,7 +159,7 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         fig_dir = work / "figures"
-        notes = [*runset.warnings, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
+        notes = [*runset.notes, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
                  *_incomplete_datasets(runset)]
         figures: dict[str, list[str]] = {}
         stem = plots.delta_bars(table, fig_dir)
@@ -161,8 +174,13 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         if stem:
             figures["PSNR versus parameters and MACs"] = [stem]
         _write_records(runset, work / RECORDS)
-        stems, visual_notes = visual.visual_comparison(runset.runs, fig_dir, images=visual_images,
-                                                       records_dir=work / RECORDS)
+        plan, visual_notes = visual.plan_visual(runset.runs, images=visual_images) if visual_images else (None, [])
+        stems = []
+        if plan is not None:
+            warnings = crop_maker(plan, work / RECORDS) if crop_maker else []
+            stems, more = visual.visual_comparison(plan, work / RECORDS, fig_dir)
+            visual_notes += more
+            runset.warnings.extend(warnings)
         notes += visual_notes
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
@@ -194,7 +212,7 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
-    return Report(out_dir, content, runset, files, kept)
+    return Report(out_dir, content, runset, files, kept, runset.warnings)
 
 
 def _copy_foreign_entries(out_dir: Path, work: Path) -> list[str]:

@@ -20,7 +20,7 @@ from itertools import combinations
 
 from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
-from kd.report.stats import MIN_SEEDS_TO_RANK, PairedDelta, mean_std, paired_delta
+from kd.stats import MIN_SEEDS_TO_RANK, PairedDelta, mean_std, paired_delta
 
 PROFILE, SCALE, SEEDS = "cpu", 4, (0, 1, 2)
 DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's test sets

@@ -65,7 +65,7 @@ class CellJob:
         config = from_dict(self.config, "the sweep cell")
         if self.teacher_only:
             from kd.engine.distributed import from_environment
-            from kd.engine.services import resolve_device
+            from kd.devices import resolve_device
 
             _, info = zoo_teacher(config, progress=False, dist=from_environment(resolve_device(config.device)))
             return {"teacher": info.get("key")}

@@ -190,7 +190,7 @@ def _edge_note(ranked: pd.DataFrame, keys: list[str]) -> str:
 
 def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
               current: dict[str, str]) -> tuple[dict[str, str], str]:
-    from kd.report.stats import MIN_SEEDS_TO_RANK, paired_delta
+    from kd.stats import MIN_SEEDS_TO_RANK, paired_delta
 
     def label(point: pd.Series) -> str:
         return ", ".join(f"{key}={point[key]}" for key in keys)
