@@ -433,30 +433,3 @@ def to_csv(table: PaperTable) -> str:
     buffer = io.StringIO()
     pd.DataFrame(records).to_csv(buffer, index=False)
     return buffer.getvalue()
-
-
-def bicubic_on_the_fly(data_root: str | Path | None, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Bicubic PSNR/SSIM on every paper dataset whose files are present (model rows for `Measured`)."""
-    from kd.data.files import dataset_files
-    from kd.evaluate import evaluate
-    from kd.models import create
-
-    present, notes = [], []
-    for dataset in PAPER_DATASETS:
-        try:
-            dataset_files(dataset, data_root, purpose="eval")
-            present.append(dataset)
-        except Exception:  # absent or unknown here: that column keeps its dash and command
-            notes.append(f"bicubic not computed on {dataset}: its files are not under the data root")
-    frames = []
-    for scale in (2, 3, 4):
-        if present:
-            result = evaluate(create("bicubic", scale), present, scale, data_root=data_root, with_lpips=False,
-                              progress=progress, model_name="bicubic")
-            frames.append(result.per_dataset)
-    if not frames:
-        return pd.DataFrame(columns=["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]), notes
-    table = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({"arch": "bicubic", "preset": None, "scale": table["scale"].astype(int),
-                         "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
-                         "ssim": table["ssim_y"]}), notes
