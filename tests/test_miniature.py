@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from kd.report.miniature import PAIRS, build_miniature, to_markdown
 from kd.report.paper import Measured, paper_table, to_text
 from kd.report.runs import Run, RunSet
-
-import pytest
 
 SCRATCH = {0: 29.00, 1: 29.10, 2: 28.95}
 TEACHER_SET5 = 29.60

@@ -170,6 +170,27 @@ def test_runs_of_different_configurations_never_pair():
     assert "differ in train.steps" in note
 
 
+def test_report_filters_keep_the_no_kd_runs_the_kept_runs_pair_with():
+    from kd.report.runs import select_runs
+
+    runset = _runset({("none", None, "Set5"): BASE, ("logits", "rcan", "Set5"): _gain(0.1, 0.1, 0.1),
+                      ("logits", "swinir", "Set5"): _gain(0.2, 0.2, 0.2)})
+    for run in runset.runs:
+        if run.teacher == "swinir (mini)" or (run.method == "none" and run.seed == 0):
+            run.summary["label"] = {"name": "grid-b", "tags": ["swin"] if run.teacher else []}
+    by_teacher = select_runs(runset, ["teacher=rcan"])
+    assert {(r.method, r.teacher) for r in by_teacher.runs} == {("none", None), ("logits", "rcan (mini)")}
+    assert len(by_teacher.runs) == 6 and "3 left out" in by_teacher.notes[-1]
+    seed = select_runs(runset, ["teacher=swinir", "seed=1"])
+    assert sorted((r.method, r.seed) for r in seed.runs) == [("logits", 1), ("none", 1)]
+    tagged = select_runs(runset, ["tag=swin"])  # the untagged no-KD runs stay: they are the Δ's baselines
+    assert sorted(r.method for r in tagged.runs) == ["logits"] * 3 + ["none"] * 3
+    named = comparison_table(select_runs(runset, ["name=grid-b"]))
+    assert set(named["teacher"]) == {"swinir (mini)"} and named["delta"].notna().sum() == 1
+    with pytest.raises(KdError, match="name values present: grid-b, none"):
+        select_runs(runset, ["name=grid-c"])
+
+
 def test_two_runs_of_one_seed_are_not_silently_merged():
     from pathlib import Path
 

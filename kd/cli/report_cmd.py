@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier kdbench report in --out (files "
                         "added to it are kept; a folder kdbench did not write is never replaced)")
     parser.add_argument("--title", help="page title")
+    parser.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                        help="report only the runs whose KEY is one of the values (as in kdbench results: name=, "
+                        "tag=, teacher=, method=, seed=, ...; repeatable, all must match); the no-KD runs that pair "
+                        "with the kept KD runs stay, for their Δ")
     parser.add_argument("--visual-images", type=int, default=2, help="evaluation images in the visual comparison")
     parser.set_defaults(handler=run_report)
 
@@ -38,7 +42,8 @@ def run_report(args: argparse.Namespace) -> int:
     runs = args.runs or [Path("runs")]
     out = args.out or Path("reports") / (runs[0].resolve().name or "report")
     err = out_console(stderr=True)
-    report = build_report(runs, out, title=args.title, visual_images=args.visual_images, force=args.force)
+    report = build_report(runs, out, title=args.title, visual_images=args.visual_images, force=args.force,
+                          filters=args.filters)
     console = out_console()
     for line in textwrap.wrap(report.content.finding, width=80):  # a sentence of words, no paths: safe to wrap
         say(console, line)

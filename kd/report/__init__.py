@@ -27,7 +27,7 @@ import pandas as pd
 from kd.errors import KdError
 from kd.fileio import current_umask
 from kd.report.render import ReportContent, Section, summary_tables, to_html, to_markdown
-from kd.report.runs import RunSet, scan_runs
+from kd.report.runs import RunSet, scan_runs, select_runs
 from kd.report.tables import (comparison_table, finding, missing_baselines, mixed_teacher_dtypes,
                               reconstructed_methods)
 
@@ -66,11 +66,24 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     if "smoke" in profiles:
         text.append("This is the smoke profile with tiny networks and a handful of steps on the embedded photos: the "
                     "numbers show that the pipeline is wired correctly, not the methods' merit.")
+    for key, counts in (("Names", _counts(run.labels["name"] for run in runs)),
+                        ("Tags", _counts(tag for run in runs for tag in run.labels["tags"]))):
+        if counts:
+            text.append(f"{key}: " + ", ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in counts)
+                        + ".")
     rebuilt = reconstructed_methods(table)
     if rebuilt:
         text.append(f"Reconstructed by kdbench, not run from published code: {'; '.join(rebuilt)}. Their results "
                     "describe kdbench's re-implementation, not the published method.")
     return text
+
+
+def _counts(labels) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    return sorted(counts.items())
 
 
 def _incomplete_datasets(runset: RunSet) -> list[str]:
@@ -141,11 +154,13 @@ CropMaker = Callable[["visual.VisualPlan", Path], list[str]]
 
 
 def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
-                 visual_images: int = 2, force: bool = False, crop_maker: CropMaker | None = None) -> Report:
+                 visual_images: int = 2, force: bool = False, crop_maker: CropMaker | None = None,
+                 filters: list[str] | None = None) -> Report:
     """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report.
     `runs_dirs`: one runs folder or several (a run id in two of them is read from the first). `crop_maker(plan,
     records_dir)` records the visual comparison's crops that weights can give (`kd.crops.record_crops`); without it
-    the figure shows the crops the records already hold."""
+    the figure shows the crops the records already hold. `filters`: `KEY=VALUE[,VALUE]` selections of runs
+    (`select_runs`: name=, tag=, teacher=, method=, ...)."""
     from kd.reference_data import published_results
     from kd.report import health, plots, visual
 
@@ -153,7 +168,7 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
     for folder in folders:
         check_out_dir(folder, out_dir, force)
-    runset = scan_runs(folders)
+    runset = select_runs(scan_runs(folders), list(filters or []))
     table = comparison_table(runset)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))

@@ -249,3 +249,29 @@ def differences(runs: Sequence[Run], *, varied: bool = False) -> list[str]:
                       if not _varied(k) or (varied and k.split(".")[0] in ("method", "teacher"))})
     keys = list(dict.fromkeys(k for flat in flats for k in flat))
     return [k for k in keys if len({flat.get(k) for flat in flats}) > 1]
+
+
+def select_runs(runset: RunSet, filters: list[str]) -> RunSet:
+    """The runs matching every `--filter KEY=VALUE` (as in `kdbench results`: run_id, name, tag, student, teacher,
+    method, profile, seed, scale, steps), with the no-KD runs that pair with the kept KD runs (same configuration
+    and seed): a report needs them for every Δ. Other no-KD runs are left out, unless only no-KD runs were asked
+    for."""
+    if not filters:
+        return runset
+    from kd.results.filters import filter_runs
+
+    frame = pd.DataFrame([{"run_id": run.run_id, "name": run.labels["name"], "tags": ",".join(run.labels["tags"]),
+                           "student": run.summary["student"], "teacher": run.teacher_info.get("arch") or "none",
+                           "method": run.method, "profile": run.profile, "seed": run.seed, "scale": run.scale,
+                           "steps": run.summary.get("steps")} for run in runset.runs])
+    kept_ids = set(filter_runs(frame, filters)["run_id"])
+    kept = [run for run in runset.runs if run.run_id in kept_ids]
+    paired = {(run.configuration, run.seed) for run in kept if run.method != "none"}
+    if paired:
+        kept = [run for run in runset.runs if (run.method != "none" and run.run_id in kept_ids)
+                or (run.method == "none" and (run.configuration, run.seed) in paired)]
+    tidy = runset.tidy[runset.tidy["run_id"].isin({run.run_id for run in kept})].reset_index(drop=True)
+    left_out = len(runset.runs) - len(kept)
+    notes = [*runset.notes, f"--filter {' '.join(filters)}: {len(kept)} of {len(runset.runs)} runs are reported"
+             + (f" ({left_out} left out)" if left_out else "")]
+    return RunSet(kept, tidy, runset.warnings, runset.unfinished, notes)
