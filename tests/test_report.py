@@ -252,3 +252,177 @@ def test_peer_labels_sit_beside_their_points_without_overlapping():
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
         assert abs(box.y0 + box.height / 2 - y) < 45 and min(abs(box.x0 - x), abs(box.x1 - x)) < 45
     plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory):
+    """none + logits from an RCAN teacher, seeds 0 and 1, smoke profile cut to 2 steps without validation."""
+    root = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDBENCH_CACHE", str(root / "cache"))
+        for method in ("none", "logits"):
+            for seed in (0, 1):
+                config = resolve([profile_layer("smoke"),
+                                  ("test", parse_override(f"method.name={method}")),
+                                  ("test", {"seed": seed, "teacher": {"arch": "rcan", "train": {"steps": 2}},
+                                            "train": {"steps": 2}, "eval": {"val_dataset": None}})])
+                execute_run(config, out_dir=root / "runs", progress=False)
+        yield root
+
+
+def test_report_from_a_smoke_grid(smoke_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    out = tmp_path / "report"
+    build_report(smoke_grid / "runs", out, visual_images=1)
+    for name in ("report.html", "report.md", "results.csv", "figures/delta_bars.png", "figures/delta_bars.svg",
+                 "figures/training_curves.png", "figures/psnr_vs_cost.svg", "figures/visual_spec.json"):
+        assert (out / name).is_file(), name
+    html, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for text in (html, md):
+        assert "smoke profile" in text and "logits" in text and "none" in text and "(teacher)" in text
+    assert "Reconstructed by kdbench" not in html  # logits is verified against published code
+
+    # the delta in the table is the mean of per-seed differences read straight from the summaries
+    summaries = [json.loads(p.read_text()) for p in (smoke_grid / "runs").glob("*/summary.json")]
+    psnr = {(s["method"], s["seed"]): s["datasets"]["default"]["psnr_y"] for s in summaries}
+    expected = ((psnr["logits", 0] - psnr["none", 0]) + (psnr["logits", 1] - psnr["none", 1])) / 2
+    table = pd.read_csv(out / "results.csv")
+    row = table[table["method"] == "logits"].iloc[0]
+    assert row["delta"] == pytest.approx(expected) and row["delta_n"] == 2 and math.isfinite(row["delta_low"])
+    assert bool(row["best"]) == (row["delta_low"] > 0)  # ★ only where the interval lies above 0
+    assert "data:image/png;base64," in html and "src=\"figures/" not in html  # one self-contained file
+    assert html.index("class='finding'") < html.index("<h2>Results</h2>") and md.startswith("# ")
+    assert md.splitlines()[2].startswith("**") and md.splitlines()[2].endswith(".**")
+    spec = json.loads((out / "figures" / "visual_spec.json").read_text())
+    labels = [p["label"] for p in spec["figures"][0]["panels"]]
+    assert labels[:3] == ["HR", "bicubic", "no-KD"] and "logits" in labels and labels[-1].startswith("teacher")
+    assert set(spec["figures"][0]["crop_hr"]) == {"top", "left", "size"}
+    assert not list(tmp_path.glob(".report*"))  # no temporary folder left behind
+
+
+def test_visual_comparison_uses_a_seed_whose_weights_are_here(smoke_grid, tmp_path, monkeypatch):
+    """Records of a committed report keep no weights: a later session's figure shows the seed it trained."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_grid / "runs", runs)
+    for weights in runs.glob("*-s0-*/student.pt"):
+        weights.unlink()
+    report = build_report(runs, tmp_path / "first", visual_images=1)
+    spec = json.loads((tmp_path / "first" / "figures" / "visual_spec.json").read_text())
+    panels = {p["label"]: p["crops"] for p in spec["figures"][0]["panels"]}
+    assert spec["seed"] == 1 and not [n for n in report.content.notes if "not shown" in n]
+    assert "-s1-" in panels["no-KD"] and "-s1-" in panels["logits"] and "teacher rcan (tiny)" in panels
+
+    shutil.rmtree(next(runs.glob("asid-logits-*-s1-*")))  # logits has only its seed 0, without weights
+    report = build_report(runs, tmp_path / "second", visual_images=1)
+    assert any(n.startswith("visual comparison: logits (seed 0) is not shown: no crops were recorded")
+               for n in report.content.notes)
+
+
+def test_visual_comparison_is_rebuilt_from_recorded_crops(smoke_grid, tmp_path, monkeypatch):
+    """A grid reported across machines: the records of the first report carry each run's crops and the teacher's,
+    so a report built from those records alone (no weights anywhere, an empty teacher zoo) shows the same panels
+    with the same figures."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_report(smoke_grid / "runs", first, visual_images=1)
+    assert len(list((first / "records").glob("*/visual_crops/default_*.png"))) == 4  # none, logits; seeds 0, 1
+    assert len(list((first / "records").glob("*-logits-*-s0-*/visual_crops/teacher_*.png"))) == 1
+    assert not list((first / "records").glob("*/student.pt"))
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "empty-cache"))
+    report = build_report(first / "records", second, visual_images=1)
+    spec_first, spec_second = (json.loads((out / "figures" / "visual_spec.json").read_text()) for out in (first, second))
+    panels_first = {p["label"]: p["psnr_y"] for p in spec_first["figures"][0]["panels"]}
+    panels_second = {p["label"]: p for p in spec_second["figures"][0]["panels"]}
+    assert set(panels_second) == set(panels_first) and spec_second["seed"] == spec_first["seed"] == 0
+    for label in ("no-KD", "logits", "teacher rcan (tiny)"):
+        assert panels_second[label]["psnr_y"] == panels_first[label]
+        assert "visual_crops" in panels_second[label]["crops"]
+    assert not [n for n in report.content.notes if "not shown" in n]
+    assert len(list((second / "records").glob("*/visual_crops/*.png"))) == 5  # carried on
+
+
+def test_corrupt_run_is_skipped_and_reconstructions_are_named(smoke_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_grid / "runs", runs)
+    broken = runs / "asid-broken-run"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json")
+    source = next(runs.glob("asid-logits-*-s0-*"))
+    lsfd = runs / source.name.replace("logits", "lsfd")
+    shutil.copytree(source, lsfd)
+    summary = json.loads((lsfd / "summary.json").read_text())
+    summary.update(method="lsfd", run_id=lsfd.name)
+    (lsfd / "summary.json").write_text(json.dumps(summary))
+    report = build_report(runs, tmp_path / "out", visual_images=0)
+    assert any("asid-broken-run" in note for note in report.content.notes)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Reconstructed by kdbench, not run from published code: LSFD (from the abstract)." in html
+    assert "asid-broken-run" in html
+    assert "lsfd" in set(pd.read_csv(tmp_path / "out" / "results.csv")["method"])
+
+
+def test_records_rebuild_the_report_and_join_new_runs(smoke_grid, tmp_path, monkeypatch):
+    """A committed report keeps each run's record (no weights); a later session renders the same table from them
+    and joins its new runs to them."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    seed0, seed1 = tmp_path / "seed0", tmp_path / "seed1"
+    for run in (smoke_grid / "runs").iterdir():
+        shutil.copytree(run, (seed0 if "-s0-" in run.name else seed1) / run.name)
+    out = tmp_path / "grid"
+    build_report(seed0, out, visual_images=0)
+    records = sorted(p.name for p in (out / "records").iterdir())
+    assert records == sorted(p.name for p in seed0.iterdir())
+    assert not list((out / "records").rglob("*.pt")) and (out / "records" / records[0] / "metrics.jsonl").is_file()
+
+    with pytest.raises(KdError, match="earlier kdbench report"):
+        build_report([seed1, out / "records"], out, visual_images=0)
+    (out / "paper-table.md").write_text("a table the user put beside the report")
+    (out / "notes").mkdir()
+    (out / "notes" / "todo.txt").write_text("rerun seed 2")
+    rebuilt = build_report([seed1, out / "records"], out, visual_images=0, force=True)
+    assert rebuilt.kept == ["notes", "paper-table.md"]
+    assert (out / "paper-table.md").read_text() == "a table the user put beside the report"
+    assert (out / "notes" / "todo.txt").read_text() == "rerun seed 2"
+    joined = pd.read_csv(out / "results.csv")
+    reference = build_report(smoke_grid / "runs", tmp_path / "all", visual_images=0)
+    assert sorted(p.name for p in (out / "records").iterdir()) == sorted(r.run_id for r in reference.runset.runs)
+    pd.testing.assert_frame_equal(joined, pd.read_csv(tmp_path / "all" / "results.csv"))
+
+    again = build_report([out / "records", seed0], out, visual_images=0, force=True)  # a run in both: read once
+    assert len(again.runset.runs) == len(reference.runset.runs)
+    both = [note for note in again.warnings if "are both in" in note]
+    assert not [note for note in again.content.notes if "both in" in note]  # the reader is not told of folders
+    assert len(both) == 1 and both[0].startswith(f"{len(records)} run(s) are both in {out / 'records'} and in {seed0}")
+
+
+def test_empty_partial_and_missing_runs_dirs_say_what_is_missing(tmp_path, capsys):
+    with pytest.raises(KdError, match="not found"):
+        build_report(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdError, match="no run folders with a summary.json"):
+        build_report(tmp_path / "empty", tmp_path / "out")
+    partial = tmp_path / "partial" / "asid-none-noteacher-x4-smoke-s0-deadbeef"
+    partial.mkdir(parents=True)
+    (partial / "config.yaml").write_text("profile: smoke\n")
+    assert main(["report", "--runs", str(partial.parent), "--out", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "only unfinished runs" in err and partial.name in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_console_tables_at_80_columns_piped(smoke_grid, tmp_path, monkeypatch, capsys, readable):
+    monkeypatch.setenv("KDBENCH_CACHE", str(smoke_grid / "cache"))
+    assert main(["report", "--runs", str(smoke_grid / "runs"), "--out", str(tmp_path / "cli"),
+                 "--visual-images", "0"]) == 0
+    out = capsys.readouterr().out
+    report = build_report(smoke_grid / "runs", tmp_path / "api", visual_images=0)
+    cells = [cell.plain for table in report.console_tables() for cells, _, _ in table.rows for cell in cells]
+    assert any("/" in cell for cell in cells)  # the PSNR/SSIM cells are among them
+    tables = out.split("\nwrote ")[0].replace(report.content.finding, "")  # the finding is one message line
+    readable(tables, cells)
+    (tmp_path / "cli" / "mine.md").write_text("notes")
+    assert main(["report", "--runs", str(smoke_grid / "runs"), "--out", str(tmp_path / "cli"),
+                 "--visual-images", "0", "--force"]) == 0
+    assert f"kept what kdbench did not write in {tmp_path / 'cli'}: mine.md" in capsys.readouterr().out
