@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kd.fileio import sha256_file
 from kd.report import CROPS
 from kd.report.runs import Run
 from kd.report.visual import TEACHER_PREFIX, VisualPlan, has_weights, sr_crop
@@ -60,6 +61,10 @@ def record_crops(plan: VisualPlan, records_dir: Path) -> list[str]:
     weights = teacher_weights(source)
     if weights is None or not weights.is_file():
         return notes  # the report says the teacher is not shown unless an earlier report recorded its crops
+    recorded = source.teacher_info.get("sha256")
+    if recorded and sha256_file(weights) != recorded:
+        return [*notes, f"visual comparison: the teacher {plan.teacher}'s crops were not computed: {weights} is "
+                        "not the file its runs were distilled from (another sha256)"]
     try:
         info = source.teacher_info
         model = _build(info["arch"], plan.scale, info.get("preset"), weights)

@@ -319,6 +319,17 @@ def test_visual_comparison_uses_a_seed_whose_weights_are_here(smoke_grid, tmp_pa
                for n in report.content.notes)
 
 
+def test_a_retrained_zoo_teacher_gives_no_crops_in_the_name_of_the_runs(smoke_grid, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_grid / "cache", cache)
+    monkeypatch.setenv("KDBENCH_CACHE", str(cache))
+    for weights in cache.glob("teachers/*/teacher.pt"):
+        weights.write_bytes(weights.read_bytes() + b"retrained")
+    report = build_report(smoke_grid / "runs", tmp_path / "out", visual_images=1)
+    assert any("is not the file its runs were distilled from" in w for w in report.warnings)
+    assert any("the teacher rcan (tiny) is not shown" in n for n in report.content.notes)
+
+
 def test_visual_comparison_is_rebuilt_from_recorded_crops(smoke_grid, tmp_path, monkeypatch):
     """A grid reported across machines: the records of the first report carry each run's crops and the teacher's,
     so a report built from those records alone (no weights anywhere, an empty teacher zoo) shows the same panels

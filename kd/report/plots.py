@@ -68,15 +68,17 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fonts
 
 
 def delta_bars(table: pd.DataFrame, out_dir: Path) -> str | None:
-    """Paired delta PSNR vs the no-KD student per method, one bar per teacher, 95% interval as error bar."""
+    """Paired delta PSNR vs the no-KD student per method, one bar per teacher, the table's interval (Holm's level)
+    as error bar; one panel per configuration and dataset."""
     kd = table[~table["method"].isin([BASELINE, TEACHER_ROW]) & table["delta"].notna()]
     if kd.empty:
         return None
-    panels = list(kd.groupby(["student", "scale", "dataset"], sort=False))
+    panels = list(kd.groupby(["configuration", "scale", "dataset"], sort=False))
+    several = kd["configuration"].nunique() > 1
     # One y-scale for every panel: bar heights compare across datasets at a glance.
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained",
                              sharey=True)
-    for ax, ((student, scale, dataset), part) in zip(axes[0], panels):
+    for ax, ((configuration, scale, dataset), part) in zip(axes[0], panels):
         methods = list(dict.fromkeys(part["method"]))
         teachers = list(dict.fromkeys(part["teacher"]))
         width = 0.8 / len(teachers)
@@ -96,10 +98,11 @@ def delta_bars(table: pd.DataFrame, out_dir: Path) -> str | None:
             ax.bar(xs, ys, width, yerr=errs if with_interval else None, capsize=3, label=teacher)
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right")
-        ax.set_title(f"{dataset} x{scale}")
+        ax.set_title(f"{dataset} x{scale}" + (f"\n{configuration.split(',')[0]}" if several else ""))
     axes[0][0].set_ylabel("Δ PSNR-Y vs no-KD (dB)")
     axes[0][-1].legend(title="teacher", fontsize=8)
-    fig.suptitle("Paired Δ PSNR over seeds (bars: mean; whiskers: 95% t-interval where there are >= 2 seeds)")
+    fig.suptitle("Paired Δ PSNR over seeds (bars: mean; whiskers: the results table's interval, at Holm's level "
+                 "where 3+ seeds pair)")
     return save(fig, out_dir, "delta_bars")
 
 
