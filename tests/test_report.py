@@ -170,6 +170,30 @@ def test_runs_of_different_configurations_never_pair():
     assert "differ in train.steps" in note
 
 
+def test_own_data_and_demo_runs_are_separate_configurations_with_their_own_headings(tmp_path):
+    """Runs read their configuration from config.yaml: other training data is another configuration, however alike
+    the rest; the heading names the data, and a KD run never takes the no-KD run of other data as its partner."""
+    import yaml
+
+    from kd.config import resolve, to_dict
+    from kd.report.runs import scan_runs
+
+    for method, data in (("none", "default"), ("logits", "default"), ("none", "MyPhotos"), ("logits", "MyPhotos")):
+        config = resolve([profile_layer("demo"), ("test", {"method": {"name": method}, "data": {"train": data}})])
+        run = tmp_path / f"asid-{method}-{data}"
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(config)))
+        teacher = {"arch": "rcan", "preset": "mini"} if method != "none" else {}
+        (run / "summary.json").write_text(json.dumps({
+            "run_id": run.name, "student": "asid", "student_preset": "paper", "method": method, "scale": 4,
+            "seed": 0, "profile": "demo", "teacher": teacher,
+            "datasets": {"Set5": {"psnr_y": 30.0 + (method == "logits") * 0.1 + (data == "MyPhotos")}}}))
+    table = comparison_table(scan_runs(tmp_path))
+    headings = sorted(set(table["configuration"]))
+    assert len(headings) == 2 and headings[0].endswith("on MyPhotos") and headings[1].endswith("on default")
+    assert table[table["method"] == "logits"]["delta"].tolist() == pytest.approx([0.1, 0.1])
+
+
 def test_report_filters_keep_the_no_kd_runs_the_kept_runs_pair_with():
     from kd.report.runs import select_runs
 

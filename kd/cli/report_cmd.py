@@ -14,8 +14,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write an HTML + Markdown comparison report over finished runs",
-        description="Per teacher x method x dataset: PSNR/SSIM (LPIPS) mean ± std over seeds, paired Δ PSNR vs the "
-        "no-KD student with a 95% t-interval, share of the teacher-student gap recovered; delta bars, training "
+        description="Per configuration x teacher x method x dataset: PSNR/SSIM (LPIPS) mean ± std over seeds, paired "
+        "Δ PSNR vs the no-KD student of the same configuration, claimed only after Holm-Bonferroni over the "
+        "report's comparisons, share of the teacher-student gap recovered; delta bars, training "
         "curves, PSNR vs cost beside published lightweight peers, visual crops.",
     )
     parser.add_argument("--runs", type=Path, action="append", help="folder of runs (default runs/); repeat it to "
