@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         help="write an HTML + Markdown comparison report over finished runs",
         description="Per configuration x teacher x method x dataset: PSNR/SSIM (LPIPS) mean ± std over seeds, paired "
         "Δ PSNR vs the no-KD student of the same configuration, claimed only after Holm-Bonferroni over the "
-        "report's comparisons, share of the teacher-student gap recovered; delta bars, training "
+        "report's comparisons (familywise 5%), share of the teacher-student gap recovered; delta bars, training "
         "curves, PSNR vs cost beside published lightweight peers, visual crops.",
     )
     parser.add_argument("--runs", type=Path, action="append", help="folder of runs (default runs/); repeat it to "

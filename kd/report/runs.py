@@ -25,7 +25,7 @@ TIDY_COLUMNS = ["run_id", "run_dir", "student", "teacher", "method", "profile", 
 REQUIRED_SUMMARY_KEYS = ("run_id", "student", "method", "scale", "seed", "datasets")
 # What a comparison varies (the method and its teacher), pairs on (the seed) or ignores (labels, and what changes how a
 # run executes but not its result); the rest of a run's configuration is its setting, which a comparison holds fixed.
-VARIED_KEYS = ("method", "teacher", "seed", "label", "accel.teacher_dtype", "accel.channels_last", "accel.compile",
+VARIED_KEYS = ("method", "teacher", "seed", "accel.teacher_dtype", "accel.channels_last", "accel.compile",
                *NON_RESULT_KEYS)
 
 
