@@ -176,9 +176,9 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from kd.devices import resolve_device
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
-    from kd.devices import resolve_device
 
     flags: dict[str, Any] = {}
     if args.student:

@@ -158,7 +158,7 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
         except KdError:  # no finished run there: the table's own note says which cells stay empty and why
             runset = None
         if runset is not None:
-            notes += runset.warnings
+            notes += [*runset.notes, *runset.warnings]
             for run in runset.runs:
                 info = run.teacher_info
                 for dataset, scores in run.summary["datasets"].items():
