@@ -93,8 +93,9 @@ def caption(table: pd.DataFrame) -> str:
     if family:
         intervals = (f"Holm–Bonferroni over the report's m = {family} comparisons with {MIN_SEEDS_TO_RANK}+ paired "
                      f"seeds (familywise {100 * FAMILYWISE_ALPHA:g} %): each interval is the paired t-interval at the "
-                     f"level Holm tested that comparison at, 1 − {alpha}/(m − k + 1) for the k-th smallest p-value (for a comparison "
-                     "Holm did not reject, the level of the step where it stopped), so an interval excludes 0 "
+                     f"level Holm tested that comparison at, 1 − {alpha}/(m − k + 1) for the k-th smallest p-value "
+                     "(for a comparison Holm did not reject, the level of the step where it stopped), so an interval "
+                     "excludes 0 "
                      "exactly when Holm claims the difference. Holm p: the Holm-adjusted p-value of the paired "
                      f"t-test; ✓ claimed. Rows with fewer paired seeds show a plain {100 * CONFIDENCE:g} % interval "
                      "and claim nothing.")
