@@ -95,9 +95,8 @@ def caption(table: pd.DataFrame) -> str:
                      f"seeds (familywise {100 * FAMILYWISE_ALPHA:g} %): each interval is the paired t-interval at the "
                      f"level Holm tested that comparison at, 1 − {alpha}/(m − k + 1) for the k-th smallest p-value "
                      "(for a comparison Holm did not reject, the level of the step where it stopped), so an interval "
-                     "excludes 0 "
-                     "exactly when Holm claims the difference. Holm p: the Holm-adjusted p-value of the paired "
-                     f"t-test; ✓ claimed. Rows with fewer paired seeds show a plain {100 * CONFIDENCE:g} % interval "
+                     "excludes 0 exactly when Holm claims the difference. Holm p: the Holm-adjusted p-value of the "
+                     f"paired t-test; ✓ claimed. Rows with fewer paired seeds show a plain {100 * CONFIDENCE:g} % interval "
                      "and claim nothing.")
     else:
         intervals = (f"Intervals: paired {100 * CONFIDENCE:g} % t-intervals; with fewer than {MIN_SEEDS_TO_RANK} "
