@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kd.errors import KdError
 from kd.report.runs import scan_runs
-from kd.report.stats import paired_delta
+from kd.stats import paired_delta
 from kd.results.sweep import median_step_seconds
 
 

@@ -23,7 +23,7 @@ _EXPORTS = {
     "load_official": "kd.api",
     "distill": "kd.api",
     "evaluate_model": ("kd.evaluate", "evaluate"),  # not `kd.evaluate`: that name is the submodule's
-    "build_report": "kd.report",
+    "build_report": "kd.api",
     "list_models": ("kd.models", "list_entries"),
     "list_methods": ("kd.methods", "list_methods"),
     "KdError": "kd.errors",

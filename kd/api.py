@@ -50,6 +50,16 @@ def load_official(model: nn.Module | str, path: str | os.PathLike, *, scale: int
     return model_from_checkpoint(path, arch=model, scale=scale, preset=preset)
 
 
+def build_report(runs_dirs: str | os.PathLike | list, out_dir: str | os.PathLike, **options: Any):
+    """The comparison report over finished runs (`kdbench report`): `kd.report.build_report` with the visual
+    comparison's crops recorded from the weights at hand (students' `student.pt`, the teacher zoo). `options`:
+    `title`, `visual_images`, `force`."""
+    from kd.crops import record_crops
+    from kd.report import build_report as write_report
+
+    return write_report(runs_dirs, out_dir, crop_maker=record_crops, **options)
+
+
 def distill(
     student: str | nn.Module = "asid",
     teacher: str | nn.Module | None = "rcan",

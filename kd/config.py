@@ -119,6 +119,15 @@ class LogConfig:
 
 
 @dataclass
+class LabelConfig:
+    """A run's name and tags (`kdbench run --name/--tag`): labels to find runs by (`results`/`report --filter
+    name=...`, `tag=...`), recorded in config.yaml and summary.json; never part of the run id."""
+
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     profile: str = "cpu"
     scale: int = 4
@@ -134,12 +143,14 @@ class RunConfig:
     accel: AccelConfig = field(default_factory=AccelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
 
 
 # Keys that change how a run executes but not what it computes (up to float summation order, for the thread count
-# and the device); left out of the run id, so a grid finished on one machine is found on another.
+# and the device), and the run's labels; left out of the run id, so a grid finished on one machine is found on
+# another and naming a run never makes it another run.
 NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
-                   "accel.pin_memory", "cluster", "log")
+                   "accel.pin_memory", "cluster", "log", "label")
 
 
 # ----------------------------------------------------------------------------------------------- loading

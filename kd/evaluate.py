@@ -124,8 +124,8 @@ def evaluate(
     """Score `model` on every (dataset, scale); see the module docstring for the exact pipeline."""
     from kd.data.benchmark import load_eval_images
     from kd.data.io import write_png
-    from kd.data.registry import resolve_dataset
-    from kd.engine.services import resolve_device
+    from kd.data.registry import incomplete_note, resolve_dataset
+    from kd.devices import resolve_device
     from kd.metrics.lpips import LPIPS_UNAVAILABLE_NOTE, build_lpips, lpips_rgb
 
     scales = [int(scales)] if isinstance(scales, int) else [int(s) for s in scales]
@@ -221,18 +221,6 @@ def planned_images(folder: str | Path, datasets: Sequence[str], scales: Sequence
         inputs += hr
         targets += [saved_image_path(folder, name, scale, path.stem) for scale in scales for path in hr]
     return targets, inputs
-
-
-def incomplete_note(dataset: str, images: int) -> str | None:
-    """A note when a dataset holds fewer images than its published (reference) version."""
-    from kd.data.registry import resolve_dataset
-
-    info = resolve_dataset(dataset)
-    expected = info.image_count
-    if info.embedded or not expected or images >= expected:
-        return None
-    return (f"{dataset} holds {images} of its {expected} images: its scores are not comparable with published "
-            f"numbers (complete it with `kdbench data download {dataset}`)")
 
 
 def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, tile_overlap: int, image,

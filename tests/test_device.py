@@ -9,7 +9,7 @@ import torch
 
 from kd.cli import main
 from kd.cli.run_cmd import add_config_arguments, build_config
-from kd.engine.services import resolve_device
+from kd.devices import resolve_device
 from kd.errors import KdError
 
 

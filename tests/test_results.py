@@ -76,8 +76,9 @@ def test_filters_select_and_report_values_present(runs_dir):
     df = load_runs(runs_dir)
     assert set(filter_runs(df, ["method=fitnet,logits"])["method"]) == {"logits"}
     assert set(filter_runs(df, ["teacher=none"])["seed"]) == {0, 1}
-    both = filter_runs(df, ["teacher=rcan", "metric=psnr_y"])
-    assert len(both) == 1 and set(both["metric"]) == {"psnr_y"}
+    both = filter_runs(df, ["teacher=rcan", "metric=psnr_y"])  # with the no-KD run of the same seed, its baseline
+    assert sorted(both["method"]) == ["logits", "none"] and set(both["metric"]) == {"psnr_y"}
+    assert set(both["seed"]) == {0}
     assert len(filter_runs(df, ["seed=1"])["run_id"].unique()) == 1
     with pytest.raises(KdError, match=r"teacher=han matches no results; teacher values present: none, rcan"):
         filter_runs(df, ["teacher=han"])
@@ -168,3 +169,32 @@ def test_results_table_at_80_columns_piped(runs_dir, capsys, readable):
     out = capsys.readouterr().out
     _, rows = paper_rows(load_runs(runs_dir))
     readable(out, [cell for row in rows for cell in row[7:]] + ["student", "params"])
+
+
+def test_names_and_tags_label_runs_without_making_them_other_runs(runs_copy, capsys):
+    from kd.config import run_id
+
+    plain = resolve([profile_layer("smoke"), ("test", {"method": {"name": "none"}, "seed": 1, "scale": 4}),
+                     ("fast", FAST)])
+    named = resolve([profile_layer("smoke"), ("test", {"method": {"name": "none"}, "seed": 1, "scale": 4}),
+                     ("fast", FAST), ("label", {"label": {"name": "grid-a", "tags": ["baseline", "smoke"]}})])
+    assert run_id(named) == run_id(plain)  # a name is a label, not a configuration
+    record = execute_run(named, out_dir=runs_copy, progress=False)  # the finished run takes the label
+    label = {"name": "grid-a", "tags": ["baseline", "smoke"]}
+    assert record.already_finished and record.summary["label"] == label
+    assert json.loads((record.run_dir / "summary.json").read_text())["label"] == label
+    assert "name: grid-a" in (record.run_dir / "config.yaml").read_text()
+    # on the command line, --name/--tag reach the run the same way
+    assert main(["run", "--profile", "smoke", "--method", "none", "--seed", "0", "--scale", "4", "--set",
+                 "eval.val_dataset=null", "--out-dir", str(runs_copy), "--name", "seed-zero", "--tag", "smoke"]) == 0
+    df = load_runs(runs_copy)
+    assert set(filter_runs(df, ["name=grid-a"])["run_id"]) == {record.run_dir.name}
+    tagged = filter_runs(df, ["tag=smoke"])
+    assert set(tagged["seed"]) == {0, 1} and set(tagged["method"]) == {"none"}
+    with pytest.raises(KdError, match="tag values present: baseline, smoke"):
+        filter_runs(df, ["tag=other"])
+    capsys.readouterr()
+    assert main(["results", "--runs", str(runs_copy), "--filter", "tag=baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "grid-a" in out and "seed-zero" not in out
+    assert set(load_runs(runs_copy)["name"].dropna()) == {"grid-a", "seed-zero"}

@@ -69,7 +69,7 @@ def test_tune_runs_the_grid_and_writes_its_evidence(tmp_path, monkeypatch, capsy
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["tune", "--profile", "smoke", "--method", "fitnet", "--grid", "method.weights.fd=0.1,1", "--steps", "2",
-            "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
+            "--seeds", "0", "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
             "--report-dir", str(tmp_path / "tuning")]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -89,7 +89,7 @@ def test_tuning_without_a_teacher_is_named_for_no_teacher(tmp_path, monkeypatch,
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["tune", "--profile", "smoke", "--teacher", "rcan", "--method", "none", "--grid", "method.weights.rec=1",
-            "--steps", "2", "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
+            "--steps", "2", "--seeds", "0", "--threads", "1", "--no-progress", "--out-dir", str(tmp_path / "runs"),
             "--report-dir", str(tmp_path / "tuning")]
     assert main(argv) == 0
     assert "tuning none without a teacher" in capsys.readouterr().out
@@ -101,26 +101,48 @@ def test_the_current_value_stays_unless_paired_seeds_separate_a_better_one():
 
     from kd.results.tune import finding, rank_points
 
-    def choose(gains, current="0.1", seeds=3):
+    def choose(gains: dict[str, list[float]], current="0.1", seeds=3):
         rows = [{"w": "0.1", "seed": s, "val_psnr_y": 25.0 + s * 0.1} for s in range(seeds)]
-        rows += [{"w": "0.3", "seed": s, "val_psnr_y": 25.0 + s * 0.1 + g} for s, g in enumerate(gains[:seeds])]
+        rows += [{"w": w, "seed": s, "val_psnr_y": 25.0 + s * 0.1 + g} for w, per_seed in gains.items()
+                 for s, g in enumerate(per_seed[:seeds])]
         results = pd.DataFrame(rows)
         return finding(rank_points(results, ["w"]), ["w"], "291-val", 250, results, {"w": current})
 
-    chosen, text = choose([0.05, 0.06, 0.04])  # the seed offsets cancel in the pairing: separated
-    assert chosen == {"w": "0.3"} and "chosen w=0.3" in text and "+0.050 dB over the current w=0.1" in text
-    chosen, text = choose([0.2, -0.1, 0.05])  # a better mean whose interval includes 0
-    assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1: the best point, w=0.3, is +0.050 dB above it")
-    chosen, text = choose([0.05], seeds=1)
-    assert chosen == {"w": "0.1"} and "1 paired seed(s) are too few to rank on (the protocol needs 3)" in text
-    chosen, text = choose([0.05, 0.05001], seeds=2)  # two seeds whose interval excludes 0 are still too few
+    chosen, text = choose({"0.3": [0.05, 0.06, 0.04]})  # the seed offsets cancel in the pairing: separated
+    assert chosen == {"w": "0.3"} and text.startswith("chosen w=0.3: +0.050 dB over the current w=0.1")
+    assert "after Holm–Bonferroni over the 1 point(s) compared with it" in text
+    chosen, text = choose({"0.3": [0.2, -0.1, 0.05]})  # a better mean whose interval includes 0
+    assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1, the current value")
+    assert "no point separates from it" in text and "the best other point, w=0.3, is +0.050 dB from it" in text
+    chosen, text = choose({"0.3": [0.05]}, seeds=1)
+    assert chosen == {"w": "0.1"} and "1 paired seed(s) are too few to rank on (the protocol needs 3" in text
+    chosen, text = choose({"0.3": [0.05, 0.05001]}, seeds=2)  # two seeds whose interval excludes 0 are too few
     assert chosen == {"w": "0.1"} and "2 paired seed(s) are too few to rank on" in text
-    chosen, text = choose([0.2, -0.1, 0.05])
-    assert "its paired 95 % interval over 3 seeds [" in text and text.endswith("includes 0.")
-    chosen, text = choose([-0.05, -0.06, -0.04])  # the current value is the best point
-    assert chosen == {"w": "0.1"} and text.startswith("kept w=0.1, the best point") and "separates them" in text
-    chosen, text = choose([0.05, 0.06, 0.04], current="0.2")  # not in the grid: the best point is taken
-    assert chosen == {"w": "0.3"} and "was not in the grid" in text
+    chosen, text = choose({"0.3": [-0.05, -0.06, -0.04]})  # the current value is the best point
+    assert chosen == {"w": "0.1"} and "is -0.050 dB from it" in text
+    # Holm over the points compared with the current one: a gain that one comparison alone would call separated
+    # is not chosen among many points that found nothing
+    lone = {"0.3": [0.05, 0.08, 0.06]}
+    assert choose(lone)[0] == {"w": "0.3"}
+    crowded = {**lone, **{f"0.{i}5": [0.01, -0.01, 0.0] for i in range(1, 8)}}
+    chosen, text = choose(crowded)
+    assert chosen == {"w": "0.1"} and "over the 8 point(s) compared with it" in text
+    # of several points that separate, the best mean is chosen
+    chosen, _ = choose({"0.3": [0.05, 0.06, 0.04], "1.0": [0.10, 0.11, 0.09]})
+    assert chosen == {"w": "1.0"}
+    chosen, text = choose({"0.3": [0.05, 0.06, 0.04]}, current="0.2")  # no run of the current value: it stays
+    assert chosen == {"w": "0.2"} and "not among the finished points" in text
+
+
+def test_the_grid_always_holds_the_current_value(tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["tune", "--profile", "smoke", "--method", "fitnet", "--grid", "method.weights.fd=0.3,1",
+                 "--out-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the current value of method.weights.fd, 0.1, is added to the grid" in out
+    assert "3 grid point(s) x 3 seed(s)" in out and "method.weights.fd=0.1 (seed 0: new" in out
 
 
 def test_a_best_point_at_the_end_of_the_grid_says_so():
@@ -221,7 +243,7 @@ def test_tune_points_sharing_a_cell_label_all_run_under_the_local_executor(tmp_p
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["tune", "--profile", "smoke", "--method", "logits", "--grid", "method.weights.kd=0.5,1", "--steps", "2",
-            "--threads", "1", "--executor", "local", "--max-parallel", "2", "--out-dir", str(tmp_path / "runs"),
+            "--seeds", "0", "--threads", "1", "--executor", "local", "--max-parallel", "2", "--out-dir", str(tmp_path / "runs"),
             "--report-dir", str(tmp_path / "tuning")]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "tuning" / "logits-rcan-x4-smoke.csv").open()))

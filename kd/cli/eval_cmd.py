@@ -139,7 +139,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from kd.data.registry import resolve_dataset
-    from kd.engine.services import resolve_device
+    from kd.devices import resolve_device
     from kd.evaluate import evaluate, save_result
     from kd.models import get_entry
 

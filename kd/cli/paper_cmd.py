@@ -18,15 +18,17 @@ def register(subparsers) -> None:
         help="lay out a published table with our measured cells, the difference and the evidence level",
         description="Tables: " + ", ".join(TABLE_NAMES) + ". A cell we have not measured shows a dash and the "
         "command that would fill it (student runs with the table's own recipe: profile paper-fakd or paper-dckd). "
-        "While no such student run exists, fakd and dckd also show their miniature: the same pair shapes at the cpu "
-        "budget, our paired gains over scratch beside the published ones.",
+        "While no such student run exists, fakd and dckd show their miniature first: the same pair shapes at the cpu "
+        "budget, our paired gains over scratch beside the published ones, and which published orderings of methods "
+        "hold.",
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
     parser.add_argument("--miniature-runs", type=Path, action="append",
                         help="folder of the cpu-profile runs of the miniature pairs, written by the sweep commands "
-                        "that `paper fakd|dckd` print (default runs/miniature); repeat it to join the records of a "
-                        "committed report")
+                        "that `paper fakd|dckd` print; repeat it to join several. Given, it replaces the default "
+                        "folders: runs/miniature and, from a kdbench checkout, the committed "
+                        "reports/miniature-dckd/records")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")
@@ -39,9 +41,8 @@ def run_paper(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from kd.errors import unknown_choice
-    from kd.report.miniature import RUNS_DIR
     from kd.report.paper import (
-        FORMATS, PAPER_TABLES, bicubic_on_the_fly, collect_measured, footnotes, grid, paper_table, to_text,
+        FORMATS, PAPER_TABLES, collect_measured, compact_grid, footnote_lines, paper_table, to_text,
     )
 
     if args.table not in PAPER_TABLES:
@@ -49,7 +50,7 @@ def run_paper(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise unknown_choice("--format", args.format, FORMATS)
     measured, notes = collect_measured(args.runs if args.runs.is_dir() else None, args.eval_csv,
-                                       args.miniature_runs or [Path(RUNS_DIR)])
+                                       args.miniature_runs)
     if args.table == "bicubic" and not args.no_compute and not (measured.models["arch"] == "bicubic").any():
         computed, compute_notes = bicubic_on_the_fly(args.data_root, progress=args.format == "table")
         measured.models = pd.concat([measured.models, computed], ignore_index=True)
@@ -59,17 +60,30 @@ def run_paper(args: argparse.Namespace) -> int:
     if args.format != "table":
         print(to_text(table, args.format), end="")
         return 0
-    header, body = grid(table)
     console = out_console()
-    print_table(_view(table.title, "PSNR/SSIM on Y, crop = scale; Δ = ours − published PSNR (dB)", header, body,
-                      key=len(table.row_names)), console)
-    for command, number in footnotes(table).items():
-        say(console, f"[{number}] {command}")
-    for note in table.notes:
-        say(console, note, "note")
     if table.miniature is not None:
         _print_miniature(table.miniature, console)
+        console.print()
+    header, body = compact_grid(table)
+    print_table(_view(table.title, "PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM in "
+                      "--format markdown or csv; [n]: the command that fills the cell", header, body,
+                      key=len(table.row_names)), console)
+    for line in footnote_lines(table, console.width):
+        say(console, line)
+    for note in table.notes:
+        _say_wrapped(console, note, "note")
     return 0
+
+
+def _say_wrapped(console, text: str, label: str | None = None) -> None:
+    """A message of words wrapped at the console's width; a long path or command word stays whole on its line."""
+    import textwrap
+
+    prefix = f"{label}: " if label else ""
+    lines = textwrap.wrap(prefix + text, console.width, subsequent_indent="  ", break_long_words=False,
+                          break_on_hyphens=False)
+    for line in lines:
+        say(console, line)
 
 
 def _print_miniature(mini, console) -> None:
@@ -77,14 +91,15 @@ def _print_miniature(mini, console) -> None:
 
     header, body = miniature.rows(mini)
     console.print()
-    say(console, mini.finding())
+    _say_wrapped(console, mini.finding())
+    if mini.source:
+        _say_wrapped(console, mini.source)
     print_table(_view(mini.spec.title, mini.spec.caption(), header, body, key=2), console)
     if mini.orderings:
         header, body = miniature.ordering_rows(mini)
-        print_table(_view("Published orderings", f"{miniature.ORDERINGS_CAPTION}; margins in dB.", header, body,
-                          key=3), console)
+        print_table(_view("Published orderings", miniature.orderings_caption(mini), header, body, key=3), console)
     for note in miniature.notes(mini):
-        say(console, note, "note")
+        _say_wrapped(console, note, "note")
 
 
 def _view(title: str, caption: str, header: list[str], body: list[list[str]], key: int) -> TextTable:
@@ -95,3 +110,34 @@ def _view(title: str, caption: str, header: list[str], body: list[list[str]], ke
     for row in body:
         view.add_row(*row)
     return view
+
+
+def bicubic_on_the_fly(data_root: str | Path | None, progress: bool = True):
+    """Bicubic PSNR/SSIM on every paper dataset whose files are present (model rows for `Measured`)."""
+    import pandas as pd
+
+    from kd.data.files import dataset_files
+    from kd.evaluate import evaluate
+    from kd.models import create
+    from kd.reference_data import canonical_dataset
+    from kd.report.paper import PAPER_DATASETS
+
+    present, notes = [], []
+    for dataset in PAPER_DATASETS:
+        try:
+            dataset_files(dataset, data_root, purpose="eval")
+            present.append(dataset)
+        except Exception:  # absent or unknown here: that column keeps its dash and command
+            notes.append(f"bicubic not computed on {dataset}: its files are not under the data root")
+    frames = []
+    for scale in (2, 3, 4):
+        if present:
+            result = evaluate(create("bicubic", scale), present, scale, data_root=data_root, with_lpips=False,
+                              progress=progress, model_name="bicubic")
+            frames.append(result.per_dataset)
+    if not frames:
+        return pd.DataFrame(columns=["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]), notes
+    table = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({"arch": "bicubic", "preset": None, "scale": table["scale"].astype(int),
+                         "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
+                         "ssim": table["ssim_y"]}), notes

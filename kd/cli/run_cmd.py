@@ -35,8 +35,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "processes on the CPU), launched through torchrun; train.batch_size stays the global batch")
 
 
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--name` and `--tag` of run and sweep: labels recorded in the run, never part of its id."""
+    parser.add_argument("--name", help="a name for the run(s), shown and filterable in `kdbench results` and "
+                        "`kdbench report` (--filter name=...); a label, not configuration: the run id stays the same, "
+                        "and a finished run given another name takes it")
+    parser.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                        help="a tag for the run(s), filterable with --filter tag=TAG (repeatable)")
+
+
+def label_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The `label` configuration section of `--name` / `--tag`, or {} when neither is given."""
+    name, tags = getattr(args, "name", None), list(dict.fromkeys(getattr(args, "tags", None) or []))
+    return {"label": {"name": name, "tags": tags}} if name or tags else {}
+
+
 def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """`--device` of run, teacher train, sweep and eval (checked by `kd.engine.services.resolve_device`)."""
+    """`--device` of run, teacher train, sweep and eval (checked by `kd.devices.resolve_device`)."""
     parser.add_argument("--device", default=default, help="auto (cuda when available, else cpu), cpu, cuda or "
                         "cuda:N" + (f" (default {default})" if default else "; the config key device=, default auto"))
 
@@ -161,9 +176,9 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from kd.devices import resolve_device
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
-    from kd.engine.services import resolve_device
 
     flags: dict[str, Any] = {}
     if args.student:
@@ -179,6 +194,7 @@ def run_command(args: argparse.Namespace) -> int:
         flags.setdefault("teacher", {}).update(ckpt=args.teacher_ckpt, preset=args.teacher_preset)
     elif args.teacher_preset:
         flags.setdefault("teacher", {})["preset"] = args.teacher_preset
+    flags.update(label_values(args))
     config = build_config(args, flags)
     resolve_device(config.device)  # a device that is not here fails before anything is written or launched
     relaunched = relaunch_under_torchrun(args, config)
@@ -233,5 +249,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "evaluation and train it from scratch (e.g. after a damaged checkpoint)")
     parser.add_argument("--save-images", action="store_true", help="also write the final evaluation's SR images "
                         "to <run>/images/<dataset>/x<s>/<name>.png")
+    add_label_arguments(parser)
     add_config_arguments(parser)
     parser.set_defaults(handler=run_command)

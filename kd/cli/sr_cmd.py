@@ -68,7 +68,7 @@ def run_sr(args: argparse.Namespace) -> int:
 
     from kd.cli.eval_cmd import fill_from_run
     from kd.data.io import read_image, write_png
-    from kd.engine.services import resolve_device
+    from kd.devices import resolve_device
     from kd.evaluate import forward_tiled
     from kd.metrics import quantize
     from kd.models.loading import model_from_checkpoint

@@ -47,7 +47,8 @@ def _outcome_table(outcomes) -> TextTable:
 
 def grid_layers(args: argparse.Namespace) -> tuple[Any, list[tuple[str, dict[str, Any]]], dict[str, Any]]:
     """(profile, base configuration layers, merged profile and file values) of a grid command (sweep, tune): the
-    profile, `--config` and the options every cell shares (threads, device, data root)."""
+    profile, `--config` and the options every cell shares (threads, device, data root, labels)."""
+    from kd.cli.run_cmd import label_values
     from kd.config import deep_merge, read_config_file
     from kd.profiles import get_profile
     from kd.results.sweep import base_layers
@@ -61,13 +62,14 @@ def grid_layers(args: argparse.Namespace) -> tuple[Any, list[tuple[str, dict[str
         common["device"] = args.device
     if args.data_root:
         common["data"] = {"root": args.data_root}
+    common.update(label_values(args))
     layers = base_layers(profile.name, file_values, args.config or "", common)
     return profile, layers, deep_merge(profile.values, file_values)
 
 
 def check_devices(executor: str, plans) -> None:
     """Cells that run on this machine need their device here: a missing one fails before any cell."""
-    from kd.engine.services import resolve_device
+    from kd.devices import resolve_device
 
     if executor == "slurm":
         return
@@ -143,7 +145,7 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from kd.cli.run_cmd import add_device_argument
+    from kd.cli.run_cmd import add_device_argument, add_label_arguments
     from kd.profiles import PROFILES
 
     parser = subparsers.add_parser(
@@ -171,6 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_device_argument(parser)
+    add_label_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
     parser.add_argument("--executor", default="inline", help="inline (default: cells one after another in this "
                         "process), local (submitit jobs on this machine) or slurm (submitit job arrays; resources "

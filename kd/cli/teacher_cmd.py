@@ -12,8 +12,8 @@ from kd.output import TextTable, out_console, print_table
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from kd.devices import resolve_device
     from kd.engine.distributed import from_environment
-    from kd.engine.services import resolve_device
     from kd.engine.teachers import complete_entry, train_teacher, zoo_dir
     from kd.models import get_entry
 

@@ -14,6 +14,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from kd.results.cluster import check_executor, run_sweep_jobs
     from kd.results.sweep import expand_grid, parse_ints, run_sweep
     from kd.results.tune import finding, parse_grid, plan_tuning, rank_points, tuning_results, write_evidence
+    from kd.stats import MIN_SEEDS_TO_RANK
 
     check_executor(args.executor)
     axes = parse_grid(args.grid)
@@ -33,6 +34,11 @@ def tune_command(args: argparse.Namespace) -> int:
     say(out, f"tuning {args.method} {source} ({profile.name} profile): {len(points)} grid point(s) x "
              f"{len(cells)} seed(s), {budget} steps each, scored on {val}; {len(pending)} run(s) to do, about "
              f"{sum(p.est_seconds or 0.0 for p in pending) / 60:.0f} min of training")
+    for key, value in plan.added.items():
+        say(out, f"the current value of {key}, {value}, is added to the grid: a point is chosen only against it")
+    if len(cells) < MIN_SEEDS_TO_RANK:
+        say(err, f"{len(cells)} seed(s) per point cannot separate any point from the current values (the choice "
+                 f"needs {MIN_SEEDS_TO_RANK} paired seeds): the current values will stay", "note")
     if args.dry_run:
         for point in points:
             states = ", ".join(f"seed {p.cell.seed}: {p.status}" for p in point.plans)
@@ -83,8 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="short-budget grid over configuration values, scored on the validation split",
         description="Run one short training per grid point and seed (a quarter of the profile's steps unless "
         "--steps), evaluate it on the profile's validation split only (eval.val_dataset, e.g. 291-val; never a "
-        "test set) and rank the points by mean validation PSNR-Y. Writes the evidence as a CSV and a line in "
-        "<report-dir>/README.md. Runs are idempotent like sweep cells: the same command resumes.",
+        "test set) and rank the points by mean validation PSNR-Y. The grid always holds the current values; a "
+        "point replaces them only when it beats them on paired seeds after Holm-Bonferroni over every point "
+        "compared with them, else they stay. Writes the evidence as a CSV and a line in <report-dir>/README.md. "
+        "Runs are idempotent like sweep cells: the same command resumes.",
     )
     parser.add_argument("--method", required=True, help="the method to tune")
     parser.add_argument("--teacher", help="teacher architecture (default: the profile's)")
@@ -92,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="values to try for one configuration key, e.g. method.weights.lsfd=0.03,0.1,0.3 "
                         "(repeatable: the grid is their product)")
-    parser.add_argument("--seeds", default="0", help="comma-separated run seeds (default: 0)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default: 0,1,2; a point is "
+                        "chosen only from 3 or more paired seeds)")
     parser.add_argument("--steps", type=int, help="training steps per run (default: a quarter of the profile's)")
     parser.add_argument("--scale", type=int, help="upscaling factor (default: the profile's)")
     parser.add_argument("--profile", choices=sorted(PROFILES), help="base configuration (default: cpu)")

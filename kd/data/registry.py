@@ -110,3 +110,13 @@ def user_folder(name: str, data_root: str | Path | None = None) -> DatasetInfo |
             location = candidate.parent if candidate.name == "HR" else candidate
             return DatasetInfo(name, (), "eval", f"images in {candidate}", None, None, location=str(location))
     return None
+
+
+def incomplete_note(dataset: str, images: int) -> str | None:
+    """A note when a dataset holds fewer images than its published (reference) version."""
+    info = resolve_dataset(dataset)
+    expected = info.image_count
+    if info.embedded or not expected or images >= expected:
+        return None
+    return (f"{dataset} holds {images} of its {expected} images: its scores are not comparable with published "
+            f"numbers (complete it with `kdbench data download {dataset}`)")

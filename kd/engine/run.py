@@ -28,15 +28,17 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 from torch import nn
 
-from kd.config import RunConfig, config_hash, dump_yaml, run_id
+from kd.config import LabelConfig, RunConfig, config_hash, dump_yaml, run_id
+from kd.devices import resolve_device
 from kd.engine.accel import plan_accel
 from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
@@ -44,7 +46,7 @@ from kd.engine.environment import environment
 from kd.engine.events import check_tensorboard
 from kd.engine.identity import run_inputs
 from kd.engine.progress import TrainingProgress, tee_to_file
-from kd.engine.services import LazyBatches, Services, resolve_device
+from kd.engine.services import LazyBatches, Services
 from kd.engine.teachers import (
     ensure_zoo_teacher,
     load_teacher_checkpoint,
@@ -201,6 +203,21 @@ def finished_summary(run_dir: Path, console: Console | None = None) -> dict[str,
         return None
 
 
+def relabel(run_dir: Path, summary: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """A finished run asked for again with another --name or --tag takes them: its labels are rewritten in its
+    summary.json and config.yaml (a label is not the configuration, so the run stays the same run)."""
+    label = asdict(config.label)
+    if label == asdict(LabelConfig()) or summary.get("label") == label:
+        return summary  # no label asked for: the run keeps its own
+    summary = {**summary, "label": label}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        atomic_write_text(path, yaml.safe_dump({**saved, "label": label}, sort_keys=False))
+    return summary
+
+
 # Files `execute_run` writes in a run folder; `--restart` and the clean-up of a failed start remove only these.
 RUN_FILES = ("summary.json", "student.pt", "metrics.jsonl", "config.yaml", "environment.json", "inputs.json",
              "checkpoints/last.pt", "checkpoints/previous.pt", "checkpoints/best.pt", "eval/per_image.csv",
@@ -259,6 +276,8 @@ def execute_run(
     run_dir = out_dir / run_id(config, inputs)
     summary = finished_summary(run_dir, console if not restart else None)
     if summary is not None and not restart:
+        if dist.is_main:
+            summary = relabel(run_dir, summary, config)
         return RunRecord(run_dir, summary, already_finished=True)
     created = not run_dir.exists()
     if dist.is_main:
@@ -398,6 +417,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         "scale": config.scale,
         "seed": config.seed,
         "profile": config.profile,
+        "label": asdict(config.label),
         "device": device,
         "world_size": dist.world_size,
         "params": _params(student),

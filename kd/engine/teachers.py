@@ -27,11 +27,12 @@ from rich.console import Console
 from torch import nn
 
 from kd.config import RunConfig
+from kd.devices import resolve_device
 from kd.engine.checkpoint import atomic_save
 from kd.engine.distributed import SINGLE, DistContext, rank_device
 from kd.engine.events import check_tensorboard
 from kd.engine.progress import TrainingProgress, tee_to_file
-from kd.engine.services import Services, resolve_device
+from kd.engine.services import Services
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
 from kd.fileio import atomic_write_text, check_plain_name, current_umask, path_component, sha256_file

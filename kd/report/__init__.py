@@ -3,6 +3,10 @@ results.csv, figures/ (PNG + SVG) and records/ (each run's summary, configuratio
 visual-comparison crops, no weights: enough to render the report again, alone or beside new runs), built in a
 temporary folder and moved into place when complete.
 
+A report reads records and never runs a network (it imports neither `kd.engine` nor `kd.evaluate`): the crops of
+its visual comparison come from the records, where `crop_maker` (`kd.crops.record_crops`, passed by
+`kdbench report` and `kd.build_report`) puts those that weights at hand can give.
+
     from kd.report import build_report
     report = build_report("runs", "reports/my-grid")
 """
@@ -27,7 +31,7 @@ import pandas as pd
 from kd.errors import KdError
 from kd.fileio import current_umask
 from kd.report.render import ReportContent, Section, summary_tables, to_html, to_markdown
-from kd.report.runs import RunSet, scan_runs
+from kd.report.runs import RunSet, scan_runs, select_runs
 from kd.report.tables import (comparison_table, finding, missing_baselines, mixed_teacher_dtypes,
                               reconstructed_methods)
 
@@ -47,6 +51,7 @@ class Report:
     runset: RunSet
     files: list[Path] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # entries of the replaced folder that kdbench did not write
+    warnings: list[str] = field(default_factory=list)  # for whoever made the report (the runs read, skipped)
 
     def console_tables(self):
         return summary_tables(self.content)
@@ -63,6 +68,11 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     if "smoke" in profiles:
         text.append("This is the smoke profile with tiny networks and a handful of steps on the embedded photos: the "
                     "numbers show that the pipeline is wired correctly, not the methods' merit.")
+    for key, counts in (("Names", _counts(run.labels["name"] for run in runs)),
+                        ("Tags", _counts(tag for run in runs for tag in run.labels["tags"]))):
+        if counts:
+            text.append(f"{key}: " + ", ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in counts)
+                        + ".")
     rebuilt = reconstructed_methods(table)
     if rebuilt:
         text.append(f"Reconstructed by kdbench, not run from published code: {'; '.join(rebuilt)}. Their results "
@@ -70,15 +80,26 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
     return text
 
 
+def _counts(labels) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    return sorted(counts.items())
+
+
 def _incomplete_datasets(runset: RunSet) -> list[str]:
     """Datasets evaluated on fewer images than their reference version (the report compares with published
     numbers)."""
-    from kd.evaluate import incomplete_note
+    from kd.data.registry import incomplete_note
 
     notes = []
     for run in runset.runs:
         for dataset, images in (run.summary.get("dataset_images") or {}).items():
-            note = incomplete_note(dataset, images) if isinstance(images, int) else None
+            try:
+                note = incomplete_note(dataset, images) if isinstance(images, int) else None
+            except KdError:  # a folder of the user's own images on another machine: no reference count
+                note = None
             if note and note not in notes:
                 notes.append(note)
     return notes
@@ -138,10 +159,17 @@ def _write_records(runset: RunSet, folder: Path) -> None:
                     shutil.copyfile(crop, target / CROPS / crop.name)
 
 
+CropMaker = Callable[["visual.VisualPlan", Path], list[str]]
+
+
 def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, *, title: str | None = None,
-                 visual_images: int = 2, force: bool = False) -> Report:
+                 visual_images: int = 2, force: bool = False, crop_maker: CropMaker | None = None,
+                 filters: list[str] | None = None) -> Report:
     """Write the report into `out_dir`: a new or empty folder, or (with `force`) an earlier kdbench report.
-    `runs_dirs`: one runs folder or several (a run id in two of them is read from the first)."""
+    `runs_dirs`: one runs folder or several (a run id in two of them is read from the first). `crop_maker(plan,
+    records_dir)` records the visual comparison's crops that weights can give (`kd.crops.record_crops`); without it
+    the figure shows the crops the records already hold. `filters`: `KEY=VALUE[,VALUE]` selections of runs
+    (`select_runs`: name=, tag=, teacher=, method=, ...)."""
     from kd.reference_data import published_results
     from kd.report import health, plots, visual
 
@@ -150,13 +178,13 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
     for folder in folders:
         check_out_dir(folder, out_dir, force)
     target = Path(os.path.abspath(out_dir))  # `sub/..` and the like name their folder (the checks refuse `.`)
-    runset = scan_runs(folders)
+    runset = select_runs(scan_runs(folders), list(filters or []))
     table = comparison_table(runset)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         fig_dir = work / "figures"
-        notes = [*runset.warnings, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
+        notes = [*runset.notes, *missing_baselines(runset), *mixed_teacher_dtypes(runset),
                  *_incomplete_datasets(runset)]
         figures: dict[str, list[str]] = {}
         stem = plots.delta_bars(table, fig_dir)
@@ -171,8 +199,13 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         if stem:
             figures["PSNR versus parameters and MACs"] = [stem]
         _write_records(runset, work / RECORDS)
-        stems, visual_notes = visual.visual_comparison(runset.runs, fig_dir, images=visual_images,
-                                                       records_dir=work / RECORDS)
+        plan, visual_notes = visual.plan_visual(runset.runs, images=visual_images) if visual_images else (None, [])
+        stems = []
+        if plan is not None:
+            warnings = crop_maker(plan, work / RECORDS) if crop_maker else []
+            stems, more = visual.visual_comparison(plan, work / RECORDS, fig_dir)
+            visual_notes += more
+            runset.warnings.extend(warnings)
         notes += visual_notes
         if stems:
             figures["Visual comparison (crop coordinates in figures/visual_spec.json)"] = stems
@@ -204,7 +237,7 @@ def build_report(runs_dirs: str | Path | list[str | Path], out_dir: str | Path, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
-    return Report(out_dir, content, runset, files, kept)
+    return Report(out_dir, content, runset, files, kept, runset.warnings)
 
 
 # The marker lists the files kdbench wrote, below this line; anything else in a report folder is someone else's.

@@ -78,11 +78,11 @@ def late_reconstruction_loss(run: Run) -> float | None:
 
 
 def fit_cost_rows(runs: list[Run]) -> list[list[str]]:
-    """One row per (method, teacher) with a no-KD run of the same student, profile, scale and seed."""
-    baselines = {(run.group, run.seed): late_reconstruction_loss(run) for run in runs if run.method == "none"}
+    """One row per (method, teacher) with a no-KD run of the same configuration and seed."""
+    baselines = {(run.configuration, run.seed): late_reconstruction_loss(run) for run in runs if run.method == "none"}
     costs: dict[tuple[str, str], list[float]] = {}
     for run in runs:
-        baseline = baselines.get((run.group, run.seed))
+        baseline = baselines.get((run.configuration, run.seed))
         own = late_reconstruction_loss(run) if run.method != "none" and baseline else None
         if own is not None:
             costs.setdefault((run.method, run.teacher or "-"), []).append(own / baseline - 1)

@@ -8,25 +8,34 @@ student keeps 1 of its teacher's 4 blocks per group, the transformer student a t
 1000-step run are not comparable with published ones; the question a miniature can answer is which published
 orderings of methods survive at this scale.
 
-    mini = build_miniature(scan_runs("runs/miniature"), DCKD)  # what `kdbench paper dckd` reads by default
+    mini = build_miniature(scan_runs(default_dirs()), DCKD)  # what `kdbench paper dckd` reads by default
     print(to_markdown(mini))
+
+Each published ordering (method A's published gain above method B's) is checked with our paired A − B differences:
+Holm–Bonferroni over the orderings with enough paired seeds (`kd.stats.holm`) gives each its interval; it "holds"
+when that interval lies above 0, is "reversed" below 0, and is "unresolved" otherwise. Beside the verdict stands
+the ratio of our mean margin to the published one: a margin that holds at a small fraction of the published one
+reproduces the ordering, not its size, and the finding counts those that hold at >= 25 % of it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
+from pathlib import Path
 
 from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
-from kd.report.stats import MIN_SEEDS_TO_RANK, PairedDelta, mean_std, paired_delta
+from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, Judged, PairedDelta, holm, mean_std, paired_delta
 
 PROFILE, SCALE, SEEDS = "cpu", 4, (0, 1, 2)
 DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's test sets
 METHODS = ("logits", "fakd", "mipkd", "dckd", "dukd")  # scratch (none) is the baseline of every gain
 LABELS = {"logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD", "dukd": "DUKD"}
 RUNS_DIR = "runs/miniature"  # apart from the ASID grid, whose report would otherwise show these students too
+COMMITTED = "reports/miniature-dckd/records"  # the miniature's runs as committed to the repository
+MIN_SHARE = 0.25  # an ordering that holds at this share of the published margin or more reproduces its size too
 MIN_TEACHER_GAP = 0.3  # dB over the scratch student: below it, a pair cannot show distillation gains
 MIN_PUBLISHED_SPLIT = 0.05  # dB: published gains closer than this are not treated as an ordering
 
@@ -70,7 +79,8 @@ class MiniatureSpec:
 
     def caption(self) -> str:
         return ("Gains in dB (method − scratch PSNR-Y). Ours: mean of paired per-seed gains ± the half-width of "
-                f"their 95 % t-interval, seeds {', '.join(map(str, SEEDS))}. Published: {self.source}. "
+                f"their 95 % t-interval, seeds {', '.join(map(str, SEEDS))} (shown, not claimed: the orderings below "
+                f"are what is tested). Published: {self.source}. "
                 f"{PAIR_NOTE}{' ' + self.note if self.note else ''}")
 
 
@@ -79,6 +89,19 @@ DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch,
                      "DUKD has no published row in this table (its DCKD* is DCKD + DUKD).")
 FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, cpu profile",
                      "FAKD (He et al., ICIP 2020)", ("fakd",), PAIRS[:1])
+
+
+def checkout_root() -> Path | None:
+    """The repository kdbench runs from, when it runs from a checkout (an installed package has none)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "reports").is_dir() else None
+
+
+def default_dirs() -> list[Path]:
+    """Where `kdbench paper fakd|dckd` looks for the miniature's runs by default: the local runs of its sweep
+    commands, and the records committed to the repository when running from a checkout."""
+    root = checkout_root()
+    return [Path(RUNS_DIR), *([root / COMMITTED] if root is not None and (root / COMMITTED).is_dir() else [])]
 
 
 @dataclass(frozen=True)
@@ -90,17 +113,23 @@ class Ordering:
     better: str
     worse: str
     published: float  # published gain(better) - gain(worse), dB
-    ours: PairedDelta  # our paired difference better - worse
+    ours: PairedDelta  # our paired difference better - worse; at Holm's level once judged
+    judged: Judged | None = None  # Holm–Bonferroni over the miniature's orderings (set by build_miniature)
 
     @property
     def verdict(self) -> str:
-        if not self.ours.can_rank:
+        if self.judged is None or not self.judged.family:
             return "too few seeds"
-        if self.ours.above_zero:
+        if self.judged.above_zero:
             return "holds"
-        if self.ours.below_zero:
+        if self.judged.below_zero:
             return "reversed"
         return "unresolved"
+
+    @property
+    def ratio(self) -> float:
+        """Our mean margin over the published one."""
+        return self.ours.mean / self.published if self.ours.n else math.nan
 
 
 @dataclass
@@ -112,6 +141,7 @@ class Miniature:
     missing: list[str] = field(default_factory=list)  # sweep commands that would fill empty cells
     spec: MiniatureSpec = DCKD
     warnings: list[str] = field(default_factory=list)
+    source: str = ""  # which folders the runs came from (kd.report.paper.collect_measured)
 
     @property
     def has_runs(self) -> bool:
@@ -136,12 +166,18 @@ class Miniature:
         if counts["too few seeds"] == len(self.orderings):
             return (f"No published ordering of methods is ranked yet ({len(self.orderings)} to check, pairs x "
                     f"datasets): at most {seed_count} so far, {MIN_SEEDS_TO_RANK} needed{caveat}.")
-        text = (f"Of {len(self.orderings)} published orderings of methods (pairs x datasets), the miniature "
-                f"reproduces {counts['holds']} with a paired 95 % interval excluding 0, reverses "
-                f"{counts['reversed']} and leaves {counts['unresolved']} unresolved, at up to {seed_count}")
+        family = max(o.judged.family for o in self.orderings if o.judged)
+        sized = self.holds_at_share()
+        text = (f"Of {len(self.orderings)} published orderings of methods (pairs x datasets), after Holm–Bonferroni "
+                f"over {family} (familywise {100 * FAMILYWISE_ALPHA:g} %) the miniature reproduces {counts['holds']} "
+                f"({sized} at {MIN_SHARE:.0%} or more of the published margin), reverses {counts['reversed']} and "
+                f"leaves {counts['unresolved']} unresolved, at up to {seed_count}")
         if counts["too few seeds"]:
             text += f"; it cannot rank {counts['too few seeds']} more yet (fewer than {MIN_SEEDS_TO_RANK} paired seeds)"
         return text + caveat + "."
+
+    def holds_at_share(self, share: float = MIN_SHARE) -> int:
+        return sum(o.verdict == "holds" and o.ratio >= share for o in self.orderings)
 
 
 def _published_gain(gain: float | None) -> str:
@@ -207,6 +243,8 @@ def build_miniature(runset: RunSet | None, spec: MiniatureSpec = DCKD) -> Miniat
             if teacher is not None and math.isfinite(scratch_mean):
                 mini.teacher_gap[(pair.name, dataset)] = float(teacher) - scratch_mean
             mini.orderings += _orderings(pair.name, dataset, published, scores)
+    judged = holm([o.ours for o in mini.orderings])
+    mini.orderings = [replace(o, ours=j.delta, judged=j) for o, j in zip(mini.orderings, judged)]
     return mini
 
 
@@ -253,19 +291,24 @@ def rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-ORDERINGS_CAPTION = ("Published orderings (gain of the first method above the second; Paper: the published margin), "
-                     "checked with paired seeds")
+def orderings_caption(mini: Miniature) -> str:
+    family = max((o.judged.family for o in mini.orderings if o.judged), default=0)
+    return ("Published orderings: the first method's published gain over scratch above the second's by Paper (dB); "
+            "Ours: our paired margin over the seeds ± the half-width of its t-interval at the level Holm–Bonferroni "
+            "tested it at "
+            f"(m = {family} orderings with {MIN_SEEDS_TO_RANK}+ paired seeds, familywise "
+            f"{100 * FAMILYWISE_ALPHA:g} %: 1 − {FAMILYWISE_ALPHA:g}/(m − k + 1) for the k-th smallest p-value; "
+            f"fewer seeds: a plain {100 * CONFIDENCE:g} % interval). Holds: interval above 0; reversed: below 0. "
+            f"Ratio: our margin / the published one; {mini.holds_at_share()} of the orderings that hold do so at "
+            f"{MIN_SHARE:.0%} or more of the published margin.")
 
 
 def ordering_rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
-    """One row per published ordering: its published margin, our paired margin with its interval, the verdict."""
-    def ours(delta: PairedDelta) -> str:
-        interval = f" [{delta.low:+.3f}, {delta.high:+.3f}]" if delta.has_interval else f" (n={delta.n})"
-        return f"{delta.mean:+.3f}{interval}"
-
-    header = ["Pair", "Data", "Ordering", "Paper", "Ours [95% CI]", "Verdict"]  # short names: 80 columns
-    body = [[o.pair, o.dataset, f"{LABELS[o.better]} > {LABELS[o.worse]}", f"+{o.published:.2f}", ours(o.ours),
-             o.verdict] for o in mini.orderings]
+    """One row per published ordering: its published margin, our paired margin with its interval, the ratio of
+    the two and the verdict."""
+    header = ["Pair", "Data", "Ordering", "Paper", "Ours ±", "Ratio", "Verdict"]  # short names: 80 columns
+    body = [[o.pair, o.dataset, f"{LABELS[o.better]} > {LABELS[o.worse]}", f"+{o.published:.2f}", _gain(o.ours),
+             f"{o.ratio:.2f}" if math.isfinite(o.ratio) else "–", o.verdict] for o in mini.orderings]
     return header, body
 
 
@@ -277,8 +320,9 @@ def notes(mini: Miniature) -> list[str]:
 
 
 def to_markdown(mini: Miniature) -> str:
-    lines = [f"## {mini.spec.title}", "", mini.finding(), "", mini.spec.caption(), "", *markdown_table(*rows(mini))]
+    lines = [f"## {mini.spec.title}", "", mini.finding(), ""] + ([mini.source, ""] if mini.source else [])
+    lines += [mini.spec.caption(), "", *markdown_table(*rows(mini))]
     if mini.orderings:
-        lines += ["", f"{ORDERINGS_CAPTION} (dB):", "", *markdown_table(*ordering_rows(mini))]
-    lines += [""] + [f"Note: {note}" for note in notes(mini)]
+        lines += ["", orderings_caption(mini), "", *markdown_table(*ordering_rows(mini))]
+    lines += [""] + [f"- Note: {note}" for note in notes(mini)]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import pandas as pd
 from kd.errors import KdError, unknown_choice
 from kd.output import markdown_table
 from kd.reference_data import canonical_dataset, published_results
-from kd.report.miniature import DCKD, FAKD, RUNS_DIR, Miniature, build_miniature
+from kd.report.miniature import DCKD, FAKD, Miniature, build_miniature, checkout_root, default_dirs
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet, scan_runs
 
@@ -84,6 +84,7 @@ class Measured:
     models: pd.DataFrame
     students: pd.DataFrame
     miniature: RunSet | None = None  # finished runs of the miniature pairs (kd/report/miniature.py), with seeds
+    miniature_source: str = ""  # where they were read from, for the reader
 
     def model(self, arch: str, preset: str | None, scale: int, dataset: str) -> Score | None:
         rows = self.models[(self.models["arch"] == arch) & (self.models["scale"] == scale)
@@ -136,10 +137,20 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
                          "ssim": table["ssim_y"]})
 
 
+def _shown(folder: Path) -> str:
+    """A folder as the reader can find it: relative to the working folder, or to the repository, where it is in."""
+    resolved = folder.resolve()
+    for base, prefix in ((Path.cwd(), ""), (checkout_root(), "the repository's ")):
+        if base is not None and resolved.is_relative_to(base):
+            return prefix + str(resolved.relative_to(base))
+    return str(folder)
+
+
 def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
-                     miniature_dirs: Sequence[Path] = ()) -> tuple[Measured, list[str]]:
-    """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dirs` (a
-    local runs folder beside the records of a committed report; the folders that do not exist are skipped)."""
+                     miniature_dirs: Sequence[Path] | None = None) -> tuple[Measured, list[str]]:
+    """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dirs`
+    (default `miniature.default_dirs()`: the local runs of its sweeps and the records committed to the repository;
+    the folders that do not exist are skipped). A note says which folders the miniature came from."""
     notes: list[str] = []
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
     students = []
@@ -149,7 +160,7 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
         except KdError:  # no finished run there: the table's own note says which cells stay empty and why
             runset = None
         if runset is not None:
-            notes += runset.warnings
+            notes += [*runset.notes, *runset.warnings]
             for run in runset.runs:
                 info = run.teacher_info
                 for dataset, scores in run.summary["datasets"].items():
@@ -170,14 +181,20 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
         frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
     miniature = None
-    existing = [Path(d) for d in miniature_dirs if Path(d).is_dir()]
+    folders = default_dirs() if miniature_dirs is None else [Path(d) for d in miniature_dirs]
+    existing = [folder for folder in folders if folder.is_dir()]
     if existing:
         try:
             miniature = scan_runs(existing)
-            notes += [f"miniature runs: {warning}" for warning in miniature.warnings]
         except KdError as exc:  # nothing finished there yet: the miniature says which sweeps fill it
             notes.append(str(exc))
-    return Measured(model_frame, student_frame, miniature), notes
+    source = ""
+    if miniature is not None:
+        notes += [f"miniature runs: {note}" for note in [*miniature.notes, *miniature.warnings]]
+        counts = {folder: sum(run.run_dir.parent == folder for run in miniature.runs) for folder in existing}
+        source = ("Runs: " + "; ".join(f"{count} finished in {_shown(folder)}" for folder, count in counts.items())
+                  + (" (the default folders: --miniature-runs names others)." if miniature_dirs is None else "."))
+    return Measured(model_frame, student_frame, miniature, source), notes
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -275,7 +292,8 @@ def _fakd(measured: Measured) -> PaperTable:
     table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
                        ["Dataset", "Scale"], list(columns.values()), cells)
     students = [c for c in cells if c.column != columns[("teacher", "none")]]
-    return _with_miniature(table, students, FAKD_PROFILE, lambda: build_miniature(measured.miniature, FAKD))
+    return _with_miniature(table, students, FAKD_PROFILE, lambda: build_miniature(measured.miniature, FAKD),
+                           measured.miniature_source)
 
 
 DCKD_METHODS = {"none": "Scratch", "logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD",
@@ -306,18 +324,20 @@ def _dckd(measured: Measured) -> PaperTable:
     table = PaperTable("dckd", "DCKD (AAAI 2025) Table 2: methods x datasets x scales (students SwinIR-60, "
                        "RCAN 10x6)", ["Scale", "Method"], columns, cells)
     students = [c for c in cells if c.row[1] != "Teacher"]
-    return _with_miniature(table, students, DCKD_PROFILE, lambda: build_miniature(measured.miniature, DCKD))
+    return _with_miniature(table, students, DCKD_PROFILE, lambda: build_miniature(measured.miniature, DCKD),
+                           measured.miniature_source)
 
 
 def _with_miniature(table: PaperTable, student_cells: list[Cell], profile: str,
-                    miniature: Callable[[], Miniature]) -> PaperTable:
+                    miniature: Callable[[], Miniature], source: str) -> PaperTable:
     """Student cells come only from runs of the table's paper profile (days of GPU training per cell); without any,
     the miniature of the table (kd/report/miniature.py) stands in."""
     if not any(cell.ours for cell in student_cells):
         table.miniature = miniature()
+        table.miniature.source = source
         table.notes.append(f"no student run of the {profile} profile was found, so the student cells are empty; the "
                            "miniature of this table (the same pair shapes at the cpu budget, paired seeds 0, 1, 2) "
-                           "follows.")
+                           "stands in for them, shown first.")
     return table
 
 
@@ -355,13 +375,14 @@ PAPER_TABLES: dict[str, Callable[[Measured], PaperTable]] = {
 
 
 def paper_table(name: str, *, runs_dir: str | Path | None = None, eval_csvs: list[Path] | None = None,
-                miniature_dir: str | Path | None = RUNS_DIR, measured: Measured | None = None) -> PaperTable:
+                miniature_dirs: Sequence[str | Path] | None = None, measured: Measured | None = None) -> PaperTable:
+    """`miniature_dirs`: the folders of the miniature's runs (default: `miniature.default_dirs()`)."""
     if name not in PAPER_TABLES:
         raise unknown_choice("paper table", name, PAPER_TABLES)
     notes: list[str] = []
     if measured is None:
         measured, notes = collect_measured(Path(runs_dir) if runs_dir else None, list(eval_csvs or []),
-                                           [Path(miniature_dir)] if miniature_dir else [])
+                                           None if miniature_dirs is None else [Path(d) for d in miniature_dirs])
     table = PAPER_TABLES[name](measured)
     table.notes = notes + table.notes
     return table
@@ -408,18 +429,62 @@ def grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def compact_grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
+    """The terminal's layout: one cell per published column, "published → ours (Δ)" in PSNR (dB), so that ours
+    always stands beside the published value however the table folds."""
+    notes = footnotes(table)
+    rows: dict[tuple[str, ...], dict[str, Cell]] = {}
+    for cell in table.cells:
+        rows.setdefault(cell.row, {})[cell.column] = cell
+    columns = [c for c in table.columns if any(c in r for r in rows.values())]
+    extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
+    header = [*table.row_names, *extra_names, *columns, "Evidence"]
+    body = []
+    for key, by_column in rows.items():
+        line = [*key, *(table.extra.get(key, {}).get(name, "") for name in extra_names)]
+        for column in columns:
+            cell = by_column.get(column)
+            if cell is None:
+                line.append("")
+                continue
+            published = f"{cell.published.psnr:.2f}" if cell.published else "–"
+            if cell.ours:
+                ours = f"{cell.ours.psnr:.2f}" + (f" ({cell.delta:+.2f})" if cell.delta is not None else "")
+            else:
+                ours = "–" + (f"[{notes[cell.command]}]" if cell.command else "")
+            line.append(f"{published} → {ours}")
+        line.append("; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence)))
+        body.append(line)
+    return header, body
+
+
+def footnote_lines(table: PaperTable, width: int | None = None) -> list[str]:
+    """"[n] command" per footnote; with `width`, wrapped at spaces (a long word stays whole) under a hanging
+    indent."""
+    import textwrap
+
+    lines = []
+    for command, number in footnotes(table).items():
+        text = f"[{number}] {command}"
+        lines += textwrap.wrap(text, width, subsequent_indent="    ", break_long_words=False,
+                               break_on_hyphens=False) if width else [text]
+    return lines
+
+
 def to_text(table: PaperTable, fmt: str = "markdown") -> str:
+    """Markdown (the miniature and its orderings first while it stands in, then the published table) or CSV."""
     if fmt not in FORMATS:
         raise unknown_choice("format", fmt, FORMATS)
     if fmt == "csv":
         return to_csv(table)
     header, body = grid(table)
-    lines = [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", "",
-             *markdown_table(header, body)]
-    lines += [""] + [f"[{n}] {command}" for command, n in footnotes(table).items()]
-    lines += [f"Note: {note}" for note in table.notes]
+    lines = []
     if table.miniature is not None:
-        lines += ["", miniature_markdown(table.miniature).rstrip("\n")]
+        lines += [miniature_markdown(table.miniature).rstrip("\n"), ""]
+    lines += [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", "",
+              *markdown_table(header, body)]
+    lines += [""] + [f"- {line}" for line in footnote_lines(table)]
+    lines += [""] + [f"- Note: {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -437,30 +502,3 @@ def to_csv(table: PaperTable) -> str:
     buffer = io.StringIO()
     pd.DataFrame(records).to_csv(buffer, index=False)
     return buffer.getvalue()
-
-
-def bicubic_on_the_fly(data_root: str | Path | None, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Bicubic PSNR/SSIM on every paper dataset whose files are present (model rows for `Measured`)."""
-    from kd.data.files import dataset_files
-    from kd.evaluate import evaluate
-    from kd.models import create
-
-    present, notes = [], []
-    for dataset in PAPER_DATASETS:
-        try:
-            dataset_files(dataset, data_root, purpose="eval")
-            present.append(dataset)
-        except Exception:  # absent or unknown here: that column keeps its dash and command
-            notes.append(f"bicubic not computed on {dataset}: its files are not under the data root")
-    frames = []
-    for scale in (2, 3, 4):
-        if present:
-            result = evaluate(create("bicubic", scale), present, scale, data_root=data_root, with_lpips=False,
-                              progress=progress, model_name="bicubic")
-            frames.append(result.per_dataset)
-    if not frames:
-        return pd.DataFrame(columns=["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]), notes
-    table = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({"arch": "bicubic", "preset": None, "scale": table["scale"].astype(int),
-                         "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
-                         "ssim": table["ssim_y"]}), notes

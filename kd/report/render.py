@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 from kd.output import TextTable, markdown_table
-from kd.report.stats import MIN_SEEDS_TO_RANK
 from kd.report.tables import BASELINE, TEACHER_ROW
+from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK
 
-HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [95% CI]", "Gap recovered"]
+HEADERS = ["Method", "Dataset", "Seeds", "PSNR-Y (dB)", "SSIM-Y", "LPIPS", "Δ PSNR vs no-KD [interval]",
+           "Holm p", "Gap recovered"]
 
 
 @dataclass
@@ -59,6 +60,13 @@ def fmt_delta(row) -> str:
     return f"{text} [n/a: 1 seed]"
 
 
+def fmt_holm(row) -> str:
+    if row["method"] in (BASELINE, TEACHER_ROW) or not _finite(row["delta_p_holm"]):
+        return ""
+    p = row["delta_p_holm"]
+    return ("<0.001" if p < 0.001 else f"{p:.3f}") + (" ✓" if row["claimed"] else "")
+
+
 def fmt_gap(row) -> str:
     if row["method"] in (BASELINE, TEACHER_ROW):
         return ""
@@ -69,21 +77,36 @@ def row_cells(row) -> list[str]:
     method = row["method"] + (" ★" if row["best"] else "")
     return [method, row["dataset"], str(int(row["seeds"])) if _finite(row["seeds"]) else "",
             fmt_mean_std(row["psnr_mean"], row["psnr_std"], 2), fmt_mean_std(row["ssim_mean"], row["ssim_std"], 4),
-            fmt_mean_std(row["lpips_mean"], row["lpips_std"], 4), fmt_delta(row), fmt_gap(row)]
+            fmt_mean_std(row["lpips_mean"], row["lpips_std"], 4), fmt_delta(row), fmt_holm(row), fmt_gap(row)]
 
 
 def table_sections(table: pd.DataFrame):
-    """(heading, rows) per profile / student / scale / teacher."""
-    for (profile, student, scale, teacher), part in table.groupby(["profile", "student", "scale", "teacher"],
-                                                                   sort=False):
-        heading = f"Student {student}, x{scale}, teacher {teacher} ({profile} profile)"
+    """(heading, rows) per configuration and teacher."""
+    for (configuration, teacher), part in table.groupby(["configuration", "teacher"], sort=False):
+        heading = f"{configuration}: " + ("no teacher" if teacher == "-" else f"teacher {teacher}")
         yield heading, [row_cells(row) for _, row in part.iterrows()]
 
 
-CAPTION = ("PSNR/SSIM on Y (BT.601), crop = scale; mean ± std over seeds. Δ: mean of per-seed differences to the "
-           "no-KD student (paired by seed) with a 95% t-interval. Gap recovered: (KD − no-KD) / (teacher − no-KD). "
-           "★ = best KD method for that teacher and dataset among those whose 95% interval of Δ lies above 0 "
-           f"(only from {MIN_SEEDS_TO_RANK} or more paired seeds).")
+def caption(table: pd.DataFrame) -> str:
+    family = int(table["family"].max()) if table["family"].notna().any() else 0
+    alpha = f"{FAMILYWISE_ALPHA:g}"
+    if family:
+        intervals = (f"Holm–Bonferroni over the report's m = {family} comparisons with {MIN_SEEDS_TO_RANK}+ paired "
+                     f"seeds (familywise {100 * FAMILYWISE_ALPHA:g} %): each interval is the paired t-interval at the "
+                     f"level Holm tested that comparison at, 1 − {alpha}/(m − k + 1) for the k-th smallest p-value "
+                     "(for a comparison Holm did not reject, the level of the step where it stopped), so an interval "
+                     "excludes 0 exactly when Holm claims the difference. Holm p: the Holm-adjusted p-value of the "
+                     f"paired t-test; ✓ claimed. Rows with fewer paired seeds show a plain {100 * CONFIDENCE:g} % interval "
+                     "and claim nothing.")
+    else:
+        intervals = (f"Intervals: paired {100 * CONFIDENCE:g} % t-intervals; with fewer than {MIN_SEEDS_TO_RANK} "
+                     "paired seeds nothing is claimed.")
+    return ("PSNR/SSIM on Y (BT.601), crop = scale; mean ± std over seeds. Runs are compared only within one "
+            "configuration (data, profile, budget, scale, student and recipe: each heading). Δ: mean of per-seed "
+            f"differences to the no-KD student of the same configuration (paired by seed). {intervals} Gap "
+            "recovered: (KD − no-KD) / (teacher − no-KD). ★ = best KD method for that teacher and dataset among "
+            "those claimed above no-KD.")
+
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}
@@ -116,7 +139,7 @@ def to_html(content: ReportContent, figure_dir: Path | None = None) -> str:
         parts.append(f"<p class='finding'>{esc(content.finding)}</p>")
     parts += [f"<p>{esc(text)}</p>" for text in content.intro]
     parts.append("<h2>Results</h2>")
-    parts.append(f"<p class='note'>{esc(CAPTION)}</p>")
+    parts.append(f"<p class='note'>{esc(caption(content.table))}</p>")
     for heading, rows in table_sections(content.table):
         parts.append(f"<h3>{esc(heading)}</h3>")
         parts += _html_table(HEADERS, rows, "results")
@@ -143,7 +166,7 @@ def to_markdown(content: ReportContent) -> str:
         lines += [f"**{content.finding}**", ""]
     for text in content.intro:
         lines += [text, ""]
-    lines += ["## Results", "", f"_{CAPTION}_", ""]
+    lines += ["## Results", "", f"_{caption(content.table)}_", ""]
     for heading, rows in table_sections(content.table):
         lines += [f"### {heading}", "", *markdown_table(HEADERS, rows, 2), ""]
     for section in content.sections:
@@ -164,8 +187,8 @@ def to_markdown(content: ReportContent) -> str:
 def summary_tables(content: ReportContent) -> list[TextTable]:
     tables = []
     for heading, rows in table_sections(content.table):
-        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; ★ best KD method whose 95% interval of "
-                          f"Δ lies above 0 ({MIN_SEEDS_TO_RANK}+ seeds)", key=2)
+        table = TextTable(title=heading, caption="PSNR/SSIM on Y, crop = scale; Δ interval at Holm's level (see "
+                          "report.md); ✓ claimed after Holm–Bonferroni; ★ best claimed KD method", key=2)
         for i, name in enumerate(HEADERS):
             table.add_column(name, justify="left" if i < 2 else "right")
         for cells in rows:

@@ -14,13 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
+from kd.config import NON_RESULT_KEYS
 from kd.errors import KdError
 from kd.fileio import read_json_lines
 from kd.results.store import read_summary
 
 TIDY_COLUMNS = ["run_id", "run_dir", "student", "teacher", "method", "profile", "seed", "scale", "dataset", "metric",
                 "value", "params", "macs", "train_seconds", "steps", "commit", "finished"]
+# What a comparison varies (the method and its teacher), pairs on (the seed) or ignores (labels, and what changes how a
+# run executes but not its result); the rest of a run's configuration is its setting, which a comparison holds fixed.
+VARIED_KEYS = ("method", "teacher", "seed", "accel.teacher_dtype", "accel.channels_last", "accel.compile",
+               *NON_RESULT_KEYS)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _varied(key: str) -> bool:
+    return any(key == varied or key.startswith(f"{varied}.") for varied in VARIED_KEYS)
 
 
 @dataclass
@@ -30,6 +50,7 @@ class Run:
     run_dir: Path
     summary: dict[str, Any]
     _records: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    _setting: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -65,9 +86,44 @@ class Run:
         return f"{info['arch']} ({info.get('preset') or '?'})" if info.get("arch") else None
 
     @property
-    def group(self) -> tuple[str, str, int]:
-        """Runs comparable with each other: same profile, student and scale."""
-        return (self.profile, self.student, self.scale)
+    def labels(self) -> dict[str, Any]:
+        """The run's name and tags (`kdbench run --name/--tag`): labels, never part of its configuration."""
+        label = self.summary.get("label") or {}
+        return {"name": label.get("name"), "tags": list(label.get("tags") or [])}
+
+    @property
+    def setting(self) -> dict[str, str]:
+        """Everything a comparison holds fixed (data, profile, budget, scale, student, recipe), flattened to
+        `train.steps: "1000"`: from the run's config.yaml, or from its summary where a record has none."""
+        if self._setting is None:
+            config = self._config()
+            if config is None:
+                s = self.summary
+                config = {"profile": self.profile, "scale": self.scale, "student": {"arch": s["student"],
+                          "preset": s.get("student_preset")}, "train": {"steps": s.get("steps")}}
+            self._setting = {key: json.dumps(value, sort_keys=True) for key, value in _flatten(config).items()
+                             if not _varied(key)}
+        return self._setting
+
+    @property
+    def configuration(self) -> str:
+        """Runs comparable with each other share it: the same setting (`setting`)."""
+        return json.dumps(self.setting, sort_keys=True)
+
+    def _config(self) -> dict[str, Any] | None:
+        path = self.run_dir / "config.yaml"
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            return None
+        if not isinstance(config, dict):
+            return None
+        try:  # keys a later kdbench added read as their defaults, so older records still pair with newer runs
+            from kd.config import from_dict, to_dict
+
+            return to_dict(from_dict(config, str(path)))
+        except (KdError, TypeError, ValueError):
+            return config
 
     def score(self, dataset: str, metric: str) -> float:
         value = (self.summary["datasets"].get(dataset) or {}).get(metric)
@@ -85,8 +141,9 @@ class Run:
 class RunSet:
     runs: list[Run]
     tidy: pd.DataFrame
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for whoever reads the runs (folders, what to run again)
     unfinished: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the report's reader: runs left out of it, and why
 
 
 def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
@@ -94,7 +151,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     keeps); a run id found twice is taken from the first folder given. Raises `KdError` saying what is missing when
     there is none."""
     folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
-    runs, warnings, unfinished, seen = [], [], [], {}
+    runs, warnings, notes, unfinished, seen = [], [], [], [], {}
     duplicates: dict[tuple[Path, Path], list[str]] = {}
     for runs_dir in folders:
         if not runs_dir.is_dir():
@@ -108,7 +165,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
             try:
                 run = Run(run_dir, read_summary(run_dir / "summary.json"))
             except (OSError, ValueError, TypeError, KeyError) as exc:
-                warnings.append(f"skipped run '{run_dir.name}': unreadable summary.json ({exc})")
+                notes.append(f"run {run_dir.name} is left out: its summary.json could not be read ({exc})")
                 continue
             if run.run_id in seen:
                 duplicates.setdefault((seen[run.run_id], runs_dir), []).append(run.run_id)
@@ -120,14 +177,14 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     unfinished = [name for name in unfinished if name not in seen]
     where = " and ".join(f"'{p}'" for p in folders)
     if unfinished:
-        warnings.append(f"{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(unfinished)}; "
-                        "run the same kdbench run command again to finish them.")
+        notes.append(f"{len(unfinished)} unfinished run(s) are left out: {', '.join(unfinished)}")
+        warnings.append("run the same kdbench run command again to finish the unfinished runs")
     if not runs:
         what = (f"only unfinished runs ({', '.join(unfinished)}): finish them by running the same "
                 "kdbench run command again" if unfinished else "no run folders with a summary.json")
         raise KdError(f"runs directory {where} holds {what}. A report needs finished runs "
                       "(runs/<run-id>/summary.json), at least a no-KD run (--method none) and one KD method.")
-    return RunSet(runs, tidy_frame(folders, runs, warnings), warnings, unfinished)
+    return RunSet(runs, tidy_frame(folders, runs, warnings), warnings, unfinished, notes)
 
 
 def tidy_frame(runs_dirs: list[Path], runs: list[Run], warnings: list[str]) -> pd.DataFrame:
@@ -160,3 +217,42 @@ def tidy_from_summaries(runs: list[Run]) -> pd.DataFrame:
                 rows.append({**base, "dataset": dataset, "metric": metric,
                              "value": math.nan if value is None else float(value)})
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
+
+
+def differences(runs: Sequence[Run], *, varied: bool = False) -> list[str]:
+    """The configuration keys whose values differ between `runs` (`varied`: also the method's and the teacher's
+    keys, seed, labels and execution keys excepted), as `key` names in config order."""
+    flats = []
+    for run in runs:
+        config = run._config()
+        flat = _flatten(config) if config is not None else dict(run.setting)
+        flats.append({k: json.dumps(v, sort_keys=True) for k, v in flat.items()
+                      if not _varied(k) or (varied and k.split(".")[0] in ("method", "teacher"))})
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    return [k for k in keys if len({flat.get(k) for flat in flats}) > 1]
+
+
+def select_runs(runset: RunSet, filters: list[str]) -> RunSet:
+    """The runs matching every `--filter KEY=VALUE` (as in `kdbench results`: run_id, name, tag, student, teacher,
+    method, profile, seed, scale, steps), with the no-KD runs that pair with the kept KD runs (same configuration
+    and seed): a report needs them for every Δ. Other no-KD runs are left out, unless only no-KD runs were asked
+    for."""
+    if not filters:
+        return runset
+    from kd.results.filters import filter_runs
+
+    frame = pd.DataFrame([{"run_id": run.run_id, "name": run.labels["name"], "tags": ",".join(run.labels["tags"]),
+                           "student": run.summary["student"], "teacher": run.teacher_info.get("arch") or "none",
+                           "method": run.method, "profile": run.profile, "seed": run.seed, "scale": run.scale,
+                           "steps": run.summary.get("steps")} for run in runset.runs])
+    kept_ids = set(filter_runs(frame, filters)["run_id"])
+    kept = [run for run in runset.runs if run.run_id in kept_ids]
+    paired = {(run.configuration, run.seed) for run in kept if run.method != "none"}
+    if paired:
+        kept = [run for run in runset.runs if (run.method != "none" and run.run_id in kept_ids)
+                or (run.method == "none" and (run.configuration, run.seed) in paired)]
+    tidy = runset.tidy[runset.tidy["run_id"].isin({run.run_id for run in kept})].reset_index(drop=True)
+    left_out = len(runset.runs) - len(kept)
+    notes = [*runset.notes, f"--filter {' '.join(filters)}: {len(kept)} of {len(runset.runs)} runs are reported"
+             + (f" ({left_out} left out)" if left_out else "")]
+    return RunSet(kept, tidy, runset.warnings, runset.unfinished, notes)

@@ -1,19 +1,18 @@
 """Visual comparison crops: HR, bicubic, no-KD student, each KD method, teacher, on a few evaluation images.
 
-Each network runs on an LR window around the crop (with a margin, so the crop is unaffected by the window's edges)
-rather than on the whole image. The crop coordinates, the weights used and the metric convention are written to
-`visual_spec.json` beside the figures so the figure can be rebuilt.
-
-A report's records keep no weights, so each student crop computed from weights is also kept in the run's record
-(`visual_crops/`): a report rebuilt on another machine, after the weights are gone, still shows every run that was
-once reported where it was trained.
+The report runs no network: HR and bicubic come from the evaluation images (kd.data), and every network's crop
+from the run's record (`visual_crops/`). `kd.crops.record_crops` puts them there from the weights it finds (each
+student's `student.pt`, the teacher's zoo entry or checkpoint); `kdbench report` and `kd.build_report` call it
+before the figure is drawn, so a run reported once where it was trained keeps its crops in its record after its
+weights are gone. The crop coordinates and the metric convention are written to `visual_spec.json` beside the
+figures.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from kd.report.runs import Run
 from kd.report.tables import BASELINE
 
 MARGIN_LR = 8  # LR pixels of context around the crop; more than the receptive-field growth that matters here
+TEACHER_PREFIX = "teacher_"  # a KD run's record keeps its teacher's crops under this prefix
 
 
 @dataclass(frozen=True)
@@ -60,39 +60,21 @@ def choose_crop(hr: torch.Tensor, scale: int, size: int) -> Crop:
     return Crop(best_at[0], best_at[1], size)
 
 
-def sr_crop(model: torch.nn.Module, lr: torch.Tensor, scale: int, crop: Crop) -> torch.Tensor:
-    """uint8 (3, size, size) of model(lr) at `crop`, computed on an LR window with a margin."""
+def sr_crop(model: Any, lr: torch.Tensor, scale: int, crop: Crop) -> torch.Tensor:
+    """uint8 (3, size, size) of model(lr) at `crop`, computed on an LR window with a margin; `model` is any callable
+    from a (1, 3, h, w) batch in [0, 1] to its upscaled batch."""
     from kd.metrics import quantize
 
     lr_top, lr_left, lr_size = crop.top // scale, crop.left // scale, crop.size // scale
     top0, left0 = max(0, lr_top - MARGIN_LR), max(0, lr_left - MARGIN_LR)
     bottom, right = min(lr.shape[-2], lr_top + lr_size + MARGIN_LR), min(lr.shape[-1], lr_left + lr_size + MARGIN_LR)
     window = lr[:, top0:bottom, left0:right].float().div(255.0).unsqueeze(0)
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     with torch.inference_mode():
         sr = model(window)[0]
     y, x = (lr_top - top0) * scale, (lr_left - left0) * scale
     return quantize(sr[:, y : y + crop.size, x : x + crop.size]).cpu()
-
-
-def _build(arch: str, scale: int, preset: str | None, weights: Path | None) -> torch.nn.Module:
-    from kd.models import create, load_official
-
-    model = create(arch, scale, preset)
-    if weights is not None:
-        load_official(model, weights)
-    return model
-
-
-def teacher_weights(run: Run) -> Path | None:
-    info = run.teacher_info
-    if info.get("source") == "checkpoint" and info.get("path"):
-        return Path(info["path"])
-    if info.get("source") == "zoo" and info.get("key"):
-        from kd.engine.teachers import zoo_root
-
-        return zoo_root() / info["key"] / "teacher.pt"
-    return None
 
 
 def _data_root(run: Run) -> Any:
@@ -103,16 +85,30 @@ def _data_root(run: Run) -> Any:
         return None
 
 
-def _has_weights(run: Run) -> bool:
+def has_weights(run: Run) -> bool:
     return (run.run_dir / "student.pt").is_file()
 
 
 @dataclass(frozen=True)
 class View:
     """One evaluation image and the crop shown of it."""
-    pair: Any  # kd.data.benchmark.EvalPair
+    pair: Any  # kd.data.benchmark.EvalImage
     crop: Crop
     crop_file: str  # name of this view's crop in a record's visual_crops/
+
+
+@dataclass
+class VisualPlan:
+    """What the figure shows: one configuration's runs on the first images of its first dataset."""
+
+    dataset: str
+    scale: int
+    views: list[View]
+    seed: int | None  # the seed the panels come from wherever they can
+    shown: dict[str, Run]  # panel label -> run, in panel order
+    group: list[Run]  # every run of the configuration (those with weights leave their crops in their records)
+    teacher: str | None
+    teacher_runs: list[Run] = field(default_factory=list)  # the shown KD runs, whose records keep the teacher's crops
 
 
 def _views(pairs: list[Any], dataset: str, scale: int, crop_size: int) -> list[View]:
@@ -129,98 +125,88 @@ def _has_crops(run: Run, views: list[View]) -> bool:
 
 
 def _shown_seed(runs: list[Run], views: list[View]) -> int | None:
-    """The seed most of the group's runs can still be shown for (weights, or crops recorded by an earlier report),
-    lowest first on a tie, so that the panels of one figure come from one seed wherever they can."""
-    seeds = [r.seed for r in runs if _has_weights(r) or _has_crops(r, views)]
+    """The seed most of the group's runs can be shown for (weights, or crops in their records), lowest first on a
+    tie, so that the panels of one figure come from one seed wherever they can."""
+    seeds = [r.seed for r in runs if has_weights(r) or _has_crops(r, views)]
     return min(set(seeds), key=lambda seed: (-seeds.count(seed), seed)) if seeds else None
 
 
 def _pick(runs: list[Run], views: list[View], seed: int | None = None) -> Run:
     """The figure's seed when it can be shown, else the lowest seed that can, else the lowest seed."""
-    return min(runs, key=lambda r: (not (_has_weights(r) or _has_crops(r, views)), r.seed != seed, r.seed))
+    return min(runs, key=lambda r: (not (has_weights(r) or _has_crops(r, views)), r.seed != seed, r.seed))
 
 
-def _student_crops(run: Run, views: list[View], scale: int, records_dir: Path | None) -> tuple[list[torch.Tensor], str]:
-    """The run's SR crops and where they came from: computed from its weights (and then kept in its record under
-    `records_dir`), else read from the crops an earlier report recorded. Raises FileNotFoundError with neither."""
-    from kd.data.io import read_image, write_png
-
-    weights = run.run_dir / "student.pt"
-    if weights.is_file():
-        model = _build(run.summary["student"], scale, run.summary.get("student_preset"), weights)
-        crops = [sr_crop(model, view.pair.lr, scale, view.crop) for view in views]
-        if records_dir is not None:
-            for view, image in zip(views, crops):
-                write_png(records_dir / run.run_id / CROPS / view.crop_file, image)
-        return crops, str(weights)
-    if _has_crops(run, views):
-        return [read_image(run.run_dir / CROPS / view.crop_file) for view in views], str(run.run_dir / CROPS)
-    raise FileNotFoundError(f"weights not found and no crops recorded: {weights}")
-
-
-def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_size: int = 64,
-                      records_dir: Path | None = None) -> tuple[list[str], list[str]]:
-    """Figures for the first comparable group of runs. Returns (figure stems, notes); failures become notes.
-    `records_dir`: the report's records folder, where the crops of every run of the group that has weights are kept.
-    """
+def plan_visual(runs: list[Run], *, images: int = 2, crop_size: int = 64) -> tuple[VisualPlan | None, list[str]]:
+    """The figure's plan for the configuration of the first no-KD run that can be shown; (None, notes) when its
+    evaluation images cannot be read here."""
     from kd.data.benchmark import load_eval_images
-    from kd.metrics import psnr_y, ssim_y
 
-    notes: list[str] = []
     baseline = [r for r in runs if r.method == BASELINE]
-    anchor = min(baseline or runs, key=lambda r: (not _has_weights(r), r.seed))
-    group = [r for r in runs if r.group == anchor.group]
+    anchor = min(baseline or runs, key=lambda r: (not has_weights(r), r.seed))
+    group = [r for r in runs if r.configuration == anchor.configuration]
     teacher = next((r.teacher for r in sorted(group, key=lambda r: r.run_id) if r.teacher and r.method != BASELINE),
                    None)
-    dataset = next(iter(anchor.summary["datasets"]))
-    scale = anchor.scale
+    dataset, scale = next(iter(anchor.summary["datasets"])), anchor.scale
     try:
         pairs = load_eval_images(dataset, scale, data_root=_data_root(anchor))[:images]
     except Exception as exc:  # missing data must not break the report
-        return [], [f"visual comparison skipped: {dataset} x{scale} could not be loaded ({exc})"]
+        return None, [f"visual comparison left out: the images of {dataset} x{scale} could not be read here ({exc})"]
     views = _views(pairs, dataset, scale, crop_size)
     seed = _shown_seed([r for r in group if r.method == BASELINE or r.teacher == teacher], views)
 
     def label(name: str, run: Run) -> str:
         return name if run.seed == seed else f"{name} (seed {run.seed})"
 
-    shown: dict[str, Run] = {}  # panel label -> run, in panel order
+    shown: dict[str, Run] = {}
     if baseline:
         run = _pick([r for r in group if r.method == BASELINE], views, seed)
         shown[label("no-KD", run)] = run
     for method in sorted({r.method for r in group if r.method != BASELINE and r.teacher == teacher}):
         run = _pick([r for r in group if r.method == method and r.teacher == teacher], views, seed)
         shown[label(method, run)] = run
+    teacher_runs = [run for run in shown.values() if run.method != BASELINE]
+    return VisualPlan(dataset, scale, views, seed, shown, group, teacher, teacher_runs), []
 
-    bicubic = _build("bicubic", scale, None, None)
+
+def _read_crops(folder: Path, files: list[str]) -> list[torch.Tensor] | None:
+    from kd.data.io import read_image
+
+    if not all((folder / name).is_file() for name in files):
+        return None
+    return [read_image(folder / name) for name in files]
+
+
+def visual_comparison(plan: VisualPlan, records_dir: Path, out_dir: Path) -> tuple[list[str], list[str]]:
+    """The figures of `plan` from the crops in the report's records. Returns (figure stems, notes)."""
+    from kd.data.imresize import imresize
+    from kd.metrics import psnr_y, ssim_y
+
+    notes: list[str] = []
+    scale, views = plan.scale, plan.views
+    files = [view.crop_file for view in views]
     columns: list[tuple[str, list[torch.Tensor], str]] = [
-        ("bicubic", [sr_crop(bicubic, view.pair.lr, scale, view.crop) for view in views], "bicubic")]
-    for run in sorted(group, key=lambda r: r.run_id):  # every run with weights leaves its crops in its record
-        name = next((key for key, value in shown.items() if value is run), None)
-        if name is None and not (records_dir is not None and _has_weights(run)):
+        ("bicubic", [sr_crop(lambda x: imresize(x, float(scale)), v.pair.lr, scale, v.crop) for v in views],
+         "bicubic (MATLAB-style imresize)")]
+    for name, run in plan.shown.items():
+        crops = _read_crops(records_dir / run.run_id / CROPS, files)
+        if crops is None:
+            notes.append(f"visual comparison: {name} is not shown: no crops were recorded for its run "
+                         f"{run.run_id}, whose weights were not at hand when it was reported")
             continue
-        try:
-            crops, source = _student_crops(run, views, scale, records_dir)
-        except Exception as exc:
-            notes.append(f"visual comparison: {name or run.run_id} left out ({exc})")
-            continue
-        if name is not None:
-            columns.append((name, crops, source))
-    order = list(shown)
-    columns[1:] = sorted(columns[1:], key=lambda column: order.index(column[0]))
-    teacher_run = next((r for r in group if r.teacher == teacher and r.method != BASELINE), None)
-    if teacher_run is not None:
-        name, weights = f"teacher {teacher}", teacher_weights(teacher_run)
-        try:
-            if weights is None or not weights.is_file():
-                raise FileNotFoundError(f"weights not found: {weights}")
-            model = _build(teacher_run.teacher_info["arch"], scale, teacher_run.teacher_info.get("preset"), weights)
-            columns.append((name, [sr_crop(model, v.pair.lr, scale, v.crop) for v in views], str(weights)))
-        except Exception as exc:
-            notes.append(f"visual comparison: {name} left out ({exc})")
+        columns.append((name, crops, f"records/{run.run_id}/{CROPS}"))
+    if plan.teacher:
+        teacher_files = [TEACHER_PREFIX + name for name in files]
+        found = next(((run, crops) for run in plan.teacher_runs
+                      if (crops := _read_crops(records_dir / run.run_id / CROPS, teacher_files)) is not None), None)
+        if found is None:
+            notes.append(f"visual comparison: the teacher {plan.teacher} is not shown: its crops were not recorded "
+                         "and its weights were not at hand (kdbench teacher import restores a zoo teacher)")
+        else:
+            columns.append((f"teacher {plan.teacher}", found[1], f"records/{found[0].run_id}/{CROPS}"))
 
-    stems, spec = [], {"dataset": dataset, "scale": scale, "seed": seed, "metric": "PSNR/SSIM on Y of the crop (no border crop)",
-                       "margin_lr_pixels": MARGIN_LR, "figures": []}
+    stems, spec = [], {"dataset": plan.dataset, "scale": scale, "seed": plan.seed,
+                       "metric": "PSNR/SSIM on Y of the crop (no border crop)", "margin_lr_pixels": MARGIN_LR,
+                       "figures": []}
     for index, view in enumerate(views):
         pair, crop = view.pair, view.crop
         hr_crop = pair.hr[:, crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
@@ -228,11 +214,12 @@ def visual_comparison(runs: list[Run], out_dir: Path, *, images: int = 2, crop_s
         for name, crops, source in columns:
             out = crops[index]
             panels.append(Panel(name, out, float(psnr_y(out, hr_crop, 0)), float(ssim_y(out, hr_crop, 0)), source))
-        stem = re.sub(r"[^\w.-]+", "_", f"visual_{dataset}_{pair.name}_x{scale}")  # a folder path names a dataset too
-        _figure(pair.hr, crop, panels, f"{dataset}/{pair.name} x{scale}" + ("" if seed is None else f", seed {seed}"), out_dir, stem)
+        stem = re.sub(r"[^\w.-]+", "_", f"visual_{plan.dataset}_{pair.name}_x{scale}")  # a folder path names a dataset
+        title = f"{plan.dataset}/{pair.name} x{scale}" + ("" if plan.seed is None else f", seed {plan.seed}")
+        _figure(pair.hr, crop, panels, title, out_dir, stem)
         stems.append(stem)
         spec["figures"].append({"figure": stem, "image": pair.name, "lr_source": pair.lr_source,
-                                "crop_hr": asdict(crop), "panels": [{"label": p.label, "weights": p.source,
+                                "crop_hr": asdict(crop), "panels": [{"label": p.label, "crops": p.source,
                                                                     "psnr_y": p.psnr, "ssim_y": p.ssim}
                                                                    for p in panels]})
     out_dir.mkdir(parents=True, exist_ok=True)

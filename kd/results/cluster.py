@@ -69,8 +69,8 @@ class CellJob:
             _submitit().helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         config = from_dict(self.config, "the sweep cell")
         if self.teacher_only:
+            from kd.devices import resolve_device
             from kd.engine.distributed import from_environment
-            from kd.engine.services import resolve_device
 
             _, info = zoo_teacher(config, progress=False, dist=from_environment(resolve_device(config.device)))
             return {"teacher": info.get("key")}

@@ -49,24 +49,29 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
 
 
 def paper_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows of strings) of the paper-style table."""
+    """(headers, rows of strings) of the paper-style table; a `name` column after the keys when a run is named
+    (runs of different names are different rows)."""
     scored = df.dropna(subset=["metric"])
     if scored.empty:
         raise KdError("the selected runs have no evaluation results yet (unfinished runs without eval).")
+    named = "name" in scored.columns and scored["name"].notna().any()
+    keys = [*GROUP_KEYS, "name"] if named else GROUP_KEYS
+    if named:
+        scored = scored.assign(name=scored["name"].fillna("-"))
     datasets = list(dict.fromkeys(scored["dataset"]))
     has_lpips = (scored["metric"] == "lpips").any()
-    means = scored.groupby([*GROUP_KEYS, "dataset", "metric"], sort=False)["value"].mean()
-    groups = scored.groupby(GROUP_KEYS, sort=False).agg(seeds=("seed", "nunique"), params=("params", "first"))
-    order = sorted(groups.index, key=lambda k: (k[0], k[4], k[3], k[1] != "none", k[1], k[2]))
+    means = scored.groupby([*keys, "dataset", "metric"], sort=False)["value"].mean()
+    groups = scored.groupby(keys, sort=False).agg(seeds=("seed", "nunique"), params=("params", "first"))
+    order = sorted(groups.index, key=lambda k: (k[0], k[4], k[3], k[1] != "none", k[1], k[2], k[5:]))
 
-    headers = ["student", "teacher", "method", "profile", "scale", "seeds", "params"]
+    headers = ["student", "teacher", "method", "profile", "scale", *(["name"] if named else []), "seeds", "params"]
     headers += [f"{d} PSNR/SSIM" for d in datasets]
     headers += [f"{d} LPIPS" for d in datasets] if has_lpips else []
     rows = []
     for key in order:
-        student, teacher, method, profile, scale = key
+        student, teacher, method, profile, scale = key[:5]
         params = groups.loc[key, "params"]
-        cells = [student, teacher, method, str(profile), f"x{scale}", str(groups.loc[key, "seeds"]),
+        cells = [student, teacher, method, str(profile), f"x{scale}", *key[5:], str(groups.loc[key, "seeds"]),
                  "-" if pd.isna(params) else f"{int(params):,}"]
         for dataset in datasets:
             psnr, ssim = means.get((*key, dataset, "psnr_y")), means.get((*key, dataset, "ssim_y"))

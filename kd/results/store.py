@@ -7,6 +7,8 @@ One row per run x dataset x scale x metric (metric in `METRICS`), with the run's
 
 Conventions:
 * `teacher` is the string "none" for a run without a teacher (method `none`), so group-bys keep the baseline.
+* `name` and `tags` are the run's labels (`kdbench run --name/--tag`): the name or None, the tags joined by commas
+  ("" without any).
 * A metric that was not measured (LPIPS switched off) has no row: `value` is always a number.
 * A finished run is one with `summary.json` (written last by `kd.engine.run`). With `include_unfinished=True`,
   unfinished runs are read from `config.yaml` (and `eval/per_dataset.csv` when the evaluation got that far);
@@ -31,8 +33,8 @@ from kd.fileio import read_json_lines
 
 METRICS = ("psnr_y", "ssim_y", "lpips")
 COLUMNS = [
-    "run_id", "run_dir", "student", "teacher", "method", "profile", "seed", "scale", "dataset", "metric", "value",
-    "params", "macs", "train_seconds", "steps", "commit", "finished",
+    "run_id", "run_dir", "name", "tags", "student", "teacher", "method", "profile", "seed", "scale", "dataset",
+    "metric", "value", "params", "macs", "train_seconds", "steps", "commit", "finished",
 ]
 NO_TEACHER = "none"
 
@@ -109,12 +111,18 @@ def _metric_rows(base: dict[str, Any], scores: dict[str, dict[str, Any]], scale:
     return rows
 
 
+def _labels(label: Any) -> dict[str, Any]:
+    label = label if isinstance(label, dict) else {}
+    return {"name": label.get("name") or None, "tags": ",".join(str(tag) for tag in label.get("tags") or [])}
+
+
 def _finished_rows(run_dir: Path) -> list[dict[str, Any]]:
     summary = read_summary(run_dir / "summary.json")
     teacher = summary.get("teacher") or {}
     base = {
         "run_id": summary.get("run_id", run_dir.name),
         "run_dir": str(run_dir),
+        **_labels(summary.get("label")),
         "student": summary["student"],
         "teacher": teacher.get("arch") or NO_TEACHER,
         "method": summary["method"],
@@ -164,6 +172,7 @@ def _unfinished_rows(run_dir: Path) -> list[dict[str, Any]]:
     base = {
         "run_id": run_dir.name,
         "run_dir": str(run_dir),
+        **_labels(config.get("label")),
         "student": config["student"]["arch"],
         "teacher": teacher if teacher and _needs_teacher(method) else NO_TEACHER,
         "method": method,

@@ -2,8 +2,10 @@
 
 Each grid point is a sweep cell with extra `--set` overrides and a shortened schedule (`train.steps`); its final
 evaluation runs on the profile's validation split (`eval.val_dataset`, e.g. `291-val`), never on a test set. Points
-are ranked by mean validation PSNR-Y over the seeds. The evidence is a CSV per (method, teacher, profile) and one
-line per tuning in `<report dir>/README.md`.
+are ranked by mean validation PSNR-Y over the seeds. The grid always holds the current values (added when missing),
+and a point replaces them only when it beats them on paired seeds after Holm–Bonferroni over every point compared
+with them (`kd.stats.holm`); where none does, the current values stay and the finding says so. The evidence is a
+CSV per (method, teacher, profile) and one line per tuning in `<report dir>/README.md`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kd.data.registry import resolve_dataset
 from kd.errors import KdError
 from kd.fileio import atomic_write_text
 from kd.results.sweep import Cell, CellOutcome, CellPlan, plan_sweep
+from kd.stats import FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, holm, paired_delta
 
 BUDGET_FRACTION = 4  # default tuning budget: a quarter of the profile's training steps
 
@@ -59,6 +62,7 @@ class TuningPlan:
     val: str  # the validation dataset
     budget: int  # training steps per run
     current: dict[str, str]  # each grid key's value without the grid (what a run would use today)
+    added: dict[str, str]  # current values the grid lacked, added so that the choice is made against them
 
 
 def current_value(config, key: str) -> str:
@@ -110,6 +114,11 @@ def plan_tuning(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], ove
                       "paper profile: DIV2K-val10).")
     budget = steps or max(1, probe.config.train.steps // BUDGET_FRACTION)
     fixed = [*overrides, f"train.steps={budget}", "train.val_every=0", f"eval.datasets=[{val}]", "eval.lpips=false"]
+    current = {axis.key: current_value(probe.config, axis.key) for axis in axes}
+    added = {axis.key: current[axis.key] for axis in axes
+             if current[axis.key] != "None" and not any(same_value(v, current[axis.key]) for v in axis.values)}
+    axes = [GridAxis(axis.key, (*axis.values, added[axis.key]) if axis.key in added else axis.values)
+            for axis in axes]
     points = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         values = {axis.key: value for axis, value in zip(axes, combination)}
@@ -119,7 +128,7 @@ def plan_tuning(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], ove
         if invalid is not None:
             raise KdError(f"grid point {_label(values)}: {invalid.error}")
         points.append(TuningPoint(values, plans))
-    return TuningPlan(points, val, budget, {axis.key: current_value(probe.config, axis.key) for axis in axes})
+    return TuningPlan(points, val, budget, current, added)
 
 
 def _label(values: dict[str, str]) -> str:
@@ -165,9 +174,11 @@ def finding(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, result
             current: dict[str, str]) -> tuple[dict[str, str], str]:
     """The chosen values and the sentences saying why.
 
-    The current values stay unless the best point beats them with a paired 95 % interval that excludes 0 (or they
-    are not in the grid): a short run on one seed cannot tell apart margins of a few hundredths of a dB. A best
-    point at the end of a numeric axis is said to be one: the optimum may lie beyond the grid."""
+    Every other point is compared with the current values on paired seeds; Holm–Bonferroni over those comparisons
+    (familywise 5 %) decides which beat them, and the best of those is chosen. Where none does (too few seeds, or
+    every interval at Holm's level includes 0), the current values stay: a short run cannot tell apart margins of
+    a few hundredths of a dB. A best point at the end of a numeric axis is said to be one: the optimum may lie
+    beyond the grid."""
     chosen, text = _decision(ranked, keys, val, budget, results, current)
     return chosen, text + _edge_note(ranked, keys)
 
@@ -190,41 +201,46 @@ def _edge_note(ranked: pd.DataFrame, keys: list[str]) -> str:
 
 def _decision(ranked: pd.DataFrame, keys: list[str], val: str, budget: int, results: pd.DataFrame,
               current: dict[str, str]) -> tuple[dict[str, str], str]:
-    from kd.report.stats import MIN_SEEDS_TO_RANK, paired_delta
-
     def label(point: pd.Series) -> str:
         return ", ".join(f"{key}={point[key]}" for key in keys)
 
-    def interval(paired) -> str:
-        if not paired.can_rank:
-            return f"{paired.n} paired seed(s) are too few to rank on (the protocol needs {MIN_SEEDS_TO_RANK})"
-        return f"paired 95 % interval over {paired.n} seeds [{paired.low:+.3f}, {paired.high:+.3f}] dB"
-
-    best = ranked.iloc[0]
-    if math.isnan(best["mean"]):
+    finished = ranked.dropna(subset=["mean"])
+    if finished.empty:
         return dict(current), "no grid point finished; the current values stay."
-    score = f"{best['mean']:.3f} dB PSNR-Y on {val} (mean of {int(best['seeds'])} seed(s), {budget} steps)"
-    incumbent = ranked[[all(same_value(str(row[k]), current[k]) for k in keys) for _, row in ranked.iterrows()]]
-    if incumbent.empty:
-        return ({k: str(best[k]) for k in keys},
-                f"chosen {label(best)}: {score}; the current value ({_label(current)}) was not in the grid.")
-    incumbent = incumbent.iloc[0]
-    if incumbent.name == best.name:
-        text = f"kept {label(best)}, the best point: {score}"
-        if len(ranked) > 1 and not math.isnan(ranked.iloc[1]["mean"]):
-            runner = ranked.iloc[1]
-            paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, runner))
-            separated = "separates them" if paired.above_zero else "does not separate them"
-            text += f", {best['mean'] - runner['mean']:+.3f} dB over {label(runner)} ({interval(paired)}; {separated})"
-        return {k: str(best[k]) for k in keys}, text + "."
-    paired = paired_delta(_per_seed(results, keys, best), _per_seed(results, keys, incumbent))
-    margin = f"{best['mean'] - incumbent['mean']:+.3f} dB"
-    if paired.above_zero:
-        return ({k: str(best[k]) for k in keys},
-                f"chosen {label(best)}: {score}, {margin} over the current {label(incumbent)} ({interval(paired)}).")
-    why = interval(paired) if not paired.can_rank else f"its {interval(paired)} includes 0"
-    return ({k: str(incumbent[k]) for k in keys},
-            f"kept {label(incumbent)}: the best point, {label(best)}, is {margin} above it, but {why}.")
+    is_current = [all(same_value(str(row[k]), current[k]) for k in keys) for _, row in finished.iterrows()]
+    incumbents = finished[is_current]
+    if incumbents.empty:
+        return dict(current), (f"kept the current values ({_label(current)}): they are not among the finished "
+                               "points, so no point could be compared with them.")
+    incumbent = incumbents.iloc[0]
+    others = finished[[not flag for flag in is_current]]
+    base = _per_seed(results, keys, incumbent)
+    judged = holm([paired_delta(_per_seed(results, keys, point), base) for _, point in others.iterrows()])
+    family = judged[0].family if judged else 0
+    score = f"{incumbent['mean']:.3f} dB PSNR-Y on {val} (mean of {int(incumbent['seeds'])} seed(s), {budget} steps)"
+    if not judged:
+        return {k: str(incumbent[k]) for k in keys}, f"kept {label(incumbent)}, the only point: {score}."
+    holm_words = (f"Holm–Bonferroni over the {family} point(s) compared with it (familywise "
+                  f"{100 * FAMILYWISE_ALPHA:g} %)")
+    winners = [(point, j) for (_, point), j in zip(others.iterrows(), judged) if j.above_zero]
+    if winners:
+        point, j = max(winners, key=lambda item: item[1].delta.mean)
+        return ({k: str(point[k]) for k in keys},
+                f"chosen {label(point)}: {j.delta.mean:+.3f} dB over the current {label(incumbent)} ({score}), "
+                f"{_interval(j.delta)} after {holm_words}.")
+    best, j = max(zip((point for _, point in others.iterrows()), judged), key=lambda item: item[0]["mean"])
+    nearest = f"the best other point, {label(best)}, is {best['mean'] - incumbent['mean']:+.3f} dB from it"
+    if not family:
+        why = (f"{j.delta.n} paired seed(s) are too few to rank on (the protocol needs {MIN_SEEDS_TO_RANK}; tune "
+               f"with --seeds 0,1,2); {nearest}")
+    else:
+        why = f"no point separates from it after {holm_words}; {nearest} ({_interval(j.delta)})"
+    return {k: str(incumbent[k]) for k in keys}, f"kept {label(incumbent)}, the current value ({score}): {why}."
+
+
+def _interval(delta) -> str:
+    return (f"paired interval over {delta.n} seeds [{delta.low:+.3f}, {delta.high:+.3f}] dB at Holm's level "
+            f"{100 * delta.confidence:.4g} %")
 
 
 def write_evidence(results: pd.DataFrame, sentence: str, report_dir: str | Path, name: str,
