@@ -6,6 +6,7 @@ same summaries with the same columns. Runs that cannot be read are skipped with 
 
 from __future__ import annotations
 
+import json
 import math
 import warnings as warnings_module
 from collections.abc import Sequence
