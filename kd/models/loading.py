@@ -52,8 +52,10 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
     # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
+    # `body.0.body.2.*`: `.weight`, or `.primary_conv.weight` where the ResBlock convs are GhostSR ghost convs.
     ("edsr", "keys 'sub_mean.*' and 'body.0.body.2.weight' without 'body.0.body.0.body.*'",
-     lambda k: "sub_mean.weight" in k and "body.0.body.2.weight" in k and not _any_prefix(k, "body.0.body.0.body.")),
+     lambda k: "sub_mean.weight" in k and _any_prefix(k, "body.0.body.2.")
+     and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
     ("kdsr_teacher", "keys 'G.*' beside an encoder 'E.*'",
