@@ -68,9 +68,10 @@ def _leaky(x: torch.Tensor) -> torch.Tensor:
 
 
 def one_image_layout(x: torch.Tensor) -> torch.Tensor:
-    """A single image runs channels-last: CPU convolutions, the depthwise ones above all, are faster so (0.88x the
-    official CPU time at 320x180). A batch stays channels-first: folding it into the depthwise conv's channels would
-    need copies that cost more than the layout saves (measured at batch 8, 48x48, forward and backward)."""
+    """A single image runs channels-last: CPU convolutions, the depthwise ones above all, are faster so (0.78x the
+    official CPU time at 320x180, `benchmarks/bench_seed_official.py`). A batch stays channels-first: folding it
+    into the depthwise conv's channels would need copies that cost more than the layout saves (1.08x against 0.99x
+    the official CPU time at batch 8, 48x48, forward and backward)."""
     return x.contiguous(memory_format=torch.channels_last) if x.shape[0] == 1 else x
 
 
