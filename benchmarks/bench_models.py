@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from kd.errors import KdError
 from kd.metrics.cost import count_macs, count_parameters, macs_for_output
-from kd.models import create, get_entry, list_entries
+from kd.models import create, get_entry, list_entries, probe_inputs
 
 # Official ASID x4, batch 4, 48x48, 2 threads: minimum seconds per step (ARCHITECTURES.md section 10, pass 2).
 OFFICIAL_ASID_SECONDS = {"fwd": 0.31, "fwd+bwd": 0.57}
@@ -57,14 +57,15 @@ def bench_network(arch: str, preset: str, *, scale: int, batch: int, lr_size: in
     model = create(arch, scale, preset=preset)
     lr = torch.rand(batch, 3, lr_size, lr_size)
     hr = torch.rand(batch, 3, lr_size * scale, lr_size * scale)
+    inputs = probe_inputs(model, lr)  # (lr,), or (lr, HR) for a network whose forward needs the HR
 
     def forward() -> None:
         with torch.no_grad():
-            model(lr)
+            model(*inputs)
 
     def forward_backward() -> None:
         model.zero_grad(set_to_none=True)
-        F.l1_loss(model(lr), hr).backward()
+        F.l1_loss(model(*inputs), hr).backward()
 
     model.eval()
     fwd = time_steps(forward, repeats)

@@ -10,6 +10,12 @@ added back by another (`add_mean`); both are parameters in the checkpoints. kdbe
 `forward` multiplies by `rgb_range` on the way in and divides on the way out. No padding: any LR size works.
 
 The trunk pieces (`MeanShift`, `RCAB`, `ResidualGroup`, `Upsampler`) are reused by HAN (`teachers/han.py`).
+
+Preset `ghost` is GhostSR-RCAN, a **reconstruction** (`teachers/ghostsr.py`): `ghost_ratio` 0.5 makes both 3x3
+convs of every RCAB a ghost conv (half of the outputs an ordinary conv, half their learned one-pixel shifts);
+8,210,379 parameters at x4 against RCAN's 15,592,379 (GhostSR's paper figure for RCAN: not found). Its keys differ
+from the official RCAN's there (`...body.0.primary_conv.weight`, `...body.0.cheap_conv.weight`); `ghost_ratio` 0,
+the default, is the official network.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 
 from kd.errors import KdError
 from kd.models.registry import ModelEntry, register_model
+from teachers.ghostsr import body_conv, check_ghost_ratio
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -73,11 +80,14 @@ class CALayer(nn.Module):
 
 
 class RCAB(nn.Module):
-    """Residual channel attention block: conv -> ReLU -> conv -> CALayer, plus the block skip (no res_scale)."""
+    """Residual channel attention block: conv -> ReLU -> conv -> CALayer, plus the block skip (no res_scale).
 
-    def __init__(self, n_feats: int, reduction: int):
+    `ghost_ratio` > 0 makes both convs GhostSR ghost convs (`teachers/ghostsr.py`, a reconstruction).
+    """
+
+    def __init__(self, n_feats: int, reduction: int, ghost_ratio: float = 0.0):
         super().__init__()
-        self.body = nn.Sequential(conv3x3(n_feats, n_feats), nn.ReLU(), conv3x3(n_feats, n_feats),
+        self.body = nn.Sequential(body_conv(n_feats, ghost_ratio), nn.ReLU(), body_conv(n_feats, ghost_ratio),
                                   CALayer(n_feats, reduction))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +98,10 @@ class RCAB(nn.Module):
 class ResidualGroup(nn.Module):
     """`n_resblocks` RCABs then a conv (`body.{n_resblocks}`), plus the group skip."""
 
-    def __init__(self, n_feats: int, reduction: int, n_resblocks: int):
+    def __init__(self, n_feats: int, reduction: int, n_resblocks: int, ghost_ratio: float = 0.0):
         super().__init__()
-        self.body = nn.Sequential(*(RCAB(n_feats, reduction) for _ in range(n_resblocks)), conv3x3(n_feats, n_feats))
+        self.body = nn.Sequential(*(RCAB(n_feats, reduction, ghost_ratio) for _ in range(n_resblocks)),
+                                  conv3x3(n_feats, n_feats))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + x
@@ -123,8 +134,9 @@ def check_trunk_fields(network: str, n_resgroups: int, n_resblocks: int, n_feats
 
 # --- official checkpoint knowledge ------------------------------------------------------------------------------
 
-_GROUP_KEY = re.compile(r"^body\.(\d+)\.body\.0\.body\.0\.weight$")
-_BLOCK_KEY = re.compile(r"^body\.0\.body\.(\d+)\.body\.0\.weight$")
+# `primary_conv.` where the RCAB convs are GhostSR ghost convs (`ghost` preset).
+_GROUP_KEY = re.compile(r"^body\.(\d+)\.body\.0\.body\.0\.(primary_conv\.)?weight$")
+_BLOCK_KEY = re.compile(r"^body\.0\.body\.(\d+)\.body\.0\.(primary_conv\.)?weight$")
 _UPSAMPLE_KEY = re.compile(r"^tail\.0\.(\d+)\.weight$")
 
 
@@ -210,16 +222,18 @@ class RCAN(nn.Module):
     }
 
     def __init__(self, scale: int = 4, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
-                 reduction: int = 16, rgb_range: float = 255.0):
+                 reduction: int = 16, rgb_range: float = 255.0, ghost_ratio: float = 0.0):
         super().__init__()
         check_trunk_fields(type(self).__name__, n_resgroups, n_resblocks, n_feats, reduction)
+        check_ghost_ratio(type(self).__name__, ghost_ratio)
         self.scale = scale
         self.rgb_range = float(rgb_range)
         self.n_resgroups, self.n_resblocks, self.n_feats, self.reduction = n_resgroups, n_resblocks, n_feats, reduction
         self.sub_mean = MeanShift(rgb_range, -1)
         self.add_mean = MeanShift(rgb_range, +1)
         self.head = nn.Sequential(conv3x3(3, n_feats))
-        self.body = nn.Sequential(*(ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)),
+        self.body = nn.Sequential(*(ResidualGroup(n_feats, reduction, n_resblocks, ghost_ratio)
+                                    for _ in range(n_resgroups)),
                                   conv3x3(n_feats, n_feats))
         self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, 3))
 
@@ -240,9 +254,9 @@ class RCAN(nn.Module):
 
 
 def build_rcan(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64, reduction: int = 16,
-               rgb_range: float = 255.0) -> RCAN:
+               rgb_range: float = 255.0, ghost_ratio: float = 0.0) -> RCAN:
     return RCAN(scale=scale, n_resgroups=n_resgroups, n_resblocks=n_resblocks, n_feats=n_feats,
-                reduction=reduction, rgb_range=rgb_range)
+                reduction=reduction, rgb_range=rgb_range, ghost_ratio=ghost_ratio)
 
 
 register_model(ModelEntry(
@@ -258,6 +272,9 @@ register_model(ModelEntry(
         "10x6": {"n_resgroups": 10, "n_resblocks": 6, "n_feats": 64, "reduction": 16},
         # The miniature of that pair (kd/report/miniature.py): `mini`'s groups and width, 1 RCAB of its 4 (20 -> 6).
         "mini_student": {"n_resgroups": 3, "n_resblocks": 1, "n_feats": 48, "reduction": 16},
+        # GhostSR (teachers/ghostsr.py, a reconstruction): `paper` with half of every RCAB conv's outputs shifted.
+        "ghost": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, "ghost_ratio": 0.5},
     },
-    description="RCAN (Zhang et al., ECCV 2018): residual groups of channel-attention blocks; official keys",
+    description="RCAN (Zhang et al., ECCV 2018): residual groups of channel-attention blocks; official keys; "
+                "ghost = GhostSR shift-ghost RCAB convs (reconstruction)",
 ))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kd.errors import KdError
-from kd.models import TapPoint, capture, create, list_entries, resolve_taps
+from kd.models import TapPoint, capture, create, list_entries, probe_inputs, resolve_taps
 
 B, H, W = 2, 16, 24
 ShapeRule = Callable[[dict], tuple[int, ...]]
@@ -107,7 +107,7 @@ def test_capture_returns_documented_shapes(arch: str) -> None:
     rules = SHAPE_RULES.get(arch)
     x = torch.rand(B, 3, H, W)
     with torch.no_grad(), capture(model, patterns) as feats:
-        model(x)
+        model(*probe_inputs(model, x))
     assert set(feats) == set(resolve_taps(model, patterns)), "every resolved tap must be captured"
     for name, value in feats.items():
         assert isinstance(value, torch.Tensor), name
@@ -125,16 +125,16 @@ def test_taps_removed_after_context_and_output_unchanged(arch: str) -> None:
     model = _tiny(arch)
     x = torch.rand(B, 3, H, W)
     with torch.no_grad():
-        plain = model(x)
+        plain = model(*probe_inputs(model, x))
         with capture(model, _resolvable(model)) as feats:
             assert not _no_hooks(model)
             hooked = resolve_taps(model, _resolvable(model))
             assert all(model.get_submodule(n).active for n in hooked if isinstance(model.get_submodule(n), TapPoint))
-            tapped = model(x)
+            tapped = model(*probe_inputs(model, x))
         assert _no_hooks(model)
         assert not any(m.active for m in model.modules() if isinstance(m, TapPoint))
         captured = dict(feats)
-        model(torch.rand(B, 3, H, W))
+        model(*probe_inputs(model, torch.rand(B, 3, H, W)))
     # An attention-map tap may switch a fused kernel to the explicit computation: equal up to rounding.
     torch.testing.assert_close(tapped, plain, rtol=0, atol=1e-5, msg="listening to taps changed the output")
     assert feats.keys() == captured.keys() and all(feats[k] is captured[k] for k in feats)

@@ -1,8 +1,9 @@
 """Choosing feature taps and comparing features across networks.
 
 Tap pairing (ARCHITECTURES.md section 7, METHODS.md section 13). A body stage is a top-level numbered module:
-RCAN/HAN `body.0..body.G`, SwinIR `layers.0..L-1`, ASID `block0..blockN-1`. Every network also has a *body tail*:
-the body's last map before the long skip (RCAN `body.{G}`, HAN `last`, SwinIR `conv_after_body`, ASID `output`),
+RCAN/HAN `body.0..body.G`, SwinIR `layers.0..L-1`, ASID `block0..blockN-1`, or a numbered family the network
+declares as `body_prefix` (KDSR's blocks `G.body.0.body.0..`, inside its SR trunk). Every network also has a *body
+tail*: the body's last map before the long skip (RCAN `body.{G}`, HAN `last`, SwinIR `conv_after_body`, ASID `output`),
 declared by the network as `body_tail` (else the last numbered stage). The depth sequence is the body stages
 followed by the tail; k pairs take the entries at about j/k of both sequences (j = 1..k), so the last pair is always
 tail to tail (the analogous place in any two SR networks) and the others pair by relative depth: full RCAN
@@ -36,17 +37,22 @@ BODY_PREFIX = {"asid": "block", "asid_d8": "block", "rcan": "body.", "han": "bod
 _NUMBERED = re.compile(r"([A-Za-z_]+\.?)(\d+)")
 
 def _numbered_stages(model: nn.Module) -> list[str]:
+    names = [name for name, _ in model.named_modules()]
+    arch = getattr(model, "kd_spec", {}).get("arch")
+    prefix = getattr(model, "body_prefix", None) or BODY_PREFIX.get(arch)
+    # A declared family is `prefix` + index and may sit deep inside the network (KDSR: `G.body.0.body.`).
+    declared = sorted((int(n[len(prefix):]), n) for n in names
+                      if prefix and n.startswith(prefix) and n[len(prefix):].isdigit())
+    if declared:
+        return [name for _, name in declared]
     families: dict[str, list[tuple[int, str]]] = {}
-    for name, _ in model.named_modules():
+    for name in names:
         match = _NUMBERED.fullmatch(name)
         if match:
             families.setdefault(match.group(1), []).append((int(match.group(2)), name))
     if not families:
         raise KdError(f"{type(model).__name__} has no numbered body stages; give the taps explicitly.")
-    arch = getattr(model, "kd_spec", {}).get("arch")
-    prefix = getattr(model, "body_prefix", None) or BODY_PREFIX.get(arch)
-    if prefix not in families:
-        prefix = max(families, key=lambda p: len(families[p]))
+    prefix = max(families, key=lambda p: len(families[p]))
     return [name for _, name in sorted(families[prefix])]
 
 
@@ -97,14 +103,14 @@ def conv_adapter(c_in: int, c_out: int) -> nn.Conv2d:
 
 def probe_taps(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, torch.Tensor]:
     """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved)."""
-    from kd.models import capture
+    from kd.models import capture, probe_inputs
 
     was_training = model.training
     model.eval()
     try:
         probe = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
         with torch.no_grad(), capture(model, taps, detach=True) as feats:
-            model(probe)
+            model(*probe_inputs(model, probe))
     finally:
         model.train(was_training)
     return feats

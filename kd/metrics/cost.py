@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from kd.models.registry import probe_inputs
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (no buffers; a parameter shared by two modules counts once)."""
@@ -86,7 +88,7 @@ def _count_on(model: nn.Module, device: torch.device, batch: int, h: int, w: int
     try:
         x = torch.zeros(batch, 3, h, w, device=device)
         with FlopCounterMode(display=False) as counter:
-            model(x)
+            model(*probe_inputs(model, x))
         return int(counter.get_total_flops()) // 2
     finally:
         model.train(was_training)

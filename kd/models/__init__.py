@@ -1,7 +1,9 @@
 """Networks: registry and factory, official checkpoint loading, feature taps."""
 
 from kd.models.loading import identify_architecture, load_official, read_checkpoint
-from kd.models.registry import ModelEntry, create, get_entry, list_entries, register_model, resolve_fields
+from kd.models.registry import (
+    ModelEntry, create, get_entry, list_entries, probe_inputs, register_model, resolve_fields,
+)
 from kd.models.taps import TapPoint, capture, resolve_taps
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "identify_architecture",
     "list_entries",
     "load_official",
+    "probe_inputs",
     "read_checkpoint",
     "register_model",
     "resolve_fields",

@@ -52,14 +52,23 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
     # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
+    # `body.0.body.2.*`: `.weight`, or `.primary_conv.weight` where the ResBlock convs are GhostSR ghost convs.
     ("edsr", "keys 'sub_mean.*' and 'body.0.body.2.weight' without 'body.0.body.0.body.*'",
-     lambda k: "sub_mean.weight" in k and "body.0.body.2.weight" in k and not _any_prefix(k, "body.0.body.0.body.")),
+     lambda k: "sub_mean.weight" in k and _any_prefix(k, "body.0.body.2.")
+     and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
+    ("kdsr_teacher", "keys 'G.*' beside an encoder 'E.*'",
+     lambda k: _any_prefix(k, "G.body.") and _any_prefix(k, "E.E.")),
+    ("kdsr", "keys 'G.*' beside an encoder 'E_st.*'",
+     lambda k: _any_prefix(k, "G.body.") and _any_prefix(k, "E_st.E.")),
 )
 
-_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR"}
-_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR"}
+# `_family` takes the first name that `arch` equals or extends: `kdsr_teacher` is listed before `kdsr`.
+_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR",
+                  "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR"}
+_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
+                 "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:

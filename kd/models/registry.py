@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from kd.errors import KdError, unknown_choice
 
@@ -114,3 +114,13 @@ def create(arch: str, scale: int, preset: str | None = None, **fields: Any) -> n
     model = entry.builder(scale=scale, **resolved)
     model.kd_spec = {"arch": entry.arch, "scale": scale, "preset": preset or entry.default_preset, **resolved}
     return model
+
+
+def probe_inputs(model: nn.Module, lr: Tensor) -> tuple[Tensor, ...]:
+    """Positional inputs of a measuring forward pass (MAC counting, tap probing, tests) on an LR batch: `(lr,)`, or
+    `(lr, zero HR)` for a network that declares `needs_hr` (KDSR's teacher, called as `model(lr, hr)`), where only
+    the shapes matter. Training and evaluation never use it: they call `model(lr)` on real images."""
+    if not getattr(model, "needs_hr", False):
+        return (lr,)
+    b, _, h, w = lr.shape
+    return lr, lr.new_zeros(b, 3, h * model.scale, w * model.scale)
