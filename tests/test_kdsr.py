@@ -182,7 +182,7 @@ def test_taps_pair_the_trunk_and_the_encoder_features_are_vectors():
 
 # --------------------------------------------------------------------------------------------- with every method
 
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_start": 0}}  # as tests/test_methods_advanced.py
+TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}  # as tests/test_methods_advanced.py
 
 
 def _one_step(tmp_path, method_name: str, student_arch: str, teacher_arch: str) -> dict[str, float]:
