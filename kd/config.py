@@ -75,6 +75,9 @@ class DataConfig:
     augment: bool = True
     root: str | None = None  # data root; None: kd.data.roots default
     workers: int = 0  # DataLoader workers
+    # bicubic (the classical track) or a blind-SR protocol of `kd.data.degradations` (iso_gaussian: Gaussian blur
+    # for training, Gaussian8 test kernels; aniso_gaussian), applied to the training patches and the test images
+    degradation: str = "bicubic"
 
 
 @dataclass
@@ -151,6 +154,9 @@ class RunConfig:
 # another and naming a run never makes it another run.
 NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
                    "accel.pin_memory", "cluster", "log", "label")
+# Keys added after runs were recorded: left out of the run id while they hold their default value, so the runs
+# recorded before each existed keep their ids.
+HASHED_UNLESS_DEFAULT = ("accel", "data.degradation")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -369,6 +375,10 @@ def validate(config: RunConfig) -> None:
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
     _check_integers(config)
+    if config.data.degradation != DataConfig.degradation:
+        from kd.data.degradations import check_degradation  # imports torch: only for the blind-SR track
+
+        check_degradation(config.data.degradation, config.scale)
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -380,18 +390,26 @@ def config_hash(config: RunConfig, length: int = 8, inputs: dict[str, Any] | Non
     data = to_dict(config)
     if config.method.name == "none":
         data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
-    if config.accel == AccelConfig():
-        data.pop("accel")  # default execution: run ids stay those of runs recorded before accel existed
+    defaults = to_dict(RunConfig())
+    for dotted in HASHED_UNLESS_DEFAULT:
+        node, default = _parent(data, dotted), _parent(defaults, dotted)
+        leaf = dotted.rsplit(".", 1)[-1]
+        if leaf in node and node[leaf] == default.get(leaf):
+            node.pop(leaf)
     for dotted in NON_RESULT_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(leaf, None)
+        _parent(data, dotted).pop(dotted.rsplit(".", 1)[-1], None)
     if inputs is not None:
         data = {"config": data, "inputs": inputs}
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def _parent(data: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The mapping that holds the last part of a dotted key (empty when a section is missing)."""
+    node = data
+    for part in dotted.split(".")[:-1]:
+        node = node.get(part, {})
+    return node
 
 
 def run_id(config: RunConfig, inputs: dict[str, Any] | None = None) -> str:
@@ -403,9 +421,12 @@ def run_id(config: RunConfig, inputs: dict[str, Any] | None = None) -> str:
 
 
 def run_prefix(config: RunConfig) -> str:
-    """The readable part of the run id: student, method, teacher, scale, profile, seed."""
+    """The readable part of the run id: student, method, teacher, scale, profile, the blind-SR degradation (when not
+    bicubic), seed."""
     teacher = config.teacher.arch if config.method.name != "none" and config.teacher.arch else "noteacher"
-    return f"{config.student.arch}-{config.method.name}-{teacher}-x{config.scale}-{config.profile}-s{config.seed}"
+    track = "" if config.data.degradation == DataConfig.degradation else f"-{config.data.degradation}"
+    return (f"{config.student.arch}-{config.method.name}-{teacher}-x{config.scale}-{config.profile}{track}"
+            f"-s{config.seed}")
 
 
 def dump_yaml(config: RunConfig) -> str:

@@ -3,6 +3,11 @@
 The pipeline is METRICS.md section 2: HR modcropped to the scale, LR (shipped MATLAB files or regenerated with the
 MATLAB-style resize) fed to the network as float32 RGB in [0, 1], output quantised to uint8, `scale` pixels cropped
 from every border, metrics per image in float64, dataset score = mean of per-image values.
+
+On the blind-SR track (`degradation`, `kd.data.degradations`) every test image is degraded with each of the
+protocol's fixed kernels (Gaussian8: 8), one per-image row per image and kernel, and the dataset score is the mean
+over the kernels of each kernel's mean, as the official blind-SR test averages. A network that needs the HR (KDSR's
+teacher) is fed it, as the official test of that teacher does; a note says so.
 """
 
 from __future__ import annotations
@@ -54,15 +59,19 @@ def _kept_spans(starts: list[int], tile: int, length: int) -> list[tuple[int, in
     return spans
 
 
-def forward_tiled(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, overlap: int = 32) -> torch.Tensor:
+def forward_tiled(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, overlap: int = 32,
+                  hr: torch.Tensor | None = None) -> torch.Tensor:
     """Run `model` on (B, 3, h, w) `lr` in overlapping `tile` x `tile` pieces and stitch (B, 3, h*scale, w*scale).
 
     Each output pixel is taken from the tile where it lies farthest from a cut, so a network whose receptive field
-    (in LR pixels) is smaller than `overlap` gives the same result as an untiled forward pass.
+    (in LR pixels) is smaller than `overlap` gives the same result as an untiled forward pass. A network that needs
+    the HR (`sr_inputs`) gets `hr`, tiled alike.
     """
+    from kd.models import sr_inputs
+
     height, width = lr.shape[-2:]
     if tile is None or (height <= tile and width <= tile):
-        return model(lr)
+        return model(*sr_inputs(model, lr, hr))
     if overlap < 0 or tile <= overlap:
         raise KdError(f"--tile ({tile}) must be larger than --tile-overlap ({overlap}), and the overlap >= 0")
     stride = tile - overlap
@@ -71,7 +80,9 @@ def forward_tiled(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | No
     out = None
     for top, (row_lo, row_hi) in zip(rows, row_spans):
         for left, (col_lo, col_hi) in zip(cols, col_spans):
-            piece = model(lr[..., top : top + tile, left : left + tile])
+            hr_piece = None if hr is None else hr[..., top * scale : (top + tile) * scale,
+                                                  left * scale : (left + tile) * scale]
+            piece = model(*sr_inputs(model, lr[..., top : top + tile, left : left + tile], hr_piece))
             if out is None:
                 out = piece.new_empty(*piece.shape[:-2], height * scale, width * scale)
             out[..., row_lo * scale : row_hi * scale, col_lo * scale : col_hi * scale] = piece[
@@ -120,9 +131,9 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     model_name: str | None = None,
+    degradation: str = "bicubic",
 ) -> EvalResult:
     """Score `model` on every (dataset, scale); see the module docstring for the exact pipeline."""
-    from kd.data.benchmark import load_eval_images
     from kd.data.io import write_png
     from kd.data.registry import incomplete_note, resolve_dataset
     from kd.devices import resolve_device
@@ -136,6 +147,10 @@ def evaluate(
     name = model_name or (spec["arch"] if spec else type(model).__name__)
     device = torch.device(resolve_device(str(device)))
     notes: list[str] = []
+    needs_hr = getattr(model, "needs_hr", False)
+    if needs_hr:
+        notes.append(f"{name} sees the HR image (its degradation encoder's input), as the official test of the KDSR "
+                     "teacher feeds it: its scores are a reference for the students, not blind SR.")
     lpips_metric = build_lpips(device) if with_lpips else None
     if with_lpips and lpips_metric is None:
         notes.append(LPIPS_UNAVAILABLE_NOTE)
@@ -149,44 +164,54 @@ def evaluate(
             for dataset in datasets:
                 for scale in scales:
                     started = time.perf_counter()
-                    images = load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source)
-                    partial = incomplete_note(dataset, len(images))
+                    test_sets = _test_sets(dataset, scale, data_root, lr_source, degradation)
+                    count = len(test_sets[0][1])
+                    partial = incomplete_note(dataset, count)
                     if partial and partial not in notes:
                         notes.append(partial)
-                    task = bar.add_task(f"{name} {dataset} x{scale}", total=len(images)) if bar else None
-                    rows = []
-                    for image in images:
-                        if min(image.hr.shape[-2:]) - 2 * scale < SSIM_WINDOW:
-                            raise KdError(f"{image.path or image.name} is too small to score at x{scale}: the metrics "
-                                          f"crop {scale} px at each border and SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} "
-                                          "px after that; remove the image or use larger ones")
-                        lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
-                        sr = _forward(model, lr, scale, tile, tile_overlap, image, f"{dataset} x{scale}")
-                        if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
-                            raise KdError(
-                                f"{name} returned {tuple(sr.shape[-3:])} for {dataset}/{image.name} x{scale}, "
-                                f"expected {tuple(image.hr.shape)}; is the model built for x{scale}?"
-                            )
-                        sr = quantize(sr[0]).cpu()
-                        rows.append({
-                            "model": name, "dataset": dataset, "scale": scale, "image": image.name,
-                            "psnr_y": psnr_y(sr, image.hr, scale), "ssim_y": ssim_y(sr, image.hr, scale),
-                            "lpips": lpips_rgb(sr, image.hr, scale, lpips_metric) if lpips_metric else nan,
-                            "lr_source": image.lr_source,
-                        })
-                        if save_images is not None:
-                            write_png(saved_image_path(save_images, dataset, scale, image.name), sr)
-                        if bar:
-                            bar.advance(task)
+                    total = sum(len(found) for _, found in test_sets)
+                    task = bar.add_task(f"{name} {dataset} x{scale}", total=total) if bar else None
+                    tables = []
+                    for kernel, images in test_sets:
+                        rows = []
+                        for image in images:
+                            if min(image.hr.shape[-2:]) - 2 * scale < SSIM_WINDOW:
+                                raise KdError(f"{image.path or image.name} is too small to score at x{scale}: the "
+                                              f"metrics crop {scale} px at each border and SSIM needs {SSIM_WINDOW}x"
+                                              f"{SSIM_WINDOW} px after that; remove the image or use larger ones")
+                            lr = image.lr.to(device, torch.float32).div(255.0).unsqueeze(0)
+                            hr = image.hr.to(device, torch.float32).div(255.0).unsqueeze(0) if needs_hr else None
+                            sr = _forward(model, lr, hr, scale, tile, tile_overlap, image, f"{dataset} x{scale}")
+                            if tuple(sr.shape[-3:]) != tuple(image.hr.shape):
+                                raise KdError(
+                                    f"{name} returned {tuple(sr.shape[-3:])} for {dataset}/{image.name} x{scale}, "
+                                    f"expected {tuple(image.hr.shape)}; is the model built for x{scale}?"
+                                )
+                            sr = quantize(sr[0]).cpu()
+                            rows.append({
+                                "model": name, "dataset": dataset, "scale": scale, "image": image.name,
+                                "psnr_y": psnr_y(sr, image.hr, scale), "ssim_y": ssim_y(sr, image.hr, scale),
+                                "lpips": lpips_rgb(sr, image.hr, scale, lpips_metric) if lpips_metric else nan,
+                                "lr_source": image.lr_source,
+                            })
+                            if save_images is not None:
+                                stem = image.name if kernel is None else f"{image.name}_{kernel}"
+                                write_png(saved_image_path(save_images, dataset, scale, stem), sr)
+                            if bar:
+                                bar.advance(task)
+                        tables.append(pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS))
                     if bar:
                         bar.remove_task(task)
-                    table = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
-                    image_rows.append(table)
+                    image_rows += tables
+                    # Each kernel's mean, then their mean (= the mean over images x kernels: equal image counts).
+                    means = pd.DataFrame([table[["psnr_y", "ssim_y", "lpips"]].mean() for table in tables])
+                    lr_sources = sorted({s for table in tables for s in table["lr_source"]})
                     dataset_rows.append({
-                        "model": name, "dataset": dataset, "scale": scale, "images": len(table),
-                        "psnr_y": table["psnr_y"].mean(), "ssim_y": table["ssim_y"].mean(),
-                        "lpips": table["lpips"].mean() if lpips_metric else nan,
-                        "lr_source": ",".join(sorted(set(table["lr_source"]))),
+                        "model": name, "dataset": dataset, "scale": scale, "images": count,
+                        "psnr_y": means["psnr_y"].mean(), "ssim_y": means["ssim_y"].mean(),
+                        "lpips": means["lpips"].mean() if lpips_metric else nan,
+                        "lr_source": ",".join(lr_sources) if len(tables) == 1 else (
+                            f"{degradation}: mean of {len(tables)} kernels"),
                         "seconds": time.perf_counter() - started,
                     })
     finally:
@@ -208,9 +233,10 @@ def saved_image_path(folder: str | Path, dataset: str, scale: int, image: str) -
     return Path(folder) / (path_component(dataset) or "dataset") / f"x{scale}" / f"{image}.png"
 
 
-def planned_images(folder: str | Path, datasets: Sequence[str], scales: Sequence[int],
-                   data_root=None) -> tuple[list[Path], list[Path]]:
+def planned_images(folder: str | Path, datasets: Sequence[str], scales: Sequence[int], data_root=None,
+                   degradation: str = "bicubic") -> tuple[list[Path], list[Path]]:
     """(the SR images `evaluate(..., save_images=folder)` would write, the HR images it reads)."""
+    from kd.data.degradations import BICUBIC, protocol
     from kd.data.files import dataset_files
     from kd.data.registry import resolve_dataset
 
@@ -219,15 +245,29 @@ def planned_images(folder: str | Path, datasets: Sequence[str], scales: Sequence
         name = resolve_dataset(dataset, data_root).name
         hr = [path for files in dataset_files(name, data_root, purpose="eval") for path in files.hr]
         inputs += hr
-        targets += [saved_image_path(folder, name, scale, path.stem) for scale in scales for path in hr]
+        for scale in scales:
+            suffixes = [""] if degradation == BICUBIC else [f"_{k.label}" for k in protocol(degradation).kernels(scale)]
+            targets += [saved_image_path(folder, name, scale, path.stem + suffix) for path in hr for suffix in suffixes]
     return targets, inputs
 
 
-def _forward(model: nn.Module, lr: torch.Tensor, scale: int, tile: int | None, tile_overlap: int, image,
-             where: str) -> torch.Tensor:
+def _test_sets(dataset: str, scale: int, data_root, lr_source: str, degradation: str) -> list[tuple[str | None, list]]:
+    """(kernel label, HR/LR pairs) per test kernel of the blind-SR `degradation`; one (None, pairs) for bicubic."""
+    from kd.data.benchmark import load_eval_images
+    from kd.data.degradations import BICUBIC, load_degraded_sets
+
+    if degradation == BICUBIC:
+        return [(None, load_eval_images(dataset, scale, data_root=data_root, lr_source=lr_source))]
+    if lr_source == "shipped":
+        raise KdError(f"--lr-source shipped reads bicubic LR files; the {degradation} track degrades the HR itself")
+    return [(kernel.label, images) for kernel, images in load_degraded_sets(dataset, scale, degradation, data_root)]
+
+
+def _forward(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor | None, scale: int, tile: int | None, tile_overlap: int,
+             image, where: str) -> torch.Tensor:
     """The network on one image; a failure names the image (too small for the network, out of memory, ...)."""
     try:
-        return forward_tiled(model, lr, scale, tile, tile_overlap)
+        return forward_tiled(model, lr, scale, tile, tile_overlap, hr)
     except (RuntimeError, ValueError, KdError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         at = f"{image.path or image.name} ({where}, LR {lr.shape[-1]}x{lr.shape[-2]})"

@@ -7,7 +7,7 @@ import pytest
 
 from kd.cli import main
 from kd.errors import KdError
-from kd.reference_data import published_results
+from kd.reference_data import published_results, published_results_seed
 from kd.report.paper import PAPER_TABLES, Measured, grid, paper_table, to_csv, to_text
 
 
@@ -26,7 +26,8 @@ def test_every_published_cell_of_the_source_appears(name):
               "dckd": published_results()[published_results()["source"].str.startswith("DCKD")],
               "lightweight": published_results().query("role == 'lightweight peer'"),
               "teachers": published_results()[published_results()["source"].str.match(r"(RCAN|HAN|SwinIR) \(")
-                                              & (published_results()["role"] == "teacher")]}[name]
+                                              & (published_results()["role"] == "teacher")],
+              "kdsr": published_results_seed()[published_results_seed()["paper"].str.startswith("KDSR")]}[name]
     assert not source.empty
     for row in source.itertuples():
         cell = f"{row.psnr:.2f}/{row.ssim:.4f}" if pd.notna(row.ssim) else f"{row.psnr:.2f}"

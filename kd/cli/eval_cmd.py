@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--data-root", help="folder holding <Dataset>/HR (default $KDBENCH_DATA or the cache)")
     parser.add_argument("--lr-source", default="auto", choices=("auto", "shipped", "generated"),
                         help="LR images: shipped MATLAB files when present (auto), only those, or regenerated")
+    parser.add_argument("--degradation", default="bicubic", help="bicubic (default), or a blind-SR test protocol: "
+                        "iso_gaussian (Gaussian8: the mean over 8 blur kernels, x2 and x4) or aniso_gaussian "
+                        "(anisotropic blur + noise); the degraded LR images are generated once and cached")
     parser.add_argument("--out", type=Path, help="write the per-dataset results to this CSV")
     parser.add_argument("--per-image", action="store_true", help="also write <out>_per_image.csv")
     parser.add_argument("--save-images", type=Path, help="write SR images as <DIR>/<dataset>/x<s>/<name>.png")
@@ -152,11 +155,16 @@ def run_eval(args: argparse.Namespace) -> int:
     console = out_console()
 
     models = [_build_model(args, scale) for scale in scales]
+    if args.degradation != "bicubic":
+        from kd.data.degradations import check_degradation
+
+        for model in models:
+            check_degradation(args.degradation, model.kd_spec["scale"])
     if args.save_images is not None:
         from kd.evaluate import planned_images
 
         targets, inputs = planned_images(args.save_images, datasets, [m.kd_spec["scale"] for m in models],
-                                         args.data_root)
+                                         args.data_root, args.degradation)
         check_new_files(targets, option="--save-images", force=args.force, inputs=inputs)
     results = []
     for model in models:
@@ -165,7 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
         results.append(evaluate(
             model, datasets, scale, data_root=args.data_root, lr_source=args.lr_source, tile=args.tile,
             tile_overlap=args.tile_overlap, with_lpips=not args.no_lpips, save_images=args.save_images,
-            device=device, progress=not args.no_progress, model_name=entry.arch,
+            device=device, progress=not args.no_progress, model_name=entry.arch, degradation=args.degradation,
         ))
     result = results[0]
     result.per_dataset = pd.concat([r.per_dataset for r in results], ignore_index=True)
@@ -177,7 +185,7 @@ def run_eval(args: argparse.Namespace) -> int:
         say(console, note, "note")
     if args.out is not None:
         meta = {"model": {"arch": entry.arch, "preset": preset, "ckpt": str(args.ckpt) if args.ckpt else None},
-                "lr_source": args.lr_source, "tile": args.tile}
+                "lr_source": args.lr_source, "tile": args.tile, "degradation": args.degradation}
         for path in save_result(result, args.out, per_image=args.per_image, extra_meta=meta):
             say(console, f"wrote {path}")
     return 0

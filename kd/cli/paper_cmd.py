@@ -9,7 +9,7 @@ from kd.messages import say
 from kd.output import TextTable, out_console, print_table
 
 # The keys of kd.report.paper.PAPER_TABLES, spelled out so that --help does not import pandas (a test checks them).
-TABLE_NAMES = ("bicubic", "teachers", "fakd", "dckd", "lightweight")
+TABLE_NAMES = ("bicubic", "teachers", "fakd", "dckd", "lightweight", "kdsr")
 
 
 def register(subparsers) -> None:
@@ -17,18 +17,19 @@ def register(subparsers) -> None:
         "paper",
         help="lay out a published table with our measured cells, the difference and the evidence level",
         description="Tables: " + ", ".join(TABLE_NAMES) + ". A cell we have not measured shows a dash and the "
-        "command that would fill it (student runs with the table's own recipe: profile paper-fakd or paper-dckd). "
-        "While no such student run exists, fakd and dckd show their miniature first: the same pair shapes at the cpu "
-        "budget, our paired gains over scratch beside the published ones, and which published orderings of methods "
-        "hold.",
+        "command that would fill it (student runs with the table's own recipe: profile paper-fakd or paper-dckd; "
+        "kdsr: blind SR on Gaussian8, --set data.degradation=iso_gaussian). While no such student run exists, fakd, "
+        "dckd and kdsr show their miniature first: the same pair shapes at the cpu budget, our paired gains over "
+        "scratch (kdsr: over the student without its KD term) beside the published ones, and which published "
+        "orderings of methods hold.",
     )
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
     parser.add_argument("--miniature-runs", type=Path, action="append",
                         help="folder of the cpu-profile runs of the miniature pairs, written by the sweep commands "
-                        "that `paper fakd|dckd` print; repeat it to join several. Given, it replaces the default "
-                        "folders: runs/miniature and, from a kdbench checkout, the committed "
-                        "reports/miniature-dckd/records")
+                        "that `paper fakd|dckd|kdsr` print; repeat it to join several. Given, it replaces the "
+                        "default folders: runs/miniature and, from a kdbench checkout, the committed "
+                        "reports/miniature-dckd/records and reports/miniature-kdsr/records")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")

@@ -125,6 +125,7 @@ def summary_table(summary: dict[str, Any]) -> TextTable:
         f"{summary['student']} x{summary['scale']} · method {summary['method']}"
         + (f" · teacher {teacher.get('arch')} ({teacher.get('preset')})" if teacher else "")
         + f" · seed {summary['seed']} · {summary['steps']} steps in {summary['train_seconds']:.1f} s"
+        + (f" · blind SR: {summary['degradation']}" if summary.get("degradation", "bicubic") != "bicubic" else "")
     )
     table = TextTable(title=title)
     for column in ("dataset", "PSNR-Y", "SSIM-Y", "LPIPS"):
@@ -145,9 +146,11 @@ def comparison_table(comparison) -> TextTable:
     """PSNR/SSIM of the teacher, the no-KD sibling and this student per dataset, with Δ PSNR vs no-KD."""
     student = comparison.student
     teacher = student.get("teacher") or {}
+    sees_hr = "; the teacher sees the HR image (KDSR's teacher, fed it as its official test does)" if teacher.get(
+        "sees_hr") else ""
     table = TextTable(title=f"{student['method']} beside its teacher and the no-KD student ({student['profile']} "
                       f"profile, seed {student['seed']})", caption="PSNR/SSIM on Y, crop = scale; Δ = PSNR of this "
-                      "student minus the no-KD student (one seed: not a significance test)")
+                      f"student minus the no-KD student (one seed: not a significance test){sees_hr}")
     table.add_column("dataset")
     table.add_column(f"teacher {teacher.get('arch')} ({teacher.get('preset')})", justify="right")
     table.add_column("no-KD", justify="right")

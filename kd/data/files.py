@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,23 +86,30 @@ def _split(parts: list[DatasetFiles], info: DatasetInfo) -> list[DatasetFiles]:
 
 def generated_lr(files: DatasetFiles, hr_path: Path, hr_cropped: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-style LR of a modcropped HR image, cached as PNG under `cache_dir()/lr` keyed by the HR's sha256."""
-    key = sha256_file(hr_path)[:16]
     folder = cache_dir() / "lr" / (path_component(files.name) or "dataset") / f"X{scale}"
+    size = (hr_cropped.shape[-2] // scale, hr_cropped.shape[-1] // scale)
+    return cached_image(folder, hr_path, size, lambda: downscale_uint8(hr_cropped, scale))
+
+
+def cached_image(folder: Path, hr_path: Path, size: tuple[int, int], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`<folder>/<stem>.<key>.png` (key: the HR file's sha256) when it holds an image of `size` (H, W); else `make()`,
+    written there for the next time (an entry for an older version of the HR file is removed)."""
+    key = sha256_file(hr_path)[:16]
     cached = folder / f"{hr_path.stem}.{key}.png"
     if cached.is_file():
         try:
-            lr = read_image(cached)
-            if lr.shape[-2:] == (hr_cropped.shape[-2] // scale, hr_cropped.shape[-1] // scale):
-                return lr
+            image = read_image(cached)
+            if tuple(image.shape[-2:]) == tuple(size):
+                return image
         except KdError:
             pass  # a damaged cache entry is simply regenerated
-    lr = downscale_uint8(hr_cropped, scale)
+    image = make()
     try:
-        write_png(cached, lr)
+        write_png(cached, image)
     except OSError as exc:
         warnings.warn(f"cannot cache generated LR in {folder} ({exc}); set $KDBENCH_CACHE to a writable folder")
-        return lr
+        return image
     for stale in folder.glob(f"{glob.escape(hr_path.stem)}.*.png"):
         if stale != cached and len(stale.name) == len(cached.name):
             stale.unlink(missing_ok=True)  # an entry for an older version of this HR file
-    return lr
+    return image

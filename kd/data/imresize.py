@@ -3,7 +3,8 @@
 The algorithm is MATLAB's `imresize(img, scale, 'bicubic')` (METRICS.md, section 7.1): Keys cubic kernel with
 a = -0.5, kernel stretched by 1/scale when downscaling (antialiasing), output pixel x (1-based) sampling input
 position x/scale + 0.5 (1 - 1/scale), weights normalised to sum 1, symmetric (mirror) border padding, output size
-ceil(in * scale), height first, then width.
+ceil(in * scale), height first, then width. `border="replicate"` repeats the edge pixel instead: the torch bicubic of
+the blind-SR codes (DASR, KDSR: `utils/util2.py`) clamps its indices so (`kd.data.degradations`).
 
 Each dimension is resized in float64 with a dense (out, in) weight matrix (one BLAS product), or, for inputs longer
 than `DENSE_LIMIT`, by gathering each output pixel's taps (about 4/scale of them) and weighting them.
@@ -34,8 +35,14 @@ def output_size(in_size: int, scale: float) -> int:
     return math.ceil(round(in_size * scale, 9))
 
 
-def resize_weights(in_size: int, out_size: int, scale: float, antialiasing: bool = True):
-    """Per output pixel: 0-based input indices (out, taps), mirrored into range, and float64 weights (out, taps)."""
+BORDERS = ("symmetric", "replicate")
+
+
+def resize_weights(in_size: int, out_size: int, scale: float, antialiasing: bool = True, border: str = "symmetric"):
+    """Per output pixel: 0-based input indices (out, taps), mirrored (or clamped, `border="replicate"`) into range,
+    and float64 weights (out, taps)."""
+    if border not in BORDERS:
+        raise ValueError(f"imresize border must be one of {', '.join(BORDERS)}, got {border!r}")
     use_aa = antialiasing and scale < 1
     kernel_width = KERNEL_WIDTH / scale if use_aa else KERNEL_WIDTH
     x = torch.arange(1, out_size + 1, dtype=torch.float64)
@@ -46,33 +53,37 @@ def resize_weights(in_size: int, out_size: int, scale: float, antialiasing: bool
     distance = u[:, None] - indices
     weights = scale * cubic(scale * distance) if use_aa else cubic(distance)
     weights = weights / weights.sum(dim=1, keepdim=True)
+    if border == "replicate":
+        return (indices - 1).clamp(0, in_size - 1).long(), weights
     # Symmetric padding: index sequence ..., 2, 1 | 1, 2, ..., n | n, n-1, ...
     zero_based = (indices - 1).long() % (2 * in_size)
     mirrored = torch.where(zero_based < in_size, zero_based, 2 * in_size - 1 - zero_based)
     return mirrored, weights
 
 
-def resize_matrix(in_size: int, out_size: int, scale: float, antialiasing: bool = True) -> torch.Tensor:
+def resize_matrix(in_size: int, out_size: int, scale: float, antialiasing: bool = True,
+                  border: str = "symmetric") -> torch.Tensor:
     """Dense float64 (out_size, in_size) matrix M with resized = M @ signal along one dimension."""
-    indices, weights = resize_weights(in_size, out_size, scale, antialiasing)
+    indices, weights = resize_weights(in_size, out_size, scale, antialiasing, border)
     matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
     return matrix.scatter_add_(1, indices, weights)
 
 
-def _resize_last_but_one(x: torch.Tensor, out_size: int, scale: float, antialiasing: bool) -> torch.Tensor:
+def _resize_last_but_one(x: torch.Tensor, out_size: int, scale: float, antialiasing: bool,
+                         border: str) -> torch.Tensor:
     """Resize dimension -2 of a float64 tensor."""
     in_size = x.shape[-2]
     if in_size <= DENSE_LIMIT:  # one BLAS product; fastest for benchmark-sized images
-        return torch.matmul(resize_matrix(in_size, out_size, scale, antialiasing).to(x.device), x)
+        return torch.matmul(resize_matrix(in_size, out_size, scale, antialiasing, border).to(x.device), x)
     # Large inputs: the dense matrix would be mostly zeros, so gather each output row's taps and weight them.
-    indices, weights = resize_weights(in_size, out_size, scale, antialiasing)
+    indices, weights = resize_weights(in_size, out_size, scale, antialiasing, border)
     taps = indices.shape[1]
     gathered = x.index_select(-2, indices.reshape(-1).to(x.device))
     gathered = gathered.reshape(*x.shape[:-2], out_size, taps, x.shape[-1])
     return torch.matmul(weights.to(x.device)[:, None, :], gathered).squeeze(-2)
 
 
-def imresize(img: torch.Tensor, scale: float, antialiasing: bool = True) -> torch.Tensor:
+def imresize(img: torch.Tensor, scale: float, antialiasing: bool = True, border: str = "symmetric") -> torch.Tensor:
     """Resize a float tensor (..., C, H, W) by `scale` like MATLAB's bicubic `imresize`.
 
     Computed in float64; returned in the input dtype, unrounded and unclamped (any value range works, the
@@ -87,8 +98,8 @@ def imresize(img: torch.Tensor, scale: float, antialiasing: bool = True) -> torc
     in_h, in_w = img.shape[-2:]
     out_h, out_w = output_size(in_h, scale), output_size(in_w, scale)
     x = img.to(torch.float64)
-    x = _resize_last_but_one(x, out_h, scale, antialiasing)  # height first
-    x = _resize_last_but_one(x.transpose(-1, -2), out_w, scale, antialiasing).transpose(-1, -2)  # then width
+    x = _resize_last_but_one(x, out_h, scale, antialiasing, border)  # height first
+    x = _resize_last_but_one(x.transpose(-1, -2), out_w, scale, antialiasing, border).transpose(-1, -2)  # then width
     return x.to(img.dtype)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kd.data.degradations import BICUBIC, degrade, draw_training, gaussian_noise, protocol
 from kd.data.files import check_scale, dataset_files, generated_lr
 from kd.data.imresize import modcrop
 from kd.data.io import read_image
@@ -24,6 +25,8 @@ from kd.errors import KdError
 
 _PERMUTATION_STREAM = 0
 _ITEM_STREAM = 1
+_DEGRADATION_STREAM = 2  # blind-SR track: one draw per batch
+_NOISE_STREAM = 3  # blind-SR track: noise per item
 
 
 class PatchDataset(Dataset):
@@ -32,6 +35,10 @@ class PatchDataset(Dataset):
     HR images are modcropped to the scale and their LR made once (the shipped `LR_bicubic` file when present, else
     the MATLAB-style resize, cached on disk), then held in memory as uint8. For the embedded `default` dataset the
     train split is used. `length` is the number of distinct indices (the trainer's total samples).
+
+    `degradation` other than `bicubic` (the blind-SR track, `kd.data.degradations`): the LR patch is degraded from
+    the augmented HR patch, with one random kernel (and noise level) per `batch_size` consecutive items, as the
+    official blind-SR training draws one per batch.
     """
 
     def __init__(
@@ -44,6 +51,8 @@ class PatchDataset(Dataset):
         seed: int = 0,
         augment: bool = True,
         length: int = 1_000_000,
+        degradation: str = BICUBIC,
+        batch_size: int = 1,
     ) -> None:
         scale = check_scale(scale)
         if lr_patch < 1:
@@ -55,6 +64,8 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.augment = augment
         self.length = int(length)
+        self.protocol = None if degradation == BICUBIC else protocol(degradation)
+        self.batch_size = int(batch_size)
         names = [dataset] if isinstance(dataset, str) else list(dataset)
         self.names: list[str] = []
         self.lr_images: list[torch.Tensor] = []
@@ -69,7 +80,8 @@ class PatchDataset(Dataset):
                         continue
                     self.names.append(f"{files.name}/{hr_path.stem}")
                     self.hr_images.append(hr)
-                    self.lr_images.append(self._lr_for(files, hr_path, hr))
+                    if self.protocol is None:
+                        self.lr_images.append(self._lr_for(files, hr_path, hr))
         if skipped:
             warnings.warn(
                 f"{len(skipped)} image(s) smaller than the HR patch {lr_patch * scale}px skipped: "
@@ -116,17 +128,29 @@ class PatchDataset(Dataset):
             raise IndexError(f"PatchDataset index {index} out of range [0, {self.length})")
         epoch, position = divmod(index, self.n_images)
         image = int(self.image_order(epoch)[position])
-        lr_full, hr_full = self.lr_images[image], self.hr_images[image]
+        hr_full = self.hr_images[image]
         rng = np.random.default_rng([self.seed, _ITEM_STREAM, index])
         p, s = self.lr_patch, self.scale
-        top = int(rng.integers(0, lr_full.shape[-2] - p + 1))
-        left = int(rng.integers(0, lr_full.shape[-1] - p + 1))
-        lr = lr_full[:, top : top + p, left : left + p]
+        top = int(rng.integers(0, hr_full.shape[-2] // s - p + 1))
+        left = int(rng.integers(0, hr_full.shape[-1] // s - p + 1))
         hr = hr_full[:, top * s : (top + p) * s, left * s : (left + p) * s]
-        if self.augment:
-            hflip, vflip, rot90 = (bool(b) for b in rng.integers(0, 2, size=3))
-            lr, hr = (_augment(t, hflip, vflip, rot90) for t in (lr, hr))
+        flips = [bool(b) for b in rng.integers(0, 2, size=3)] if self.augment else None
+        if self.protocol is not None:  # blind SR: the LR is made from the augmented HR patch
+            hr = _augment(hr, *flips) if flips else hr
+            lr = self._degrade(hr, index)
+        else:
+            lr = self.lr_images[image][:, top : top + p, left : left + p]
+            if flips:
+                lr, hr = (_augment(t, *flips) for t in (lr, hr))
         return lr.float().div_(255.0), hr.float().div_(255.0)
+
+    def _degrade(self, hr: torch.Tensor, index: int) -> torch.Tensor:
+        """The blind-SR LR patch of item `index`: its batch's kernel and noise level, its own noise pattern."""
+        draw = draw_training(self.protocol, np.random.default_rng([self.seed, _DEGRADATION_STREAM,
+                                                                   index // self.batch_size]))
+        size = (3, hr.shape[-2] // self.scale, hr.shape[-1] // self.scale)
+        noise = gaussian_noise(size, draw.noise, np.random.default_rng([self.seed, _NOISE_STREAM, index]))
+        return degrade(hr, draw.kernel, self.scale, noise)
 
 
 def _augment(img: torch.Tensor, hflip: bool, vflip: bool, rot90: bool) -> torch.Tensor:

@@ -82,11 +82,14 @@ class _StepSampler(Sampler[int]):
 def patch_batches(
     dataset: str, scale: int, lr_patch: int, batch_size: int, steps: int, *, seed: int, augment: bool = True,
     data_root: str | None = None, workers: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+    degradation: str = "bicubic",
 ) -> PatchBatches:
-    """Batches from `kd.data.patches.PatchDataset` (the project's patch pipeline)."""
+    """Batches from `kd.data.patches.PatchDataset` (the project's patch pipeline); a blind-SR `degradation` draws one
+    kernel per global batch."""
     from kd.data.patches import PatchDataset
 
     patches = PatchDataset(
-        dataset, scale, lr_patch, data_root=data_root, seed=seed, augment=augment, length=steps * batch_size
+        dataset, scale, lr_patch, data_root=data_root, seed=seed, augment=augment, length=steps * batch_size,
+        degradation=degradation, batch_size=batch_size,
     )
     return PatchBatches(patches, batch_size, workers, rank=rank, world_size=world_size, pin_memory=pin_memory)

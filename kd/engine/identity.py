@@ -3,7 +3,8 @@
 The run id hashes these inputs together with the configuration, so retraining a teacher in place, pointing
 `--data-root` at other images or changing a method's code gives a new run instead of "already finished" with the
 old numbers. Data fingerprints hash a manifest of (file name, size, sha256 of the content); the per-file hashes are
-cached under `<cache>/fingerprints/` (see `_HashCache`), so only changed files are re-read.
+cached under `<cache>/fingerprints/` (see `_HashCache`), so only changed files are re-read. A blind-SR run
+(`data.degradation`) adds its protocol's fingerprint, which with the HR manifests fixes its degraded images.
 """
 
 from __future__ import annotations
@@ -139,4 +140,14 @@ def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = Fal
     source = source_identity(method)
     if source is not None:
         inputs["method_source"] = source
+    if config.data.degradation != "bicubic":
+        inputs["degradation"] = degradation_identity(config.data.degradation)
     return inputs
+
+
+def degradation_identity(name: str) -> dict[str, str]:
+    """A blind-SR protocol's fingerprint: its training draws, test kernels and generator version. With the HR files'
+    manifests (`data_fingerprint`) it fixes every degraded image, the cached test LR images included."""
+    from kd.data.degradations import protocol
+
+    return {"name": name, "protocol_sha256": protocol(name).fingerprint()[:16]}

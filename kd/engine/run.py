@@ -350,6 +350,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         given_spec = getattr(given_teacher, "kd_spec", None) if given_teacher is not None else None
         preset = (given_spec or {}).get("preset") if given_teacher is not None else teacher_preset(config)
         teacher_info.update(arch=_display_name(config.teacher.arch), preset=preset)
+        if getattr(teacher, "needs_hr", False):
+            teacher_info["sees_hr"] = True  # KDSR's teacher: its scores are not blind SR
 
     # Seed right before each construction so the student's initial weights depend on the seed only (paired
     # seeds across methods), never on whether a teacher or adapters were built.
@@ -399,7 +401,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     images = {"save_images": run_dir / "images"} if save_images else {}
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root,
-        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device, **images,
+        with_lpips=config.eval.lpips, progress=progress, model_name=config.student.arch, device=device,
+        degradation=config.data.degradation, **images,
     )
     for note in getattr(result, "notes", []):
         say(console, note, "note")
@@ -417,6 +420,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         "scale": config.scale,
         "seed": config.seed,
         "profile": config.profile,
+        "degradation": config.data.degradation,
         "label": asdict(config.label),
         "device": device,
         "world_size": dist.world_size,

@@ -20,7 +20,7 @@ def default_batches(config: RunConfig, train: TrainConfig, *, seed: int, dist: D
     return patch_batches(
         config.data.train, config.scale, train.lr_patch, train.batch_size, train.steps,
         seed=seed, augment=config.data.augment, data_root=config.data.root, workers=config.data.workers,
-        rank=dist.rank, world_size=dist.world_size, pin_memory=pin_memory,
+        rank=dist.rank, world_size=dist.world_size, pin_memory=pin_memory, degradation=config.data.degradation,
     )
 
 
@@ -50,7 +50,7 @@ class Services:
         def validate(model: nn.Module) -> float:
             result = self.evaluate(
                 model, [config.eval.val_dataset], config.scale, data_root=config.data.root, with_lpips=False,
-                progress=False, model_name=model_name, device=device,
+                progress=False, model_name=model_name, device=device, degradation=config.data.degradation,
             )
             return float(result.per_dataset["psnr_y"].mean())
 

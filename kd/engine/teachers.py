@@ -1,6 +1,7 @@
 """Teachers: loading a given checkpoint, or the teacher zoo (trained once, cached, reused by every run).
 
-Zoo entries live in `<cache>/teachers/<arch>-<preset>-x<scale>-<data>-seed<seed>-<recipe hash>/`: the training
+Zoo entries live in `<cache>/teachers/<arch>-<preset>-x<scale>-<data>-seed<seed>-<recipe hash>/` (`<data>` ends
+with the degradation on the blind-SR track, whose teachers are its own): the training
 run itself (resumable checkpoints, metrics.jsonl), `teacher.pt` (the final weights, official key names, so
 `kd.models.load_official` reads them) and `teacher.json` (what it is, how it was trained, its evaluation).
 A lock file per entry lets concurrent runs (a parallel sweep) share one training instead of racing.
@@ -48,10 +49,11 @@ def teacher_preset(config: RunConfig) -> str:
 
 def zoo_key(config: RunConfig) -> str:
     recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
-    digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}".encode()).hexdigest()[:6]
+    track = "" if config.data.degradation == "bicubic" else f"-{config.data.degradation}"  # keys of bicubic kept
+    digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}{track}".encode()).hexdigest()[:6]
     arch = get_entry(config.teacher.arch).arch
     resolve_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
-    data = path_component(config.data.train)  # a folder path may name the training data
+    data = path_component(config.data.train) + track  # a folder path may name the training data
     return f"{arch}-{teacher_preset(config)}-x{config.scale}-{data}-seed{config.teacher.seed}-{digest}"
 
 
@@ -168,7 +170,7 @@ def train_teacher(
         return final, {"key": zoo_key(config)}
     result = services.evaluate(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root, with_lpips=False,
-        progress=progress, model_name=config.teacher.arch, device=device,
+        progress=progress, model_name=config.teacher.arch, device=device, degradation=config.data.degradation,
     )
     scores = {
         row["dataset"]: {"psnr_y": float(row["psnr_y"]), "ssim_y": float(row["ssim_y"])}
@@ -180,6 +182,7 @@ def train_teacher(
         "preset": teacher_preset(config),
         "scale": config.scale,
         "data": config.data.train,
+        **({"degradation": config.data.degradation} if config.data.degradation != "bicubic" else {}),
         "seed": config.teacher.seed,
         "recipe": dataclasses.asdict(recipe),
         "steps": outcome.steps,

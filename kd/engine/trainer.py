@@ -38,7 +38,7 @@ from kd.errors import KdError
 from kd.fileio import atomic_write_text, read_json_lines
 from kd.methods.base import Distiller, StepContext, StepInputs
 from kd.methods.health import HEALTHY, gradient_ratios, inert_as_published, out_of_range
-from kd.models import capture
+from kd.models import capture, sr_inputs
 
 CHECKPOINT_FORMAT = "kdbench-train-v1"
 HEALTH_EVERY_LOGS = 10  # method health is measured at step 0 and every log_every * 10 steps
@@ -258,15 +258,16 @@ class Trainer:
         accel = self.accel
         lr, hr = accel.batch(lr), accel.batch(hr)
         with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
-            student_out = self.forward_student(lr)
+            student_out = self.forward_student(*sr_inputs(self.student, lr, hr))
         teacher_out, teacher_feats = None, {}
         if self.teacher is not None and self.method.needs_teacher:
             with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
+                inputs = sr_inputs(self.teacher, lr, hr)
                 if accel.teacher_dtype != torch.float32:  # a half-precision teacher runs without autocast
-                    teacher_out = self.teacher(accel.teacher_input(lr))
+                    teacher_out = self.teacher(*map(accel.teacher_input, inputs))
                 else:
                     with accel.autocast():
-                        teacher_out = self.teacher(lr)
+                        teacher_out = self.teacher(*inputs)
             teacher_out, teacher_feats = as_float32(teacher_out), as_float32(dict(teacher_feats))
         with accel.autocast():
             terms = self.method.losses(

@@ -2,7 +2,7 @@
 
 from kd.models.loading import identify_architecture, load_official, read_checkpoint
 from kd.models.registry import (
-    ModelEntry, create, get_entry, list_entries, probe_inputs, register_model, resolve_fields,
+    ModelEntry, create, get_entry, list_entries, probe_inputs, register_model, resolve_fields, sr_inputs,
 )
 from kd.models.taps import TapPoint, capture, resolve_taps
 
@@ -20,4 +20,5 @@ __all__ = [
     "register_model",
     "resolve_fields",
     "resolve_taps",
+    "sr_inputs",
 ]

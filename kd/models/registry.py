@@ -116,10 +116,16 @@ def create(arch: str, scale: int, preset: str | None = None, **fields: Any) -> n
     return model
 
 
+def sr_inputs(model: nn.Module, lr: Tensor, hr: Tensor) -> tuple[Tensor, ...]:
+    """Positional inputs of a forward pass on a training or test pair: `(lr,)`, or `(lr, hr)` for a network that
+    declares `needs_hr` (KDSR's teacher, called as `model(lr, hr)`: its degradation encoder sees the HR)."""
+    return (lr, hr) if getattr(model, "needs_hr", False) else (lr,)
+
+
 def probe_inputs(model: nn.Module, lr: Tensor) -> tuple[Tensor, ...]:
     """Positional inputs of a measuring forward pass (MAC counting, tap probing, tests) on an LR batch: `(lr,)`, or
-    `(lr, zero HR)` for a network that declares `needs_hr` (KDSR's teacher, called as `model(lr, hr)`), where only
-    the shapes matter. Training and evaluation never use it: they call `model(lr)` on real images."""
+    `(lr, zero HR)` for a network that declares `needs_hr`, where only the shapes matter. Training and evaluation
+    feed the real HR instead (`sr_inputs`)."""
     if not getattr(model, "needs_hr", False):
         return (lr,)
     b, _, h, w = lr.shape

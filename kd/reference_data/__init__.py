@@ -2,6 +2,8 @@
 
 * `bicubic_reference()`: the golden bicubic PSNR/SSIM (Y, crop = scale) on the shared Set5 / Set14 / BSD100.
 * `published_results()`: numbers quoted from papers (RCAN, SwinIR, ... tables), one row per model, dataset, scale.
+* `published_results_seed()`: the published numbers of the seed networks (FAKD's SAN, SwinFIR, IKM, KDSR on
+  Gaussian8 blur, NCNet), one row per model, dataset, scale, in that file's own columns.
 
 The two files name the same dataset differently (`BSD100` vs the papers' `B100`). Both loaders keep the original
 spelling in `dataset` and add `dataset_key`, a canonical name to join on (`canonical_dataset`).
@@ -39,6 +41,14 @@ def bicubic_reference() -> pd.DataFrame:
 def published_results() -> pd.DataFrame:
     """Columns source, table, model, role, method, train_set, scale, dataset, psnr, ssim, params, evidence."""
     return _read("published_results.csv").copy()
+
+
+def published_results_seed() -> pd.DataFrame:
+    """Columns paper, table, method, teacher, student, scale, dataset, psnr, ssim, source (+ dataset_key, the set's
+    name without a protocol note: "Set5 (Gaussian8)" -> Set5)."""
+    table = _read("published_results_seed.csv").copy()
+    table["dataset_key"] = table["dataset"].str.replace(r" \(.*\)$", "", regex=True).map(canonical_dataset)
+    return table
 
 
 def reference_row(table: pd.DataFrame, dataset: str, scale: int, **match: str) -> pd.Series | None:

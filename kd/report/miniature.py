@@ -8,6 +8,10 @@ student keeps 1 of its teacher's 4 blocks per group, the transformer student a t
 1000-step run are not comparable with published ones; the question a miniature can answer is which published
 orderings of methods survive at this scale.
 
+KDSR (ICLR 2023) Table 1 is blind SR (Gaussian8): its miniature runs on that track (`data.degradation=iso_gaussian`)
+and measures the gain of KDSR's KD term, over the same student with that term's weight at 0 (both start from the
+teacher's SR trunk), since Table 1 has no row without it.
+
     mini = build_miniature(scan_runs(default_dirs()), DCKD)  # what `kdbench paper dckd` reads by default
     print(to_markdown(mini))
 
@@ -32,9 +36,10 @@ from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, Judged, Pa
 PROFILE, SCALE, SEEDS = "cpu", 4, (0, 1, 2)
 DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's test sets
 METHODS = ("logits", "fakd", "mipkd", "dckd", "dukd")  # scratch (none) is the baseline of every gain
-LABELS = {"logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD", "dukd": "DUKD"}
+LABELS = {"logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD", "dukd": "DUKD", "kdsr": "KDSR"}
 RUNS_DIR = "runs/miniature"  # apart from the ASID grid, whose report would otherwise show these students too
 COMMITTED = "reports/miniature-dckd/records"  # the miniature's runs as committed to the repository
+COMMITTED_KDSR = "reports/miniature-kdsr/records"  # where the KDSR miniature's records go once they are run
 MIN_SHARE = 0.25  # an ordering that holds at this share of the published margin or more reproduces its size too
 MIN_TEACHER_GAP = 0.3  # dB over the scratch student: below it, a pair cannot show distillation gains
 MIN_PUBLISHED_SPLIT = 0.05  # dB: published gains closer than this are not treated as an ordering
@@ -47,12 +52,13 @@ class MiniaturePair:
     student: tuple[str, str]  # (architecture, preset)
     teacher: tuple[str, str]
 
-    def sweep_command(self, methods: tuple[str, ...] = METHODS) -> str:
+    def sweep_command(self, methods: tuple[str, ...] = ("none", *METHODS), sets: tuple[str, ...] = ()) -> str:
         # fp32 teachers: the cpu profile's `auto` gives bf16 on some CPUs, and cells made on machines that differ
         # there would neither share run ids nor pair (reports/miniature-dckd/records are fp32)
+        extra = "".join(f" --set {value}" for value in sets)
         return (f"kdbench sweep --profile {PROFILE} --students {self.student[0]} --set student.preset="
-                f"{self.student[1]} --teachers {self.teacher[0]} --methods none,{','.join(methods)} "
-                f"--seeds {','.join(map(str, SEEDS))} --set accel.teacher_dtype=fp32 --out-dir {RUNS_DIR} "
+                f"{self.student[1]} --teachers {self.teacher[0]} --methods {','.join(methods)} "
+                f"--seeds {','.join(map(str, SEEDS))} --set accel.teacher_dtype=fp32{extra} --out-dir {RUNS_DIR} "
                 "--executor local --max-parallel 2 --threads 1")
 
 
@@ -68,20 +74,53 @@ PAIR_NOTE = ("Pairs: RCAN mini (3 groups x 4 blocks) → 3 x 1, SwinIR mini (emb
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The runs every gain is measured from: scratch (method `none`), or the distilling method with some loss
+    weights set (`weights`, e.g. its KD term at 0), which its own sweep sets (`sets`). `label` names them in a
+    sentence ("gains over scratch")."""
+
+    label: str = "scratch"
+    method: str = "none"
+    weights: tuple[tuple[str, float], ...] = ()
+    sets: tuple[str, ...] = ()
+
+    def holds(self, run: Run) -> bool:
+        weights = run.summary.get("loss_weights") or {}
+        return run.method == self.method and all(weights.get(term) == value for term, value in self.weights)
+
+
+SCRATCH = Baseline()
+
+
+@dataclass(frozen=True)
 class MiniatureSpec:
-    """Which published table a miniature stands in for: its source rows, methods and pairs."""
+    """Which published table a miniature stands in for: its source rows, methods and pairs, and the setting of its
+    runs (a blind-SR `degradation`, options every cell shares) and the baseline of its gains."""
 
     title: str
     source: str  # the `source` of its rows in published_results.csv
     methods: tuple[str, ...]
     pairs: tuple[MiniaturePair, ...]
     note: str = ""
+    pair_note: str = PAIR_NOTE
+    degradation: str = "bicubic"
+    sets: tuple[str, ...] = ()  # --set options of every cell
+    baseline: Baseline = SCRATCH
 
     def caption(self) -> str:
-        return ("Gains in dB (method − scratch PSNR-Y). Ours: mean of paired per-seed gains ± the half-width of "
-                f"their 95 % t-interval, seeds {', '.join(map(str, SEEDS))} (shown, not claimed: the orderings below "
-                f"are what is tested). Published: {self.source}. "
-                f"{PAIR_NOTE}{' ' + self.note if self.note else ''}")
+        return (f"Gains in dB (method − {self.baseline.label} PSNR-Y). Ours: mean of paired per-seed gains ± the "
+                f"half-width of their 95 % t-interval, seeds {', '.join(map(str, SEEDS))} (shown, not claimed: the "
+                f"orderings below are what is tested). Published: {self.source}. "
+                f"{self.pair_note}{' ' + self.note if self.note else ''}")
+
+    def sweep_commands(self, pair: MiniaturePair) -> tuple[str, str]:
+        """(the command that runs the methods' cells, the one that runs the baseline's); one command for both when
+        the baseline is scratch."""
+        if self.baseline == SCRATCH:
+            both = pair.sweep_command(("none", *self.methods), self.sets)
+            return both, both
+        return (pair.sweep_command(self.methods, self.sets),
+                pair.sweep_command((self.baseline.method,), (*self.sets, *self.baseline.sets)))
 
 
 DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch, x4, cpu profile",
@@ -89,6 +128,18 @@ DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch,
                      "DUKD has no published row in this table (its DCKD* is DCKD + DUKD).")
 FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, cpu profile",
                      "FAKD (He et al., ICIP 2020)", ("fakd",), PAIRS[:1])
+# KDSR distils blind SR: its teacher is the student's own network with an encoder that also sees the HR, so the pair
+# keeps one preset; the KD term's effect is the gain over the same student, trunk transferred, with that term at 0.
+KDSR = MiniatureSpec(
+    "KDSR (ICLR 2023) Table 1 in miniature: the gain of KDSR's KD term, x4, Gaussian8, cpu profile",
+    "none (Table 1 has no row of KDSR without its KD term; its absolute values are in the table below)",
+    ("kdsr",), (MiniaturePair("KDSR", "kdsr_s_m", ("kdsr", "mini"), ("kdsr_teacher", "mini")),),
+    pair_note="Pair: KDSR mini student from the KDSR mini teacher (32 features, 10 blocks; the teacher's encoder "
+              "also sees the HR), trained on 291-train blurred with isotropic Gaussians (sigma 0.2-4), tested on "
+              "Gaussian8 (8 kernels, sigma 1.8-3.2); both arms start from the teacher's SR trunk.",
+    degradation="iso_gaussian", sets=("data.degradation=iso_gaussian",),
+    baseline=Baseline("KD term off", "kdsr", (("kd", 0.0),), ("method.weights.kd=0",)),
+)
 
 
 def checkout_root() -> Path | None:
@@ -98,10 +149,11 @@ def checkout_root() -> Path | None:
 
 
 def default_dirs() -> list[Path]:
-    """Where `kdbench paper fakd|dckd` looks for the miniature's runs by default: the local runs of its sweep
+    """Where `kdbench paper fakd|dckd|kdsr` looks for the miniature's runs by default: the local runs of its sweep
     commands, and the records committed to the repository when running from a checkout."""
     root = checkout_root()
-    return [Path(RUNS_DIR), *([root / COMMITTED] if root is not None and (root / COMMITTED).is_dir() else [])]
+    committed = [root / folder for folder in (COMMITTED, COMMITTED_KDSR)] if root is not None else []
+    return [Path(RUNS_DIR), *(folder for folder in committed if folder.is_dir())]
 
 
 @dataclass(frozen=True)
@@ -152,13 +204,13 @@ class Miniature:
         if not self.has_runs:
             return "The miniature has not been run yet: no finished cpu-profile run of its pairs was found."
         short = [p for (p, d), gap in self.teacher_gap.items() if d == "Set5" and gap < MIN_TEACHER_GAP]
-        caveat = (f" (the {', '.join(short)} teacher is under {MIN_TEACHER_GAP} dB above its scratch student on "
-                  "Set5, so that pair's gains say little)") if short else ""
+        caveat = (f" (the {', '.join(short)} teacher is under {MIN_TEACHER_GAP} dB above its "
+                  f"{self.spec.baseline.label} on Set5, so that pair's gains say little)") if short else ""
         if not self.orderings:
             gains = [f"{LABELS.get(m, m)} from {p.name} on Set5 {_gain(self.ours.get((p.name, m, 'Set5')))} dB "
                      f"({_published_gain(self.published.get((p.name, m, 'Set5')))})"
                      for p in self.spec.pairs for m in self.spec.methods]
-            return f"Gains over scratch in the miniature: {'; '.join(gains)}{caveat}."
+            return f"Gains over {self.spec.baseline.label} in the miniature: {'; '.join(gains)}{caveat}."
         verdicts = ("holds", "reversed", "unresolved", "too few seeds")
         counts = {v: sum(o.verdict == v for o in self.orderings) for v in verdicts}
         seeds = max(o.ours.n for o in self.orderings)
@@ -202,10 +254,10 @@ def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
     return gains
 
 
-def _is_student(run: Run, pair: MiniaturePair) -> bool:
+def _is_student(run: Run, pair: MiniaturePair, spec: MiniatureSpec) -> bool:
     s = run.summary
     return (run.profile == PROFILE and run.scale == SCALE and s["student"] == pair.student[0]
-            and s.get("student_preset") == pair.student[1])
+            and s.get("student_preset") == pair.student[1] and s.get("degradation", "bicubic") == spec.degradation)
 
 
 def _from_teacher(run: Run, pair: MiniaturePair) -> bool:
@@ -225,12 +277,17 @@ def build_miniature(runset: RunSet | None, spec: MiniatureSpec = DCKD) -> Miniat
     mini = Miniature(published, {}, {}, spec=spec)
     runs = [run for run in (runset.runs if runset is not None else []) if run.seed in SEEDS]
     for pair in spec.pairs:
-        students = one_run_per_seed([run for run in runs if _is_student(run, pair)
-                                     and (run.method == "none" or _from_teacher(run, pair))], mini.warnings)
-        scratch = [run for run in students if run.method == "none"]
-        by_method = {m: [run for run in students if run.method == m] for m in spec.methods}
-        if len(scratch) < len(SEEDS) or any(len(found) < len(SEEDS) for found in by_method.values()):
-            mini.missing.append(pair.sweep_command(spec.methods))
+        students = [run for run in runs if _is_student(run, pair, spec)
+                    and (run.method == "none" or _from_teacher(run, pair))]
+        # apart: a baseline of the distilling method shares its (method, teacher, seed)
+        scratch = one_run_per_seed([run for run in students if spec.baseline.holds(run)], mini.warnings)
+        distilled = one_run_per_seed([run for run in students if not spec.baseline.holds(run)], mini.warnings)
+        by_method = {m: [run for run in distilled if run.method == m] for m in spec.methods}
+        methods_command, baseline_command = spec.sweep_commands(pair)
+        if any(len(found) < len(SEEDS) for found in by_method.values()):
+            mini.missing.append(methods_command)
+        if len(scratch) < len(SEEDS) and baseline_command not in mini.missing:
+            mini.missing.append(baseline_command)
         for dataset in DATASETS:
             base = _by_seed(scratch, dataset)
             scores = {m: _by_seed(found, dataset) for m, found in by_method.items()}
@@ -313,7 +370,7 @@ def ordering_rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
 
 
 def notes(mini: Miniature) -> list[str]:
-    found = [f"teacher minus scratch student, {pair} {dataset}: {gap:+.2f} dB"
+    found = [f"teacher minus {mini.spec.baseline.label} student, {pair} {dataset}: {gap:+.2f} dB"
              for (pair, dataset), gap in sorted(mini.teacher_gap.items())]
     return (mini.warnings + found
             + [f"to run or finish this miniature: {command}" for command in mini.missing])

@@ -21,16 +21,18 @@ import pandas as pd
 
 from kd.errors import KdError, unknown_choice
 from kd.output import markdown_table
-from kd.reference_data import canonical_dataset, published_results
-from kd.report.miniature import DCKD, FAKD, Miniature, build_miniature, checkout_root, default_dirs
+from kd.reference_data import canonical_dataset, published_results, published_results_seed
+from kd.report.miniature import DCKD, FAKD, KDSR, Miniature, build_miniature, checkout_root, default_dirs
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet, scan_runs
 
 PAPER_DATASETS = ["Set5", "Set14", "B100", "Urban100", "Manga109"]
+BICUBIC = "bicubic"  # the classical track; KDSR's table is blind SR (`data.degradation`, kd.data.degradations)
 # Published model names -> (kdbench architecture, preset). Presets not registered yet are named in the footnotes.
 MODEL_MAP = {"bicubic": ("bicubic", None), "rcan": ("rcan", "paper"), "han": ("han", "paper"),
              "swinir": ("swinir", "paper"), "swinir_light": ("swinir_light", "paper"), "asid": ("asid", "paper"),
-             "rcan_10x6": ("rcan", "10x6"), "swinir_e60": ("swinir", "e60")}
+             "rcan_10x6": ("rcan", "10x6"), "swinir_e60": ("swinir", "e60"), "KDSR_S-M": ("kdsr", "paper"),
+             "KDSR_S-L": ("kdsr", "l")}
 TEACHER_OF = {"rcan_10x6": "rcan", "swinir_e60": "swinir"}
 # The student cells of a table come from runs of its paper's own training recipe (kd.profiles).
 FAKD_PROFILE, DCKD_PROFILE = "paper-fakd", "paper-dckd"
@@ -76,25 +78,34 @@ class PaperTable:
 # ------------------------------------------------------------------------------------------------ measurements
 
 
+def _on_track(rows: pd.DataFrame, degradation: str) -> pd.DataFrame:
+    """The rows measured on `degradation` (a frame without the column holds bicubic measurements only)."""
+    if "degradation" not in rows:
+        return rows if degradation == BICUBIC else rows.iloc[0:0]
+    return rows[rows["degradation"].fillna(BICUBIC) == degradation]
+
+
 @dataclass
 class Measured:
-    """Our numbers: `models` (arch, preset, scale, dataset_key, psnr, ssim) and `students` (arch, preset, method,
-    teacher, scale, dataset_key, psnr, ssim, and optionally profile; mean over seeds)."""
+    """Our numbers: `models` (arch, preset, scale, dataset_key, psnr, ssim, and optionally degradation) and
+    `students` (arch, preset, method, teacher, scale, dataset_key, psnr, ssim, and optionally profile and
+    degradation; mean over seeds). A cell takes only the measurements of its track (bicubic unless it says)."""
 
     models: pd.DataFrame
     students: pd.DataFrame
     miniature: RunSet | None = None  # finished runs of the miniature pairs (kd/report/miniature.py), with seeds
     miniature_source: str = ""  # where they were read from, for the reader
 
-    def model(self, arch: str, preset: str | None, scale: int, dataset: str) -> Score | None:
+    def model(self, arch: str, preset: str | None, scale: int, dataset: str,
+              degradation: str = BICUBIC) -> Score | None:
         rows = self.models[(self.models["arch"] == arch) & (self.models["scale"] == scale)
                            & (self.models["dataset_key"] == dataset)]
         if preset is not None and arch != "bicubic":
             rows = rows[rows["preset"].isna() | (rows["preset"] == preset)]
-        return _score(rows)
+        return _score(_on_track(rows, degradation))
 
     def student(self, arch: str, preset: str | None, method: str, teacher: str | None, scale: int,
-                dataset: str, profile: str | None = None) -> Score | None:
+                dataset: str, profile: str | None = None, degradation: str = BICUBIC) -> Score | None:
         """Mean over seeds; with `profile`, only runs of that profile (a published cell needs its protocol)."""
         s = self.students
         rows = s[(s["arch"] == arch) & (s["preset"] == preset) & (s["method"] == method) & (s["scale"] == scale)
@@ -103,7 +114,7 @@ class Measured:
             rows = rows[rows["teacher"] == teacher]
         if profile is not None:
             rows = rows[rows["profile"] == profile] if "profile" in rows else rows.iloc[0:0]
-        return _score(rows)
+        return _score(_on_track(rows, degradation))
 
 
 def _score(rows: pd.DataFrame) -> Score | None:
@@ -125,16 +136,18 @@ def read_eval_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise KdError(f"--eval-csv {path} lacks column(s) {', '.join(sorted(missing))}; "
                       "pass a per-dataset CSV written by kdbench eval --out")
-    preset = None
+    preset, degradation = None, BICUBIC
     meta = path.with_name(path.name + ".meta.json")
     if meta.is_file():
         try:
-            preset = (json.loads(meta.read_text(encoding="utf-8")).get("model") or {}).get("preset")
+            info = json.loads(meta.read_text(encoding="utf-8"))
+            preset = (info.get("model") or {}).get("preset")
+            degradation = str(info.get("degradation") or BICUBIC)
         except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
             preset = None
     return pd.DataFrame({"arch": table["model"], "preset": preset, "scale": table["scale"].astype(int),
                          "dataset_key": table["dataset"].map(canonical_dataset), "psnr": table["psnr_y"],
-                         "ssim": table["ssim_y"]})
+                         "ssim": table["ssim_y"], "degradation": degradation})
 
 
 def _shown(folder: Path) -> str:
@@ -163,20 +176,22 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
             notes += [*runset.notes, *runset.warnings]
             for run in runset.runs:
                 info = run.teacher_info
+                degradation = run.summary.get("degradation") or BICUBIC
                 for dataset, scores in run.summary["datasets"].items():
                     students.append({"arch": run.summary["student"], "preset": run.summary.get("student_preset"),
                                      "method": run.method, "teacher": info.get("arch"), "scale": run.scale,
-                                     "profile": run.summary.get("profile"),
+                                     "profile": run.summary.get("profile"), "degradation": degradation,
                                      "dataset_key": canonical_dataset(dataset), "psnr": scores.get("psnr_y"),
                                      "ssim": scores.get("ssim_y")})
                 for dataset, scores in (info.get("eval") or {}).items():
                     models.append(pd.DataFrame([{"arch": info.get("arch"), "preset": info.get("preset"),
                                                  "scale": run.scale, "dataset_key": canonical_dataset(dataset),
-                                                 "psnr": scores.get("psnr_y"), "ssim": scores.get("ssim_y")}]))
-    model_cols = ["arch", "preset", "scale", "dataset_key", "psnr", "ssim"]
+                                                 "psnr": scores.get("psnr_y"), "ssim": scores.get("ssim_y"),
+                                                 "degradation": degradation}]))
+    model_cols = ["arch", "preset", "scale", "dataset_key", "psnr", "ssim", "degradation"]
     model_frame = pd.concat(models, ignore_index=True) if models else pd.DataFrame(columns=model_cols)
     student_frame = pd.DataFrame(students, columns=["arch", "preset", "method", "teacher", "scale", "dataset_key",
-                                                    "psnr", "ssim", "profile"])
+                                                    "psnr", "ssim", "profile", "degradation"])
     for frame in (model_frame, student_frame):
         frame["psnr"] = pd.to_numeric(frame["psnr"], errors="coerce")
         frame["ssim"] = pd.to_numeric(frame["ssim"], errors="coerce")
@@ -341,6 +356,38 @@ def _with_miniature(table: PaperTable, student_cells: list[Cell], profile: str,
     return table
 
 
+KDSR_TRACK = "iso_gaussian"  # Table 1: isotropic Gaussian blur, Gaussian8 test kernels
+
+
+def _kdsr(measured: Measured) -> PaperTable:
+    """Table 1 of KDSR: its students on Gaussian8 (x4). Ours: a kdbench-trained student of the paper profile on the
+    same track, else the evaluation of the official weights (`kdbench eval --degradation`)."""
+    cells = []
+    table = published_results_seed()
+    for _, row in table[table["paper"].str.startswith("KDSR (")].iterrows():
+        scale, dataset, model = int(row["scale"]), row["dataset_key"], row["student"]
+        arch, preset = MODEL_MAP[model]
+        trained = measured.student(arch, preset, "kdsr", "kdsr_teacher", scale, dataset, profile="paper",
+                                   degradation=KDSR_TRACK)
+        ours = trained or measured.model(arch, preset, scale, dataset, degradation=KDSR_TRACK)
+        evidence = row["source"] + ("; ours: the official weights" if ours and not trained else "")
+        command = None if ours else (
+            f"kdbench eval --model {arch} --preset {preset} --ckpt <official {model} x{scale} weights> --data "
+            f"{','.join(PAPER_DATASETS)} --scale {scale} --degradation {KDSR_TRACK} --out {arch}_{preset}_x{scale}"
+            f".csv, then kdbench paper kdsr --eval-csv {arch}_{preset}_x{scale}.csv; or train it: kdbench run "
+            f"--profile paper --student {arch} --student-preset {preset} --teacher kdsr_teacher --teacher-preset "
+            f"{preset} --method kdsr --scale {scale} --set data.degradation={KDSR_TRACK}")
+        cells.append(Cell((f"x{scale}", model), dataset, Score(float(row["psnr"]), float(row["ssim"])), ours,
+                          evidence, command))
+    result = PaperTable("kdsr", "KDSR (ICLR 2023) Table 1: blind SR, isotropic Gaussian blur, Gaussian8 kernels (x4)",
+                        ["Scale", "Model"], PAPER_DATASETS, cells,
+                        notes=["Gaussian8: each test image degraded with 8 fixed isotropic Gaussian kernels (sigma "
+                               "1.8 to 3.2 at x4) then the bicubic downsampler; a score is the mean over the kernels "
+                               "and images, as the official test averages (kd.data.degradations)."])
+    return _with_miniature(result, cells, "paper", lambda: build_miniature(measured.miniature, KDSR),
+                           measured.miniature_source)
+
+
 def _lightweight(measured: Measured) -> PaperTable:
     from kd.metrics.cost import count_parameters
     from kd.models import create
@@ -371,6 +418,7 @@ def _lightweight(measured: Measured) -> PaperTable:
 
 PAPER_TABLES: dict[str, Callable[[Measured], PaperTable]] = {
     "bicubic": _bicubic, "teachers": _teachers, "fakd": _fakd, "dckd": _dckd, "lightweight": _lightweight,
+    "kdsr": _kdsr,
 }
 
 

@@ -65,9 +65,10 @@ def configuration_names(groups: dict[str, list[Run]]) -> dict[str, str]:
     for key, runs in groups.items():
         run = runs[0]
         steps = _value(run, "train.steps")
-        data = _value(run, "data.train")
+        data, degradation = _value(run, "data.train"), _value(run, "data.degradation")
         plain[key] = (f"{run.student} x{run.scale}, {run.profile} profile, {steps} steps"
-                      + (f" on {data}" if data != "null" else ""))
+                      + (f" on {data}" if data != "null" else "")
+                      + (f", blind SR: {degradation}" if degradation not in ("null", "bicubic") else ""))
     names = {}
     for key, text in plain.items():
         twins = [other for other, other_text in plain.items() if other_text == text]

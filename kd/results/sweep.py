@@ -47,6 +47,11 @@ ROUGH_STEP_SECONDS: dict[str, tuple[float, float]] = {
     "han": (1.29, 4.39),
     "swinir": (2.97, 6.69),
     "swinir_light": (0.54, 1.27),
+    # Not in section 10: ASID's figures times the ratio of single-thread CPU times (process time, so a loaded
+    # machine does not skew it) of KDSR paper to ASID paper, same batch and patch: fwd 0.902 / 0.318, fwd+bwd
+    # 3.02 / 0.888 (the teacher 0.952 / 0.318, 2.945 / 0.888).
+    "kdsr": (0.88, 1.94),
+    "kdsr_teacher": (0.93, 1.89),
 }
 # Step cost of a method relative to `none` + teacher forward (benchmarks/bench_step.py, ASID + RCAN mini, CPU):
 # meta-KD adds a virtual student step and a held-out forward+backward; FAKD its affinity matrices; MiPKD and DUKD
