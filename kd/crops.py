@@ -39,7 +39,8 @@ def _write(model, plan: VisualPlan, folder: Path, prefix: str = "") -> None:
     from kd.data.io import write_png
 
     for view in plan.views:
-        write_png(folder / (prefix + view.crop_file), sr_crop(model, view.pair.lr, plan.scale, view.crop))
+        write_png(folder / (prefix + view.crop_file),
+                  sr_crop(model, view.pair.lr, plan.scale, view.crop, view.pair.hr))
 
 
 def record_crops(plan: VisualPlan, records_dir: Path) -> list[str]:

@@ -9,9 +9,10 @@ Two networks share one SR trunk `G` and differ only in what their degradation en
 * `kdsr` (student, KDSR_S): `model(lr)`; encoder `E_st` on the LR image (3 channels).
 * `kdsr_teacher` (KDSR_T): `model(lr, hr)`; encoder `E` on `cat([lr, pixel_unshuffle(hr, s)], dim=1)`
   (3 + 3 s^2 channels, LR first, torch `PixelUnshuffle` channel order c * s^2 + i * s + j). Calling it without the
-  HR is a `KdError`. kdbench's trainer and evaluator call `model(lr)`, so the teacher runs in kdbench only where a
-  caller feeds it the HR: using it as a kdbench teacher (`--teacher kdsr_teacher`) is the later KDSR-method issue,
-  out of scope here. It declares `needs_hr = True` for the code that measures every network (`probe_inputs`).
+  HR is a `KdError`. It declares `needs_hr = True`: kdbench's trainer (teacher zoo and distillation) and evaluator
+  feed it the HR of each pair (`kd.models.sr_inputs`; its test scores see the HR, as the official test of the
+  teacher does), and the code that measures every network a zero HR (`probe_inputs`). Method `kdsr`
+  (`kd/methods/kdsr.py`) distils it into `kdsr` on the blind-SR track (`data.degradation`).
 
 Structure (C = n_feats):
     G: sub_mean -> head.0 -> body.0 = n_blocks IDR_DCRB -> body.1 (conv) -> + head -> tail -> add_mean
@@ -239,9 +240,7 @@ class KDSR(_BlindSR):
 
 class KDSRTeacher(_BlindSR):
     """KDSR teacher (official `model_TA.BlindSR`): `model(lr, hr)`, encoder `E` on cat(LR, pixel_unshuffle(HR)).
-
-    Not usable as a kdbench teacher yet (kdbench calls teachers as `model(lr)`; the later KDSR-method issue).
-    """
+    kdbench's trainer and evaluator feed it the HR (`needs_hr`); a method's own extra teacher passes do not."""
 
     arch, encoder_name = "kdsr_teacher", "E"
     needs_hr = True
@@ -259,8 +258,9 @@ class KDSRTeacher(_BlindSR):
         check_rgb_batch(x, "KDSR teacher")
         if hr is None:
             raise KdError("kdsr_teacher needs the HR image beside the LR: call model(lr, hr) (its degradation "
-                          "encoder sees the HR); kdbench's trainer and evaluator do not feed it the HR yet, so it "
-                          "cannot be a kdbench teacher, student or evaluated model")
+                          "encoder sees the HR). kdbench's trainer and evaluator feed it; a distillation method that "
+                          "runs the teacher on inputs of its own (dukd, dckd, ...) or `kdbench sr` (no HR) cannot "
+                          "use it: distil it with --method kdsr or one that runs it on the training pairs only")
         check_rgb_batch(hr, "KDSR teacher (hr)")
         b, _, h, w = x.shape
         if tuple(hr.shape) != (b, 3, h * self.scale, w * self.scale):
@@ -371,6 +371,6 @@ register_model(ModelEntry(
     builder=build_kdsr_teacher,
     role="teacher",
     presets=PRESETS,
-    description="KDSR teacher: needs the HR, called as model(lr, hr) (its encoder E sees LR + HR), so not yet "
-                "usable as a kdbench teacher; official keys",
+    description="KDSR teacher: needs the HR, called as model(lr, hr) (its encoder E sees LR + HR; kdbench feeds "
+                "it the HR in training and evaluation); official keys",
 ))

@@ -197,9 +197,10 @@ def test_cli_unreadable_image_names_the_file(tmp_path, capsys):
 
 
 def test_reference_tables_are_the_shared_copies(shared_dir):
-    from kd.reference_data import bicubic_reference, published_results, reference_row
+    from kd.reference_data import bicubic_reference, published_results, published_results_seed, reference_row
 
-    for loader, name in ((bicubic_reference, "bicubic_reference.csv"), (published_results, "published_results.csv")):
+    for loader, name in ((bicubic_reference, "bicubic_reference.csv"), (published_results, "published_results.csv"),
+                         (published_results_seed, "published_results_seed.csv")):
         shipped = loader().drop(columns="dataset_key")
         pd.testing.assert_frame_equal(shipped, pd.read_csv(shared_dir / "reference" / name))
     # B100 (papers) and BSD100 (shared data) name the same set

@@ -138,7 +138,8 @@ def test_smoke_run_on_the_blind_sr_track(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     argv = ["run", "--student", "kdsr", "--teacher", "kdsr_teacher", "--method", "kdsr", "--profile", "smoke",
-            "--set", "data.degradation=iso_gaussian", "--out-dir", str(tmp_path / "runs"), "--threads", "1"]
+            "--set", "data.degradation=iso_gaussian", "--out-dir", str(tmp_path / "runs"), "--threads", "1",
+            "--set", "eval.val_dataset=null"]  # each Gaussian8 evaluation costs 8: the final ones suffice here
     assert main(argv) == 0
     out = capsys.readouterr()
     [run] = (tmp_path / "runs").glob("kdsr-kdsr-kdsr_teacher-x4-smoke-iso_gaussian-s0-*")
@@ -153,6 +154,15 @@ def test_smoke_run_on_the_blind_sr_track(tmp_path, monkeypatch, capsys):
     ratio = next(r["health"]["kd"] for r in health if "health" in r)
     assert 0.05 < ratio <= 5
     assert "blind SR: iso_gaussian" in out.out and "the teacher sees the HR image" in " ".join(out.out.split())
+
+    from kd.report import _intro
+    from kd.report.runs import scan_runs
+    from kd.report.tables import comparison_table, configuration_names, configurations
+
+    runset = scan_runs(tmp_path / "runs")
+    assert "kdsr_teacher (tiny) sees the HR image" in " ".join(_intro(runset, comparison_table(runset)))
+    [name] = configuration_names(configurations(runset.runs)).values()
+    assert name.endswith("blind SR: iso_gaussian")
 
 
 def test_list_methods_shows_kdsr(capsys):

@@ -73,6 +73,11 @@ def _intro(runset: RunSet, table: pd.DataFrame) -> list[str]:
         if counts:
             text.append(f"{key}: " + ", ".join(f"{label} ({n} run{'s' if n != 1 else ''})" for label, n in counts)
                         + ".")
+    sighted = sorted({run.teacher or "" for run in runs if run.teacher_info.get("sees_hr")})
+    if sighted:
+        text.append(f"The teacher {', '.join(sighted)} sees the HR image (its degradation encoder's input), as the "
+                    "official test of KDSR's teacher does: its scores, and the gap recovered towards them, are not "
+                    "blind SR.")
     rebuilt = reconstructed_methods(table)
     if rebuilt:
         text.append(f"Reconstructed by kdbench, not run from published code: {'; '.join(rebuilt)}. Their results "

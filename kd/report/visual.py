@@ -60,21 +60,36 @@ def choose_crop(hr: torch.Tensor, scale: int, size: int) -> Crop:
     return Crop(best_at[0], best_at[1], size)
 
 
-def sr_crop(model: Any, lr: torch.Tensor, scale: int, crop: Crop) -> torch.Tensor:
+def sr_crop(model: Any, lr: torch.Tensor, scale: int, crop: Crop, hr: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (3, size, size) of model(lr) at `crop`, computed on an LR window with a margin; `model` is any callable
-    from a (1, 3, h, w) batch in [0, 1] to its upscaled batch."""
+    from a (1, 3, h, w) batch in [0, 1] to its upscaled batch (a network that needs the HR gets `hr`'s window)."""
     from kd.metrics import quantize
+    from kd.models import sr_inputs
 
     lr_top, lr_left, lr_size = crop.top // scale, crop.left // scale, crop.size // scale
     top0, left0 = max(0, lr_top - MARGIN_LR), max(0, lr_left - MARGIN_LR)
     bottom, right = min(lr.shape[-2], lr_top + lr_size + MARGIN_LR), min(lr.shape[-1], lr_left + lr_size + MARGIN_LR)
     window = lr[:, top0:bottom, left0:right].float().div(255.0).unsqueeze(0)
+    hr_window = None if hr is None else (
+        hr[:, top0 * scale : bottom * scale, left0 * scale : right * scale].float().div(255.0).unsqueeze(0))
     if isinstance(model, torch.nn.Module):
         model.eval()
     with torch.inference_mode():
-        sr = model(window)[0]
+        sr = model(*sr_inputs(model, window, hr_window))[0]
     y, x = (lr_top - top0) * scale, (lr_left - left0) * scale
     return quantize(sr[:, y : y + crop.size, x : x + crop.size]).cpu()
+
+
+def _test_pairs(dataset: str, scale: int, data_root: Any, degradation: str) -> list[Any]:
+    """The evaluation pairs the figure shows: on a blind-SR track, those of its middle test kernel (Gaussian8 at x4:
+    sigma 2.6, the official default `sig`)."""
+    from kd.data.benchmark import load_eval_images
+    from kd.data.degradations import BICUBIC, load_degraded_sets
+
+    if degradation == BICUBIC:
+        return load_eval_images(dataset, scale, data_root=data_root)
+    sets = load_degraded_sets(dataset, scale, degradation, data_root)
+    return sets[len(sets) // 2][1]
 
 
 def _data_root(run: Run) -> Any:
@@ -139,8 +154,6 @@ def _pick(runs: list[Run], views: list[View], seed: int | None = None) -> Run:
 def plan_visual(runs: list[Run], *, images: int = 2, crop_size: int = 64) -> tuple[VisualPlan | None, list[str]]:
     """The figure's plan for the configuration of the first no-KD run that can be shown; (None, notes) when its
     evaluation images cannot be read here."""
-    from kd.data.benchmark import load_eval_images
-
     baseline = [r for r in runs if r.method == BASELINE]
     anchor = min(baseline or runs, key=lambda r: (not has_weights(r), r.seed))
     group = [r for r in runs if r.configuration == anchor.configuration]
@@ -148,7 +161,8 @@ def plan_visual(runs: list[Run], *, images: int = 2, crop_size: int = 64) -> tup
                    None)
     dataset, scale = next(iter(anchor.summary["datasets"])), anchor.scale
     try:
-        pairs = load_eval_images(dataset, scale, data_root=_data_root(anchor))[:images]
+        pairs = _test_pairs(dataset, scale, _data_root(anchor), anchor.summary.get("degradation") or "bicubic")
+        pairs = pairs[:images]
     except Exception as exc:  # missing data must not break the report
         return None, [f"visual comparison left out: the images of {dataset} x{scale} could not be read here ({exc})"]
     views = _views(pairs, dataset, scale, crop_size)
