@@ -223,7 +223,9 @@ def test_eval_command_evaluates_a_blind_sr_track_and_records_it(images, tmp_path
     assert main(["eval", "--model", "bicubic", "--data", str(images), "--scale", "4", "--degradation",
                  "iso_gaussian", "--no-lpips", "--no-progress", "--out", str(out), "--save-images",
                  str(tmp_path / "sr")]) == 0
-    assert "iso_gaussian: mean of 8 kernels" in " ".join(capsys.readouterr().out.split())
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "iso_gaussian: mean of 8 kernels" in shown
+    assert "ref =" not in shown and "published =" not in shown  # bicubic-track references are not beside it
     assert json.loads(out.with_name(out.name + ".meta.json").read_text())["degradation"] == "iso_gaussian"
     assert len(list((tmp_path / "sr").rglob("img0_sigma*.png"))) == 8
     again = ["eval", "--model", "bicubic", "--data", str(images), "--scale", "4", "--degradation", "iso_gaussian",
@@ -237,3 +239,16 @@ def test_eval_command_evaluates_a_blind_sr_track_and_records_it(images, tmp_path
 def test_aniso_protocol_kernel_label_is_path_safe():
     assert Kernel(sigma=1.8).label == "sigma1.8"
     assert Kernel(lambdas=(3.5, 1.5), theta=30.0, noise=10.0).label == "aniso3.5x1.5r30n10"
+
+
+def test_the_reports_visual_comparison_shows_the_middle_test_kernel(images):
+    """A blind-SR configuration's figure crops come from its middle Gaussian8 kernel (sigma 2.6 at x4), and a
+    teacher that needs the HR gets the HR window beside the LR one."""
+    from kd.models import create
+    from kd.report.visual import Crop, _test_pairs, sr_crop
+
+    pairs = _test_pairs(str(images), 4, None, "iso_gaussian")
+    assert [pair.lr_source for pair in pairs] == ["iso_gaussian sigma2.6"] * 2
+    assert _test_pairs(str(images), 4, None, "bicubic")[0].lr_source == "generated"
+    crop = sr_crop(create("kdsr_teacher", 4, "tiny"), pairs[0].lr, 4, Crop(8, 12, 16), pairs[0].hr)
+    assert crop.shape == (3, 16, 16) and crop.dtype == torch.uint8

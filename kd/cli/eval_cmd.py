@@ -180,7 +180,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result.per_image = pd.concat([r.per_image for r in results], ignore_index=True)
     result.per_dataset = _order(result.per_dataset, datasets)
 
-    print_table(results_table(result, entry.arch, preset), console)
+    print_table(results_table(result, entry.arch, preset, args.degradation), console)
     for note in result.notes:
         say(console, note, "note")
     if args.out is not None:
@@ -201,15 +201,17 @@ def _cell(psnr: float, ssim: float) -> str:
     return f"{psnr:.2f}/{ssim:.4f}" if math.isfinite(psnr) else f"inf/{ssim:.4f}"
 
 
-def results_table(result, arch: str, preset: str) -> TextTable:
-    """Table: ours beside `bicubic_reference.csv` (bicubic only) and the published value for this model."""
+def results_table(result, arch: str, preset: str, degradation: str = "bicubic") -> TextTable:
+    """Table: ours beside `bicubic_reference.csv` (bicubic only) and the published value for this model; both are
+    of the bicubic track, so a blind-SR evaluation stands alone."""
     from kd.reference_data import bicubic_reference, published_results, reference_row
 
     golden, published = bicubic_reference(), published_results()
+    classical = degradation == "bicubic"
     rows = []
     for rec in result.per_dataset.itertuples(index=False):
-        ref = reference_row(golden, rec.dataset, rec.scale) if arch == "bicubic" else None
-        pub = reference_row(published, rec.dataset, rec.scale, model=arch) if preset == "paper" else None
+        ref = reference_row(golden, rec.dataset, rec.scale) if arch == "bicubic" and classical else None
+        pub = reference_row(published, rec.dataset, rec.scale, model=arch) if preset == "paper" and classical else None
         rows.append((rec, ref, pub))
     show_ref = any(ref is not None for _, ref, _ in rows)
     sources = sorted({f"{pub.source.split(' (')[0]} {pub.table}" for _, _, pub in rows if pub is not None})
