@@ -49,11 +49,12 @@ def teacher_preset(config: RunConfig) -> str:
 
 def zoo_key(config: RunConfig) -> str:
     recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
-    track = "" if config.data.degradation == "bicubic" else f"-{config.data.degradation}"  # keys of bicubic kept
-    digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}{track}".encode()).hexdigest()[:6]
+    digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}".encode()).hexdigest()[:6]
     arch = get_entry(config.teacher.arch).arch
     resolve_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
-    data = path_component(config.data.train) + track  # a folder path may name the training data
+    data = path_component(config.data.train)  # a folder path may name the training data
+    if config.data.degradation != "bicubic":  # a blind-SR teacher is its own entry; bicubic keys stay as they were
+        data += f"-{config.data.degradation}"
     return f"{arch}-{teacher_preset(config)}-x{config.scale}-{data}-seed{config.teacher.seed}-{digest}"
 
 
