@@ -363,7 +363,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
         run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
         holdout=holdout, config_hash=config_hash(config), device=device, dist=dist, accel=accel,
-        tensorboard=config.log.tensorboard,
+        tensorboard=config.log.tensorboard, reconstruction=config.method.rec,
         progress=TrainingProgress(console if progress else None, f"{config.student.arch}/{config.method.name}",
                                   train.log_every, log),
     )

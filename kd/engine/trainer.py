@@ -190,8 +190,10 @@ class Trainer:
         dist: DistContext = SINGLE,
         accel: AccelPlan | None = None,
         tensorboard: bool = False,
+        reconstruction: str = "l1",
     ) -> None:
         self.train = train
+        self.reconstruction = reconstruction  # `method.rec`: the reconstruction loss every method's `rec` term uses
         self.student = student
         self.teacher = teacher
         self.method = method
@@ -271,7 +273,7 @@ class Trainer:
         with accel.autocast():
             terms = self.method.losses(
                 StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats),
-                           average=self.dist.average_)
+                           average=self.dist.average_, rec=self.reconstruction)
             )
         terms = {name: value.float() for name, value in terms.items()}
         unknown = [name for name in terms if name not in self.weights]

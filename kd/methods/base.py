@@ -38,6 +38,7 @@ class StepInputs:
     student_feats: dict[str, Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, Tensor] = field(default_factory=dict)
     average: Average = no_average  # for batch statistics that must be global
+    rec: str = "l1"  # the reconstruction loss (`method.rec`): see `reconstruction`
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,17 @@ class Distiller(nn.Module):
         return [{"params": params, "lr": lr}] if params else []
 
 
-def reconstruction_l1(inputs: StepInputs) -> Tensor:
+def reconstruction(inputs: StepInputs) -> Tensor:
+    """The reconstruction term of every method: L1 to the ground truth, or with `method.rec=dct` the weighted
+    8x8 block-DCT L1 (`kd.methods.dct`)."""
+    if inputs.rec == "dct":
+        from kd.methods.dct import frequency_l1  # the DCT method's module imports this one
+
+        return frequency_l1(inputs.student_out, inputs.hr)
     return torch.nn.functional.l1_loss(inputs.student_out, inputs.hr)
+
+
+reconstruction_l1 = reconstruction  # its name before `method.rec` existed, which method plugins import
 
 
 def output_kd_l1(inputs: StepInputs) -> Tensor:
