@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from kd.config import RunConfig
 
 Average = Callable[[Sequence[Tensor]], None]  # in-place mean over data-parallel ranks
 
@@ -99,6 +102,21 @@ class Distiller(nn.Module):
         the authors released none."""
         by_scale = cls.releases.get(teacher_arch) or cls.releases.get(family) or {}
         return by_scale.get(scale, by_scale.get(0))
+
+    @classmethod
+    def weights_for(cls, options: Any) -> dict[str, float]:
+        """The default loss-term weights of the method built with `options` (the terms `method.weights` may name)."""
+        return dict(cls.default_weights)
+
+    @classmethod
+    def teacher_run(cls, config: RunConfig) -> RunConfig | None:
+        """The configuration of a run whose student becomes this run's teacher (a teacher assistant, trained and
+        cached first: `kd.engine.assistants`); None: the configured teacher."""
+        return None
+
+    def teacher_input(self, lr: Tensor, hr: Tensor) -> Tensor:
+        """The batch the frozen teacher sees: the student's LR batch, unless the teacher works at another scale."""
+        return lr
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         raise NotImplementedError
