@@ -192,3 +192,30 @@ def test_a_tas_run_refuses_networks_given_as_objects(tmp_path, monkeypatch):
                     teacher=create("asid", 2, "tiny"))
     assert not (tmp_path / "cache").exists()
 
+
+def test_a_dry_run_plans_the_assistant_and_its_teacher_once_for_all_seeds(tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["sweep", "--teachers", "rcan", "--methods", "logits,tas", "--seeds", "0,1", "--profile", "cpu",
+            "--out-dir", str(tmp_path / "runs"), "--dry-run"]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("teacher assistant asid-logits-rcan-x2-cpu-s0-? (asid x2 from rcan x2 by logits, 1000 "
+                     "steps) is not cached: trained first") == 1
+    assert "teacher rcan-mini-x2-" in out and "teacher rcan-mini-x4-" in out  # stage 1's and logits' teachers
+    assert "for 4 cell(s) to run and 3 teacher(s) and assistant(s)" in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache" / "assistants").exists()
+
+
+def test_a_tas_step_is_estimated_with_the_assistant_on_its_twice_larger_input(tmp_path, monkeypatch):
+    from kd.results.sweep import REFERENCE_PIXELS, StepTimes
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    times = StepTimes(tmp_path / "runs")
+    config = _config(profile="cpu")
+    seconds, source = times.per_step(config)
+    pixels = config.train.batch_size * config.train.lr_patch ** 2 / REFERENCE_PIXELS
+    student = times._network_seconds("asid", "paper", 4, backward=True)
+    assistant = times._network_seconds("asid", "paper", 2, backward=False)
+    assert source == "rough" and seconds == pytest.approx(pixels * (student + 4 * assistant))
