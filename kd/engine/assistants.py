@@ -11,6 +11,7 @@ concurrent runs (a parallel sweep) wait for one training instead of racing.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,6 @@ def ensure_assistant(
 
 def load_assistant(config: RunConfig, device: str, strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """The trained assistant (its `student.pt`) and what a pupil's summary records of it."""
-    import json
-
     stage = assistant_config(config)
     assert stage is not None, f"method '{config.method.name}' has no teacher run"
     folder = assistant_dir(stage, strict)

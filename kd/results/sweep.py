@@ -452,8 +452,8 @@ def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
                         records: Sequence[str | Path] = ()) -> list[tuple[str, float, str]]:
     """(label, estimated seconds still to train, where the figure comes from) of each teacher assistant the pending
     cells need and the cache does not hold finished (`kd.engine.assistants`); the label is the assistant's run id
-    (ending in `-?` while its own teacher is not trained, which the id covers) and what it is. Step times come
-    from the runs under `runs_dir` and `records`, as the cells'."""
+    (ending in `-?` while its own teacher or its data is missing, which the id covers) and what it is. Step times
+    come from the runs under `runs_dir` and `records`, as the cells'."""
     from kd.config import config_hash
     from kd.engine.assistants import assistant_config, assistant_root
     from kd.engine.identity import run_inputs
@@ -473,7 +473,8 @@ def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
                 inputs = run_inputs(stage, strict=False)
                 rid = f"{run_prefix(stage)}-?"
                 done = 0
-                if (inputs["teacher"] or {}).get("sha256", "") is not None:
+                missing_data = any(d["manifest_sha256"] is None for d in inputs["data"].values())
+                if not missing_data and (inputs["teacher"] or {}).get("sha256", "") is not None:
                     rid = run_id(stage, inputs)
                     done = min(_done_steps(assistant_root() / rid), stage.train.steps)
                 if finished_summary(assistant_root() / rid) is None:
