@@ -103,3 +103,19 @@ def test_rec_is_validated_and_changes_the_run_id_only_when_set():
     with pytest.raises(KdError, match="method.rec must be one of l1, dct"):
         resolve([("test", {"method": {"rec": "l2"}})])
     assert run_id(from_dict({"method": {"rec": "dct"}})) != run_id(RunConfig())
+
+
+def test_runs_with_another_reconstruction_loss_compare_with_their_own_baseline(tmp_path):
+    from kd.engine.siblings import no_kd_config
+    from kd.report.runs import Run
+
+    config = resolve([("test", {"method": {"name": "logits", "rec": "dct", "weights": {"kd": 2.0}}})])
+    sibling = no_kd_config(config).method
+    assert (sibling.name, sibling.rec, sibling.weights) == ("none", "dct", {})
+
+    def run(summary_extra: dict) -> Run:
+        return Run(tmp_path, {"run_id": "r", "student": "asid", "student_preset": "paper", "method": "none",
+                              "scale": 4, "seed": 0, "profile": "cpu", "datasets": {}, **summary_extra})
+
+    assert run({}).group == run({"reconstruction": "l1"}).group == ("cpu", "asid (paper)", 4)  # older records
+    assert run({"reconstruction": "dct"}).group == ("cpu", "asid (paper, rec dct)", 4)
