@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 from kd.methods.pairing import depth_positions, probe_taps
 
 MODES = ("auto", "channel", "window")
@@ -218,7 +218,7 @@ class AttentionSimilarity(Distiller):
             for s, t in zip(self.student_taps, self.teacher_taps)
         ]
         return {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "att": torch.stack(per_pair).mean(),
             "kd": output_kd_l1(inputs),
         }

@@ -75,7 +75,11 @@ class Run:
 
     @property
     def student(self) -> str:
-        return f"{self.summary['student']} ({self.summary.get('student_preset') or '?'})"
+        """The student and its preset, and its reconstruction loss unless L1 (`method.rec`): students trained with
+        another one form their own group, with their own no-KD baseline."""
+        rec = self.summary.get("reconstruction") or "l1"
+        loss = "" if rec == "l1" else f", rec {rec}"
+        return f"{self.summary['student']} ({self.summary.get('student_preset') or '?'}{loss})"
 
     @property
     def teacher_info(self) -> dict[str, Any]:
