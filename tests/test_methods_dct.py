@@ -117,5 +117,6 @@ def test_runs_with_another_reconstruction_loss_compare_with_their_own_baseline(t
         return Run(tmp_path, {"run_id": "r", "student": "asid", "student_preset": "paper", "method": "none",
                               "scale": 4, "seed": 0, "profile": "cpu", "datasets": {}, **summary_extra})
 
-    assert run({}).group == run({"reconstruction": "l1"}).group == ("cpu", "asid (paper)", 4)  # older records
-    assert run({"reconstruction": "dct"}).group == ("cpu", "asid (paper, rec dct)", 4)
+    assert run({}).configuration == run({"reconstruction": "l1"}).configuration  # older records
+    assert run({"reconstruction": "dct"}).configuration != run({}).configuration
+    assert run({"reconstruction": "dct"}).student == "asid (paper, rec dct)"
