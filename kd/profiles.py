@@ -114,6 +114,31 @@ CPU = Profile(
     method_options={"dckd": {"history_every": [4, 8, 12], "history_block": 400, "ema_decay": 0.75}},
 )
 
+# The published KD tables' pairs in miniature (kd/report/miniature.py): the `miniature_teacher` / `miniature_student`
+# presets keep each published pair's depth/width relation and parameter ratio. Published teachers and students are
+# both trained to convergence, so here both train on the same small patches (LR 16 x 16, batch 16), the teacher
+# twice as long; the student budget is what fits the whole 5-seed grid (2 pairs x 5 methods) in about 12 hours of
+# 2 cores (`kdbench sweep --dry-run`).
+MINIATURE = Profile(
+    "miniature",
+    "published KD pairs in miniature (miniature_teacher -> miniature_student presets), 291 set, Set5/Set14/B100; "
+    "the grid of `kdbench paper dckd`",
+    deep_merge(CPU.values, {
+        "student": {"arch": "rcan", "preset": "miniature_student"},
+        "teacher": {
+            "preset": "miniature_teacher",
+            "train": {"steps": 4000, "batch_size": 16, "lr_patch": 16, "optimizer": "adam", "lr": 5e-4,
+                      "schedule": "cosine", "min_lr": 1e-6, "log_every": 20, "ckpt_every": 100, "val_every": 500},
+        },
+        "train": {"steps": 2000, "batch_size": 16, "lr_patch": 16, "optimizer": "adam", "lr": 5e-4,
+                  "weight_decay": 0.0, "schedule": "cosine", "min_lr": 1e-6, "log_every": 20, "ckpt_every": 100,
+                  "val_every": 500},
+        "accel": {"teacher_dtype": "fp32"},  # cells made on different CPUs pair
+    }),
+    # DCKD's released schedule (250k iterations) scaled by 1/125 to these 2,000 steps, as the cpu profile scales it.
+    method_options={"dckd": {"history_every": [8, 16, 24], "history_block": 800, "ema_decay": 0.88}},
+)
+
 PAPER = Profile(
     "paper",
     "official configurations and recipes (DIV2K, official teacher schedules), the student with ASID's recipe; GPU",
@@ -231,7 +256,8 @@ DEMO = Profile(
     method_options={"dckd": {"history_every": [1], "ema_decay": 0.5}},
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, PAPER, PAPER_DCKD, PAPER_DUKD, PAPER_FAKD)}
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, DEMO, CPU, MINIATURE, PAPER, PAPER_DCKD, PAPER_DUKD,
+                                                      PAPER_FAKD)}
 
 
 def get_profile(name: str) -> Profile:
