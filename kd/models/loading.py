@@ -55,11 +55,18 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("edsr", "keys 'sub_mean.*' and 'body.0.body.2.weight' without 'body.0.body.0.body.*'",
      lambda k: "sub_mean.weight" in k and "body.0.body.2.weight" in k and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
+    ("hpinet", "keys 'first_conv.*' and 'cross_match.*'",
+     lambda k: "first_conv.weight" in k and _any_prefix(k, "cross_match.")),
+    # SwinFIR holds every SwinIR key plus the spatial-frequency blocks, so it comes before SwinIR.
+    ("swinfir", "keys 'layers.*.conv.F.fu.*' (spatial-frequency blocks)",
+     lambda k: any(".conv.F.fu." in key for key in k)),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
 )
 
-_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR"}
-_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR"}
+_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR",
+                  "swinfir": "SwinFIR", "hpinet": "HPINet"}
+_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
+                 "swinfir": "a SwinFIR", "hpinet": "an HPINet"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:
