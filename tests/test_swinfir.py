@@ -252,3 +252,11 @@ def test_list_models_shows_swinfir_t_as_the_lightweight_peer(capsys, readable):
     assert main(["list", "models"]) == 0
     out = capsys.readouterr().out
     readable(out, ["swinfir", "14,497,923", "t=967K", "SwinFIR-T", "--student-preset t"])
+
+
+def test_paper_profile_trains_swinfir_with_its_official_recipe():
+    from kd.profiles import profile_layer, resolve_layers
+
+    recipe = resolve_layers([profile_layer("paper"), ("cli", {"teacher": {"arch": "swinfir"}})]).teacher.train
+    assert (recipe.steps, recipe.batch_size, recipe.lr_patch, recipe.lr) == (500_000, 32, 60, 2e-4)
+    assert tuple(recipe.betas) == (0.9, 0.99) and recipe.ema_decay == 0.999
