@@ -1,5 +1,6 @@
-"""SwinFIR (`paper` preset) against `Zdafeng/SwinFIR`: `swinfir/archs/swinfir_arch.py` + `swinfir_utils.py`, run on
-the official test path (`SwinFIRModel.test()`: mirrored padding by a whole extra window, then a crop).
+"""SwinFIR (`paper` preset) against `Zdafeng/SwinFIR`: `swinfir/archs/swinfir_arch.py` + `swinfir_utils.py`, built
+with our model's fields (the official names) and run on the official test path (`SwinFIRModel.test()`: mirrored
+padding by a whole extra window, then a crop). `swinfir_t` times SwinFIR-T with the same code.
 
 Folder layout: `<folder>/swinfir/archs/{swinfir_arch,swinfir_utils}.py` (the repository root, or just those two
 files). The two files are loaded without the package's `__init__` (which imports all of BasicSR); BasicSR itself
@@ -23,9 +24,8 @@ ARCH = "swinfir"
 PRESET = "paper"
 REPO = "Zdafeng/SwinFIR"
 COMMIT = "d08db6414a84a442d53fa6ad49b14f27969da80f"
-CONFIG = {"upscale": 4, "in_chans": 3, "img_size": 60, "window_size": 12, "img_range": 1.0, "depths": [6] * 6,
-          "embed_dim": 180, "num_heads": [6] * 6, "mlp_ratio": 2, "upsampler": "pixelshuffle",
-          "resi_connection": "SFB"}  # options/test/SwinFIR/SwinFIR_SRx4.yml
+OFFICIAL_FIELDS = ("img_size", "window_size", "embed_dim", "depths", "num_heads", "mlp_ratio", "upsampler",
+                   "resi_connection", "img_range", "in_chans")  # our fields carry the official names
 
 
 def _basicsr_stand_in() -> None:
@@ -56,10 +56,12 @@ def build_official(folder: Path, ours: nn.Module) -> Callable[[torch.Tensor], to
         module = sys.modules.setdefault(package, types.ModuleType(package))
         module.__path__ = [str(path)]  # a package without running its __init__
     _load("swinfir.archs.swinfir_utils", archs / "swinfir_utils.py")
-    network = _load("swinfir.archs.swinfir_arch", archs / "swinfir_arch.py").SwinFIR(**CONFIG)
+    spec = ours.kd_spec
+    config = {"upscale": spec["scale"], **{name: spec[name] for name in OFFICIAL_FIELDS}}
+    network = _load("swinfir.archs.swinfir_arch", archs / "swinfir_arch.py").SwinFIR(**config)
     network.load_state_dict(ours.state_dict(), strict=True)
     network.eval()
-    window, scale = CONFIG["window_size"], CONFIG["upscale"]
+    window, scale = config["window_size"], config["upscale"]
 
     def official_test(lq: torch.Tensor) -> torch.Tensor:
         _, _, h, w = lq.shape
