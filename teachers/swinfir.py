@@ -55,6 +55,7 @@ from kd.errors import KdError
 from kd.models.registry import ModelEntry, register_model
 from teachers.rcan import check_rgb_batch
 from teachers.swinir import SwinIR, SwinIRConfig
+from teachers.swinir import _unwrap as unwrap_packaging
 from teachers.swinir import describe_state_dict as describe_swinir_state_dict
 
 SWINFIR_RGB_MEAN = (0.3014, 0.3152, 0.3094)
@@ -252,11 +253,7 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The SwinFIR configuration a state dict was saved with, as far as its tensors show: SwinIR's description
     (scale, img_size, window_size, embed_dim, depths, num_heads, mlp_ratio, upsampler, evidence) with
     `resi_connection` SFB or HSFB."""
-    sd = state_dict
-    for key in ("params_ema", "params"):
-        if isinstance(state_dict.get(key), Mapping):
-            sd = state_dict[key]
-            break
+    sd = unwrap_packaging(state_dict)
     spatial = sd.get("layers.0.conv.S.body.0.weight")
     if spatial is None or "layers.0.conv.F.fu.conv_layer.weight" not in sd:
         raise KdError("state dict is not a SwinFIR checkpoint (no layers.0.conv.S / conv.F spatial-frequency block).")
