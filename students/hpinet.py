@@ -45,8 +45,8 @@ Quirks, replicated in evaluation:
     computation. The Gumbel noise comes from torch's global generator, so a seeded run is reproducible.
 
 Implementation choices (outputs equal to the official code within float rounding): patches are gathered and summed
-back with one `index_select` / `index_add` per axis instead of a Python loop over patches; queries are scaled before
-the product rather than the (ps^2 x ps^2) scores after it.
+back with one `index_select` / `index_add` per axis instead of a Python loop over patches; attention runs through
+`F.scaled_dot_product_attention` with queries and keys zero-padded to the value width (same scores).
 """
 
 from __future__ import annotations
@@ -172,9 +172,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         source = x if y is None else y
-        # An explicit softmax: SDPA's CPU fallback for value widths unlike the query's adds masking work (~12 %).
-        attn = torch.bmm(self.to_q(x) * self.scale, self.to_k(source).transpose(1, 2)).softmax(dim=-1)
-        return torch.bmm(attn, self.to_v(source))
+        q, k, v = self.to_q(x), self.to_k(source), self.to_v(source)
+        # Zero channels appended to queries and keys leave every q.k unchanged; at equal widths SDPA runs its fused
+        # CPU kernel (about 2x faster than an explicit softmax for 24x24 patches) instead of a slower fallback.
+        width = max(q.shape[-1], v.shape[-1])
+        q, k, v = (F.pad(t, (0, width - t.shape[-1])).unsqueeze(1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale).squeeze(1)
+        return out[..., : self.to_v.out_features]
 
 
 class Block(nn.Module):
