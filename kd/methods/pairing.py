@@ -102,11 +102,13 @@ def conv_adapter(c_in: int, c_out: int) -> nn.Conv2d:
 
 
 def probe_taps(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, torch.Tensor]:
-    """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved)."""
+    """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved); the probe is
+    enlarged to the network's `min_input_size` where it declares one (HPINet's largest patch)."""
     from kd.models import capture, probe_inputs
 
     was_training = model.training
     model.eval()
+    size = max(size, getattr(model, "min_input_size", 0))
     try:
         probe = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
         with torch.no_grad(), capture(model, taps, detach=True) as feats:
