@@ -62,11 +62,17 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # recipe used when the zoo has to train it
 
 
+# The reconstruction term of every method (`method.rec`): pixel L1, or the weighted 8x8 block-DCT L1 of
+# `kd.methods.dct`.
+RECONSTRUCTION_LOSSES = ("l1", "dct")
+
+
 @dataclass
 class MethodConfig:
     name: str = "none"
     weights: dict[str, float] = field(default_factory=dict)  # loss-term weights over the method's defaults
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
+    rec: str = "l1"  # the reconstruction loss of every method: one of RECONSTRUCTION_LOSSES
 
 
 @dataclass
@@ -156,7 +162,7 @@ NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips",
                    "accel.pin_memory", "cluster", "log", "label")
 # Keys added after runs were recorded: left out of the run id while they hold their default value, so the runs
 # recorded before each existed keep their ids.
-HASHED_UNLESS_DEFAULT = ("accel", "data.degradation")
+HASHED_UNLESS_DEFAULT = ("accel", "method.rec", "data.degradation")
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -375,6 +381,8 @@ def validate(config: RunConfig) -> None:
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
     _check_integers(config)
+    if config.method.rec not in RECONSTRUCTION_LOSSES:
+        raise KdError(f"method.rec must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got '{config.method.rec}'.")
     if config.data.degradation != DataConfig.degradation:
         from kd.data.degradations import check_degradation  # imports torch: only for the blind-SR track
 

@@ -25,10 +25,12 @@ METHODS = [name for name, _ in list_methods() if name != "kdsr"]  # kdsr takes o
 TEACHER_METHODS = [name for name in METHODS if get_method(name).needs_teacher]
 NEW_METHODS = ("lsfd", "facd", "attention")
 DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att", "fakd": "fakd", "dukd": "up_in", "dckd": "dcl",
-                "mipkd": "feat"}
+                "mipkd": "feat", "dct": "dct", "tas": "fd"}
 # The tiny teachers are untrained, so FACD's gate would weaken its term: the gates are tested on their own below.
 # DCKD's history network is refreshed from step 1000 by default: every step here.
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}
+# TAS teaches from an assistant at the student's scale in mode size (tests/test_methods_tas.py covers mode input).
+TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]},
+                "tas": {"mode": "size", "assistant_arch": "rcan", "stage_method": "fitnet"}}
 LR_PATCH = 16
 
 
@@ -48,7 +50,8 @@ def make_trainer(tmp_path, method_name: str, teacher_arch: str = "rcan", scale: 
     lr_batch, hr_batch = smooth_batch(scale)
     recipe = TrainConfig(steps=100, batch_size=lr_batch.shape[0], lr_patch=LR_PATCH, lr=lr, schedule="constant",
                          log_every=1, ckpt_every=100, val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(method_name),
+    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
+                      weights=loss_weights(method_name, method=method),
                       batches=FixedBatch(lr_batch, hr_batch), holdout=FixedBatch(*smooth_batch(scale, seed=1)),
                       run_dir=tmp_path, seed=0)
     return trainer, lr_batch, hr_batch

@@ -80,7 +80,7 @@ def check_devices(executor: str, plans) -> None:
 def sweep_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted
     from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+    from kd.results.sweep import assistants_to_train, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
 
     check_executor(args.executor)
     profile, layers, defaults = grid_layers(args)
@@ -103,14 +103,20 @@ def sweep_command(args: argparse.Namespace) -> int:
     pending = [p for p in plans if p.status in ("new", "partial")]
     total = sum(p.est_seconds or 0.0 for p in pending)
     teachers = teachers_to_train(plans, args.out_dir)
+    assistants = assistants_to_train(plans, args.out_dir, args.records)
     title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
              f"({len(plans) - len(pending)} finished or invalid)")
     if args.dry_run:
         print_table(_plan_table(plans, title), out)
         for key, seconds in teachers:
             say(out, f"teacher {key} is not in the zoo: trained first, about {duration(seconds)} (rough)")
-        say(out, f"estimated training time: {duration(total + sum(s for _, s in teachers))} for "
-                 f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)")
+        for label, seconds, source in assistants:
+            say(out, f"teacher assistant {label} is not cached: trained first (after its teacher), about "
+                     f"{duration(seconds)} ({source})")
+        first = sum(s for _, s in teachers) + sum(s for _, s, _ in assistants)
+        say(out, f"estimated training time: {duration(total + first)} for {len(pending)} cell(s) to run"
+                 f"{f' and {len(teachers) + len(assistants)} teacher(s) and assistant(s)' if first else ''} "
+                 "(training only; evaluation adds a little per run)")
         return 0
 
     def announce(index: int, plan, remaining: float | None) -> None:

@@ -104,10 +104,11 @@ def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[s
     return result
 
 
-def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] | None:
-    """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet). A
-    teacher `given` as an object (`kd.distill`) is identified by its label in `teacher.arch` (class and content
-    fingerprint)."""
+def teacher_identity(config: RunConfig, given: bool = False, strict: bool = True) -> dict[str, Any] | None:
+    """The teacher's source and the sha256 of its weights file (None while a zoo teacher or an assistant is not
+    trained yet). A teacher `given` as an object (`kd.distill`) is identified by its label in `teacher.arch` (class
+    and content fingerprint); a teacher assistant by its run (`kd.engine.assistants`)."""
+    from kd.engine.assistants import assistant_config, assistant_identity
     from kd.engine.teachers import zoo_dir, zoo_key
     from kd.methods import get_method
 
@@ -115,6 +116,9 @@ def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] |
         return None
     if given:
         return {"source": "object", "label": config.teacher.arch}
+    stage = assistant_config(config)
+    if stage is not None:
+        return assistant_identity(stage, strict)
     if config.teacher.ckpt:
         path = Path(config.teacher.ckpt)
         return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
@@ -134,7 +138,7 @@ def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = Fal
     method = get_method(config.method.name)
     inputs = {
         "method_version": getattr(method, "version", 1),
-        "teacher": teacher_identity(config, teacher_given),
+        "teacher": teacher_identity(config, teacher_given, strict),
         "data": data_fingerprint(config, strict),
     }
     source = source_identity(method)

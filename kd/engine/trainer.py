@@ -190,8 +190,10 @@ class Trainer:
         dist: DistContext = SINGLE,
         accel: AccelPlan | None = None,
         tensorboard: bool = False,
+        reconstruction: str = "l1",
     ) -> None:
         self.train = train
+        self.reconstruction = reconstruction  # `method.rec`: the reconstruction loss every method's `rec` term uses
         self.student = student
         self.teacher = teacher
         self.method = method
@@ -259,10 +261,15 @@ class Trainer:
         lr, hr = accel.batch(lr), accel.batch(hr)
         with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
             student_out = self.forward_student(*sr_inputs(self.student, lr, hr))
+        if student_out.shape[-2:] != hr.shape[-2:]:
+            raise KdError(f"the network makes {tuple(student_out.shape[-2:])} images from LR patches of "
+                          f"{tuple(lr.shape[-2:])}, but the HR patches are {tuple(hr.shape[-2:])}: the training pairs "
+                          "are not at the network's scale (a dataset of another scale?).")
         teacher_out, teacher_feats = None, {}
         if self.teacher is not None and self.method.needs_teacher:
+            teacher_lr = self.method.teacher_input(lr, hr)
             with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
-                inputs = sr_inputs(self.teacher, lr, hr)
+                inputs = sr_inputs(self.teacher, teacher_lr, hr)
                 if accel.teacher_dtype != torch.float32:  # a half-precision teacher runs without autocast
                     teacher_out = self.teacher(*map(accel.teacher_input, inputs))
                 else:
@@ -272,7 +279,7 @@ class Trainer:
         with accel.autocast():
             terms = self.method.losses(
                 StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats),
-                           average=self.dist.average_)
+                           average=self.dist.average_, rec=self.reconstruction)
             )
         terms = {name: value.float() for name, value in terms.items()}
         unknown = [name for name in terms if name not in self.weights]

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, reconstruction
 from students.kdsr import KD_TEMPERATURE, KDSR, KDSRTeacher, kdsr_kd_loss, transfer_sr_trunk
 
 STUDENT_TAP, TEACHER_TAP = "E_st.mlp", "E.mlp"
@@ -70,4 +70,4 @@ class KDSRDistillation(Distiller):
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         kd = kdsr_kd_loss(inputs.student_feats[STUDENT_TAP], inputs.teacher_feats[TEACHER_TAP],
                           self.options.temperature)
-        return {"rec": reconstruction_l1(inputs), "kd": kd}
+        return {"rec": reconstruction(inputs), "kd": kd}

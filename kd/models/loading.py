@@ -57,6 +57,11 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
      lambda k: "sub_mean.weight" in k and _any_prefix(k, "body.0.body.2.")
      and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
+    ("hpinet", "keys 'first_conv.*' and 'cross_match.*'",
+     lambda k: "first_conv.weight" in k and _any_prefix(k, "cross_match.")),
+    # SwinFIR holds every SwinIR key plus the spatial-frequency blocks, so it comes before SwinIR.
+    ("swinfir", "keys 'layers.*.conv.F.fu.*' (spatial-frequency blocks)",
+     lambda k: any(".conv.F.fu." in key for key in k)),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
     ("kdsr_teacher", "keys 'G.*' beside an encoder 'E.*'",
      lambda k: _any_prefix(k, "G.body.") and _any_prefix(k, "E.E.")),
@@ -66,9 +71,9 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
 
 # `_family` takes the first name that `arch` equals or extends: `kdsr_teacher` is listed before `kdsr`.
 _DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR",
-                  "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR"}
+                  "swinfir": "SwinFIR", "hpinet": "HPINet", "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR"}
 _WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
-                 "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR"}
+                 "swinfir": "a SwinFIR", "hpinet": "an HPINet", "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:

@@ -52,11 +52,12 @@ class MiniaturePair:
     student: tuple[str, str]  # (architecture, preset)
     teacher: tuple[str, str]
 
-    def sweep_command(self, methods: tuple[str, ...] = ("none", *METHODS), sets: tuple[str, ...] = ()) -> str:
+    def sweep_command(self, methods: tuple[str, ...] = ("none", *METHODS), sets: tuple[str, ...] = (),
+                      profile: str = PROFILE) -> str:
         # fp32 teachers: the cpu profile's `auto` gives bf16 on some CPUs, and cells made on machines that differ
         # there would neither share run ids nor pair (reports/miniature-dckd/records are fp32)
         extra = "".join(f" --set {value}" for value in sets)
-        return (f"kdbench sweep --profile {PROFILE} --students {self.student[0]} --set student.preset="
+        return (f"kdbench sweep --profile {profile} --students {self.student[0]} --set student.preset="
                 f"{self.student[1]} --teachers {self.teacher[0]} --methods {','.join(methods)} "
                 f"--seeds {','.join(map(str, SEEDS))} --set accel.teacher_dtype=fp32{extra} --out-dir {RUNS_DIR} "
                 "--executor local --max-parallel 2 --threads 1")
@@ -106,6 +107,7 @@ class MiniatureSpec:
     degradation: str = "bicubic"
     sets: tuple[str, ...] = ()  # --set options of every cell
     baseline: Baseline = SCRATCH
+    profile: str = PROFILE
 
     def caption(self) -> str:
         return (f"Gains in dB (method − {self.baseline.label} PSNR-Y). Ours: mean of paired per-seed gains ± the "
@@ -117,10 +119,10 @@ class MiniatureSpec:
         """(the command that runs the methods' cells, the one that runs the baseline's); one command for both when
         the baseline is scratch."""
         if self.baseline == SCRATCH:
-            both = pair.sweep_command(("none", *self.methods), self.sets)
+            both = pair.sweep_command(("none", *self.methods), self.sets, self.profile)
             return both, both
-        return (pair.sweep_command(self.methods, self.sets),
-                pair.sweep_command((self.baseline.method,), (*self.sets, *self.baseline.sets)))
+        return (pair.sweep_command(self.methods, self.sets, self.profile),
+                pair.sweep_command((self.baseline.method,), (*self.sets, *self.baseline.sets), self.profile))
 
 
 DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch, x4, cpu profile",
@@ -137,8 +139,8 @@ KDSR = MiniatureSpec(
     pair_note="Pair: KDSR mini student from the KDSR mini teacher (32 features, 10 blocks; the teacher's encoder "
               "also sees the HR), trained on 291-train blurred with isotropic Gaussians (sigma 0.2-4), tested on "
               "Gaussian8 (8 kernels, sigma 1.8-3.2); both arms start from the teacher's SR trunk.",
-    degradation="iso_gaussian", sets=("data.degradation=iso_gaussian",),
-    baseline=Baseline("KD term off", "kdsr", (("kd", 0.0),), ("method.weights.kd=0",)),
+    degradation="iso_gaussian", sets=("teacher.preset=mini", "data.degradation=iso_gaussian"),
+    baseline=Baseline("KD term off", "kdsr", (("kd", 0.0),), ("method.weights.kd=0",)), profile="cpu",
 )
 
 
@@ -256,7 +258,7 @@ def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
 
 def _is_student(run: Run, pair: MiniaturePair, spec: MiniatureSpec) -> bool:
     s = run.summary
-    return (run.profile == PROFILE and run.scale == SCALE and s["student"] == pair.student[0]
+    return (run.profile == spec.profile and run.scale == SCALE and s["student"] == pair.student[0]
             and s.get("student_preset") == pair.student[1] and s.get("degradation", "bicubic") == spec.degradation)
 
 
