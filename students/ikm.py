@@ -2,7 +2,8 @@
 
 Re-implemented from the official code `YuanfeiHuang/CoMoNet` @ cf723d44770ee3046b0cd7a92299012a64ef5543 (`model.py`,
 `src/basic_module.py`, `main.py`; SEED_NETWORKS.md section 8). Module names, and therefore `state_dict()` keys, are
-the official ones, so the released `IKM+UHDN_x2.pth` layout loads strictly.
+the official ones, so official state dicts load strictly (checked on the parity fixtures; the x2 checkpoint the
+repository held at that commit, `models/IKM+UHDN_x2.pth`, is not available to test).
 
     input (3x3) -> body: n_blocks U-hourglass dense blocks (UHDB) + 3x3 conv -> + input -> tail (grouped 3x3 conv
     + PixelShuffle per x2, or x3; then a 3x3 conv with bias)
@@ -18,17 +19,17 @@ over the 9 positions of each input channel (p), mapped to `1 + sigmoid(9 p - 1)`
 out of a ReLU are never negative, so their factor is uniformly 1.5; only channels carrying a block's signed input
 are modulated unevenly. The modulation reads no gradient (the official code computes it from `.data`).
 
-Training (kdbench's choice, documented here and in SEED_NETWORKS.md): the official training path swaps the
-parameter's `.data` to the batch-repeated modulated kernel around the convolution and, in main.py, averages the
-resulting (B * Cout, ...) weight gradient over the batch before the optimiser step. In torch 2.x that path fails
-(oneDNN primitive error; with mkldnn off a shape error in backward), so kdbench computes what it intends: a
-functional per-sample convolution whose kernels are `weight * modulation` with the modulation computed without
-gradient, whose input gradient is the ordinary one through the modulated kernels, and whose *weight gradient is
-the per-sample modulated-kernel gradients averaged over the batch* (`StraightThroughModulation`): the official
-update, a straight-through gradient that ignores the modulation factor and is 1/B of what a sum over the batch
-gives (Adam is insensitive to that scale; a gradient-norm clip sees it). Under data parallelism each process
-averages over its share and the processes average, i.e. the global batch mean. Training in main.py also drops
-incomplete batches and makes LR on the fly with its own bicubic; kdbench uses its own data pipeline.
+Training (kdbench's choice): the official training path swaps the parameter's `.data` to the batch-repeated
+modulated kernel around the convolution and, in main.py, averages the resulting (B * Cout, ...) weight gradient
+over the batch before the optimiser step. In torch 2.14 that path fails (CPU: oneDNN primitive error; with mkldnn
+off a shape error in backward), so kdbench computes what it intends: a functional per-sample convolution whose
+kernels are `weight * modulation` with the modulation computed without gradient, whose input gradient is the
+ordinary one through the modulated kernels, and whose *weight gradient is the per-sample modulated-kernel gradients
+averaged over the batch* (`StraightThroughModulation`): the official update, a straight-through gradient that
+ignores the modulation factor and is 1/B of what a sum over the batch gives (Adam is insensitive to that scale; a
+gradient-norm clip sees it). Under data parallelism each process averages over its share and the processes
+average, i.e. the global batch mean. Training in main.py also drops incomplete batches and makes LR on the fly with
+its own bicubic; kdbench uses its own data pipeline.
 
 Range: the network sees DF2K-normalised RGB: main.py scales to [0, 1] and feeds `(x - mean) / std` with mean
 (0.466, 0.448, 0.403), std (0.242, 0.234, 0.246), mapping the output back with `* std + mean`, outside the network.

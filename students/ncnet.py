@@ -24,9 +24,9 @@ Quirks and how kdbench handles them:
 
 Fields: the port's constructor `NCNet(n_feats=32, out_c=3, scale_factor=3)`; kdbench's `scale` is `scale_factor`.
 `out_c` (colour channels in and out) must be 3 (RGB). The body is held as a module whose children are the seven
-convs under their official indices; its ReLUs are applied in `forward`, so the body stages a feature method taps
-are the seven convolutions (pre-activation) and nothing else. The network runs in `torch.channels_last` memory
-format (faster convolutions on the CPU; same outputs within float rounding).
+convs under their official indices, the first six applying their ReLU in place, so the body stages a feature
+method taps are the seven convolutions (post-activation but the last) and nothing else. The network runs in
+`torch.channels_last` memory format (faster convolutions on the CPU; same outputs within float rounding).
 """
 
 from __future__ import annotations
@@ -49,19 +49,28 @@ RGB_RANGE = 255.0
 N_CONVS = 7
 
 
+class ConvReLU(nn.Conv2d):
+    """A 3x3 conv whose output goes through ReLU in place: one module, so its output (the tap) is post-ReLU and no
+    hook ever sees the tensor before the in-place ReLU changes it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu_(super().forward(x))
+
+
 class PlainBody(nn.Module):
-    """Seven 3x3 convs under the official `nn.Sequential` indices 0, 2, ..., 12, ReLU between them."""
+    """Seven 3x3 convs under the official `nn.Sequential` indices 0, 2, ..., 12 (the ReLUs at the odd indices hold
+    no weights), ReLU after all but the last."""
 
     def __init__(self, channels: list[int]):
         super().__init__()
+        last = len(channels) - 2
         for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
-            self.add_module(str(2 * i), nn.Conv2d(c_in, c_out, 3, padding=1))
+            self.add_module(str(2 * i), (nn.Conv2d if i == last else ConvReLU)(c_in, c_out, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = list(self.children())
-        for conv in convs[:-1]:
-            x = F.relu(conv(x))
-        return convs[-1](x)
+        for conv in self.children():
+            x = conv(x)
+        return x
 
 
 def nearest_weight(colours: int, scale: int) -> torch.Tensor:
@@ -83,9 +92,9 @@ class NCNet(nn.Module):
 
     body_prefix = "body."
     TAPS = {
-        "body.[0-9]": "body.0..body.8: the first five plain convs' outputs before their ReLU (B, n_feats, h, w)",
-        "body.1[02]": "body.10: the sixth conv before its ReLU (B, 3*s^2, h, w); body.12: body tail, the last conv "
-                      "before the nearest skip (B, 3*s^2, h, w)",
+        "body.[0-9]": "body.0..body.8: the first five plain convs' outputs after their ReLU (B, n_feats, h, w)",
+        "body.1[02]": "body.10: the sixth conv after its ReLU (B, 3*s^2, h, w); body.12: body tail, the last conv "
+                      "(no ReLU) before the nearest skip (B, 3*s^2, h, w)",
     }
 
     def __init__(self, scale: int = 4, n_feats: int = 32, out_c: int = 3):
