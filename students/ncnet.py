@@ -111,8 +111,9 @@ class NCNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_rgb_batch(x, "NCNet")
         x = (x * RGB_RANGE).contiguous(memory_format=torch.channels_last)
-        out = self.body(x) + F.conv2d(x, self.nearest_weight)
-        return (self.upsample(out) / RGB_RANGE).contiguous()
+        # In place on the skip's fresh tensor (no module returned it, so no tap holds it): one LR map, no HR copies.
+        out = F.conv2d(x, self.nearest_weight).add_(self.body(x)).div_(RGB_RANGE)
+        return self.upsample(out).contiguous()
 
 
 # --- official checkpoint knowledge ------------------------------------------------------------------------------
