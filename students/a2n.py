@@ -2,7 +2,8 @@
 
 Re-implemented from the official code `haoyuc/A2N` @ 210b38cbe721f0283aa5ad20c98373c5822f917a (`code/model/aan.py`,
 EDSR code base; SEED_NETWORKS.md section 3). Module names, and therefore `state_dict()` keys, are the official
-ones, so the released `aan_x2.pt` / `aan_x3.pt` (plain state dicts) load strictly without a key map.
+ones, so the released `aan_x2.pt` / `aan_x3.pt` (plain state dicts) load strictly without a key map (checked: both
+reproduce the official code's output on a Set5 image exactly; the x4 release is not in the repository snapshot).
 
     conv_first -> AAB_trunk.0..{nb-1} -> trunk_conv -> + conv_first (long skip)
     -> [nearest x2 (x3) -> upconv -> pixel attention -> LReLU -> HRconv -> LReLU] once (x2, x3) or twice (x4)
@@ -23,7 +24,8 @@ and 4 (two x2 stages) only. x2 and x3 checkpoints have identical shapes: nothing
 
 Speed (same outputs within float rounding): the network runs in `torch.channels_last` memory format (the input
 is converted on the way in, the output returned contiguous); oneDNN's 3x3 convolutions on these narrow maps are
-markedly faster in NHWC than in the official NCHW.
+markedly faster in NHWC than in the official NCHW, and the 1x1 convolutions run as matmuls over the channels-last
+view (ASID's `Conv1x1`, same parameters).
 """
 
 from __future__ import annotations

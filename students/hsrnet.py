@@ -34,6 +34,10 @@ Quirks and how kdbench handles them:
     odd LR sizes exercise the max-pool floor (the half-resolution branch is resized back to the full size).
 
 Taps: `body` runs n_iters times with shared weights; a tap on `body.*` holds its *last* iteration's map.
+
+Speed (same outputs within float rounding): the network runs in `torch.channels_last` memory format (faster 3x3
+convolutions on the CPU) and its 1x1 convolutions run as matmuls over the channels-last view (ASID's `Conv1x1`,
+same parameters).
 """
 
 from __future__ import annotations
