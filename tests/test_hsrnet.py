@@ -82,6 +82,8 @@ def test_official_packaging_loads_and_a_wrong_scale_is_explained(tmp_path, parit
 def test_bad_fields_are_named():
     with pytest.raises(KdError, match="'n_iters'"):
         create("hsrnet", 4, "tiny", n_iters=0)
+    with pytest.raises(KdError, match="'n_feats' must be a multiple of 4"):
+        create("hsrnet", 4, "tiny", n_feats=6)
 
 
 def test_body_taps_and_their_last_iteration():
