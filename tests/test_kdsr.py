@@ -182,7 +182,9 @@ def test_taps_pair_the_trunk_and_the_encoder_features_are_vectors():
 
 # --------------------------------------------------------------------------------------------- with every method
 
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}  # as tests/test_methods_advanced.py
+# As tests/test_methods_advanced.py: FACD's gates off (untrained teachers), DCKD refreshed every step, TAS in mode size.
+TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]},
+                "tas": {"mode": "size", "assistant_arch": "rcan", "stage_method": "fitnet"}}
 
 
 def _one_step(tmp_path, method_name: str, student_arch: str, teacher_arch: str) -> dict[str, float]:
@@ -195,7 +197,8 @@ def _one_step(tmp_path, method_name: str, student_arch: str, teacher_arch: str) 
     lr = F.avg_pool2d(hr, 2)
     recipe = TrainConfig(steps=1, batch_size=2, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
                          val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(method_name),
+    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
+                      weights=loss_weights(method_name, method=method),
                       batches=FixedBatch(lr, hr), holdout=FixedBatch(lr.flip(-1), hr.flip(-1)), run_dir=tmp_path,
                       seed=0)
     before = {k: v.clone() for k, v in student.state_dict().items()}

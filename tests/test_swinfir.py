@@ -188,7 +188,7 @@ def _smooth_batch(scale: int, size: int = 16, seed: int = 0):
 
 
 def _training_step(tmp_path, method_name: str, student, teacher) -> dict[str, float]:
-    method = create_method(method_name, student, teacher, {"history_start": 0} if method_name == "dckd" else None)
+    method = create_method(method_name, student, teacher, {"history_every": [1]} if method_name == "dckd" else None)
     lr, hr = _smooth_batch(student.scale)
     recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
                          ckpt_every=100, val_every=0)
