@@ -82,7 +82,6 @@ class Protocol:
     """A blind-SR track: how training patches are degraded and which fixed kernels degrade the test images."""
 
     name: str
-    description: str
     test_name: str
     test_kernels: dict[int, tuple[Kernel, ...]]  # by scale; 0: every scale
     sigma_range: tuple[float, float] | None = None  # isotropic training blur
@@ -101,7 +100,6 @@ class Protocol:
     def fingerprint(self) -> str:
         """sha256 of everything that makes the degraded images (part of a blind-SR run's inputs)."""
         spec = {**asdict(self), "kernel_size": KERNEL_SIZE, "generator_version": GENERATOR_VERSION}
-        spec.pop("description")
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -110,16 +108,13 @@ def _gaussian8(first: float, step: float) -> tuple[Kernel, ...]:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "iso_gaussian": Protocol(
-        "iso_gaussian", "isotropic Gaussian blur (sigma 0.2-4.0), bicubic down; test Gaussian8",
-        "Gaussian8", {2: _gaussian8(0.9, 0.1), 4: _gaussian8(1.8, 0.2)}, sigma_range=(0.2, 4.0)),
-    "aniso_gaussian": Protocol(
-        "aniso_gaussian", "anisotropic Gaussian blur (lambda 0.2-4.0, any angle), bicubic down, noise 0-25; test "
-        "lambda 3.5/1.5, 30 deg, noise 10", "aniso 3.5/1.5/30 + noise 10",
-        {0: (Kernel(lambdas=(3.5, 1.5), theta=30.0, noise=10.0),)}, lambda_range=(0.2, 4.0), noise_max=25.0),
+    "iso_gaussian": Protocol("iso_gaussian", "Gaussian8", {2: _gaussian8(0.9, 0.1), 4: _gaussian8(1.8, 0.2)},
+                             sigma_range=(0.2, 4.0)),
+    "aniso_gaussian": Protocol("aniso_gaussian", "aniso 3.5/1.5/30 + noise 10",
+                               {0: (Kernel(lambdas=(3.5, 1.5), theta=30.0, noise=10.0),)}, lambda_range=(0.2, 4.0),
+                               noise_max=25.0),
 }
 BICUBIC = "bicubic"
-NAMES = (BICUBIC, *PROTOCOLS)
 
 
 def protocol(name: str) -> Protocol:

@@ -135,7 +135,7 @@ FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over sc
 KDSR = MiniatureSpec(
     "KDSR (ICLR 2023) Table 1 in miniature: the gain of KDSR's KD term, x4, Gaussian8, cpu profile",
     "none (Table 1 has no row of KDSR without its KD term; its absolute values are in the table below)",
-    ("kdsr",), (MiniaturePair("KDSR", "kdsr_s_m", ("kdsr", "mini"), ("kdsr_teacher", "mini")),),
+    ("kdsr",), (MiniaturePair("KDSR", "KDSR_S-M", ("kdsr", "mini"), ("kdsr_teacher", "mini")),),
     pair_note="Pair: KDSR mini student from the KDSR mini teacher (32 features, 10 blocks; the teacher's encoder "
               "also sees the HR), trained on 291-train blurred with isotropic Gaussians (sigma 0.2-4), tested on "
               "Gaussian8 (8 kernels, sigma 1.8-3.2); both arms start from the teacher's SR trunk.",
