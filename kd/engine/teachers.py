@@ -173,6 +173,8 @@ def train_teacher(
         final, list(config.eval.datasets), config.scale, data_root=config.data.root, with_lpips=False,
         progress=progress, model_name=config.teacher.arch, device=device, degradation=config.data.degradation,
     )
+    for note in getattr(result, "notes", []):  # e.g. that KDSR's teacher is evaluated with the HR it needs
+        say(console, note, "note")
     scores = {
         row["dataset"]: {"psnr_y": float(row["psnr_y"]), "ssim_y": float(row["ssim_y"])}
         for row in result.per_dataset.to_dict("records")
