@@ -15,8 +15,11 @@ from kd.methods import create_method, get_method, loss_weights
 from kd.metrics.cost import count_parameters
 from kd.models import create
 
-# DCKD's contrastive term starts with its history student (step 1000 by default): from step 0 here.
-STEP_OPTIONS = {"dckd": {"history_start": 0}}
+# Options for one-step method tests with untrained tiny networks: FACD's gates would weaken its term (they are tested
+# on their own); DCKD's history network is refreshed from step 1000 by default, here every step; TAS teaches from an
+# assistant at the student's scale in mode size (tests/test_methods_tas.py covers mode input).
+STEP_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]},
+                "tas": {"mode": "size", "assistant_arch": "rcan", "stage_method": "fitnet"}}
 
 
 def parameters(arch: str, scale: int, preset: str = "paper") -> int:

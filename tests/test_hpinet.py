@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from seed_steps import STEP_OPTIONS
 from kd.config import TrainConfig
 from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
@@ -172,7 +173,7 @@ def test_one_distillation_step_in_either_role(tmp_path, role, method_name):
     hpinet = create("hpinet", 4, "tiny")  # the shape of HPINet-S, shrunk for tests
     other = create("rcan" if role == "student" else "asid", 4, "tiny")
     student, teacher = (hpinet, other) if role == "student" else (other, hpinet)
-    method = create_method(method_name, student, teacher, {"history_every": [1]} if method_name == "dckd" else None)
+    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
     lr, hr = _smooth_batch(4)
     recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
                          ckpt_every=100, val_every=0)

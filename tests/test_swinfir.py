@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from seed_steps import STEP_OPTIONS
 from kd.config import TrainConfig
 from kd.engine import Trainer
 from kd.engine.batches import FixedBatch
@@ -188,7 +189,7 @@ def _smooth_batch(scale: int, size: int = 16, seed: int = 0):
 
 
 def _training_step(tmp_path, method_name: str, student, teacher) -> dict[str, float]:
-    method = create_method(method_name, student, teacher, {"history_every": [1]} if method_name == "dckd" else None)
+    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
     lr, hr = _smooth_batch(student.scale)
     recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
                          ckpt_every=100, val_every=0)
