@@ -116,9 +116,9 @@ CPU = Profile(
 
 # The published KD tables' pairs in miniature (kd/report/miniature.py): the `miniature_teacher` / `miniature_student`
 # presets keep each published pair's depth/width relation and parameter ratio. Published teachers and students are
-# both trained to convergence, so here both train on the same small patches (LR 16 x 16, batch 16), the teacher
-# twice as long; the student budget is what fits the whole 5-seed grid (2 pairs x 5 methods) in about 12 hours of
-# 2 cores (`kdbench sweep --dry-run`).
+# both trained to convergence; here both get the same recipe on small patches (LR 16 x 16, batch 16), the budget
+# that fits the whole 5-seed grid (2 pairs x 5 methods) in about 12 hours of 2 cores (`kdbench sweep --dry-run`), so
+# that neither is further from convergence than the other and the teacher's lead is its capacity.
 MINIATURE = Profile(
     "miniature",
     "published KD pairs in miniature (miniature_teacher -> miniature_student presets), 291 set, Set5/Set14/B100; "
@@ -127,7 +127,7 @@ MINIATURE = Profile(
         "student": {"arch": "rcan", "preset": "miniature_student"},
         "teacher": {
             "preset": "miniature_teacher",
-            "train": {"steps": 4000, "batch_size": 16, "lr_patch": 16, "optimizer": "adam", "lr": 5e-4,
+            "train": {"steps": 2000, "batch_size": 16, "lr_patch": 16, "optimizer": "adam", "lr": 5e-4,
                       "schedule": "cosine", "min_lr": 1e-6, "log_every": 20, "ckpt_every": 100, "val_every": 500},
         },
         "train": {"steps": 2000, "batch_size": 16, "lr_patch": 16, "optimizer": "adam", "lr": 5e-4,
