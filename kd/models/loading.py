@@ -47,9 +47,14 @@ PACKAGING_KEYS = ("params_ema", "params", "state_dict")
 PREFIXES_TO_STRIP = ("module.",)
 SHOW_PER_KIND = 5
 
-# Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first.
+# Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first; MDSR has EDSR's keys
+# plus `pre_process.*`, so MDSR comes before EDSR. SAN and FAKD's SAN copy share key names (one family, "san").
 _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
+    ("san", "keys 'RG.*' and 'non_local.non_local.*'",
+     lambda k: _any_prefix(k, "RG.") and _any_prefix(k, "non_local.non_local.")),
+    ("emsrdpn", "keys 'SFENet1.*' and 'SRDPBs.*'", lambda k: _any_prefix(k, "SFENet1.") and _any_prefix(k, "SRDPBs.")),
+    ("mdsr", "keys 'pre_process.*' beside an EDSR trunk", lambda k: _any_prefix(k, "pre_process.")),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
     # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
     ("edsr", "keys 'sub_mean.*' and 'body.0.body.2.weight' without 'body.0.body.0.body.*'",
@@ -58,8 +63,10 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
 )
 
-_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR"}
-_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR"}
+_DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR", "san": "SAN",
+                  "emsrdpn": "EMSRDPN", "mdsr": "MDSR"}
+_WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
+                 "san": "a SAN", "emsrdpn": "an EMSRDPN", "mdsr": "an MDSR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:
