@@ -122,6 +122,12 @@ class SOCA(nn.Module):
         return x * self.conv_du(pooled)
 
 
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, c, h, w) -> (B, 1, hw, c) with unit stride on c, which the CPU's fused attention kernel needs (else it
+    falls back to an explicit softmax, 10x slower); `contiguous()` would keep a stride of hw when c is 1."""
+    return x.flatten(2).transpose(1, 2).unsqueeze(1).clone(memory_format=torch.contiguous_format)
+
+
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block (official `NONLocalBlock2D`, bn_layer=False) with 2x2 max-pooled keys and
     values; `W` is a plain 1x1 conv, zero at initialisation, so a fresh block is the identity."""
@@ -138,9 +144,7 @@ class NonLocalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        query = self.theta(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, hw, c)
-        key = self.phi(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, hw/4, c)
-        value = self.g(x).flatten(2).transpose(1, 2).unsqueeze(1)
+        query, key, value = (tokens(conv(x)) for conv in (self.theta, self.phi, self.g))  # key, value: hw / 4
         # softmax(theta phi^T) g without the 1/sqrt(c) scaling, as the official matmul-softmax-matmul
         attended = F.scaled_dot_product_attention(query, key, value, scale=1.0)
         y = attended.squeeze(1).transpose(1, 2).reshape(b, self.inter_channels, h, w)
