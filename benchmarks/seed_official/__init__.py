@@ -39,7 +39,6 @@ def import_isolated(root: Path, name: str) -> ModuleType:
         sys.modules.update(saved)
 
 
-
 def constructor_fields(ours: nn.Module) -> dict[str, Any]:
     """Every constructor field of a network built by `kd.models.create` (the builder's defaults under its preset and
     explicit fields; `kd_spec` holds only the latter), without arch, scale and preset: official `args` names."""
