@@ -20,8 +20,9 @@ How kdbench handles the official code's quirks (all checked against the parity f
   float32 rounding (fixture: <= 1e-4; tests/test_san.py also checks a 40x36 map against the official formula).
   The covariance and square root always run in float32, as the official square root's work buffers do.
 * SOCA centre-crops its covariance input to 1000 px when a side exceeds 1000, with the official branches taken
-  literally (strict `<` / `>`): a side of exactly 1000 falls into the two-sided crop, whose start index is then
-  negative on the other side and Python slicing keeps only a tail of it (500x1000 -> rows 250..499).
+  literally (strict `<` / `>`): a side of exactly 1000 falls into the two-sided crop, whose start index on a
+  shorter other side is negative, so Python slicing keeps only a tail of it (500x1000 -> rows 250..499 of all
+  1000 columns; 1000x999 -> column 998 alone).
 * The non-local block (`non_local.non_local`) is embedded-Gaussian with a 2x2 max-pool on `g` and `phi`: the
   official 2-D block rebinds its `sub_sample` argument to `nn.Upsample` (truthy), so it always sub-samples. It runs
   on the four quadrants split at h // 2, w // 2 (odd sizes: bottom/right quadrants one larger); a quadrant must
