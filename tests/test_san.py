@@ -231,7 +231,8 @@ def test_distils_into_asid_as_teacher(distillation_step, arch, method):
                                                         if method == "dckd" else None)
     assert all(math.isfinite(v) for v in values.values()) and ratios and all(r > 0 for r in ratios.values())
     if method == "attention":
-        assert trainer.method.mode == "channel" and all(t.endswith("soca.conv_du.2") for t in trainer.method.teacher_taps)
+        assert trainer.method.mode == "channel"
+        assert all(tap.endswith("soca.conv_du.2") for tap in trainer.method.teacher_taps)
     assert any(not torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
 
 

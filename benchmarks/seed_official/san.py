@@ -3,7 +3,8 @@
 Folder layout: the repository's `TrainCode/model/` (san.py, common.py, MPNCOV/) and `TestCode/code/model/__init__.py`
 (the test wrapper whose `forward_chop` the README's test commands use), e.g.
 
-    git --git-dir=<fetched SAN> archive 7c1e61f TrainCode/model TestCode/code/model/__init__.py | tar x -C /tmp/official/san
+    git --git-dir=<fetched SAN> archive 7c1e61f TrainCode/model TestCode/code/model/__init__.py \
+        | tar x -C /tmp/official/san
 
 The official `Covpool` materialises an (hw)^2 centring matrix per image (13 GB for a whole 320x180 map), so its
 test path splits the LR image into four overlapping parts (`forward_chop`, shave 10: 100x170 each at 320x180) and
