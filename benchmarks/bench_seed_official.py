@@ -10,7 +10,9 @@ it imports (e.g. `einops`) somewhere on a path, and run
 Per network: our `paper` preset (or the adapter's `PRESET`) at x4 and the official model holding the same weights
 run on one 320x180 LR image under no_grad, in alternating order per repeat; the figure is the median of the paired
 per-repeat ratios ours / official with its interquartile range (`bench_step.py`'s rules). Ours must be no slower
-(ratio <= 1.0).
+(ratio <= 1.0). Where the official test path wraps the network (SAN's `--chop`: its covariance pooling cannot hold a
+whole 320x180 map), the adapter's `ours_forward` runs ours under the same wrapper. `--clock cpu` times this
+process's CPU time instead of wall time (less sensitive to other processes' load; one thread).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = create(adapter.ARCH, 4, adapter.PRESET).eval()
         official = adapter.build_official(args.official / name, ours)
         inputs = adapter.inputs(lr) if hasattr(adapter, "inputs") else (lr,)
+        ours_forward = getattr(adapter, "ours_forward", None)
+        timed_ours = ours_forward(args.official / name, ours) if ours_forward else ours
 
         def run(model):
             def forward() -> None:
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             return forward
 
         clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        times = measure({"ours": run(ours), "official": run(official)}, args.repeats, args.warmup, clock)
+        times = measure({"ours": run(timed_ours), "official": run(official)}, args.repeats, args.warmup, clock)
         ratio = paired_ratios(times, "official")["ours"]
         medians = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
         report[name] = {"ratio_ours_to_official": ratio, "median_s": medians,

@@ -58,3 +58,38 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def distillation_step(tmp_path, one_torch_thread):
+    """`step(student_arch, teacher_arch, method)`: one `Trainer.train_step` of `method` at x4 with tiny presets on a
+    smooth 2 x 16 px batch, after the step-0 health check. Returns (step values, health ratios, student weights
+    before the step, trainer): enough to check a network distils and is distilled end to end."""
+    from torch.nn import functional as F
+
+    from kd.config import TrainConfig
+    from kd.engine import Trainer
+    from kd.engine.batches import FixedBatch
+    from kd.methods import create_method, loss_weights
+    from kd.models import create
+
+    def batch(seed: int):
+        hr = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+        hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        return F.avg_pool2d(hr, 4), hr
+
+    def step(student_arch: str, teacher_arch: str, method: str, options: dict | None = None):
+        torch.manual_seed(0)
+        student, teacher = create(student_arch, 4, "tiny"), create(teacher_arch, 4, "tiny")
+        distiller = create_method(method, student, teacher, options)
+        recipe = TrainConfig(steps=2, batch_size=2, lr_patch=16, lr=1e-3, log_every=1, val_every=0)
+        trainer = Trainer(recipe, student=student, teacher=teacher, method=distiller,
+                          weights=loss_weights(method, None, distiller), batches=FixedBatch(*batch(0)),
+                          holdout=FixedBatch(*batch(1)), run_dir=tmp_path / f"{student_arch}-{teacher_arch}-{method}",
+                          seed=0)
+        before = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        lr, hr = batch(0)
+        ratios = trainer.health(lr, hr)
+        return trainer.train_step(lr, hr), ratios, before, trainer
+
+    return step

@@ -3,40 +3,47 @@
 Each module defines `ARCH` (registry name), `PRESET` (the preset timed, usually "paper"), `REPO` and `COMMIT`
 (where the official code comes from; fetched into a temporary folder, never committed) and
 `build_official(folder: Path, ours: nn.Module) -> Callable[[Tensor], Tensor]`: the official network built from the
-files in `folder`, holding `ours`' weights, wrapped so that it maps [0, 1] RGB to [0, 1] RGB like ours. A network
-whose forward takes more than the LR (KDSR's teacher: `model(lr, hr)`) also defines `inputs(lr) -> tuple`, the
-positional inputs both sides get.
+files in `folder`, holding `ours`' weights, wrapped so that it maps [0, 1] RGB to [0, 1] RGB like ours.
+Optional: `inputs(lr) -> tuple`, the positional inputs both sides get where the forward takes more than the LR
+(KDSR's teacher: `model(lr, hr)`); `ours_forward(folder, ours) -> Callable[[Tensor], Tensor]`, ours under the same
+wrapper where the official test path wraps the network (e.g. SAN's `--chop`); without it `ours` is timed as it is.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from kd.models import get_entry
 
 
-def import_official(file: Path, name: str, *, search_path: Path | None = None,
-                    fresh: tuple[str, ...] = ()) -> ModuleType:
-    """Import one official source file as the module `name`. `search_path` leads sys.path while it runs (for the
-    file's own imports); the top-level packages named in `fresh` (e.g. "model", which several code bases share)
-    are imported anew from there and forgotten afterwards, so two repositories' packages of one name never mix."""
-    def ours(module: str) -> bool:
-        return module.split(".")[0] in fresh
-
-    saved = {key: sys.modules.pop(key) for key in list(sys.modules) if ours(key)}
-    if search_path is not None:
-        sys.path.insert(0, str(search_path))
+def import_isolated(root: Path, name: str) -> ModuleType:
+    """Import `name` (e.g. `model.san`) from the folder `root`, under a top-level package of its own: EDSR-family
+    repositories all call their package `model`, so each import starts from a clean `model` and puts back whatever
+    was there before (the imported modules keep working through their own references)."""
+    top = name.split(".")[0]
+    clash = [key for key in sys.modules if key == top or key.startswith(top + ".")]
+    saved = {key: sys.modules.pop(key) for key in clash}
+    sys.path.insert(0, str(root))
     try:
-        spec = importlib.util.spec_from_file_location(name, file)
-        if spec is None or spec.loader is None:
-            raise FileNotFoundError(f"no official source at {file}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        return importlib.import_module(name)
     finally:
-        if search_path is not None:
-            sys.path.remove(str(search_path))
-        for key in [key for key in sys.modules if ours(key)]:
+        sys.path.remove(str(root))
+        for key in [key for key in sys.modules if key == top or key.startswith(top + ".")]:
             del sys.modules[key]
         sys.modules.update(saved)
-    return module
+
+
+def constructor_fields(ours: nn.Module) -> dict[str, Any]:
+    """Every constructor field of a network built by `kd.models.create` (the builder's defaults under its preset and
+    explicit fields; `kd_spec` holds only the latter), without arch, scale and preset: official `args` names."""
+    spec = {k: v for k, v in ours.kd_spec.items() if k not in ("arch", "scale", "preset")}
+    parameters = inspect.signature(get_entry(ours.kd_spec["arch"]).builder).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {**defaults, **spec}

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from torch import nn
 
-from seed_official import import_official
+from seed_official import import_isolated
 
 ARCH = "hsrnet"
 PRESET = "paper"
@@ -16,7 +16,7 @@ COMMIT = "04da000b105f14235e0abd7deb4a9908a554d334"
 
 
 def build_official(folder: Path, ours):
-    official = import_official(folder / "hsrnet.py", "official_hsrnet")
+    official = import_isolated(folder, "hsrnet")
     net = official.Net(SimpleNamespace(scale=[ours.scale])).eval()
     nn.Module.load_state_dict(net, ours.state_dict(), strict=True)  # Net overrides it with a lenient copy loop
     return lambda x: net(x * 255) / 255

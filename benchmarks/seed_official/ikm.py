@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seed_official import import_official
+from seed_official import import_isolated
 
 ARCH = "ikm"
 PRESET = "paper"
@@ -20,7 +20,7 @@ STD = torch.tensor([0.242, 0.234, 0.246]).view(1, 3, 1, 1)
 
 
 def build_official(folder: Path, ours):
-    official = import_official(folder / "model.py", "official_ikm", search_path=folder, fresh=("src",))
+    official = import_isolated(folder, "model")
     f = ours.kd_spec
     net = official.Generator(f["n_colors"], f["net_type"], f["n_channels"], f["n_blocks"], f["n_units"],
                              f["growth_rate"], f["groups"], nn.ReLU(inplace=True), f["use_IKM"], ours.scale).eval()

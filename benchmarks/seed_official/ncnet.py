@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from seed_official import import_official
+from seed_official import import_isolated
 
 ARCH = "ncnet"
 PRESET = "paper"
@@ -14,7 +14,7 @@ COMMIT = "048486534a209c72ef6bbe991a4a926e61c18345"
 
 
 def build_official(folder: Path, ours):
-    official = import_official(folder / "torch_code" / "ncnet.py", "official_ncnet")
+    official = import_isolated(folder / "torch_code", "ncnet")
     official.math = math  # the port uses math.log without importing math (SEED_NETWORKS.md section 4)
     net = official.NCNet(n_feats=ours.kd_spec["n_feats"], out_c=3, scale_factor=ours.scale).eval()
     net.load_state_dict(ours.state_dict(), strict=True)

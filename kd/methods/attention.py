@@ -26,7 +26,9 @@ The transfer to SR and to kdbench's networks is kdbench's design (METHODS.md 7.2
   linear *adapter* C_S -> C_T (no bias) per pair maps the student vector, trained with the student and never
   exported (`adapter=false` drops it where C_S = C_T). Both vectors are centred over channels before the cosine
   (the student's is zero-sum by construction; the teacher's mean gain has no student counterpart). HAN's layer and
-  channel-spatial attentions have no ASID counterpart and are not used.
+  channel-spatial attentions have no ASID counterpart and are not used. SAN (and FAKD's copy) takes the same
+  place with the pre-sigmoid vector of each group's second-order channel attention (`RG.*.soca.conv_du.2`); its
+  region non-local blocks are not used.
 * SwinIR teacher (`mode=window`): window self-attention of the *unshifted* blocks (`...attn.attn_map`,
   (B*nW, heads, 64, 64)) against ASID's shared block-window maps a1, a3, a5 (SLA; a2/a4/a6 use grid windows with
   no SwinIR counterpart). Both use non-overlapping 8x8 windows in row-major order on the LR map padded to a
@@ -64,13 +66,14 @@ STUDENT_SITES = {
     "window": ["shared_attn.a1", "shared_attn.a3", "shared_attn.a5"],
 }
 TEACHER_SITES = {
-    "channel": ["body.*.body.*.body.3.conv_du.2"],
+    "channel": ["body.*.body.*.body.3.conv_du.2", "RG.*.soca.conv_du.2"],  # RCAN/HAN RCABs; SAN groups (SOCA)
     "window": ["layers.*.residual_group.blocks.*.attn.attn_map"],
 }
 WORKING_COMBINATIONS = (
     "method 'attention' works with students asid, asid_d8 (BlockC channel-attention logits, shared window maps "
-    "a1/a3/a5) and teachers rcan, han (RCAB channel-attention vectors ...conv_du.2; mode=channel) or swinir, "
-    "swinir_light, swinfir with window 8 (unshifted window maps ...attn.attn_map; mode=window)"
+    "a1/a3/a5) and teachers rcan, han (RCAB channel-attention vectors ...conv_du.2), san, san_fakd (second-order "
+    "channel-attention vectors RG.*.soca.conv_du.2; mode=channel) or swinir, swinir_light, swinfir with window 8 "
+    "(unshifted window maps ...attn.attn_map; mode=window)"
 )
 
 

@@ -47,7 +47,8 @@ PACKAGING_KEYS = ("params_ema", "params", "state_dict")
 PREFIXES_TO_STRIP = ("module.",)
 SHOW_PER_KIND = 5
 
-# Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first.
+# Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first; MDSR has EDSR's keys
+# plus `pre_process.*`, so MDSR comes before EDSR. SAN and FAKD's SAN copy share key names (one family, "san").
 _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
     ("a2n", "keys 'AAB_trunk.*'", lambda k: _any_prefix(k, "AAB_trunk.")),
@@ -58,6 +59,10 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
      lambda k: _any_prefix(k, "SolverLS.") or _any_prefix(k, "Denoiser.")),
     ("ikm", "keys 'input.weight' and '*.Conv2d.weight'",
      lambda k: "input.weight" in k and any(key.endswith(".Conv2d.weight") for key in k)),
+    ("san", "keys 'RG.*' and 'non_local.non_local.*'",
+     lambda k: _any_prefix(k, "RG.") and _any_prefix(k, "non_local.non_local.")),
+    ("emsrdpn", "keys 'SFENet1.*' and 'SRDPBs.*'", lambda k: _any_prefix(k, "SFENet1.") and _any_prefix(k, "SRDPBs.")),
+    ("mdsr", "keys 'pre_process.*' beside an EDSR trunk", lambda k: _any_prefix(k, "pre_process.")),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
     # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
     # `body.0.body.2.*`: `.weight`, or `.primary_conv.weight` where the ResBlock convs are GhostSR ghost convs.
@@ -77,13 +82,16 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
      lambda k: _any_prefix(k, "G.body.") and _any_prefix(k, "E_st.E.")),
 )
 
-# `_family` takes the first name that `arch` equals or extends: `kdsr_teacher` is listed before `kdsr`.
+# `_family` takes the first name that `arch` equals or extends: `kdsr_teacher` is listed before `kdsr`, and FAKD's SAN
+# copy (`san_fakd`) is of the "san" family.
 _DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR",
                   "swinfir": "SwinFIR", "hpinet": "HPINet", "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR",
-                  "a2n": "A2N", "ncnet": "NCNet", "hsrnet": "HSRNet", "ikm": "U-HDN+IKM"}
+                  "a2n": "A2N", "ncnet": "NCNet", "hsrnet": "HSRNet", "ikm": "U-HDN+IKM", "san": "SAN",
+                  "emsrdpn": "EMSRDPN", "mdsr": "MDSR"}
 _WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
                  "swinfir": "a SwinFIR", "hpinet": "an HPINet", "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR",
-                 "a2n": "an A2N", "ncnet": "an NCNet", "hsrnet": "an HSRNet", "ikm": "a U-HDN+IKM"}
+                 "a2n": "an A2N", "ncnet": "an NCNet", "hsrnet": "an HSRNet", "ikm": "a U-HDN+IKM", "san": "a SAN",
+                 "emsrdpn": "an EMSRDPN", "mdsr": "an MDSR"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:
