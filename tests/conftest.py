@@ -79,9 +79,11 @@ def distillation_step(tmp_path, one_torch_thread):
         return F.avg_pool2d(hr, 4), hr
 
     def step(student_arch: str, teacher_arch: str, method: str, options: dict | None = None):
+        from seed_steps import STEP_OPTIONS
+
         torch.manual_seed(0)
         student, teacher = create(student_arch, 4, "tiny"), create(teacher_arch, 4, "tiny")
-        distiller = create_method(method, student, teacher, options)
+        distiller = create_method(method, student, teacher, options or STEP_OPTIONS.get(method))
         recipe = TrainConfig(steps=2, batch_size=2, lr_patch=16, lr=1e-3, log_every=1, val_every=0)
         trainer = Trainer(recipe, student=student, teacher=teacher, method=distiller,
                           weights=loss_weights(method, None, distiller), batches=FixedBatch(*batch(0)),
