@@ -30,3 +30,27 @@ def test_load_official_names_the_preset_whose_shapes_fit(tmp_path):
     with pytest.raises(KdError) as other:
         kd.load_official("rcan", path, preset="tiny", scale=3)  # another network: no preset of RCAN can fit
     assert "Its keys and shapes" not in str(other.value)
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize(("description", "total"), [("asid/facd", 1000), ("teacher swinir_light", 1_000_000)])
+def test_progress_bar_keeps_the_step_total_and_eta_whole(width, description, total):
+    import io
+    import re
+
+    from rich.console import Console
+
+    from kd.engine.progress import TrainingProgress
+
+    terminal = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    progress = TrainingProgress(terminal, description, every=10)
+    progress.start(total, 0)
+    try:
+        progress.update(120, {"rec": 0.031234, "kd": 0.012345, "loss": 0.043210, "lr": 2e-4})
+        screen = Console(file=io.StringIO(), width=width, record=True, color_system=None, force_terminal=True)
+        screen.print(progress._bar.get_renderable())
+    finally:
+        progress.stop()
+    (line,) = screen.export_text().splitlines()
+    assert len(line) <= width and "…" not in line, line
+    assert re.search(rf"{description} .* 120/{total} \d+:\d\d:\d\d ETA -:--:-- rec 0.03123( |$)", line), line
