@@ -54,3 +54,51 @@ def test_progress_bar_keeps_the_step_total_and_eta_whole(width, description, tot
     (line,) = screen.export_text().splitlines()
     assert len(line) <= width and "…" not in line, line
     assert re.search(rf"{description} .* 120/{total} \d+:\d\d:\d\d ETA -:--:-- rec 0.03123( |$)", line), line
+
+
+def _photos(folder: Path, count: int = 3, size: int = 64, seed: int = 0) -> Path:
+    """A folder of small random RGB photographs (PNG) under `folder`/HR."""
+    import numpy as np
+    from PIL import Image
+
+    (folder / "HR").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size + 8 * index, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "HR" / f"img{index}.png")
+    return folder
+
+
+def test_own_data_run_says_once_where_it_validates_and_a_smoke_comparison_what_it_cannot_show(
+        tmp_path, monkeypatch, capsys, one_torch_thread):
+    from kd.cli import main
+    from kd.engine.run import validation_note
+    from kd.profiles import profile_layer, resolve_layers
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    photos = _photos(tmp_path / "MyPhotos")
+    assert main(["run", "--profile", "smoke", "--teacher", "rcan", "--method", "logits", "--out-dir",
+                 str(tmp_path / "runs"), "--no-progress", "--set", f"data.train={photos}", "--set",
+                 f"eval.datasets=[{photos}]", "--set", "train.steps=3", "--set", "teacher.train.steps=2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count(f"the run trains on your data ({photos}) but validates on eval.val_dataset "
+                              "'default', the profile's") == 1
+    assert ("note: the smoke profile shows the pipeline, not which method is better: one seed, 3 test images and 3 "
+            "steps cannot rank methods") in captured.out
+    assert "reports/cpu-x4-3seeds/report.html" in captured.out
+    own_validation = resolve_layers([profile_layer("smoke"), ("test", {"data": {"train": str(photos)},
+                                                                        "eval": {"val_dataset": str(photos)}})])
+    assert validation_note(own_validation) is None  # validated on the user's own images: nothing to say
+    assert validation_note(resolve_layers([profile_layer("smoke")])) is None  # the profile's own data
+
+
+def test_the_demo_profile_names_its_limits_and_the_committed_report():
+    from kd.cli.run_cmd import comparison_caveat
+    from kd.profiles import resolve_layers, profile_layer
+
+    config = resolve_layers([profile_layer("demo"), ("test", {"method": {"name": "facd"}})])
+    caveat = comparison_caveat(config, {"steps": 150, "dataset_images": {"default": 3}})
+    assert caveat.startswith("the demo profile shows the pipeline, not which method is better: one seed, 3 test "
+                             "images and 150 steps cannot rank methods")
+    assert (REPO / "reports" / "cpu-x4-3seeds" / "report.html").is_file() and "cpu-x4-3seeds/report.html" in caveat
+    assert comparison_caveat(resolve_layers([profile_layer("cpu")]), {"steps": 1000}) is None

@@ -161,6 +161,19 @@ def comparison_table(comparison) -> TextTable:
     return table
 
 
+def comparison_caveat(config: RunConfig, summary: dict[str, Any]) -> str | None:
+    """What the comparison of a profile too small to rank methods (demo, smoke) can and cannot show."""
+    from kd.profiles import PROFILES
+
+    profile = PROFILES.get(config.profile)
+    if profile is None or not profile.evidence:
+        return None
+    images = sum(int(n or 0) for n in (summary.get("dataset_images") or {}).values())
+    return (f"the {config.profile} profile shows the pipeline, not which method is better: one seed, {images} test "
+            f"image{'s' if images != 1 else ''} and {summary['steps']} steps cannot rank methods (a difference "
+            f"like this one is within their noise); {profile.evidence}")
+
+
 def print_comparison(console: Console, err: Console, config: RunConfig, record, args: argparse.Namespace) -> None:
     from kd.engine.siblings import compare_with_siblings
 
@@ -168,6 +181,9 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
     if comparison is None:
         return
     print_table(comparison_table(comparison), console)
+    caveat = comparison_caveat(config, record.summary)
+    if caveat:
+        say(console, caveat, "note")
     if comparison.sibling is None:
         seed = f" --seed {config.seed}" if config.seed else ""
         say(err, f"no no-KD sibling ({comparison.sibling_id}) in {args.out_dir} yet: `kdbench run --profile "

@@ -119,6 +119,30 @@ def _check_pairing(config: RunConfig) -> None:
         return
 
 
+def validation_note(config: RunConfig) -> str | None:
+    """Training on the user's own images (a folder, or a Dataset given to `kd.distill`) while validating on a
+    registered dataset (the profile's `eval.val_dataset`): said once at the start, since the validation PSNR, the
+    `best` weights and `kdbench tune` then describe other images than the user's."""
+    from kd.data.registry import resolve_dataset
+
+    val = config.eval.val_dataset
+    if not val:
+        return None
+    try:
+        own_training = resolve_dataset(config.data.train, config.data.root).location is not None
+    except KdError:
+        own_training = True  # an object's label: kd.distill(data=<Dataset>)
+    try:
+        registered_val = resolve_dataset(val, config.data.root).location is None
+    except KdError:
+        registered_val = False  # not there: the evaluation says so
+    if not (own_training and registered_val):
+        return None
+    return (f"the run trains on your data ({config.data.train}) but validates on eval.val_dataset '{val}', the "
+            "profile's; give a held-out folder of your own images with --set eval.val_dataset=PATH (never a test "
+            "set) to validate on your kind of images")
+
+
 def _display_name(arch: str) -> str:
     """The registry's canonical name, or the label of a network given as an object."""
     try:
@@ -328,6 +352,9 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         resuming = (run_dir / "checkpoints" / "last.pt").is_file()
         processes = f" on {dist.world_size} processes" if dist.enabled else ""
         say(console, f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}")
+        note = validation_note(config)
+        if note:
+            say(console, note, "note")
         atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
         atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=2) + "\n")
