@@ -102,3 +102,89 @@ def test_the_demo_profile_names_its_limits_and_the_committed_report():
                              "images and 150 steps cannot rank methods")
     assert (REPO / "reports" / "cpu-x4-3seeds" / "report.html").is_file() and "cpu-x4-3seeds/report.html" in caveat
     assert comparison_caveat(resolve_layers([profile_layer("cpu")]), {"steps": 1000}) is None
+
+
+# ------------------------------------------------------------------------------ a fresh clone reproduces the grid
+
+RCAN_EXPORT = REPO / "reports" / "teachers" / "rcan-mini-x4-291-train-seed0-1cc6ff"
+
+
+def _readme_commands(prefix: str) -> list[str]:
+    """Every `kdbench ...` code span of the README that starts with `prefix`, whitespace normalised (a span may
+    run over a line break)."""
+    import re
+
+    spans = re.findall(r"`(kdbench [^`]+)`", (REPO / "README.md").read_text(encoding="utf-8"))
+    return [" ".join(span.split()) for span in spans if " ".join(span.split()).startswith(prefix)]
+
+
+def test_a_failed_run_leaves_no_zoo_entry_and_the_committed_teachers_import_after_any_failed_attempt(
+        tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KDBENCH_CACHE", str(cache))
+    empty = tmp_path / "data"
+    empty.mkdir()
+    # a fresh clone without T91/BSD200: the run says how to get them before it trains any teacher
+    assert main(["run", "--teacher", "rcan", "--method", "fitnet", "--data-root", str(empty), "--out-dir",
+                 str(tmp_path / "runs")]) == 2
+    assert "kdbench data download T91" in capsys.readouterr().err
+    zoo = cache / "teachers"
+    assert not zoo.exists() or not [p for p in zoo.iterdir() if p.is_dir()]
+    # what failed or interrupted trainings leave (older kdbench versions left the empty folder) is replaced
+    entry = zoo / RCAN_EXPORT.name
+    for leftovers in ([], ["train.log", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/.last.pt.1x2.tmp"]):
+        entry.mkdir(parents=True, exist_ok=True)
+        for name in leftovers:
+            (entry / name).parent.mkdir(exist_ok=True)
+            (entry / name).write_bytes(b"partial")
+        assert main(["teacher", "import", str(RCAN_EXPORT.parent)]) == 0
+        assert (entry / "teacher.pt").read_bytes() == (RCAN_EXPORT / "teacher.pt").read_bytes()
+        assert not (entry / "checkpoints").exists()
+        for name in ("teacher.pt", "teacher.json"):
+            (entry / name).unlink()
+    (entry / "notes.txt").write_text("mine")  # a file kdbench did not write is never removed
+    assert main(["teacher", "import", str(RCAN_EXPORT)]) == 2
+    assert "holds" in capsys.readouterr().err and (entry / "notes.txt").read_text() == "mine"
+
+
+def test_sweep_dry_run_names_the_teachers_that_can_be_imported(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from kd.cli import main
+    from kd.engine.teachers import exported_teachers
+
+    assert exported_teachers()[RCAN_EXPORT.name] == RCAN_EXPORT  # a checkout's committed teachers, always
+    copy = tmp_path / "elsewhere" / RCAN_EXPORT.name
+    shutil.copytree(RCAN_EXPORT, copy)
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["sweep", "--dry-run", "--profile", "cpu", "--teachers", "rcan,han", "--methods", "logits",
+                 "--teacher-exports", str(copy.parent), "--data-root", str(tmp_path / "no-data"), "--out-dir",
+                 str(tmp_path / "runs")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"`kdbench teacher import {copy}` adds it without training" in out  # the folder given first
+    assert "teacher han-mini-x4-291-train-seed0-" in out and "is not in the zoo: trained first" in out
+    assert "(teachers that can be imported not counted)" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_fresh_clone_reproduces_the_committed_grid_with_zero_cells_to_train(shared_data, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The issue's done-when: with the data in place and a fresh cache, importing the committed teachers and
+    planning the README's cpu-grid sweep against the committed records leaves nothing to train (dry run only)."""
+    from kd.cli import main
+
+    (command,) = _readme_commands("kdbench sweep --profile cpu --teachers rcan,swinir")
+    assert "--records reports/cpu-x4-3seeds/records" in command
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KDBENCH_DATA", str(shared_data))
+    monkeypatch.chdir(REPO)  # the README's paths are relative to the checkout
+    assert main(["teacher", "import", "reports/teachers"]) == 0
+    capsys.readouterr()
+    runs = tmp_path / "runs"
+    assert main([*command.split()[1:], "--dry-run", "--out-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "estimated training time: 0s for 0 cell(s) to run" in out, out
+    assert out.count("recorded in") == 39 and "not in the zoo" not in out
+    assert not runs.exists()  # a dry run trains and writes nothing

@@ -79,8 +79,9 @@ def check_devices(executor: str, plans) -> None:
 
 def sweep_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted
+    from kd.engine.teachers import exported_teachers
     from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+    from kd.results.sweep import StepTimes, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
 
     check_executor(args.executor)
     profile, layers, defaults = grid_layers(args)
@@ -93,7 +94,12 @@ def sweep_command(args: argparse.Namespace) -> int:
     for folder in args.records:
         if not folder.is_dir():
             raise KdError(f"--records {folder}: no such folder; give a folder of run records (a report's records/).")
-    plans = plan_sweep(cells, layers, args.overrides, args.out_dir, records=args.records)
+    for folder in args.teacher_exports:
+        if not folder.is_dir():
+            raise KdError(f"--teacher-exports {folder}: no such folder; give a folder written by `kdbench teacher "
+                          "export` or one holding such folders (as reports/teachers).")
+    times = StepTimes(args.out_dir, *args.records)
+    plans = plan_sweep(cells, layers, args.overrides, args.out_dir, records=args.records, times=times)
     if all(plan.status == "invalid" for plan in plans):
         raise KdError(f"no cell of the sweep can run: {plans[0].error}")
     check_devices(args.executor, plans)
@@ -102,15 +108,23 @@ def sweep_command(args: argparse.Namespace) -> int:
     err = out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
     total = sum(p.est_seconds or 0.0 for p in pending)
-    teachers = teachers_to_train(plans, args.out_dir)
+    teachers = teachers_to_train(plans, times, exported_teachers(args.teacher_exports))
     title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
              f"({len(plans) - len(pending)} finished or invalid)")
     if args.dry_run:
         print_table(_plan_table(plans, title), out)
-        for key, seconds in teachers:
-            say(out, f"teacher {key} is not in the zoo: trained first, about {duration(seconds)} (rough)")
-        say(out, f"estimated training time: {duration(total + sum(s for _, s in teachers))} for "
-                 f"{len(pending)} cell(s) to run (training only; evaluation adds a little per run)")
+        for teacher in teachers:
+            if teacher.export is not None:
+                say(out, f"teacher {teacher.key} is not in the zoo, but `kdbench teacher import {teacher.export}` "
+                         f"adds it without training (the same weights as its records, so the same run ids); "
+                         f"training it instead takes about {duration(teacher.seconds)} (rough)")
+            else:
+                say(out, f"teacher {teacher.key} is not in the zoo: trained first, about "
+                         f"{duration(teacher.seconds)} (rough)")
+        to_train = sum(t.seconds for t in teachers if t.export is None)
+        importable = " (teachers that can be imported not counted)" if any(t.export for t in teachers) else ""
+        say(out, f"estimated training time: {duration(total + to_train)} for {len(pending)} cell(s) to run "
+                 f"(training only; evaluation adds a little per run){importable}")
         return 0
 
     def announce(index: int, plan, remaining: float | None) -> None:
@@ -170,6 +184,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--records", action="append", default=[], type=Path, metavar="DIR", help="finished runs "
                         "recorded elsewhere, e.g. a committed report's records/ (repeatable): their cells count as "
                         "finished and are not trained again")
+    parser.add_argument("--teacher-exports", action="append", default=[], type=Path, metavar="DIR",
+                        help="exported teachers (`kdbench teacher export`), or a folder of them (repeatable): the "
+                        "dry run names the missing zoo teachers that `kdbench teacher import` can add from there "
+                        "instead of training them (a checkout's reports/teachers is always looked at)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_device_argument(parser)

@@ -78,15 +78,27 @@ def _dataset_manifest(files: DatasetFiles, scale: int, hashes: _HashCache) -> li
             for p in paths]
 
 
+def _wanted_datasets(config: RunConfig) -> list[tuple[str, str]]:
+    """(purpose, name) of every dataset a run reads: its training data, test sets and validation set."""
+    wanted = [("train", config.data.train)]
+    return wanted + [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset])
+                     if name]
+
+
+def check_datasets(config: RunConfig) -> None:
+    """Every dataset the run reads is there; the first missing one raises `KdError` saying how to get it. Nothing
+    is hashed: a missing dataset fails before a teacher is trained or a folder is written."""
+    for purpose, name in _wanted_datasets(config):
+        dataset_files(name, config.data.root, purpose)
+
+
 def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[str, Any]]:
     """Per dataset and purpose: image count and the sha256 of its manifest. A dataset that is not there raises
     `KdError` (saying how to get it) when `strict`, else its manifest is None (data that comes from elsewhere)."""
     hashes = _HashCache()
-    wanted = [("train", config.data.train)]
-    wanted += [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset]) if name]
     result: dict[str, dict[str, Any]] = {}
     try:
-        for purpose, name in wanted:
+        for purpose, name in _wanted_datasets(config):
             try:
                 parts = dataset_files(name, config.data.root, purpose)
             except KdError:

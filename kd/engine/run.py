@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import json
 import math
 import tempfile
@@ -44,7 +45,7 @@ from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
 from kd.engine.events import check_tensorboard
-from kd.engine.identity import run_inputs
+from kd.engine.identity import check_datasets, run_inputs
 from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import LazyBatches, Services
 from kd.engine.teachers import (
@@ -85,9 +86,10 @@ def check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False) -> None:
+def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False, *,
+                pairing: bool = True) -> None:
     """Unknown student / teacher / method / loss term / option: fail before anything is built or written. A network
-    given as an object (Python API) has no registry name to check."""
+    given as an object (Python API) has no registry name to check. `pairing`: also `check_pairing` (seconds)."""
     if not student_given:
         _named_entry(config.student.arch, "student (--student / student.arch)")
     method = get_method(config.method.name)
@@ -99,24 +101,34 @@ def check_names(config: RunConfig, student_given: bool = False, teacher_given: b
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
         if not teacher_given:
             _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
-        if not (student_given or teacher_given):
-            _check_pairing(config)
+        if pairing and not (student_given or teacher_given):
+            check_pairing(config)
 
 
-def _check_pairing(config: RunConfig) -> None:
+def check_pairing(config: RunConfig) -> None:
     """The method's taps paired on shape-only (meta-device) networks: a combination that cannot work fails here,
     before a teacher is trained or loaded. Only the method's own explanation (KdError) is raised; anything the
     meta device cannot run is left to the real construction."""
+    error = _pairing_error(config.student.arch, config.student.preset, config.teacher.arch, teacher_preset(config),
+                           config.scale, config.method.name, json.dumps(config.method.options, sort_keys=True),
+                           config.train.steps)
+    if error is not None:
+        raise error.with_traceback(None)
+
+
+@functools.lru_cache(maxsize=256)  # a sweep checks the same pair in every seed's cell; each check takes seconds
+def _pairing_error(student: str, student_preset: str | None, teacher: str, preset: str, scale: int, method: str,
+                   options: str, steps: int) -> KdError | None:
     try:
         with torch.device("meta"):
-            student = create(config.student.arch, config.scale, config.student.preset)
-            teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
-            create_method(config.method.name, student, teacher, config.method.options).check_schedule(
-                config.train.steps)
-    except KdError:
-        raise
+            student_net = create(student, scale, student_preset)
+            teacher_net = create(teacher, scale, preset)
+            create_method(method, student_net, teacher_net, json.loads(options)).check_schedule(steps)
+    except KdError as exc:
+        return exc
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
-        return
+        return None
+    return None
 
 
 def validation_note(config: RunConfig) -> str | None:
@@ -289,6 +301,8 @@ def execute_run(
     progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    if services.reads_datasets:
+        check_datasets(config)  # a missing dataset is reported before a teacher is trained
     if get_method(config.method.name).needs_teacher and teacher is None:
         if config.teacher.ckpt:
             if not Path(config.teacher.ckpt).is_file():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
+from kd.fileio import checkout_root
 from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
 from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, Judged, PairedDelta, holm, mean_std, paired_delta
@@ -89,12 +90,6 @@ DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch,
                      "DUKD has no published row in this table (its DCKD* is DCKD + DUKD).")
 FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, cpu profile",
                      "FAKD (He et al., ICIP 2020)", ("fakd",), PAIRS[:1])
-
-
-def checkout_root() -> Path | None:
-    """The repository kdbench runs from, when it runs from a checkout (an installed package has none)."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() and (root / "reports").is_dir() else None
 
 
 def default_dirs() -> list[Path]:
