@@ -9,7 +9,6 @@ import torch
 import kd
 from conftest import REPO, shared_root
 from kd.errors import KdError
-from kd.models.loading import matching_presets
 
 
 def test_tests_find_the_shared_folder_through_the_environment(tmp_path):
@@ -19,6 +18,8 @@ def test_tests_find_the_shared_folder_through_the_environment(tmp_path):
 
 
 def test_load_official_names_the_preset_whose_shapes_fit(tmp_path):
+    from kd.models.loading import matching_presets
+
     path = tmp_path / "teacher.pt"
     torch.save(kd.create_model("asid", scale=3, preset="tiny").state_dict(), path)  # a bare state dict, as the zoo
     with pytest.raises(KdError, match=r"preset 'tiny' at x3: build that one \(kd.load_official\('asid', path, "
@@ -188,3 +189,134 @@ def test_a_fresh_clone_reproduces_the_committed_grid_with_zero_cells_to_train(sh
     assert "estimated training time: 0s for 0 cell(s) to run" in out, out
     assert out.count("recorded in") == 39 and "not in the zoo" not in out
     assert not runs.exists()  # a dry run trains and writes nothing
+
+
+# ------------------------------------------------------------------------------------------ the README's code
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block."""
+    import re
+
+    return re.findall(r"^```(\w*)\n(.*?)^```$", text, re.M | re.S)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def _variants(command: str) -> list[list[str]]:
+    """The concrete command lines a README synopsis stands for: without and with its optional `[...]` parts, and
+    each alternative of `a\\|b` (placeholders become sample values)."""
+    import re
+    import shlex
+
+    minimal = command
+    while re.search(r"\[[^\[\]]*\]", minimal):
+        minimal = re.sub(r"\s*\[[^\[\]]*\]", "", minimal)
+    maximal = command.replace("[", "").replace("]", "")
+    lines = []
+    for form in dict.fromkeys((minimal, maximal)):
+        tokens = shlex.split(form.replace("\\|", "|"))
+        choices = max(len(token.split("|")) for token in tokens)
+        for pick in range(choices):
+            line = [token.split("|")[min(pick, len(token.split("|")) - 1)] for token in tokens]
+            lines.append(["2" if token == "N" else token for token in line])
+    return lines
+
+
+def test_every_command_of_the_quickstart_and_the_command_table_parses():
+    """Parsed by kdbench's own argument parser (nothing runs): a renamed option or command fails here."""
+    import re
+
+    from kd.cli import build_parser
+
+    text = _readme()
+    quickstart = _section(text, "Quickstart")
+    commands = [" ".join(span.split()) for span in re.findall(r"`(kdbench [^`]+)`", quickstart)]
+    table = [line for line in _section(text, "Commands").splitlines() if line.startswith("| `kdbench")]
+    commands += [span for line in table for span in re.findall(r"`(kdbench [^`]+)`", line.split(" | ")[0])]
+    (make_block,) = [body for language, body in _fenced_blocks(quickstart) if not language]
+    targets = make_block.split()[1::2]
+    assert make_block.split()[::2] == ["make"] * len(targets) and targets == ["demo", "test"]
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    for target in targets:
+        recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+        commands += [line.strip().removeprefix("$(BIN)/") for line in recipe.splitlines() if "kdbench " in line]
+    assert len(table) >= 10 and any("--profile demo" in c for c in commands)
+    parser = build_parser()
+    for command in commands:
+        for argv in _variants(command):
+            assert argv[0] == "kdbench", command
+            try:
+                args = parser.parse_args(argv[1:])
+            except SystemExit:
+                pytest.fail(f"the README's `{command}` does not parse as {argv}")
+            assert getattr(args, "handler", None) is not None, argv
+
+
+def test_the_readme_s_other_blocks_are_the_plugin_entry_point_and_the_api_example():
+    import tomllib
+
+    blocks = _fenced_blocks(_readme())
+    assert [language for language, _ in blocks] == ["", "", "python"]  # make, the entry point, the API example
+    declared = tomllib.loads(blocks[1][1])
+    example = tomllib.loads((REPO / "examples" / "kdbench-plugin-example" / "pyproject.toml").read_text())
+    assert declared["project"]["entry-points"] == example["project"]["entry-points"]
+
+
+def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys, one_torch_thread):
+    """The README's Python block, run with the smoke profile, a tiny RCAN as the teacher object, a few steps and
+    a folder of photographs (every substitution must find its text, so the README cannot drift from this test)."""
+    from kd.models.loading import package_model
+
+    (code,) = [body for language, body in _fenced_blocks(_readme()) if language == "python"]
+    for old, new in (('profile="cpu"', 'profile="smoke"'), ('"steps": 2000', '"steps": 2'),
+                     ('preset="paper"', 'preset="tiny"')):
+        assert old in code, f"the README's API example no longer holds {old}"
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
+    for name in ("Set5", "Set14"):
+        _photos(tmp_path / "data" / name, count=2, size=48, seed=len(name))
+    _photos(tmp_path / "MyPhotos")
+    torch.save(package_model(kd.create_model("rcan", scale=4, preset="tiny")), tmp_path / "RCAN_BIX4.pt")
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("asid-facd-rcan-x4-smoke-s0-") and str(run_dir.name) in printed
+    assert "'Set5'" in printed and "'Set14'" in printed
+
+
+def test_api_objects_that_are_what_the_command_line_builds_get_its_run_id(tmp_path, monkeypatch, capsys,
+                                                                          one_torch_thread):
+    from kd.cli import main
+    from kd.engine.identity import network_label
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    assert main(["run", "--profile", "smoke", "--teacher", "rcan", "--method", "logits", "--out-dir", str(runs),
+                 "--no-progress"]) == 0
+    (cli_run,) = runs.iterdir()
+    capsys.readouterr()
+    (zoo_entry,) = (p for p in (tmp_path / "cache" / "teachers").iterdir() if p.is_dir())
+    teacher = kd.load_official("rcan", zoo_entry / "teacher.pt", preset="tiny")  # the zoo's weights
+    torch.manual_seed(0)  # as `kdbench run` seeds right before it builds the student
+    student = kd.create_model("asid", scale=4, preset="tiny")
+    same = kd.distill(student=student, teacher=teacher, method="logits", profile="smoke", runs_dir=runs)
+    assert same.already_finished and same.run_dir == cli_run
+    # other weights: the same names in the configuration, the weights' fingerprint in the run id
+    teacher.tail[1].bias.data += 0.01  # the last conv of RCAN
+    other = kd.distill(student=student, teacher=teacher, method="logits", profile="smoke", runs_dir=runs,
+                       train={"steps": 2})
+    assert not other.already_finished and other.run_dir.name.startswith("asid-logits-rcan-x4-smoke-s0-")
+    assert other.summary["teacher"]["arch"] == "rcan" and other.summary["teacher"]["preset"] == "tiny"
+    assert other.summary["inputs"]["teacher"] == {"source": "object", "label": network_label(teacher)}
+    assert "student" not in other.summary["inputs"]  # the seeded student is the command line's

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from kd.config import RunConfig
 from kd.data.files import DatasetFiles, dataset_files
@@ -115,17 +118,30 @@ def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[s
     return result
 
 
-def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] | None:
+def class_label(obj: object) -> str:
+    """An object's class name, made safe for a run id."""
+    return re.sub(r"[^\w.]+", "_", type(obj).__name__)
+
+
+def network_label(module: nn.Module) -> str:
+    """`<Class>@<8 hex>`: a network given as an object, named by its class and the sha256 of its weights."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return f"{class_label(module)}@{digest.hexdigest()[:8]}"
+
+
+def teacher_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
     """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet). A
-    teacher `given` as an object (`kd.distill`) is identified by its label in `teacher.arch` (class and content
-    fingerprint)."""
+    teacher `given` as an object (`kd.distill`) is identified by its `network_label`."""
     from kd.engine.teachers import zoo_dir, zoo_key
     from kd.methods import get_method
 
     if not get_method(config.method.name).needs_teacher:
         return None
-    if given:
-        return {"source": "object", "label": config.teacher.arch}
+    if given is not None:
+        return {"source": "object", "label": network_label(given)}
     if config.teacher.ckpt:
         path = Path(config.teacher.ckpt)
         return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
@@ -133,21 +149,36 @@ def teacher_identity(config: RunConfig, given: bool = False) -> dict[str, Any] |
     return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
 
 
-def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = False) -> dict[str, Any]:
+def student_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
+    """What the student starts from beyond its configuration, or None for the student `kdbench run` builds from
+    the run seed: a network `given` as an object under a registry name (`kd.distill`; an unregistered one is named
+    by its label in `student.arch` already)."""
+    if given is None:
+        return None
+    label = network_label(given)
+    return None if label == config.student.arch else {"source": "object", "label": label}
+
+
+def run_inputs(config: RunConfig, strict: bool = True, *, student: nn.Module | None = None,
+               teacher: nn.Module | None = None) -> dict[str, Any]:
     """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
-    a missing dataset is an error (see `data_fingerprint`); `teacher_given`: the teacher is an object.
+    a missing dataset is an error (see `data_fingerprint`); `student`, `teacher`: networks given as objects.
 
     The method's code enters only where its version does not vouch for it (`kd.methods.sources`): a built-in
-    method as recorded in the manifest keeps the ids its runs always had."""
+    method as recorded in the manifest keeps the ids its runs always had. A student entry is added only where
+    the student is not the one `kdbench run` builds, so the ids of such runs stay as they were."""
     from kd.methods import get_method
     from kd.methods.sources import source_identity
 
     method = get_method(config.method.name)
     inputs = {
         "method_version": getattr(method, "version", 1),
-        "teacher": teacher_identity(config, teacher_given),
+        "teacher": teacher_identity(config, teacher),
         "data": data_fingerprint(config, strict),
     }
+    start = student_identity(config, student)
+    if start is not None:
+        inputs["student"] = start
     source = source_identity(method)
     if source is not None:
         inputs["method_source"] = source

@@ -310,7 +310,7 @@ def execute_run(
         else:  # the run id covers the teacher's weights: they must exist first
             ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
     # A missing dataset is reported before any work.
-    inputs = run_inputs(config, strict=services.reads_datasets, teacher_given=teacher is not None)
+    inputs = run_inputs(config, strict=services.reads_datasets, student=student, teacher=teacher)
     run_dir = out_dir / run_id(config, inputs)
     summary = finished_summary(run_dir, console if not restart else None)
     if summary is not None and not restart:
