@@ -28,6 +28,9 @@ from kd.errors import KdError
 class ModelConfig:
     arch: str = "asid"
     preset: str | None = None  # None: the architecture's default preset (the official configuration)
+    # Weights the student starts from instead of its seeded initialisation (a kdbench student.pt or an official
+    # checkpoint of this network; BasicSR's pretrain_network_g). In the run id by content, not by path.
+    init: str | None = None
 
 
 @dataclass
@@ -151,6 +154,9 @@ class RunConfig:
 # another and naming a run never makes it another run.
 NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
                    "accel.pin_memory", "cluster", "log", "label")
+# Paths of files that enter the run id by their content, as run inputs (`kd.engine.identity`), never by their path:
+# the same weights under another name or on another machine give the same run.
+CONTENT_KEYS = ("student.init",)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -382,7 +388,7 @@ def config_hash(config: RunConfig, length: int = 8, inputs: dict[str, Any] | Non
         data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
     if config.accel == AccelConfig():
         data.pop("accel")  # default execution: run ids stay those of runs recorded before accel existed
-    for dotted in NON_RESULT_KEYS:
+    for dotted in (*NON_RESULT_KEYS, *CONTENT_KEYS):
         *parents, leaf = dotted.split(".")
         node = data
         for part in parents:

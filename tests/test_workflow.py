@@ -189,6 +189,12 @@ def test_a_fresh_clone_reproduces_the_committed_grid_with_zero_cells_to_train(sh
     assert "estimated training time: 0s for 0 cell(s) to run" in out, out
     assert out.count("recorded in") == 39 and "not in the zoo" not in out
     assert not runs.exists()  # a dry run trains and writes nothing
+    # the shipped config of one grid cell is that cell: its run id is a committed record's
+    from kd.config import run_id
+    from kd.engine.identity import run_inputs
+
+    config = _file_config(REPO / "configs" / "cpu-x4-grid-cell.yaml")
+    assert (REPO / "reports" / "cpu-x4-3seeds" / "records" / run_id(config, run_inputs(config))).is_dir()
 
 
 # ------------------------------------------------------------------------------------------ the README's code
@@ -320,3 +326,130 @@ def test_api_objects_that_are_what_the_command_line_builds_get_its_run_id(tmp_pa
     assert other.summary["teacher"]["arch"] == "rcan" and other.summary["teacher"]["preset"] == "tiny"
     assert other.summary["inputs"]["teacher"] == {"source": "object", "label": network_label(teacher)}
     assert "student" not in other.summary["inputs"]  # the seeded student is the command line's
+
+
+# ------------------------------------------------------------------------ extending and initialising training
+
+
+def test_raising_train_steps_extends_a_finished_run_as_a_new_linked_run(tmp_path, monkeypatch, capsys,
+                                                                         one_torch_thread):
+    import json
+
+    from kd.cli import main
+    from kd.report.runs import scan_runs
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    common = ["run", "--profile", "smoke", "--method", "none", "--out-dir", str(runs), "--no-progress", "--set",
+              "eval.val_dataset=null"]
+    assert main(common) == 0
+    (base,) = runs.iterdir()
+    assert main([*common, "--set", "train.steps=9"]) == 0
+    printed = capsys.readouterr()
+    assert f"extending run {base.name} (finished at step 6) to 9 steps" in printed.err
+    (extended,) = set(runs.iterdir()) - {base}
+    summary = json.loads((extended / "summary.json").read_text())
+    assert summary["steps"] == 9 and summary["extends"] == {"run_id": base.name, "steps": 6}
+    assert summary["inputs"]["extends"] == summary["extends"]  # in the run id: never a 9-step run from scratch
+    assert f"note: run {extended.name} continues run {base.name} from its step 6 to 9 steps" in printed.out
+    steps = [r["step"] for r in map(json.loads, (extended / "metrics.jsonl").read_text().splitlines())]
+    assert steps == list(range(1, 10))  # the base's log carried over, then the steps trained here
+    base_log = (base / "metrics.jsonl").read_text().splitlines()
+    assert (extended / "metrics.jsonl").read_text().splitlines()[:6] == base_log
+    assert any(note.startswith(f"run {extended.name} continues run {base.name}") for note in scan_runs(runs).notes)
+    # the same command finds it again; --restart trains a 9-step run from scratch, with its own id
+    assert main([*common, "--set", "train.steps=9"]) == 0
+    assert "is already finished" in capsys.readouterr().err
+    assert main([*common, "--set", "train.steps=9", "--restart"]) == 0
+    scratch = set(runs.iterdir()) - {base, extended}
+    (scratch_run,) = scratch
+    assert "extends" not in json.loads((scratch_run / "summary.json").read_text())
+
+
+def test_a_student_starts_from_a_checkpoint_identified_by_its_content(tmp_path, monkeypatch, capsys,
+                                                                      one_torch_thread):
+    import hashlib
+    import json
+    import shutil
+
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    start = tmp_path / "start.pt"
+    torch.save(kd.create_model("asid", scale=4, preset="tiny").state_dict(), start)  # an official-style file
+    runs = tmp_path / "runs"
+    common = ["run", "--profile", "smoke", "--method", "none", "--out-dir", str(runs), "--no-progress", "--set",
+              "train.lr=1e-9", "--set", "train.steps=2", "--set", "eval.val_dataset=null"]
+    assert main([*common, "--set", f"student.init={start}"]) == 0
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["inputs"]["student"] == {"init_sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+    trained = torch.load(run / "student.pt", weights_only=True)["state_dict"]
+    initial = torch.load(start, weights_only=True)
+    assert all(torch.allclose(trained[k], initial[k], atol=1e-6) for k in initial)  # it started from the file
+    moved = tmp_path / "elsewhere" / "renamed.pt"
+    moved.parent.mkdir()
+    shutil.copy(start, moved)
+    assert main([*common, "--set", f"student.init={moved}"]) == 0  # the same weights: the same run
+    assert "is already finished" in capsys.readouterr().err and len(list(runs.iterdir())) == 1
+    assert main([*common]) == 0  # without it: the seeded student, another run
+    assert len(list(runs.iterdir())) == 2
+    assert main([*common, "--set", f"student.init={tmp_path / 'missing.pt'}"]) == 2
+    assert "student.init" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ configs/
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _file_config(path: Path, *extra: str):
+    """The configuration `kdbench run --config path *extra` resolves to (nothing runs)."""
+    from kd.cli import build_parser
+    from kd.cli.run_cmd import build_config
+
+    return build_config(build_parser().parse_args(["run", "--config", str(path), *extra]), {})
+
+
+def test_each_shipped_config_is_the_published_setting_it_names():
+    import yaml
+
+    from kd.engine.run import check_names
+    from kd.report.miniature import PAIRS
+    from kd.report.paper import DCKD_PROFILE, FAKD_PROFILE, MODEL_MAP, TEACHER_OF
+
+    assert len(CONFIGS) >= 7
+    for path in CONFIGS:
+        config = _file_config(path)
+        check_names(config, pairing=False)
+        assert config.profile == yaml.safe_load(path.read_text())["profile"], path
+        assert path.read_text().startswith("# ") and f"--config configs/{path.name}" in path.read_text(), path
+    by_name = {path.stem: _file_config(path) for path in CONFIGS}
+
+    def pair(config):
+        return ((config.student.arch, config.student.preset), (config.teacher.arch, config.teacher.preset),
+                config.method.name, config.profile)
+
+    rcan_pair = (MODEL_MAP["rcan_10x6"], (TEACHER_OF["rcan_10x6"], "paper"))
+    assert pair(by_name["fakd-table3-rcan-x4"]) == (*rcan_pair, "fakd", FAKD_PROFILE)
+    assert pair(by_name["dckd-table2-rcan-x4"]) == (*rcan_pair, "dckd", DCKD_PROFILE)
+    assert pair(by_name["dckd-table2-swinir-x4"]) == (MODEL_MAP["swinir_e60"], ("swinir", "paper"), "dckd",
+                                                      DCKD_PROFILE)
+    assert by_name["fakd-table3-rcan-x4"].train.steps == 200_000  # the profile's recipe, not the file's
+    for mini in PAIRS:
+        config = by_name[f"miniature-dckd-{mini.name.lower()}-x4"]
+        assert (pair(config)[:2], config.accel.teacher_dtype) == ((mini.student, mini.teacher), "fp32")
+
+
+def test_each_shipped_config_runs_at_the_smoke_profile(tmp_path, monkeypatch, capsys, one_torch_thread):
+    """Every file, with its sizes overridden (smoke profile, tiny presets), trains and evaluates end to end."""
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))  # one zoo: each tiny teacher is trained once
+    photos = _photos(tmp_path / "photos", count=1, size=64)
+    small = ["--profile", "smoke", "--set", "student.preset=tiny", "--set", "teacher.preset=tiny", "--set",
+             "train.steps=4", "--set", "teacher.train.steps=2", "--set", f"eval.datasets=[{photos}]", "--set",
+             "eval.val_dataset=null", "--out-dir", str(tmp_path / "runs"), "--no-progress"]
+    for path in CONFIGS:
+        assert main(["run", "--config", str(path), *small]) == 0, (path, capsys.readouterr().err)
+        assert "finished" in capsys.readouterr().err  # "run finished", or "already finished" (the same tiny pair)

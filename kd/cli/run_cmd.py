@@ -195,6 +195,7 @@ def run_command(args: argparse.Namespace) -> int:
     from kd.devices import resolve_device
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
+    from kd.report.runs import extension_note
 
     flags: dict[str, Any] = {}
     if args.student:
@@ -240,6 +241,8 @@ def run_command(args: argparse.Namespace) -> int:
     # A fresh run's results close its train.log.
     with contextlib.nullcontext() if record.already_finished else tee_to_file(console, record.run_dir / "train.log"):
         print_table(summary_table(record.summary), console)
+        if record.summary.get("extends"):
+            say(console, extension_note(record.summary), "note")
         print_comparison(console, err, config, record, args)
     return 0
 
@@ -262,7 +265,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", help="distillation method (see `kdbench list methods`; default: none)")
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
     parser.add_argument("--restart", action="store_true", help="discard this run's checkpoints, metrics and "
-                        "evaluation and train it from scratch (e.g. after a damaged checkpoint)")
+                        "evaluation and train it from scratch (e.g. after a damaged checkpoint); also trains from "
+                        "scratch where a finished run with fewer train.steps would otherwise be extended")
     parser.add_argument("--save-images", action="store_true", help="also write the final evaluation's SR images "
                         "to <run>/images/<dataset>/x<s>/<name>.png")
     add_label_arguments(parser)

@@ -22,6 +22,8 @@ def _plan_table(plans, title: str) -> TextTable:
             status = styled(("invalid", "red"), f": {plan.error}")
         elif plan.status == "partial":
             status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
+        elif plan.extends:
+            status = f"new: extends {plan.extends} from step {plan.done_steps}"
         else:
             status = f"recorded in {plan.recorded_in}" if plan.recorded_in else plan.status
         estimate = "-" if plan.status in ("finished", "invalid") else (
@@ -130,7 +132,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     def announce(index: int, plan, remaining: float | None) -> None:
         cell = plan.cell
         note = {"finished": "finished already, skipping", "partial": f"resuming at step {plan.done_steps}",
-                "new": "starting", "invalid": "invalid, skipping"}[plan.status]
+                "new": f"extending {plan.extends} from step {plan.done_steps}" if plan.extends else "starting",
+                "invalid": "invalid, skipping"}[plan.status]
         eta = f"; about {duration(remaining)} of training left in the grid" if remaining else ""
         err.rule(f"[bold]cell {index + 1}/{len(plans)}[/] {cell.label}", style="cyan")
         say(err, f"{plan.run_id or '-'}: {note}{eta}")

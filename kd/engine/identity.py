@@ -152,11 +152,15 @@ def teacher_identity(config: RunConfig, given: nn.Module | None = None) -> dict[
 def student_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
     """What the student starts from beyond its configuration, or None for the student `kdbench run` builds from
     the run seed: a network `given` as an object under a registry name (`kd.distill`; an unregistered one is named
-    by its label in `student.arch` already)."""
-    if given is None:
-        return None
-    label = network_label(given)
-    return None if label == config.student.arch else {"source": "object", "label": label}
+    by its label in `student.arch` already), and the sha256 of the `student.init` weights (None while missing)."""
+    start: dict[str, Any] = {}
+    label = network_label(given) if given is not None else None
+    if label is not None and label != config.student.arch:
+        start.update(source="object", label=label)
+    if config.student.init:
+        path = Path(config.student.init)
+        start["init_sha256"] = sha256_file(path) if path.is_file() else None
+    return start or None
 
 
 def run_inputs(config: RunConfig, strict: bool = True, *, student: nn.Module | None = None,

@@ -83,6 +83,7 @@ class CellPlan:
     est_seconds: float | None = None  # remaining training time of this cell
     est_source: str = ""
     recorded_in: Path | None = None  # finished elsewhere: a folder of records (a report's records/), not the runs root
+    extends: str | None = None  # the finished shorter run this cell's run continues (`kd.engine.run.resolve_run`)
 
 
 @dataclass
@@ -396,7 +397,7 @@ def _locate_cell(cell: Cell, config: RunConfig, out_dir: Path, records: Sequence
                  times: StepTimes) -> CellPlan:
     """The cell's run: finished (here or in `records`), partial or new, with the training time still to do."""
     from kd.engine.identity import run_inputs
-    from kd.engine.run import finished_summary
+    from kd.engine.run import finished_summary, resolve_run
 
     try:
         inputs = run_inputs(config, strict=False)
@@ -409,16 +410,19 @@ def _locate_cell(cell: Cell, config: RunConfig, out_dir: Path, records: Sequence
         return CellPlan(cell, config, f"{run_prefix(config)}-?", "new", 0,
                         est_seconds=per_step * config.train.steps, est_source=source)
     rid = run_id(config, inputs)
-    run_dir = out_dir / rid
-    if finished_summary(run_dir) is not None:
-        return CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0)
     recorded = next((Path(d) for d in records if finished_summary(Path(d) / rid) is not None), None)
-    if recorded is not None:
+    if recorded is not None and finished_summary(out_dir / rid) is None:
         return CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0, recorded_in=recorded)
+    run_dir, resolved = resolve_run(config, out_dir, inputs)
+    if finished_summary(run_dir) is not None:
+        return CellPlan(cell, config, run_dir.name, "finished", config.train.steps, est_seconds=0.0)
+    extends = resolved.get("extends")
     done = min(last_step(run_dir) or 0, config.train.steps) if run_dir.is_dir() else 0
+    status = "partial" if done else "new"
+    done = done or (extends or {}).get("steps", 0)
     per_step, source = times.per_step(config)
-    return CellPlan(cell, config, rid, "partial" if done else "new", done,
-                    est_seconds=per_step * (config.train.steps - done), est_source=source)
+    return CellPlan(cell, config, run_dir.name, status, done, est_seconds=per_step * (config.train.steps - done),
+                    est_source=source, extends=(extends or {}).get("run_id"))
 
 
 def finished_cell_summary(plan: CellPlan, out_dir: str | Path) -> dict[str, Any]:
