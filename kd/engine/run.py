@@ -24,7 +24,6 @@ import contextlib
 import copy
 import dataclasses
 import fcntl
-import functools
 import json
 import math
 import shutil
@@ -110,22 +109,28 @@ def check_names(config: RunConfig, student_given: bool = False, teacher_given: b
 def check_pairing(config: RunConfig) -> None:
     """The method's taps paired on shape-only (meta-device) networks: a combination that cannot work fails here,
     before a teacher is trained or loaded. Only the method's own explanation (KdError) is raised; anything the
-    meta device cannot run is left to the real construction."""
-    error = _pairing_error(config.student.arch, config.student.preset, config.teacher.arch, teacher_preset(config),
-                           config.scale, config.method.name, json.dumps(config.method.options, sort_keys=True),
-                           config.train.steps)
+    meta device cannot run is left to the real construction. A verdict is kept for the process: a sweep checks
+    the same pair in every seed's cell, and each check takes seconds."""
+    key = json.dumps([config.student.arch, config.student.preset, config.teacher.arch, teacher_preset(config),
+                      config.scale, config.method.name, config.method.options, config.train.steps],
+                     sort_keys=True, default=repr)
+    if key not in _PAIRING_VERDICTS:
+        _PAIRING_VERDICTS[key] = _pairing_error(config)
+    error = _PAIRING_VERDICTS[key]
     if error is not None:
         raise error.with_traceback(None)
 
 
-@functools.lru_cache(maxsize=256)  # a sweep checks the same pair in every seed's cell; each check takes seconds
-def _pairing_error(student: str, student_preset: str | None, teacher: str, preset: str, scale: int, method: str,
-                   options: str, steps: int) -> KdError | None:
+_PAIRING_VERDICTS: dict[str, KdError | None] = {}
+
+
+def _pairing_error(config: RunConfig) -> KdError | None:
     try:
         with torch.device("meta"):
-            student_net = create(student, scale, student_preset)
-            teacher_net = create(teacher, scale, preset)
-            create_method(method, student_net, teacher_net, json.loads(options)).check_schedule(steps)
+            student = create(config.student.arch, config.scale, config.student.preset)
+            teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
+            create_method(config.method.name, student, teacher, config.method.options).check_schedule(
+                config.train.steps)
     except KdError as exc:
         return exc
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it

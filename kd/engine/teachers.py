@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ def train_teacher(
             outcome = trainer.fit()
     except BaseException:
         if created and dist.is_main and not (folder / "checkpoints" / "last.pt").exists():
-            _remove_unfinished(folder)  # a failed start leaves no entry that `teacher import` would refuse
+            with contextlib.suppress(KdError, OSError):  # the training's own error is the one to report
+                _remove_unfinished(folder)  # a failed start leaves no entry that `teacher import` would refuse
         raise
     final = trainer.eval_model()
     if not dist.is_main:
@@ -365,6 +367,9 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
             raise KdError(f"the zoo already holds a different teacher {info['key']} ({target}); kdbench never "
                           "replaces it: runs made with it would no longer match their records.")
         if target.exists():  # no one trains it (we hold its lock): a failed start or an interrupted training
+            if (target / "checkpoints" / "last.pt").is_file():
+                warnings.warn(f"zoo entry {target} held an interrupted training of this teacher; the imported "
+                              "finished teacher replaces it")
             _remove_unfinished(target)
         _copy_entry(folder, target, with_checksum=False)
     return target, True

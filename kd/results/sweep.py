@@ -317,16 +317,12 @@ class StepTimes:
         seconds = fwd_bwd if backward else fwd
         preset = preset or entry.default_preset
         if preset != entry.default_preset:
-            official = self._macs(entry.arch, entry.default_preset, scale)
+            official = _preset_macs(entry.arch, entry.default_preset, scale)
             if official:
-                seconds *= self._macs(entry.arch, preset, scale) / official
+                seconds *= _preset_macs(entry.arch, preset, scale) / official
             if corrected:
                 seconds *= self.small_preset_ratio.get(entry.arch, 1.0)
         return max(seconds, MIN_STEP_SECONDS)
-
-    @staticmethod
-    def _macs(arch: str, preset: str, scale: int) -> int:
-        return _preset_macs(arch, preset, scale)
 
 
 @functools.lru_cache(maxsize=64)  # seconds per large network; the same few networks in every estimate
