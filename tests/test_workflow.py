@@ -3,6 +3,8 @@ committed grid, the demo's caveat, extending and initialising training, and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -445,6 +447,7 @@ def test_each_shipped_config_runs_at_the_smoke_profile(tmp_path, monkeypatch, ca
     """Every file, with its sizes overridden (smoke profile, tiny presets), trains and evaluates end to end."""
     from kd.cli import main
 
+    assert CONFIGS
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))  # one zoo: each tiny teacher is trained once
     photos = _photos(tmp_path / "photos", count=1, size=64)
     small = ["--profile", "smoke", "--set", "student.preset=tiny", "--set", "teacher.preset=tiny", "--set",

@@ -12,7 +12,7 @@
     summary.json          written last: its presence means the run is finished
 
 The run id is derived from the configuration, so the same command resumes an unfinished run or reports a
-finished one.
+finished one; the same configuration with more `train.steps` continues a finished run as a new one (`resolve_run`).
 
 Under torchrun every rank calls `execute_run`; they train together (`kd.engine.distributed`) and rank 0 alone
 writes the run directory, evaluates and prints.
