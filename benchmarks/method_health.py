@@ -33,8 +33,10 @@ def measure(method: str, teacher_arch: str, args: argparse.Namespace, teacher_ck
             batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
     torch.manual_seed(0)
     student = create(args.student, args.scale, args.student_preset)
-    teacher = create(teacher_arch, args.scale, args.teacher_preset)
-    if teacher_ckpt:
+    # TAS's teacher in training is its assistant, at half the scale on HR/2: the teacher network stands in for it
+    chained = method == "tas"
+    teacher = create(teacher_arch, args.scale // 2 if chained else args.scale, args.teacher_preset)
+    if teacher_ckpt and not chained:
         teacher = load_official(teacher, teacher_ckpt)
     entry = get_entry(teacher_arch)
     release = get_method(method).release_for(entry.arch, entry.family, args.scale)  # as a run resolves it

@@ -65,11 +65,17 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # recipe used when the zoo has to train it
 
 
+# The reconstruction term of every method (`method.rec`): pixel L1, or the weighted 8x8 block-DCT L1 of
+# `kd.methods.dct`.
+RECONSTRUCTION_LOSSES = ("l1", "dct")
+
+
 @dataclass
 class MethodConfig:
     name: str = "none"
     weights: dict[str, float] = field(default_factory=dict)  # loss-term weights over the method's defaults
     options: dict[str, Any] = field(default_factory=dict)  # method-specific options
+    rec: str = "l1"  # the reconstruction loss of every method: one of RECONSTRUCTION_LOSSES
 
 
 @dataclass
@@ -154,6 +160,9 @@ class RunConfig:
 # another and naming a run never makes it another run.
 NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips", "device", "threads",
                    "accel.pin_memory", "cluster", "log", "label")
+# Keys added after runs were recorded: left out of the run id while they hold their default value, so the runs
+# recorded before each existed keep their ids.
+HASHED_UNLESS_DEFAULT = ("accel", "method.rec")
 # Paths of files that enter the run id by their content, as run inputs (`kd.engine.identity`), never by their path:
 # the same weights under another name or on another machine give the same run.
 CONTENT_KEYS = ("student.init",)
@@ -375,6 +384,8 @@ def validate(config: RunConfig) -> None:
     if config.eval.weights not in ("last", "best"):
         raise KdError(f"eval.weights must be 'last' or 'best', got '{config.eval.weights}'.")
     _check_integers(config)
+    if config.method.rec not in RECONSTRUCTION_LOSSES:
+        raise KdError(f"method.rec must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got '{config.method.rec}'.")
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -386,18 +397,26 @@ def config_hash(config: RunConfig, length: int = 8, inputs: dict[str, Any] | Non
     data = to_dict(config)
     if config.method.name == "none":
         data.pop("teacher")  # a no-KD run is the same run whichever teacher the command line names
-    if config.accel == AccelConfig():
-        data.pop("accel")  # default execution: run ids stay those of runs recorded before accel existed
+    defaults = to_dict(RunConfig())
+    for dotted in HASHED_UNLESS_DEFAULT:
+        node, default = _parent(data, dotted), _parent(defaults, dotted)
+        leaf = dotted.rsplit(".", 1)[-1]
+        if leaf in node and node[leaf] == default.get(leaf):
+            node.pop(leaf)
     for dotted in (*NON_RESULT_KEYS, *CONTENT_KEYS):
-        *parents, leaf = dotted.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(leaf, None)
+        _parent(data, dotted).pop(dotted.rsplit(".", 1)[-1], None)
     if inputs is not None:
         data = {"config": data, "inputs": inputs}
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def _parent(data: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The mapping that holds the last part of a dotted key (empty when a section is missing)."""
+    node = data
+    for part in dotted.split(".")[:-1]:
+        node = node.get(part, {})
+    return node
 
 
 def run_id(config: RunConfig, inputs: dict[str, Any] | None = None) -> str:

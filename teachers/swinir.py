@@ -33,7 +33,7 @@ from kd.models.taps import TapPoint
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 MASK_VALUE = -100.0  # the official code masks with -100, not -inf; kept for parity
-RECONSTRUCTION_FEATURES = 64  # fixed width of the classical ("pixelshuffle") reconstruction head
+RECONSTRUCTION_FEATURES = 64  # width of the classical ("pixelshuffle") reconstruction head, fixed in the official code
 VARIANTS = ("classical", "lightweight")
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 RESI_CONNECTIONS = ("1conv", "3conv")
@@ -52,6 +52,9 @@ class SwinIRConfig:
     upsampler: str = "pixelshuffle"
     resi_connection: str = "1conv"
     img_range: float = 1.0
+    # The official code fixes it at 64; a miniature narrows it with the body so that a pair's parameter ratio stays
+    # that of the published pair (the 64-channel head alone is ~0.3M parameters at x4).
+    num_feat: int = RECONSTRUCTION_FEATURES
     drop_path_rate: float = 0.1  # official default; stochastic depth is active only in train mode
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class SwinIRConfig:
                 f"img_size ({self.img_size}) must be at least window_size ({self.window_size})",
             ),
             (self.img_range > 0 and self.mlp_ratio > 0, "img_range and mlp_ratio must be positive"),
+            (isinstance(self.num_feat, int) and self.num_feat > 0, f"num_feat must be a positive integer, got "
+             f"{self.num_feat!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -384,7 +389,7 @@ class SwinIR(nn.Module):
         self.conv_after_body = _residual_conv(dim, config.resi_connection)
 
         if config.upsampler == "pixelshuffle":
-            feats = RECONSTRUCTION_FEATURES
+            feats = config.num_feat
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(dim, feats, 3, 1, 1), nn.LeakyReLU(inplace=True))
             self.upsample = _pixelshuffle_upsampler(scale, feats)
             self.conv_last = nn.Conv2d(feats, 3, 3, 1, 1)
@@ -589,12 +594,13 @@ def build_swinir(
     upsampler: str,
     resi_connection: str,
     img_range: float,
+    num_feat: int = RECONSTRUCTION_FEATURES,
 ) -> SwinIR:
     return SwinIR(
         SwinIRConfig(
             scale=scale, variant=variant, img_size=img_size, window_size=window_size, embed_dim=embed_dim,
             depths=tuple(depths), num_heads=tuple(num_heads), mlp_ratio=mlp_ratio, upsampler=upsampler,
-            resi_connection=resi_connection, img_range=img_range,
+            resi_connection=resi_connection, img_range=img_range, num_feat=num_feat,
         )
     )
 
@@ -616,6 +622,13 @@ LIGHTWEIGHT_MINI = {**LIGHTWEIGHT_PAPER, "img_size": 48, "embed_dim": 48, "depth
 CLASSICAL_E60 = {**CLASSICAL_PAPER, "embed_dim": 60, "depths": [6] * 4, "num_heads": [6] * 4}
 # The miniature of that pair (kd/report/miniature.py): `mini` narrowed to a third as 180 -> 60 is, embed 48 -> 16.
 CLASSICAL_MINI_STUDENT = {**CLASSICAL_MINI, "embed_dim": 16}
+# DCKD Table 2's SwinIR pair in miniature (kd/report/miniature.py, profile `miniature`). Published: 6 stages of 6
+# blocks at embed 180 (head dimension 30) -> 4 stages at embed 60 (head dimension 10), both with the 64-channel
+# reconstruction head, parameters 0.104. Here 6 stages of 2 blocks at embed 60 -> 4 stages at embed 20, head dimension
+# 10 in both, and the reconstruction head narrowed with the teacher's width (64 x 60/180 -> 16): 71,591 / 626,511 =
+# 0.114.
+MINIATURE_TEACHER = {**CLASSICAL_MINI, "embed_dim": 60, "depths": [2] * 6, "num_heads": [6] * 6, "num_feat": 16}
+MINIATURE_STUDENT = {**MINIATURE_TEACHER, "embed_dim": 20, "depths": [2] * 4, "num_heads": [2] * 4}
 # A few thousand parameters: the classical head alone (64-channel convs) would be >100k, so tiny uses the direct one.
 TINY = {**LIGHTWEIGHT_PAPER, "img_size": 16, "embed_dim": 8, "depths": [2], "num_heads": [2]}
 
@@ -626,7 +639,8 @@ register_model(
         role="teacher",
         family="transformer",
         presets={"paper": CLASSICAL_PAPER, "mini": CLASSICAL_MINI, "tiny": TINY, "e60": CLASSICAL_E60,
-                 "mini_student": CLASSICAL_MINI_STUDENT},
+                 "mini_student": CLASSICAL_MINI_STUDENT, "miniature_teacher": MINIATURE_TEACHER,
+                 "miniature_student": MINIATURE_STUDENT},
         description="SwinIR classical SR (SwinIR-M, 11.9M at x4), Liang et al. ICCVW 2021",
         aliases=("swinir_m", "swinir_classical"),
     )

@@ -16,11 +16,16 @@ from kd.models import create
 from kd.profiles import profile_layer
 
 
+# TAS, built directly, teaches from an assistant at the student's scale (mode size); its flag `taps_features` is that
+# of a stage method with taps, whatever the stage method (it only rules out accel.compile).
+OPTIONS = {"tas": {"mode": "size", "assistant_arch": "rcan", "stage_method": "fitnet"}}
+
+
 def _trainer(tmp_path, accel: AccelConfig, method: str = "fitnet", steps: int = 1) -> Trainer:
     torch.manual_seed(0)
     student = create("asid", 2, "tiny")
     teacher = create("rcan", 2, "tiny")
-    distiller = create_method(method, student, teacher)
+    distiller = create_method(method, student, teacher, OPTIONS.get(method))
     plan = plan_accel(accel, "cpu", taps=bool(distiller.student_taps or distiller.teacher_taps))
     plan.network(student)
     plan.network(teacher, frozen_teacher=True)
@@ -29,7 +34,8 @@ def _trainer(tmp_path, accel: AccelConfig, method: str = "fitnet", steps: int = 
     hr = torch.nn.functional.interpolate(lr, scale_factor=2, mode="bicubic").clamp(0, 1)
     train = resolve([profile_layer("smoke"), ("test", {"train": {"steps": steps}})]).train
     tmp_path.mkdir(parents=True, exist_ok=True)  # the first step records method health in metrics.jsonl
-    return Trainer(train, student=student, teacher=teacher, method=distiller, weights=loss_weights(method),
+    return Trainer(train, student=student, teacher=teacher, method=distiller,
+                   weights=loss_weights(method, method=distiller),
                    batches=FixedBatch(lr, hr), run_dir=tmp_path, seed=0, accel=plan)
 
 
@@ -101,7 +107,7 @@ def test_taps_features_flag_matches_each_method():
 
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny")
     for name, _ in list_methods():
-        method = create_method(name, student, teacher if get_method(name).needs_teacher else None)
+        method = create_method(name, student, teacher if get_method(name).needs_teacher else None, OPTIONS.get(name))
         assert bool(method.student_taps or method.teacher_taps) == get_method(name).taps_features, name
 
 

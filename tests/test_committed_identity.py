@@ -29,3 +29,17 @@ def test_record_id_is_recomputed_from_its_config(record: Path) -> None:
     summary = json.loads((record / "summary.json").read_text(encoding="utf-8"))
     config = from_dict(yaml.safe_load((record / "config.yaml").read_text(encoding="utf-8")), str(record))
     assert run_id(config, summary["inputs"]) == summary["run_id"] == record.name
+
+
+@pytest.mark.parametrize("record", [r for r in RECORDS if "-none-" not in r.name], ids=lambda p: p.name)
+def test_record_teacher_key_is_recomputed_from_its_config(record: Path) -> None:
+    # The zoo key names the teacher a fresh clone imports from reports/teachers; a change to what it hashes (a new
+    # teacher.train field) would make every committed KD record point at a teacher no command finds.
+    from kd.engine.teachers import zoo_key
+
+    summary = json.loads((record / "summary.json").read_text(encoding="utf-8"))
+    teacher = summary["inputs"]["teacher"]
+    if teacher is None or teacher.get("source") != "zoo":
+        pytest.skip("teacher not from the zoo")
+    config = from_dict(yaml.safe_load((record / "config.yaml").read_text(encoding="utf-8")), str(record))
+    assert zoo_key(config) == teacher["key"]

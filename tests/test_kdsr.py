@@ -18,6 +18,7 @@ from kd.methods import create_method, get_method, list_methods, loss_weights
 from kd.methods.pairing import body_stages, body_tail, pair_by_depth, tap_channels
 from kd.models import capture, create, load_official
 from kd.models.loading import identify_architecture
+from seed_steps import STEP_OPTIONS
 from students.kdsr import kdsr_kd_loss, transfer_sr_trunk
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -182,20 +183,21 @@ def test_taps_pair_the_trunk_and_the_encoder_features_are_vectors():
 
 # --------------------------------------------------------------------------------------------- with every method
 
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}  # as tests/test_methods_advanced.py
+
 
 
 def _one_step(tmp_path, method_name: str, student_arch: str, teacher_arch: str) -> dict[str, float]:
     torch.manual_seed(0)
     student, teacher = create(student_arch, 2, "tiny"), create(teacher_arch, 2, "tiny")
     teacher = teacher if get_method(method_name).needs_teacher else None
-    method = create_method(method_name, student, teacher, TEST_OPTIONS.get(method_name))
+    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(2, 3, 32, 32, generator=g)
     lr = F.avg_pool2d(hr, 2)
     recipe = TrainConfig(steps=1, batch_size=2, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
                          val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(method_name),
+    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
+                      weights=loss_weights(method_name, method=method),
                       batches=FixedBatch(lr, hr), holdout=FixedBatch(lr.flip(-1), hr.flip(-1)), run_dir=tmp_path,
                       seed=0)
     before = {k: v.clone() for k, v in student.state_dict().items()}

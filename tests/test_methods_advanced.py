@@ -20,15 +20,13 @@ from kd.engine.batches import FixedBatch
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, get_method, list_methods, loss_weights
 from kd.models import capture, create, read_checkpoint
+from seed_steps import STEP_OPTIONS
 
 METHODS = [name for name, _ in list_methods()]
 TEACHER_METHODS = [name for name in METHODS if get_method(name).needs_teacher]
 NEW_METHODS = ("lsfd", "facd", "attention")
 DISTILL_TERM = {"lsfd": "lsfd", "facd": "facd", "attention": "att", "fakd": "fakd", "dukd": "up_in", "dckd": "dcl",
-                "mipkd": "feat"}
-# The tiny teachers are untrained, so FACD's gate would weaken its term: the gates are tested on their own below.
-# DCKD's history network is refreshed from step 1000 by default: every step here.
-TEST_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]}}
+                "mipkd": "feat", "dct": "dct", "tas": "fd"}
 LR_PATCH = 16
 
 
@@ -44,11 +42,12 @@ def make_trainer(tmp_path, method_name: str, teacher_arch: str = "rcan", scale: 
     teacher = create(teacher_arch, scale, "tiny")
     student = create("asid", scale, "tiny")
     method = create_method(method_name, student, teacher if get_method(method_name).needs_teacher else None,
-                           TEST_OPTIONS.get(method_name))
+                           STEP_OPTIONS.get(method_name))
     lr_batch, hr_batch = smooth_batch(scale)
     recipe = TrainConfig(steps=100, batch_size=lr_batch.shape[0], lr_patch=LR_PATCH, lr=lr, schedule="constant",
                          log_every=1, ckpt_every=100, val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method, weights=loss_weights(method_name),
+    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
+                      weights=loss_weights(method_name, method=method),
                       batches=FixedBatch(lr_batch, hr_batch), holdout=FixedBatch(*smooth_batch(scale, seed=1)),
                       run_dir=tmp_path, seed=0)
     return trainer, lr_batch, hr_batch
@@ -99,7 +98,7 @@ def test_taps_resolve_for_every_teacher_and_scale(method_name, teacher_arch, sca
     torch.manual_seed(0)
     teacher = create(teacher_arch, scale, "tiny").eval()
     student = create("asid", scale, "tiny")
-    method = create_method(method_name, student, teacher, TEST_OPTIONS.get(method_name))
+    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
     lr, hr = smooth_batch(scale, batch=2)
     with capture(student, method.student_taps) as s_feats:
         out = student(lr)

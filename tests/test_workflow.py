@@ -417,7 +417,7 @@ def test_each_shipped_config_is_the_published_setting_it_names():
     import yaml
 
     from kd.engine.run import check_names
-    from kd.report.miniature import PAIRS
+    from kd.report.miniature import PAIRS, PROFILE
     from kd.report.paper import DCKD_PROFILE, FAKD_PROFILE, MODEL_MAP, TEACHER_OF
 
     assert len(CONFIGS) >= 7
@@ -440,7 +440,8 @@ def test_each_shipped_config_is_the_published_setting_it_names():
     assert by_name["fakd-table3-rcan-x4"].train.steps == 200_000  # the profile's recipe, not the file's
     for mini in PAIRS:
         config = by_name[f"miniature-dckd-{mini.name.lower()}-x4"]
-        assert (pair(config)[:2], config.accel.teacher_dtype) == ((mini.student, mini.teacher), "fp32")
+        assert pair(config)[:2] == (mini.student, mini.teacher) and config.profile == PROFILE
+        assert config.accel.teacher_dtype == "fp32"  # as every miniature cell's
 
 
 def test_each_shipped_config_runs_at_the_smoke_profile(tmp_path, monkeypatch, capsys, one_torch_thread):

@@ -132,8 +132,8 @@ def _register_methods(things) -> None:
     parser.set_defaults(handler=list_methods_command)
 
 
-PAIRING_TEACHERS = (("rcan", "mini"), ("han", "mini"), ("swinir", "mini"), ("rcan", "paper"), ("han", "paper"),
-                    ("swinir", "paper"), ("swinir_light", "paper"), ("edsr", "paper"))
+PAIRING_TEACHERS = (("rcan", "mini"), ("han", "mini"), ("swinir", "mini"), ("swinfir", "mini"), ("rcan", "paper"),
+                    ("han", "paper"), ("swinir", "paper"), ("swinir_light", "paper"), ("edsr", "paper"))
 
 
 def pairing_table(student_arch: str) -> TextTable:

@@ -83,7 +83,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted
     from kd.engine.teachers import exported_teachers
     from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import StepTimes, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+    from kd.results.sweep import (StepTimes, assistants_to_train, expand_grid, parse_ints, plan_sweep, run_sweep,
+                                  teachers_to_train)
 
     check_executor(args.executor)
     profile, layers, defaults = grid_layers(args)
@@ -111,6 +112,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     pending = [p for p in plans if p.status in ("new", "partial")]
     total = sum(p.est_seconds or 0.0 for p in pending)
     teachers = teachers_to_train(plans, times, exported_teachers(args.teacher_exports))
+    assistants = assistants_to_train(plans, args.out_dir, args.records)
     title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
              f"({len(plans) - len(pending)} finished or invalid)")
     if args.dry_run:
@@ -123,9 +125,14 @@ def sweep_command(args: argparse.Namespace) -> int:
             else:
                 say(out, f"teacher {teacher.key} is not in the zoo: trained first, about "
                          f"{duration(teacher.seconds)} (rough)")
-        to_train = sum(t.seconds for t in teachers if t.export is None)
-        importable = " (teachers that can be imported not counted)" if any(t.export for t in teachers) else ""
-        say(out, f"estimated training time: {duration(total + to_train)} for {len(pending)} cell(s) to run "
+        for label, seconds, source in assistants:
+            say(out, f"teacher assistant {label} is not cached: trained first (after its teacher), about "
+                     f"{duration(seconds)} ({source})")
+        to_train = [t for t in teachers if t.export is None]
+        first = sum(t.seconds for t in to_train) + sum(s for _, s, _ in assistants)
+        importable = " (teachers that can be imported not counted)" if len(to_train) < len(teachers) else ""
+        say(out, f"estimated training time: {duration(total + first)} for {len(pending)} cell(s) to run"
+                 f"{f' and {len(to_train) + len(assistants)} teacher(s) and assistant(s)' if first else ''} "
                  f"(training only; evaluation adds a little per run){importable}")
         return 0
 

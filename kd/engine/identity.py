@@ -132,9 +132,12 @@ def network_label(module: nn.Module) -> str:
     return f"{class_label(module)}@{digest.hexdigest()[:8]}"
 
 
-def teacher_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
-    """The teacher's source and the sha256 of its weights file (None while a zoo teacher is not trained yet). A
-    teacher `given` as an object (`kd.distill`) is identified by its `network_label`."""
+def teacher_identity(config: RunConfig, given: nn.Module | None = None,
+                     strict: bool = True) -> dict[str, Any] | None:
+    """The teacher's source and the sha256 of its weights file (None while a zoo teacher or an assistant is not
+    trained yet). A teacher `given` as an object (`kd.distill`) is identified by its `network_label`; a teacher
+    assistant by its run (`kd.engine.assistants`)."""
+    from kd.engine.assistants import assistant_config, assistant_identity
     from kd.engine.teachers import zoo_dir, zoo_key
     from kd.methods import get_method
 
@@ -142,6 +145,9 @@ def teacher_identity(config: RunConfig, given: nn.Module | None = None) -> dict[
         return None
     if given is not None:
         return {"source": "object", "label": network_label(given)}
+    stage = assistant_config(config)
+    if stage is not None:
+        return assistant_identity(stage, strict)
     if config.teacher.ckpt:
         path = Path(config.teacher.ckpt)
         return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
@@ -177,7 +183,7 @@ def run_inputs(config: RunConfig, strict: bool = True, *, student: nn.Module | N
     method = get_method(config.method.name)
     inputs = {
         "method_version": getattr(method, "version", 1),
-        "teacher": teacher_identity(config, teacher),
+        "teacher": teacher_identity(config, teacher, strict),
         "data": data_fingerprint(config, strict),
     }
     start = student_identity(config, student)

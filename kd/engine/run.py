@@ -42,6 +42,7 @@ from torch import nn
 from kd.config import LabelConfig, RunConfig, config_hash, dump_yaml, run_id, run_prefix
 from kd.devices import resolve_device
 from kd.engine.accel import plan_accel
+from kd.engine.assistants import assistant_config, ensure_assistant, load_assistant
 from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
@@ -94,28 +95,37 @@ def check_names(config: RunConfig, student_given: bool = False, teacher_given: b
     if not student_given:
         _named_entry(config.student.arch, "student (--student / student.arch)")
     method = get_method(config.method.name)
-    loss_weights(config.method.name, config.method.weights)
     method_options(config.method.name, config.method.options)
+    loss_weights(config.method.name, config.method.weights, options=config.method.options)
     plan_accel(config.accel, "cpu", taps=method.taps_features)  # refuses impossible combinations up front
     if method.needs_teacher:
         if not config.teacher.arch:
             raise KdError(f"method '{method.name}' needs a teacher; give --teacher (e.g. --teacher rcan).")
         if not teacher_given:
             _named_entry(config.teacher.arch, "teacher (--teacher / teacher.arch)")
+        stage = method.teacher_run(config)
+        if stage is not None and (student_given or teacher_given):
+            raise KdError(f"method '{method.name}' trains its own teacher assistant from the student and teacher "
+                          "networks by name; give them by name (student=..., teacher=...), not as objects.")
+        if stage is not None:
+            check_names(stage, pairing=pairing)  # the assistant's own run, with its teacher
         if pairing and not (student_given or teacher_given):
             check_pairing(config)
 
 
 def check_pairing(config: RunConfig) -> None:
     """The method's taps paired on shape-only (meta-device) networks: a combination that cannot work fails here,
-    before a teacher is trained or loaded. Only the method's own explanation (KdError) is raised; anything the
-    meta device cannot run is left to the real construction. A verdict is kept for the process: a sweep checks
-    the same pair in every seed's cell, and each check takes seconds."""
-    key = json.dumps([config.student.arch, config.student.preset, config.teacher.arch, teacher_preset(config),
-                      config.scale, config.method.name, config.method.options, config.train.steps],
-                     sort_keys=True, default=repr)
+    before a teacher is trained or loaded (the teacher is the method's assistant where it trains one). Only the
+    method's own explanation (KdError) is raised; anything the meta device cannot run is left to the real
+    construction. A verdict is kept for the process: a sweep checks the same pair in every seed's cell, and each
+    check takes seconds."""
+    stage = get_method(config.method.name).teacher_run(config)
+    teacher = ((stage.student.arch, stage.scale, stage.student.preset) if stage is not None
+               else (config.teacher.arch, config.scale, teacher_preset(config)))
+    key = json.dumps([config.student.arch, config.student.preset, config.scale, *teacher, config.method.name,
+                      config.method.options, config.train.steps], sort_keys=True, default=repr)
     if key not in _PAIRING_VERDICTS:
-        _PAIRING_VERDICTS[key] = _pairing_error(config)
+        _PAIRING_VERDICTS[key] = _pairing_error(config, teacher)
     error = _PAIRING_VERDICTS[key]
     if error is not None:
         raise error.with_traceback(None)
@@ -124,12 +134,13 @@ def check_pairing(config: RunConfig) -> None:
 _PAIRING_VERDICTS: dict[str, KdError | None] = {}
 
 
-def _pairing_error(config: RunConfig) -> KdError | None:
+def _pairing_error(config: RunConfig, teacher: tuple[str, int, str | None]) -> KdError | None:
+    """The pairing's KdError, or None; `teacher`: (arch, scale, preset) of the network that teaches."""
     try:
         with torch.device("meta"):
-            student = create(config.student.arch, config.scale, config.student.preset)
-            teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
-            create_method(config.method.name, student, teacher, config.method.options).check_schedule(
+            student_net = create(config.student.arch, config.scale, config.student.preset)
+            teacher_net = create(*teacher)
+            create_method(config.method.name, student_net, teacher_net, config.method.options).check_schedule(
                 config.train.steps)
     except KdError as exc:
         return exc
@@ -360,7 +371,9 @@ def execute_run(
     if config.student.init and not Path(config.student.init).is_file():
         raise KdError(f"student checkpoint '{config.student.init}' (student.init) not found.")
     if get_method(config.method.name).needs_teacher and teacher is None:
-        if config.teacher.ckpt:
+        if assistant_config(config) is not None:  # trains its zoo teacher first when needed
+            ensure_assistant(config, services=services, console=console, progress=progress, dist=dist)
+        elif config.teacher.ckpt:
             if not Path(config.teacher.ckpt).is_file():
                 raise KdError(f"teacher checkpoint '{config.teacher.ckpt}' (--teacher-ckpt) not found.")
         else:  # the run id covers the teacher's weights: they must exist first
@@ -453,6 +466,8 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         if given_teacher is not None:
             teacher = given_teacher.to(device)
             teacher_info = {"source": "module"}
+        elif assistant_config(config) is not None:
+            teacher, teacher_info = load_assistant(config, device, strict=services.reads_datasets)
         elif config.teacher.ckpt:
             teacher = load_teacher_checkpoint(config, config.teacher.ckpt).to(device)
             teacher_info = {"source": "checkpoint", "path": str(config.teacher.ckpt)}
@@ -502,7 +517,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         train, student=student, teacher=teacher, method=method, weights=weights, batches=batches,
         run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
         holdout=holdout, config_hash=config_hash(config), device=device, dist=dist, accel=accel,
-        tensorboard=config.log.tensorboard,
+        tensorboard=config.log.tensorboard, reconstruction=config.method.rec,
         resume_from=base_dir / "checkpoints" / "last.pt" if base_dir is not None else None,
         progress=TrainingProgress(console if progress else None, f"{config.student.arch}/{config.method.name}",
                                   train.log_every, log),
@@ -536,6 +551,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         "teacher": teacher_info,
         "method": config.method.name,
         "loss_weights": weights,
+        "reconstruction": config.method.rec,
         "scale": config.scale,
         "seed": config.seed,
         "profile": config.profile,

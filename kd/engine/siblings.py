@@ -1,7 +1,8 @@
 """The comparison a distillation run exists for: the student beside its teacher and its no-KD sibling.
 
-The no-KD sibling is the run with the same configuration but method `none` (default method weights and options):
-same student, data, recipe, profile and seed, hence the same initial weights and batches. Its run id follows from
+The no-KD sibling is the run with the same configuration but method `none` (default method weights and options,
+the same reconstruction loss `method.rec`): same student, data, recipe, profile and seed, hence the same initial
+weights and batches. Its run id follows from
 that configuration and its inputs (`kd.engine.run.locate_run`), so it is found in the same runs folder without
 scanning.
 """
@@ -35,7 +36,7 @@ class Comparison:
 
 
 def no_kd_config(config: RunConfig) -> RunConfig:
-    return dataclasses.replace(config, method=MethodConfig(name="none"))
+    return dataclasses.replace(config, method=MethodConfig(name="none", rec=config.method.rec))
 
 
 def compare_with_siblings(config: RunConfig, summary: dict[str, Any], runs_root: str | Path) -> Comparison | None:

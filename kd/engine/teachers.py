@@ -205,7 +205,7 @@ def train_teacher(
 
 
 @contextlib.contextmanager
-def _entry_lock(folder: Path) -> Iterator[None]:
+def entry_lock(folder: Path) -> Iterator[None]:
     """Exclusive lock on `<entry>.lock` beside the zoo entry (blocks while another process trains it)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.lock", "a") as handle:
@@ -224,7 +224,7 @@ def ensure_zoo_teacher(
     console = console or Console(stderr=True)
     folder = zoo_dir(config)
     # Only rank 0 takes the lock: the other ranks wait for it at the barrier, then decide as it does.
-    with _entry_lock(folder) if dist.is_main else contextlib.nullcontext():
+    with entry_lock(folder) if dist.is_main else contextlib.nullcontext():
         dist.barrier()
         if complete_entry(folder):
             say(console, f"using cached teacher {folder.name} ({folder / 'teacher.pt'})")
@@ -360,7 +360,7 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
                       f"{exc}); export the teacher again.") from None
     load_official(network, folder / "teacher.pt")
     target = zoo_entry(info["key"])
-    with _entry_lock(target):
+    with entry_lock(target):
         if complete_entry(target):
             if sha256_file(target / "teacher.pt") == actual:
                 return target, False

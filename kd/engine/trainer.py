@@ -190,11 +190,13 @@ class Trainer:
         dist: DistContext = SINGLE,
         accel: AccelPlan | None = None,
         tensorboard: bool = False,
+        reconstruction: str = "l1",
         resume_from: Path | None = None,
     ) -> None:
         """`resume_from`: the last checkpoint of the run this one extends (a finished run of the same configuration
         with fewer steps), trained on from while this run has no checkpoint of its own."""
         self.train = train
+        self.reconstruction = reconstruction  # `method.rec`: the reconstruction loss every method's `rec` term uses
         self.resume_from = resume_from
         self.student = student
         self.teacher = teacher
@@ -263,19 +265,24 @@ class Trainer:
         lr, hr = accel.batch(lr), accel.batch(hr)
         with accel.autocast(), capture(self.student, self.method.student_taps) as student_feats:
             student_out = self.forward_student(lr)
+        if student_out.shape[-2:] != hr.shape[-2:]:
+            raise KdError(f"the network makes {tuple(student_out.shape[-2:])} images from LR patches of "
+                          f"{tuple(lr.shape[-2:])}, but the HR patches are {tuple(hr.shape[-2:])}: the training pairs "
+                          "are not at the network's scale (a dataset of another scale?).")
         teacher_out, teacher_feats = None, {}
         if self.teacher is not None and self.method.needs_teacher:
+            teacher_lr = self.method.teacher_input(lr, hr)
             with torch.no_grad(), capture(self.teacher, self.method.teacher_taps, detach=True) as teacher_feats:
                 if accel.teacher_dtype != torch.float32:  # a half-precision teacher runs without autocast
-                    teacher_out = self.teacher(accel.teacher_input(lr))
+                    teacher_out = self.teacher(accel.teacher_input(teacher_lr))
                 else:
                     with accel.autocast():
-                        teacher_out = self.teacher(lr)
+                        teacher_out = self.teacher(teacher_lr)
             teacher_out, teacher_feats = as_float32(teacher_out), as_float32(dict(teacher_feats))
         with accel.autocast():
             terms = self.method.losses(
                 StepInputs(lr, hr, student_out, teacher_out, dict(student_feats), dict(teacher_feats),
-                           average=self.dist.average_)
+                           average=self.dist.average_, rec=self.reconstruction)
             )
         terms = {name: value.float() for name, value in terms.items()}
         unknown = [name for name in terms if name not in self.weights]

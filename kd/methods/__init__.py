@@ -122,13 +122,19 @@ def method_options(name: str, options: dict[str, Any] | None = None) -> Any:
 
 
 def loss_weights(name: str, overrides: dict[str, float] | None = None,
-                 method: Distiller | None = None) -> dict[str, float]:
+                 method: Distiller | None = None, options: dict[str, Any] | None = None) -> dict[str, float]:
     """The method's default loss-term weights updated by `method.weights`; an unknown term is an error.
 
-    A built method may set its own defaults (e.g. per mode); pass it as `method` to start from those.
+    A built method may set its own defaults (e.g. per mode); pass it as `method` to start from those, or its
+    `options` to check the terms they give it before it is built.
     """
     cls = get_method(name)
-    weights = dict(method.default_weights if method is not None else cls.default_weights)
+    if method is not None:
+        weights = dict(method.default_weights)
+    elif options is not None:
+        weights = cls.weights_for(method_options(name, options))
+    else:
+        weights = dict(cls.default_weights)
     for term, value in (overrides or {}).items():
         if term not in weights:
             raise KdError(

@@ -29,11 +29,13 @@ The transfer to SR and to kdbench's networks is kdbench's design (METHODS.md 7.2
   channel-spatial attentions have no ASID counterpart and are not used.
 * SwinIR teacher (`mode=window`): window self-attention of the *unshifted* blocks (`...attn.attn_map`,
   (B*nW, heads, 64, 64)) against ASID's shared block-window maps a1, a3, a5 (SLA; a2/a4/a6 use grid windows with
-  no SwinIR counterpart). Both use non-overlapping 8x8 windows in the same order on the LR map padded to a
-  multiple of 8, so the maps align; heads are averaged; the cosine is taken per window. Both networks expose only
-  post-softmax maps, so by default (`window_maps=logits`) the pre-softmax logits are recovered exactly up to the
-  per-row constant the softmax ignores: log p centred over each row (log p is floored at `log_floor`).
-  `window_maps=probs` compares the post-softmax maps instead.
+  no SwinIR counterpart). Both use non-overlapping 8x8 windows in row-major order on the LR map padded to a
+  multiple of 8, so the maps align; heads are averaged; the cosine is taken per window. SwinFIR (window 8: presets
+  mini, tiny) works the same way, but its evaluation padding adds a whole window row/column where an LR side is a
+  multiple of 8 (the network's `padded_size`), so only the windows both grids share, from the top left, are
+  compared. Both networks expose only post-softmax maps, so by default (`window_maps=logits`) the pre-softmax
+  logits are recovered exactly up to the per-row constant the softmax ignores: log p centred over each row (log p
+  is floored at `log_floor`). `window_maps=probs` compares the post-softmax maps instead.
 * Pairs: the student's sites in depth order against the teacher's, by relative depth (j/k of each list, as
   `kd.methods.pairing.depth_positions`); by default one pair per student site.
 """
@@ -41,6 +43,7 @@ The transfer to SR and to kdbench's networks is kdbench's design (METHODS.md 7.2
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +52,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 from kd.methods.pairing import depth_positions, probe_taps
 
 MODES = ("auto", "channel", "window")
@@ -67,7 +70,7 @@ TEACHER_SITES = {
 WORKING_COMBINATIONS = (
     "method 'attention' works with students asid, asid_d8 (BlockC channel-attention logits, shared window maps "
     "a1/a3/a5) and teachers rcan, han (RCAB channel-attention vectors ...conv_du.2; mode=channel) or swinir, "
-    "swinir_light with window 8 (unshifted window maps ...attn.attn_map; mode=window)"
+    "swinir_light, swinfir with window 8 (unshifted window maps ...attn.attn_map; mode=window)"
 )
 
 
@@ -102,6 +105,25 @@ def channel_vector(logits: Tensor) -> Tensor:
     """ASID channel-attention logits (B, G, C, C) -> (B, C): key-centred logits averaged over groups and queries."""
     centred = logits - logits.mean(dim=-1, keepdim=True)
     return centred.mean(dim=(1, 2))
+
+
+def window_grid(padded_size, lr_size: tuple[int, int], window: int) -> tuple[int, int]:
+    """(rows, cols) of the windows a network's maps cover for an LR input: over its `padded_size(h, w)` where it
+    declares one (SwinFIR), else over the input padded to a multiple of the window (SwinIR, ASID)."""
+    h, w = padded_size(*lr_size) if padded_size is not None else lr_size
+    return math.ceil(h / window), math.ceil(w / window)
+
+
+def shared_windows(maps: Tensor, batch: int, grid: tuple[int, int], common: tuple[int, int], side: str) -> Tensor:
+    """(B * rows * cols, heads, n, n) row-major window maps -> those of the top-left common[0] x common[1] windows."""
+    rows, cols = grid
+    if maps.shape[0] != batch * rows * cols:
+        raise KdError(f"{side} window maps ({maps.shape[0]}) do not form a {rows} x {cols} window grid per image "
+                      f"for a batch of {batch}; {WORKING_COMBINATIONS}.")
+    if (rows, cols) == tuple(common):
+        return maps
+    maps = maps.view(batch, rows, cols, *maps.shape[1:])[:, : common[0], : common[1]]
+    return maps.reshape(-1, *maps.shape[3:])
 
 
 def window_map_vectors(maps: Tensor, space: str, floor: float) -> Tensor:
@@ -166,6 +188,9 @@ class AttentionSimilarity(Distiller):
         if self.mode == "channel":
             self.default_weights = {**self.default_weights, "att": CHANNEL_MODE_WEIGHT}
         self.adapters = nn.ModuleDict()
+        # Window grids depend on each network's padding (and SwinFIR's on its mode), so they are read per step.
+        self._padded_size = {side: getattr(model, "padded_size", None)
+                             for side, model in (("student", student), ("teacher", teacher))}
         self._check_shapes(student, teacher)
 
     def _check_shapes(self, student: nn.Module, teacher: nn.Module) -> None:
@@ -177,7 +202,7 @@ class AttentionSimilarity(Distiller):
                 side, tap = ("student", s_tap) if s_shape is None else ("teacher", t_tap)
                 raise KdError(f"{side} tap '{tap}' produced no tensor in a forward pass; {WORKING_COMBINATIONS}.")
             if self.mode == "window":
-                if len(s_shape) != 4 or len(t_shape) != 4 or s_shape[0] != t_shape[0] or s_shape[-1] != t_shape[-1]:
+                if len(s_shape) != 4 or len(t_shape) != 4 or s_shape[-1] != t_shape[-1]:
                     raise KdError(
                         f"window maps do not align: student '{s_tap}' {s_shape} vs teacher '{t_tap}' {t_shape} "
                         f"(both need 8x8 windows, i.e. 64x64 maps, over the same padded LR map); {WORKING_COMBINATIONS}."
@@ -198,12 +223,14 @@ class AttentionSimilarity(Distiller):
                 raise KdError(f"student '{s_tap}' has {c_s} channels, teacher '{t_tap}' {c_t}: set "
                               "method.options.adapter=true (a linear map between the two channel-attention vectors).")
 
-    def pair_distance(self, s_tap: str, student_map: Tensor, teacher_map: Tensor) -> Tensor:
+    def pair_distance(self, s_tap: str, student_map: Tensor, teacher_map: Tensor, lr_shape: torch.Size) -> Tensor:
         teacher_map = teacher_map.detach()
         if self.mode == "window":
-            if student_map.shape[0] != teacher_map.shape[0]:
-                raise KdError(f"student and teacher window counts differ ({student_map.shape[0]} vs "
-                              f"{teacher_map.shape[0]}): both must pad the LR patch to the same multiple of 8.")
+            batch, lr_size, window = lr_shape[0], tuple(lr_shape[-2:]), math.isqrt(student_map.shape[-1])
+            grids = {side: window_grid(self._padded_size[side], lr_size, window) for side in self._padded_size}
+            common = tuple(min(g[i] for g in grids.values()) for i in range(2))
+            student_map = shared_windows(student_map, batch, grids["student"], common, "student")
+            teacher_map = shared_windows(teacher_map, batch, grids["teacher"], common, "teacher")
             space, floor = self.options.window_maps, self.options.log_floor
             return cosine_distance(window_map_vectors(student_map, space, floor),
                                    window_map_vectors(teacher_map, space, floor))
@@ -214,11 +241,11 @@ class AttentionSimilarity(Distiller):
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         per_pair = [
-            self.pair_distance(s, inputs.student_feats[s], inputs.teacher_feats[t])
+            self.pair_distance(s, inputs.student_feats[s], inputs.teacher_feats[t], inputs.lr.shape)
             for s, t in zip(self.student_taps, self.teacher_taps)
         ]
         return {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "att": torch.stack(per_pair).mean(),
             "kd": output_kd_l1(inputs),
         }

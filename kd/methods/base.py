@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from kd.config import RunConfig
 
 Average = Callable[[Sequence[Tensor]], None]  # in-place mean over data-parallel ranks
 
@@ -38,6 +41,7 @@ class StepInputs:
     student_feats: dict[str, Tensor] = field(default_factory=dict)
     teacher_feats: dict[str, Tensor] = field(default_factory=dict)
     average: Average = no_average  # for batch statistics that must be global
+    rec: str = "l1"  # the reconstruction loss (`method.rec`): see `reconstruction`
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,21 @@ class Distiller(nn.Module):
         by_scale = cls.releases.get(teacher_arch) or cls.releases.get(family) or {}
         return by_scale.get(scale, by_scale.get(0))
 
+    @classmethod
+    def weights_for(cls, options: Any) -> dict[str, float]:
+        """The default loss-term weights of the method built with `options` (the terms `method.weights` may name)."""
+        return dict(cls.default_weights)
+
+    @classmethod
+    def teacher_run(cls, config: RunConfig) -> RunConfig | None:
+        """The configuration of a run whose student becomes this run's teacher (a teacher assistant, trained and
+        cached first: `kd.engine.assistants`); None: the configured teacher."""
+        return None
+
+    def teacher_input(self, lr: Tensor, hr: Tensor) -> Tensor:
+        """The batch the frozen teacher sees: the student's LR batch, unless the teacher works at another scale."""
+        return lr
+
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -118,8 +137,17 @@ class Distiller(nn.Module):
         return [{"params": params, "lr": lr}] if params else []
 
 
-def reconstruction_l1(inputs: StepInputs) -> Tensor:
+def reconstruction(inputs: StepInputs) -> Tensor:
+    """The reconstruction term of every method: L1 to the ground truth, or with `method.rec=dct` the weighted
+    8x8 block-DCT L1 (`kd.methods.dct`)."""
+    if inputs.rec == "dct":
+        from kd.methods.dct import frequency_l1  # the DCT method's module imports this one
+
+        return frequency_l1(inputs.student_out, inputs.hr)
     return torch.nn.functional.l1_loss(inputs.student_out, inputs.hr)
+
+
+reconstruction_l1 = reconstruction  # its name before `method.rec` existed, which method plugins import
 
 
 def output_kd_l1(inputs: StepInputs) -> Tensor:

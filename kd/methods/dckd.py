@@ -62,7 +62,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepContext, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepContext, StepInputs, output_kd_l1, reconstruction
 from kd.methods.dukd import augment, frozen_forward, invert_augment, sample_ops
 
 
@@ -227,7 +227,7 @@ class DCKD(Distiller):
         log_p_student = soft_assignment_log(anchor[-1], self.encoder.codebook, tau)
         p_teacher = soft_assignment_log(positive[-1], self.encoder.codebook, tau).exp()
         return {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "kd": output_kd_l1(inputs),
             "lcr": F.l1_loss(inputs.student_out, self.consistency_target(inputs.lr)),
             "dcl": contrastive_ratio(anchor, positive, self.negatives(inputs.lr), self.options.layer_weights),

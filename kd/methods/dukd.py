@@ -49,7 +49,7 @@ from torch.nn import functional as F
 from kd.data.imresize import imresize
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, Release, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, Release, StepInputs, output_kd_l1, reconstruction
 
 OPS = ("invert", "flip_h", "flip_w", "transpose")
 
@@ -154,7 +154,7 @@ class DUKD(Distiller):
         student, teacher = self._networks
         scale = inputs.hr.shape[-1] // inputs.lr.shape[-1]
         # Switched-off parts return no term (rather than a constant zero the health check would flag as inert).
-        terms = {"rec": reconstruction_l1(inputs), "kd": output_kd_l1(inputs)}
+        terms = {"rec": reconstruction(inputs), "kd": output_kd_l1(inputs)}
         if self.options.zoom_in:
             if not 1 <= self.options.gt_tiles <= scale * scale:
                 raise KdError(f"method.options.gt_tiles must be in [1, {scale * scale}] at x{scale} (the HR patch "

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 from kd.methods.pairing import common_area, conv_adapter, paired_feature_taps, standardize_pair, tap_key
 
 FORMS = ("ratio", "infonce")
@@ -143,7 +143,7 @@ class FeatureAdaptiveContrastive(Distiller):
         if self.options.gate != "none":
             per_sample = per_sample * sample_gate(inputs, self.options.gate)
         return {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "kd": output_kd_l1(inputs),
             "facd": per_sample.mean(),
         }

@@ -39,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 from kd.methods.pairing import common_area, paired_feature_taps
 
 EPS = 1e-8  # as the official spatial_similarity
@@ -117,7 +117,7 @@ class FAKD(Distiller):
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         return {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "kd": output_kd_l1(inputs),
             "fakd": self.affinity_loss(inputs),
         }

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, reconstruction
 from kd.methods.pairing import common_area, conv_adapter, paired_feature_taps, standardize_pair, tap_key
 
 
@@ -70,4 +70,4 @@ class FitNet(Distiller):
             student_feat = self.adapters[tap_key(s_tap)](inputs.student_feats[s_tap])
             student_feat, teacher_feat = common_area(student_feat, teacher_feat, tuple(inputs.lr.shape[-2:]))
             per_tap.append(self.feature_distance(student_feat, teacher_feat, inputs.average))
-        return {"rec": reconstruction_l1(inputs), "fd": torch.stack(per_tap).mean()}
+        return {"rec": reconstruction(inputs), "fd": torch.stack(per_tap).mean()}

@@ -56,7 +56,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepContext, StepInputs, reconstruction
 from kd.methods.pairing import conv_adapter, paired_feature_taps, standardize_pair, tap_key
 from kd.models import capture
 
@@ -226,7 +226,7 @@ class KRNetDistillation(Distiller):
         student_feats = {k: inputs.student_feats[k].detach().to(inputs.lr.dtype) for k in self.student_taps}
         self._step_batch = (inputs.lr.detach(), teacher_feats, student_feats)
         self._average = inputs.average  # ... with the same (global) feature statistics
-        return {"rec": reconstruction_l1(inputs), "kr": self(inputs.student_feats, teacher_feats)}
+        return {"rec": reconstruction(inputs), "kr": self(inputs.student_feats, teacher_feats)}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Only the adapters train with the student; the KRNets have their own (meta) optimizer."""

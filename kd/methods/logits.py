@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 
 
 @register_method
@@ -20,4 +20,4 @@ class OutputDistillation(Distiller):
     taps_features = False
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
-        return {"rec": reconstruction_l1(inputs), "kd": output_kd_l1(inputs)}
+        return {"rec": reconstruction(inputs), "kd": output_kd_l1(inputs)}

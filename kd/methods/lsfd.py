@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, reconstruction
 from kd.methods.pairing import common_area, paired_feature_taps, standardize_pair, tap_key
 
 
@@ -117,4 +117,4 @@ class LocalSelectiveFD(Distiller):
             regressed = self.regressors[tap_key(s_tap)](inputs.student_feats[s_tap])
             student_feat, teacher_feat = common_area(regressed, inputs.teacher_feats[t_tap], lr_size)
             per_tap.append(self.tap_loss(student_feat, teacher_feat, inputs.average))
-        return {"rec": reconstruction_l1(inputs), "lsfd": torch.stack(per_tap).mean()}
+        return {"rec": reconstruction(inputs), "lsfd": torch.stack(per_tap).mean()}

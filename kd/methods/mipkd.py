@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, output_kd_l1, reconstruction
 from kd.methods.pairing import common_area, map_stats, paired_feature_taps, standardize_pair, tap_key
 
 
@@ -168,7 +168,7 @@ class MiPKD(Distiller):
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
         mixed = [self.mix(inputs, s, t) for s, t in zip(self.student_taps, self.teacher_taps)]
         terms = {
-            "rec": reconstruction_l1(inputs),
+            "rec": reconstruction(inputs),
             "kd": output_kd_l1(inputs),
             "feat": torch.stack([loss for loss, *_ in mixed]).mean(),
         }

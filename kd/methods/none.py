@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from kd.methods import register_method
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, reconstruction
 
 
 @register_method
@@ -17,4 +17,4 @@ class NoDistillation(Distiller):
     default_weights = {"rec": 1.0}
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
-        return {"rec": reconstruction_l1(inputs)}
+        return {"rec": reconstruction(inputs)}

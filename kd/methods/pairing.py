@@ -102,11 +102,13 @@ def conv_adapter(c_in: int, c_out: int) -> nn.Conv2d:
 
 
 def probe_taps(model: nn.Module, taps: list[str], size: int = 16) -> dict[str, torch.Tensor]:
-    """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved)."""
+    """The taps' tensors for one small dry forward pass (no gradients, train/eval mode preserved); the probe is
+    enlarged to the network's `min_input_size` where it declares one (HPINet's largest patch)."""
     from kd.models import capture, probe_inputs
 
     was_training = model.training
     model.eval()
+    size = max(size, getattr(model, "min_input_size", 0))
     try:
         probe = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
         with torch.no_grad(), capture(model, taps, detach=True) as feats:
@@ -191,10 +193,25 @@ def paired_feature_taps(
 
 def common_area(student_feat: torch.Tensor, teacher_feat: torch.Tensor, lr_size: tuple[int, int]):
     """Both maps cropped to the LR image area they share: padded networks (ASID zero-pads, SwinIR reflect-pads to
-    a multiple of 8) return maps larger than the LR input, and the padding is not image content."""
+    a multiple of 8) return maps larger than the LR input, and the padding is not image content. Both maps must be
+    on the student's grid: a teacher that saw a larger input is brought onto it first (`on_student_grid`)."""
     h = min(student_feat.shape[-2], teacher_feat.shape[-2], lr_size[0])
     w = min(student_feat.shape[-1], teacher_feat.shape[-1], lr_size[1])
     return student_feat[..., :h, :w], teacher_feat[..., :h, :w]
+
+
+def on_student_grid(teacher_feat: Tensor, lr_size: tuple[int, int], factor: int) -> Tensor:
+    """A map of a teacher that saw a `factor` times larger input than the student's LR (a TAS assistant) on the
+    student's grid: cropped to its image area (the padding is not content), then each factor x factor cell averaged.
+    That cell is the area one LR pixel covers: MATLAB's bicubic downscaling by `factor` centres LR pixel i on input
+    pixels factor*i .. factor*i + factor - 1."""
+    if factor == 1:
+        return teacher_feat
+    h, w = lr_size[0] * factor, lr_size[1] * factor
+    if teacher_feat.shape[-2] < h or teacher_feat.shape[-1] < w:
+        raise KdError(f"a teacher map of {teacher_feat.shape[-2]}x{teacher_feat.shape[-1]} does not cover the "
+                      f"{h}x{w} input it was said to see ({factor} x the {lr_size[0]}x{lr_size[1]} LR patch).")
+    return torch.nn.functional.avg_pool2d(teacher_feat[..., :h, :w], factor)
 
 
 class _DifferentiableAverage(torch.autograd.Function):

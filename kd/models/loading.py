@@ -50,6 +50,14 @@ SHOW_PER_KIND = 5
 # Architecture fingerprints, checked in order: HAN contains every RCAN key, so HAN comes first.
 _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
     ("asid", "keys 'input.weight' and 'block0.*'", lambda k: "input.weight" in k and _any_prefix(k, "block0.")),
+    ("a2n", "keys 'AAB_trunk.*'", lambda k: _any_prefix(k, "AAB_trunk.")),
+    ("ncnet", "plain convs 'body.0.weight' .. 'body.12.weight' at even indices",
+     lambda k: {"body.0.weight", "body.12.weight"} <= k and "body.1.weight" not in k),
+    # HSRNet also has 'sub_mean.*' and 'body.*' (RCAN's fingerprint), so it comes before RCAN.
+    ("hsrnet", "keys 'SolverLS.*' / 'Denoiser.*'",
+     lambda k: _any_prefix(k, "SolverLS.") or _any_prefix(k, "Denoiser.")),
+    ("ikm", "keys 'input.weight' and '*.Conv2d.weight'",
+     lambda k: "input.weight" in k and any(key.endswith(".Conv2d.weight") for key in k)),
     ("han", "keys 'la.*' / 'csa.*' beside an RCAN trunk", lambda k: _any_prefix(k, "la.") or _any_prefix(k, "csa.")),
     # EDSR's blocks sit directly in the body (`body.0.body.0`); RCAN's inside groups (`body.0.body.0.body.0`).
     # `body.0.body.2.*`: `.weight`, or `.primary_conv.weight` where the ResBlock convs are GhostSR ghost convs.
@@ -57,6 +65,11 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
      lambda k: "sub_mean.weight" in k and _any_prefix(k, "body.0.body.2.")
      and not _any_prefix(k, "body.0.body.0.body.")),
     ("rcan", "keys 'sub_mean.*' and 'body.*'", lambda k: _any_prefix(k, "sub_mean.") and _any_prefix(k, "body.")),
+    ("hpinet", "keys 'first_conv.*' and 'cross_match.*'",
+     lambda k: "first_conv.weight" in k and _any_prefix(k, "cross_match.")),
+    # SwinFIR holds every SwinIR key plus the spatial-frequency blocks, so it comes before SwinIR.
+    ("swinfir", "keys 'layers.*.conv.F.fu.*' (spatial-frequency blocks)",
+     lambda k: any(".conv.F.fu." in key for key in k)),
     ("swinir", "keys 'patch_embed.*' / 'layers.*'", lambda k: _any_prefix(k, "patch_embed.") or _any_prefix(k, "layers.")),
     ("kdsr_teacher", "keys 'G.*' beside an encoder 'E.*'",
      lambda k: _any_prefix(k, "G.body.") and _any_prefix(k, "E.E.")),
@@ -66,9 +79,11 @@ _FINGERPRINTS: tuple[tuple[str, str, Callable[[set[str]], bool]], ...] = (
 
 # `_family` takes the first name that `arch` equals or extends: `kdsr_teacher` is listed before `kdsr`.
 _DISPLAY_NAMES = {"asid": "ASID", "han": "HAN", "edsr": "EDSR", "rcan": "RCAN", "swinir": "SwinIR",
-                  "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR"}
+                  "swinfir": "SwinFIR", "hpinet": "HPINet", "kdsr_teacher": "KDSR teacher", "kdsr": "KDSR",
+                  "a2n": "A2N", "ncnet": "NCNet", "hsrnet": "HSRNet", "ikm": "U-HDN+IKM"}
 _WITH_ARTICLE = {"asid": "an ASID", "han": "a HAN", "edsr": "an EDSR", "rcan": "an RCAN", "swinir": "a SwinIR",
-                 "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR"}
+                 "swinfir": "a SwinFIR", "hpinet": "an HPINet", "kdsr_teacher": "a KDSR teacher", "kdsr": "a KDSR",
+                 "a2n": "an A2N", "ncnet": "an NCNet", "hsrnet": "an HSRNet", "ikm": "a U-HDN+IKM"}
 
 
 def _any_prefix(keys: set[str], prefix: str) -> bool:

@@ -40,7 +40,14 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Method keys that are part of the setting: a student trained with another reconstruction loss has its own
+# baseline (the no-KD run with the same `method.rec`).
+SETTING_METHOD_KEYS = ("method.rec",)
+
+
 def _varied(key: str) -> bool:
+    if key in SETTING_METHOD_KEYS:
+        return False
     return any(key == varied or key.startswith(f"{varied}.") for varied in VARIED_KEYS)
 
 
@@ -75,7 +82,11 @@ class Run:
 
     @property
     def student(self) -> str:
-        return f"{self.summary['student']} ({self.summary.get('student_preset') or '?'})"
+        """The student and its preset, and its reconstruction loss unless L1 (`method.rec`): students trained with
+        another one form their own group, with their own no-KD baseline."""
+        rec = self.summary.get("reconstruction") or "l1"
+        loss = "" if rec == "l1" else f", rec {rec}"
+        return f"{self.summary['student']} ({self.summary.get('student_preset') or '?'}{loss})"
 
     @property
     def teacher_info(self) -> dict[str, Any]:
@@ -101,7 +112,8 @@ class Run:
             if config is None:
                 s = self.summary
                 config = {"profile": self.profile, "scale": self.scale, "student": {"arch": s["student"],
-                          "preset": s.get("student_preset")}, "train": {"steps": s.get("steps")}}
+                          "preset": s.get("student_preset")}, "train": {"steps": s.get("steps")},
+                          "method": {"rec": s.get("reconstruction") or "l1"}}
             self._setting = {key: json.dumps(value, sort_keys=True) for key, value in _flatten(config).items()
                              if not _varied(key)}
         return self._setting

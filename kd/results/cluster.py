@@ -189,9 +189,11 @@ def _job_error(exc: Exception, job: Any) -> str:
 
 def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console: Any,
                    max_parallel: int = 0, poll_seconds: float = 2.0) -> list[Any]:
-    """The sweep's cells as submitit jobs: missing zoo teachers first, then every unfinished cell.
+    """The sweep's cells as submitit jobs: missing zoo teachers first, then every unfinished cell (a cell whose
+    teacher is an assistant trains it first, or waits for the cell that does: `kd.engine.assistants`).
 
     Returns one `CellOutcome` per plan, in plan order, like `kd.results.sweep.run_sweep`."""
+    from kd.engine.assistants import teacher_source
     from kd.engine.teachers import zoo_dir
     from kd.methods import get_method
     from kd.results.sweep import CellOutcome, finished_cell_summary
@@ -208,7 +210,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
             # Tuning grids hold several cells with one label (same student/teacher/method/seed): keep them apart.
             label = plan.cell.label if plan.cell.label not in runnable else f"{plan.cell.label} #{index + 1}"
             runnable[label] = index
-            config = plan.config
+            config = teacher_source(plan.config)
             if get_method(config.method.name).needs_teacher and not config.teacher.ckpt:
                 folder = zoo_dir(config)
                 if not (folder / "teacher.pt").is_file():
@@ -234,7 +236,7 @@ def run_sweep_jobs(kind: str, plans: list[Any], out_dir: str | Path, *, console:
     cells = []
     for label, index in runnable.items():
         plan = plans[index]
-        needs = zoo_dir(plan.config).name if plan.config.teacher.arch else None
+        needs = zoo_dir(teacher_source(plan.config)).name if plan.config.teacher.arch else None
         if needs in failed_teachers:
             outcomes[index] = CellOutcome(plan, "failed", error=f"its teacher failed: {failed_teachers[needs]}")
         else:

@@ -178,14 +178,35 @@ def _presets(config: RunConfig) -> tuple[str, str | None]:
     return student, teacher
 
 
-def _timing_key(config: RunConfig) -> tuple:
+def _frozen_network(config: RunConfig) -> tuple[str, str | None, int, float] | None:
+    """(arch, preset, scale, input pixels per student input pixel) of the frozen network a step runs: a teacher
+    assistant (`kd.engine.assistants`; TAS's sees a 2x larger input in mode `input`) or the configured teacher;
+    None for a method without a teacher."""
+    from kd.engine.assistants import assistant_config
     from kd.methods import get_method
+    from kd.models import get_entry
 
-    student_preset, teacher_preset = _presets(config)
-    needs_teacher = get_method(config.method.name).needs_teacher
-    teacher = (config.teacher.arch, teacher_preset) if needs_teacher else None
-    return (config.student.arch, student_preset, teacher, config.train.batch_size, config.train.lr_patch,
-            config.scale)
+    if not get_method(config.method.name).needs_teacher or not config.teacher.arch:
+        return None
+    stage = assistant_config(config)
+    if stage is None:
+        return config.teacher.arch, _presets(config)[1], config.scale, 1.0
+    preset = stage.student.preset or get_entry(stage.student.arch).default_preset
+    return stage.student.arch, preset, stage.scale, (stage.train.lr_patch / config.train.lr_patch) ** 2
+
+
+def _step_factor(config: RunConfig) -> float:
+    """`METHOD_STEP_FACTOR` of the method a step runs (a chain's stage method for the run it teaches)."""
+    from kd.engine.assistants import assistant_config
+
+    stage = assistant_config(config)
+    return METHOD_STEP_FACTOR.get((stage or config).method.name, 1.0)
+
+
+def _timing_key(config: RunConfig) -> tuple:
+    student_preset, _ = _presets(config)
+    return (config.student.arch, student_preset, _frozen_network(config), config.train.batch_size,
+            config.train.lr_patch, config.scale)
 
 
 def median_step_seconds(metrics: Path) -> float | None:
@@ -276,7 +297,7 @@ class StepTimes:
         except KdError:
             samples = []
         same_method = [s for m, s in samples if m == config.method.name]
-        factor = METHOD_STEP_FACTOR.get(config.method.name, 1.0)
+        factor = _step_factor(config)
         chosen = same_method or [s * factor / METHOD_STEP_FACTOR.get(m, 1.0) for m, s in samples]
         if chosen:
             return _median(chosen), f"recorded ({len(chosen)} run{'s' if len(chosen) > 1 else ''})"
@@ -287,14 +308,14 @@ class StepTimes:
         return self._rough(config) * ratio, f"rough x{ratio:.1f}, {runs} run{'s' if runs > 1 else ''}"
 
     def _rough(self, config: RunConfig) -> float:
-        from kd.methods import get_method
-
         pixels = config.train.batch_size * config.train.lr_patch ** 2 / REFERENCE_PIXELS
-        student_preset, teacher_preset = _presets(config)
+        student_preset, _ = _presets(config)
         seconds = self._network_seconds(config.student.arch, student_preset, config.scale, backward=True)
-        if get_method(config.method.name).needs_teacher and config.teacher.arch:
-            seconds += self._network_seconds(config.teacher.arch, teacher_preset, config.scale, backward=False)
-        return seconds * pixels * METHOD_STEP_FACTOR.get(config.method.name, 1.0)
+        frozen = _frozen_network(config)
+        if frozen is not None:
+            arch, preset, scale, input_pixels = frozen
+            seconds += input_pixels * self._network_seconds(arch, preset, scale, backward=False)
+        return seconds * pixels * _step_factor(config)
 
     def teacher_training(self, config: RunConfig) -> float:
         recipe = config.teacher.train
@@ -437,15 +458,19 @@ class TeacherPlan:
 
 def teachers_to_train(plans: list[CellPlan], times: StepTimes,
                       exports: dict[str, Path] | None = None) -> list[TeacherPlan]:
-    """Each teacher the pending cells need and the zoo does not hold yet, with its estimated training time and the
-    export among `exports` (zoo key -> folder, `kd.engine.teachers.exported_teachers`) that holds it, if any."""
+    """Each teacher the pending cells need and the zoo does not hold yet (for a cell taught by an assistant, the
+    assistant's teacher), with its estimated training time and the export among `exports` (zoo key -> folder,
+    `kd.engine.teachers.exported_teachers`) that holds it, if any."""
+    from kd.engine.assistants import teacher_source
     from kd.engine.teachers import zoo_dir
     from kd.methods import get_method
 
     pending: dict[str, TeacherPlan] = {}
     for plan in plans:
-        config = plan.config
-        if plan.status in ("finished", "invalid") or config is None or config.teacher.ckpt:
+        if plan.status in ("finished", "invalid") or plan.config is None:
+            continue
+        config = teacher_source(plan.config)
+        if config.teacher.ckpt:
             continue
         if not get_method(config.method.name).needs_teacher:
             continue
@@ -453,6 +478,44 @@ def teachers_to_train(plans: list[CellPlan], times: StepTimes,
         if not (folder / "teacher.pt").is_file() and folder.name not in pending:
             pending[folder.name] = TeacherPlan(folder.name, times.teacher_training(config),
                                                (exports or {}).get(folder.name))
+    return list(pending.values())
+
+
+def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
+                        records: Sequence[str | Path] = ()) -> list[tuple[str, float, str]]:
+    """(label, estimated seconds still to train, where the figure comes from) of each teacher assistant the pending
+    cells need and the cache does not hold finished (`kd.engine.assistants`); the label is the assistant's run id
+    (ending in `-?` while its own teacher or its data is missing, which the id covers) and what it is. Step times
+    come from the runs under `runs_dir` and `records`, as the cells'."""
+    from kd.config import config_hash
+    from kd.engine.assistants import assistant_config, assistant_root
+    from kd.engine.identity import run_inputs
+    from kd.engine.run import finished_summary
+
+    times = StepTimes(runs_dir, *records)
+    pending: dict[str, tuple[str, float, str]] = {}
+    seen: set[str] = set()
+    for plan in plans:
+        if plan.status in ("finished", "invalid") or plan.config is None:
+            continue
+        stage = assistant_config(plan.config)
+        while stage is not None:
+            key = config_hash(stage)
+            if key not in seen:
+                seen.add(key)
+                inputs = run_inputs(stage, strict=False)
+                rid = f"{run_prefix(stage)}-?"
+                done = 0
+                missing_data = any(d["manifest_sha256"] is None for d in inputs["data"].values())
+                if not missing_data and (inputs["teacher"] or {}).get("sha256", "") is not None:
+                    rid = run_id(stage, inputs)
+                    done = min(_done_steps(assistant_root() / rid), stage.train.steps)
+                if finished_summary(assistant_root() / rid) is None:
+                    per_step, source = times.per_step(stage)
+                    label = (f"{rid} ({stage.student.arch} x{stage.scale} from {stage.teacher.arch} x{stage.scale} "
+                             f"by {stage.method.name}, {stage.train.steps} steps)")
+                    pending[key] = (label, per_step * (stage.train.steps - done), source)
+            stage = assistant_config(stage)
     return list(pending.values())
 
 

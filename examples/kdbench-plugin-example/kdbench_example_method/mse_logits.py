@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
-from kd.methods.base import Distiller, StepInputs, reconstruction_l1
+from kd.methods.base import Distiller, StepInputs, reconstruction
 
 
 class MseOutputDistillation(Distiller):
@@ -20,4 +20,4 @@ class MseOutputDistillation(Distiller):
     taps_features = False
 
     def losses(self, inputs: StepInputs) -> dict[str, Tensor]:
-        return {"rec": reconstruction_l1(inputs), "kd_mse": F.mse_loss(inputs.student_out, inputs.teacher_out)}
+        return {"rec": reconstruction(inputs), "kd_mse": F.mse_loss(inputs.student_out, inputs.teacher_out)}
