@@ -509,7 +509,7 @@ def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
                 missing_data = any(d["manifest_sha256"] is None for d in inputs["data"].values())
                 if not missing_data and (inputs["teacher"] or {}).get("sha256", "") is not None:
                     rid = run_id(stage, inputs)
-                    done = min(_done_steps(assistant_root() / rid), stage.train.steps)
+                    done = min(last_step(assistant_root() / rid) or 0, stage.train.steps)
                 if finished_summary(assistant_root() / rid) is None:
                     per_step, source = times.per_step(stage)
                     label = (f"{rid} ({stage.student.arch} x{stage.scale} from {stage.teacher.arch} x{stage.scale} "
