@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +86,21 @@ def distill(
     overrides: configuration sections over the profile, e.g. train={"steps": 200, "lr": 2e-4},
         eval={"datasets": ["Set5", "MyPhotos"]}, student={"preset": "tiny"}.
 
-    A network or dataset given as an object is identified in the run id by its class name and a fingerprint (the
-    sha256 of its weights, or of every item of the dataset), so the same objects find the same run. Every item of a
-    dataset is checked first: an (lr, hr) pair at the run's scale, all of one size, finite, in [0, 1].
+    Objects are identified by what they are, so the same objects find the same run:
+    * A registered network as its preset builds it (`kd.create_model`, `kd.load_official`: it carries `kd_spec`)
+      enters the configuration under its registry name and preset, as `--student` / `--teacher` with their presets
+      would, so the profile's per-teacher settings apply as on the command line. If its weights are those
+      `kdbench run` would use for that name, the run *is* that command's run, with its run id: for a student, the
+      initial weights of the run seed (`torch.manual_seed(seed)` right before `kd.create_model`, as `kdbench run`
+      does); for a teacher, its zoo entry's weights (e.g. `kd.load_official(arch, <zoo teacher.pt>, preset=...)`).
+      Other weights enter the run id as `<Class>@<fingerprint>` (the sha256 of the weights).
+    * Any other network is named `<Class>@<fingerprint>` in the run id and in the summary.
+    * A dataset is `<Class>@<fingerprint>` of every item; each item is checked first: an (lr, hr) pair at the run's
+      scale, all of one size, finite, in [0, 1].
     """
     from kd.config import deep_merge
     from kd.engine import execute_run
+    from kd.engine.identity import network_label
     from kd.engine.services import Services
     from kd.profiles import profile_layer, resolve_layers
 
@@ -103,8 +111,14 @@ def distill(
     flags: dict[str, Any] = {"seed": seed, "method": {"name": method}}
     if scale is not None:
         flags["scale"] = scale
-    flags["student"] = {"arch": _label(student) if isinstance(student, nn.Module) else student}
-    flags["teacher"] = {"arch": _label(teacher) if isinstance(teacher, nn.Module) else teacher}
+    named: dict[str, dict[str, str]] = {}  # registered networks given as objects: their registry name and preset
+    for role, network in (("student", student), ("teacher", teacher)):
+        name = _registry_name(network) if isinstance(network, nn.Module) else None
+        if name is not None:
+            named[role] = name
+            flags[role] = {"arch": name["arch"]}
+        else:
+            flags[role] = {"arch": network_label(network) if isinstance(network, nn.Module) else network}
     services = Services()
     if isinstance(data, Dataset):
         services = Services(make_batches=_dataset_batches(data))
@@ -116,10 +130,23 @@ def distill(
             flags.setdefault("scale", spec["scale"])
             if spec["scale"] != flags["scale"]:
                 raise KdError(f"the {role} is built for x{spec['scale']} but the run is x{flags['scale']}")
+    unregistered_teacher = isinstance(teacher, nn.Module) and "teacher" not in named
     config = resolve_layers([profile_layer(profile), ("kd.distill() arguments", deep_merge(flags, overrides))],
-                            teacher_given=isinstance(teacher, nn.Module))
+                            teacher_given=unregistered_teacher)
+    # The object's preset is named only where the profile would build another one: `kdbench run --student asid`
+    # leaves the profile's preset (None: the default) in the configuration, and so must the same network here.
+    presets = {role: {"preset": name["preset"]} for role, name in named.items()
+               if _built_preset(config, role) != name["preset"]}
+    if presets:
+        flags = deep_merge(flags, presets)
+        config = resolve_layers([profile_layer(profile), ("kd.distill() arguments", deep_merge(flags, overrides))],
+                                teacher_given=unregistered_teacher)
     if isinstance(data, Dataset):  # checked and fingerprinted at the run's scale, item by item
         config.data.train = _dataset_label(data, config.scale)
+    if isinstance(student, nn.Module) and _is_initial_student(student, config):
+        student = None  # the student `kdbench run` builds: the same run
+    if isinstance(teacher, nn.Module) and _is_zoo_teacher(teacher, config):
+        teacher = None  # the zoo's teacher, loaded from the zoo as `kdbench run` does
     return execute_run(
         config, out_dir=Path(runs_dir), services=services, progress=progress,
         student=student if isinstance(student, nn.Module) else None,
@@ -127,24 +154,74 @@ def distill(
     )
 
 
+def _registry_name(module: nn.Module) -> dict[str, str] | None:
+    """{"arch", "preset"} of a registered network built as its preset builds it (no field overridden), else None:
+    such a network is the one the command line names that way."""
+    from kd.models.registry import resolve_fields
+
+    spec = getattr(module, "kd_spec", None)
+    if not isinstance(spec, dict) or "arch" not in spec:
+        return None
+    fields = {k: v for k, v in spec.items() if k not in ("arch", "scale", "preset")}
+    try:
+        if resolve_fields(spec["arch"], spec.get("preset")) != fields:
+            return None
+    except KdError:
+        return None
+    return {"arch": spec["arch"], "preset": spec.get("preset")}
+
+
+def _built_preset(config, role: str) -> str:
+    """The preset the configuration builds its student or teacher with."""
+    from kd.engine.teachers import teacher_preset
+    from kd.models import get_entry
+
+    if role == "teacher":
+        return teacher_preset(config)
+    return config.student.preset or get_entry(config.student.arch).default_preset
+
+
+def _same_weights(module: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    ours = module.state_dict()
+    return ours.keys() == state.keys() and all(
+        ours[k].shape == state[k].shape and ours[k].dtype == state[k].dtype
+        and torch.equal(ours[k].detach().cpu(), state[k].detach().cpu()) for k in ours)
+
+
+def _is_initial_student(student: nn.Module, config) -> bool:
+    """The student holds the initial weights `kdbench run` gives this configuration's student (run seed)."""
+    from kd.models import create
+
+    if _registry_name(student) is None:
+        return False
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(config.seed)
+        reference = create(config.student.arch, config.scale, config.student.preset)
+    return _same_weights(student, reference.state_dict())
+
+
+def _is_zoo_teacher(teacher: nn.Module, config) -> bool:
+    """The teacher holds the weights of this configuration's finished zoo entry."""
+    from kd.engine.checkpoint import load_checkpoint
+    from kd.engine.teachers import complete_entry, zoo_dir
+    from kd.methods import get_method
+
+    if _registry_name(teacher) is None or config.teacher.ckpt or not get_method(config.method.name).needs_teacher:
+        return False
+    folder = zoo_dir(config)
+    if not complete_entry(folder):
+        return False
+    stored = load_checkpoint(folder / "teacher.pt")
+    return isinstance(stored, dict) and _same_weights(teacher, stored)
+
+
 _SECTIONS = {"student", "teacher", "method", "data", "train", "eval", "accel", "threads", "device"}
-
-
-def _label(module: nn.Module) -> str:
-    """`<Class>@<8 hex>`: a run-id-safe name for a network, changing whenever its weights do."""
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return f"{_class_name(module)}@{digest.hexdigest()[:8]}"
-
-
-def _class_name(obj: object) -> str:
-    return re.sub(r"[^\w.]+", "_", type(obj).__name__)
 
 
 def _dataset_label(dataset: Dataset, scale: int) -> str:
     """`<Class>@<8 hex>` over every item of a map-style dataset, each checked to be a training pair first."""
+    from kd.engine.identity import class_label
+
     try:
         length = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -165,7 +242,7 @@ def _dataset_label(dataset: Dataset, scale: int) -> str:
                           "items, so they must all be one size (crop them to equal patches)")
         for tensor in (lr, hr):
             digest.update(tensor.contiguous().numpy().tobytes())
-    return f"{_class_name(dataset)}@{digest.hexdigest()[:8]}"
+    return f"{class_label(dataset)}@{digest.hexdigest()[:8]}"
 
 
 def _training_pair(item: Any, index: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,9 @@ from kd.errors import KdError
 class ModelConfig:
     arch: str = "asid"
     preset: str | None = None  # None: the architecture's default preset (the official configuration)
+    # Weights the student starts from instead of its seeded initialisation (a kdbench student.pt or an official
+    # checkpoint of this network; BasicSR's pretrain_network_g). In the run id by content, not by path.
+    init: str | None = None
 
 
 @dataclass
@@ -163,6 +166,9 @@ NON_RESULT_KEYS = ("data.root", "data.workers", "train.log_every", "eval.lpips",
 # Keys added after runs were recorded: left out of the run id while they hold their default value, so the runs
 # recorded before each existed keep their ids.
 HASHED_UNLESS_DEFAULT = ("accel", "method.rec", "data.degradation")
+# Paths of files that enter the run id by their content, as run inputs (`kd.engine.identity`), never by their path:
+# the same weights under another name or on another machine give the same run.
+CONTENT_KEYS = ("student.init",)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -404,7 +410,7 @@ def config_hash(config: RunConfig, length: int = 8, inputs: dict[str, Any] | Non
         leaf = dotted.rsplit(".", 1)[-1]
         if leaf in node and node[leaf] == default.get(leaf):
             node.pop(leaf)
-    for dotted in NON_RESULT_KEYS:
+    for dotted in (*NON_RESULT_KEYS, *CONTENT_KEYS):
         _parent(data, dotted).pop(dotted.rsplit(".", 1)[-1], None)
     if inputs is not None:
         data = {"config": data, "inputs": inputs}

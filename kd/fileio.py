@@ -124,3 +124,9 @@ def check_new_files(targets: Sequence[Path], *, option: str, force: bool, inputs
         shown = ", ".join(str(t) for t in existing[:3]) + (" ..." if len(existing) > 3 else "")
         raise KdError(f"{option}: {len(existing)} of the files to write exist already ({shown}); pass --force to "
                       f"replace them, or choose another {option}.")
+
+
+def checkout_root() -> Path | None:
+    """The repository kdbench runs from, when it runs from a checkout (an installed package has none)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "reports").is_dir() else None

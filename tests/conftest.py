@@ -1,19 +1,30 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+
+def shared_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """The shared reference folder: `$KDBENCH_SHARED` when set, else `../shared` beside the repository."""
+    given = environ.get("KDBENCH_SHARED", "").strip()
+    return Path(given).expanduser() if given else REPO.parent / "shared"
+
+
+SHARED = shared_root()
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """`../shared` beside the repository; tests that need it skip when it is absent."""
+    """The shared reference folder (`shared_root`); tests that need it skip when it is absent."""
     if not SHARED.is_dir():
-        pytest.skip(f"shared reference folder not found at {SHARED} (it sits beside the repo in CI)")
+        pytest.skip(f"shared reference folder not found at {SHARED} (it sits beside the repo in CI; set "
+                    "$KDBENCH_SHARED to use another place)")
     return SHARED
 
 

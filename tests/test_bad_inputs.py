@@ -587,7 +587,7 @@ def test_eval_option_problems(capsys, tmp_path):
 
 
 def test_data_download_refusals(capsys, tmp_path):
-    check(cli(capsys, "data", "download", "T91", "--data-root", tmp_path / "data"), 2, "T91")
+    check(cli(capsys, "data", "download", "Manga109", "--data-root", tmp_path / "data"), 2, "Manga109")
     check(cli(capsys, "data", "download", "default"), 2, "embedded")
     check(cli(capsys, "data", "download", "Set55"), 2, "Set55")
 

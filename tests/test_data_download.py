@@ -300,3 +300,60 @@ def test_installed_dataset_loads_as_eval_pairs(server, tmp_path, monkeypatch):
     images = load_eval_images("Set5", 2, root)
     assert [(im.name, im.lr_source) for im in images] == [("baby", "shipped"), ("bird", "generated")]
     assert torch.equal(images[0].lr, read_image(root / "Set5/LR_bicubic/X2/baby.png"))
+
+
+def _dcscn_tar(bmp: bytes = b"BM tiny", png: bytes | None = None) -> bytes:
+    """GitHub's archive layout of the DCSCN repository: `<repo>-<commit>/data/{yang91,bsd200}/...` beside code."""
+    top = "dcscn-super-resolution-0123abcd"
+    return _tar({f"{top}/data/yang91/t1.bmp": bmp, f"{top}/data/yang91/tt27.bmp": b"BM other",
+                 f"{top}/data/bsd200/100075.png": png or _png_bytes(5, 8, 8), f"{top}/data/set5/baby.png": b"x",
+                 f"{top}/README.md": b"readme"})
+
+
+def _dcscn_source(url: str, pins: tuple[tuple[str, str], ...]) -> dict:
+    from kd.data.download import SOURCES
+
+    archive = SOURCES["dcscn"].archives[0]
+    fake = Archive(url, "dcscn.tar.gz", archive.rules)  # the built-in rules, served from here
+    return {"dcscn": DownloadSource("dcscn", ("T91", "BSD200"), (fake,), content_sha256=pins)}
+
+
+def test_t91_and_bsd200_install_pinned_by_their_files(server, tmp_path):
+    from kd.data.download import content_digest
+
+    server.files["dcscn.tar.gz"] = _dcscn_tar()
+    (tmp_path / "a.tar").write_bytes(_dcscn_tar())  # the pins of this archive's files, made as the built-in ones
+    extract_archive(tmp_path / "a.tar", _dcscn_source("", ())["dcscn"].archives[0].rules, tmp_path / "made")
+    pins = tuple((name, content_digest(tmp_path / "made" / name)) for name in ("T91", "BSD200"))
+    root, downloads = tmp_path / "data", tmp_path / "dl"
+    installed = download_dataset("291", root, sources=_dcscn_source(server.url("dcscn.tar.gz"), pins),
+                                 downloads=downloads, log=lambda m: None)
+    assert installed == [root / "T91", root / "BSD200"]
+    assert _tree(root) == ["BSD200", "BSD200/HR", "BSD200/HR/100075.png", "T91", "T91/HR", "T91/HR/t1.bmp",
+                           "T91/HR/tt27.bmp"]
+    assert not (downloads / RECORD_FILE).exists()  # the files are pinned, not GitHub's generated archive bytes
+    # other bytes under the same names: refused before anything is installed, and not kept for a retry
+    server.files["dcscn.tar.gz"] = _dcscn_tar(bmp=b"BM changed")
+    with pytest.raises(KdError, match="T91 files in .* are not the pinned ones"):
+        download_dataset("T91", tmp_path / "other", sources=_dcscn_source(server.url("dcscn.tar.gz"), pins),
+                         downloads=tmp_path / "dl2", log=lambda m: None)
+    assert _tree(tmp_path / "other") == [] and _tree(tmp_path / "dl2") == []
+
+
+def test_the_pinned_t91_and_bsd200_are_the_canonical_files(shared_data):
+    """The built-in pins are the digests of the shared reference copies (byte-for-byte those of the DCSCN
+    repository at the pinned commit), and the built-in rules map that repository's paths onto them."""
+    import csv
+
+    from kd.data.download import SOURCES, _target
+
+    source = SOURCES["dcscn"]
+    rules = [(re.compile(pattern), template) for pattern, template in source.archives[0].rules]
+    for dataset, pinned in source.content_sha256:
+        rows = list(csv.DictReader((shared_data / dataset / "manifest.csv").open()))
+        lines = sorted(f"{row['file']}\t{row['sha256']}" for row in rows)
+        assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == pinned
+        folder = {"T91": "yang91", "BSD200": "bsd200"}[dataset]
+        for row in rows:
+            member = f"dcscn-super-resolution-{'0' * 40}/data/{folder}/{row['file'].removeprefix('HR/')}"
+            assert _target(member, rules) == f"{dataset}/{row['file']}"

@@ -66,9 +66,11 @@ def test_missing_dataset_error_names_path_and_command(tmp_path):
         load_eval_images("Set5", 4, tmp_path)
     message = str(info.value)
     assert str(tmp_path / "Set5" / "HR") in message and "kdbench data download Set5" in message
-    with pytest.raises(KdError, match="no automatic download") as info:
+    with pytest.raises(KdError, match="kdbench data download T91") as info:
         dataset_files("291", tmp_path, purpose="train")
     assert str(tmp_path / "T91" / "HR") in str(info.value)
+    with pytest.raises(KdError, match="no automatic download"):
+        dataset_files("Manga109", tmp_path, purpose="eval")
 
 
 def test_unsupported_scale_is_a_clear_error(tmp_path):

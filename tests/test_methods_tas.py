@@ -4,6 +4,7 @@ end to end with the assistant cached like a zoo teacher."""
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -204,8 +205,22 @@ def test_a_dry_run_plans_the_assistant_and_its_teacher_once_for_all_seeds(tmp_pa
     assert out.count("teacher assistant asid-logits-rcan-x2-cpu-s0-? (asid x2 from rcan x2 by logits, 1000 "
                      "steps) is not cached: trained first") == 1
     assert "teacher rcan-mini-x2-" in out and "teacher rcan-mini-x4-" in out  # stage 1's and logits' teachers
-    assert "for 4 cell(s) to run and 3 teacher(s) and assistant(s)" in out
+    # the x4 teacher of logits is committed (reports/teachers): named as importable, not counted as a training
+    assert "for 4 cell(s) to run and 2 teacher(s) and assistant(s)" in out
+    assert "(teachers that can be imported not counted)" in out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache" / "assistants").exists()
+
+
+def test_a_dry_run_plans_an_assistant_whose_teacher_and_data_are_there(tmp_path, monkeypatch, capsys):
+    from kd.cli import main
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["teacher", "train", "--teacher", "rcan", "--scale", "2", "--profile", "smoke", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--teachers", "rcan", "--methods", "tas", "--profile", "smoke", "--out-dir",
+                 str(tmp_path / "runs"), "--dry-run"]) == 0  # the assistant's id is known: no '-?'
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"teacher assistant asid-logits-rcan-x2-smoke-s0-[0-9a-f]{8} \(asid x2", out), out
 
 
 def test_a_tas_step_is_estimated_with_the_assistant_on_its_twice_larger_input(tmp_path, monkeypatch):

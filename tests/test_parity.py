@@ -1,5 +1,5 @@
-"""Project-wide parity: every official fixture in ../shared/reference/parity (and its seed/ folder, the networks of
-the seed papers) reproduces through kdbench.
+"""Project-wide parity: every official fixture in <shared>/reference/parity (shared: `$KDBENCH_SHARED`, else
+../shared), and in its seed/ folder (the networks of the seed papers), reproduces through kdbench.
 
 Each fixture holds perturbed official weights under the official key names, the constructor config, an input
 batch and the official network's output, all on the [0, 1] RGB interface (ARCHITECTURES.md, section 9). The
@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SHARED
 from kd.models import create, get_entry, load_official
 from kd.errors import KdError
 
-PARITY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "parity"
+PARITY_DIR = SHARED / "reference" / "parity"
 FIXTURES = sorted(str(p.relative_to(PARITY_DIR)) for pattern in ("*.pt", "seed/*.pt")
                   for p in PARITY_DIR.glob(pattern)) if PARITY_DIR.is_dir() else []
 

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=list_command)
 
     download = data_sub.add_parser("download", help="download and install a dataset")
-    download.add_argument("name", help="dataset name, e.g. DIV2K, Set5 (brings Set14, B100, Urban100 too)")
+    download.add_argument("name", help="dataset name, e.g. DIV2K, Set5 (brings Set14, B100, Urban100 "
+                          "too), T91 (brings BSD200 too: the 291 set)")
     download.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     download.add_argument("--force", action="store_true", help="download and install again even if present")
     download.set_defaults(handler=download_command)

@@ -164,6 +164,19 @@ def comparison_table(comparison) -> TextTable:
     return table
 
 
+def comparison_caveat(config: RunConfig, summary: dict[str, Any]) -> str | None:
+    """What the comparison of a profile too small to rank methods (demo, smoke) can and cannot show."""
+    from kd.profiles import PROFILES
+
+    profile = PROFILES.get(config.profile)
+    if profile is None or not profile.evidence:
+        return None
+    images = sum(int(n or 0) for n in (summary.get("dataset_images") or {}).values())
+    return (f"the {config.profile} profile shows the pipeline, not which method is better: one seed, {images} test "
+            f"image{'s' if images != 1 else ''} and {summary['steps']} steps cannot rank methods (a difference "
+            f"like this one is within their noise); {profile.evidence}")
+
+
 def print_comparison(console: Console, err: Console, config: RunConfig, record, args: argparse.Namespace) -> None:
     from kd.engine.siblings import compare_with_siblings
 
@@ -171,6 +184,9 @@ def print_comparison(console: Console, err: Console, config: RunConfig, record, 
     if comparison is None:
         return
     print_table(comparison_table(comparison), console)
+    caveat = comparison_caveat(config, record.summary)
+    if caveat:
+        say(console, caveat, "note")
     if comparison.sibling is None:
         seed = f" --seed {config.seed}" if config.seed else ""
         say(err, f"no no-KD sibling ({comparison.sibling_id}) in {args.out_dir} yet: `kdbench run --profile "
@@ -182,6 +198,7 @@ def run_command(args: argparse.Namespace) -> int:
     from kd.devices import resolve_device
     from kd.engine import TrainingInterrupted, execute_run
     from kd.engine.progress import tee_to_file
+    from kd.report.runs import extension_note
 
     flags: dict[str, Any] = {}
     if args.student:
@@ -227,6 +244,8 @@ def run_command(args: argparse.Namespace) -> int:
     # A fresh run's results close its train.log.
     with contextlib.nullcontext() if record.already_finished else tee_to_file(console, record.run_dir / "train.log"):
         print_table(summary_table(record.summary), console)
+        if record.summary.get("extends"):
+            say(console, extension_note(record.summary), "note")
         print_comparison(console, err, config, record, args)
     return 0
 
@@ -249,7 +268,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", help="distillation method (see `kdbench list methods`; default: none)")
     parser.add_argument("--out-dir", default="runs", help="runs root (default: ./runs)")
     parser.add_argument("--restart", action="store_true", help="discard this run's checkpoints, metrics and "
-                        "evaluation and train it from scratch (e.g. after a damaged checkpoint)")
+                        "evaluation and train it from scratch (e.g. after a damaged checkpoint); also trains from "
+                        "scratch where a finished run with fewer train.steps would otherwise be extended")
     parser.add_argument("--save-images", action="store_true", help="also write the final evaluation's SR images "
                         "to <run>/images/<dataset>/x<s>/<name>.png")
     add_label_arguments(parser)

@@ -22,6 +22,8 @@ def _plan_table(plans, title: str) -> TextTable:
             status = styled(("invalid", "red"), f": {plan.error}")
         elif plan.status == "partial":
             status = f"partial ({plan.done_steps}/{plan.config.train.steps} steps)"
+        elif plan.extends:
+            status = f"new: extends {plan.extends} from step {plan.done_steps}"
         else:
             status = f"recorded in {plan.recorded_in}" if plan.recorded_in else plan.status
         estimate = "-" if plan.status in ("finished", "invalid") else (
@@ -79,8 +81,10 @@ def check_devices(executor: str, plans) -> None:
 
 def sweep_command(args: argparse.Namespace) -> int:
     from kd.engine import TrainingInterrupted
+    from kd.engine.teachers import exported_teachers
     from kd.results.cluster import check_executor, run_sweep_jobs
-    from kd.results.sweep import assistants_to_train, expand_grid, parse_ints, plan_sweep, run_sweep, teachers_to_train
+    from kd.results.sweep import (StepTimes, assistants_to_train, expand_grid, parse_ints, plan_sweep, run_sweep,
+                                  teachers_to_train)
 
     check_executor(args.executor)
     profile, layers, defaults = grid_layers(args)
@@ -93,7 +97,12 @@ def sweep_command(args: argparse.Namespace) -> int:
     for folder in args.records:
         if not folder.is_dir():
             raise KdError(f"--records {folder}: no such folder; give a folder of run records (a report's records/).")
-    plans = plan_sweep(cells, layers, args.overrides, args.out_dir, records=args.records)
+    for folder in args.teacher_exports:
+        if not folder.is_dir():
+            raise KdError(f"--teacher-exports {folder}: no such folder; give a folder written by `kdbench teacher "
+                          "export` or one holding such folders (as reports/teachers).")
+    times = StepTimes(args.out_dir, *args.records)
+    plans = plan_sweep(cells, layers, args.overrides, args.out_dir, records=args.records, times=times)
     if all(plan.status == "invalid" for plan in plans):
         raise KdError(f"no cell of the sweep can run: {plans[0].error}")
     check_devices(args.executor, plans)
@@ -102,27 +111,36 @@ def sweep_command(args: argparse.Namespace) -> int:
     err = out_console(stderr=True)
     pending = [p for p in plans if p.status in ("new", "partial")]
     total = sum(p.est_seconds or 0.0 for p in pending)
-    teachers = teachers_to_train(plans, args.out_dir)
+    teachers = teachers_to_train(plans, times, exported_teachers(args.teacher_exports))
     assistants = assistants_to_train(plans, args.out_dir, args.records)
     title = (f"sweep: {len(plans)} cells, profile {profile.name}, runs in {args.out_dir} "
              f"({len(plans) - len(pending)} finished or invalid)")
     if args.dry_run:
         print_table(_plan_table(plans, title), out)
-        for key, seconds in teachers:
-            say(out, f"teacher {key} is not in the zoo: trained first, about {duration(seconds)} (rough)")
+        for teacher in teachers:
+            if teacher.export is not None:
+                say(out, f"teacher {teacher.key} is not in the zoo, but `kdbench teacher import {teacher.export}` "
+                         f"adds it without training (the same weights as its records, so the same run ids); "
+                         f"training it instead takes about {duration(teacher.seconds)} (rough)")
+            else:
+                say(out, f"teacher {teacher.key} is not in the zoo: trained first, about "
+                         f"{duration(teacher.seconds)} (rough)")
         for label, seconds, source in assistants:
             say(out, f"teacher assistant {label} is not cached: trained first (after its teacher), about "
                      f"{duration(seconds)} ({source})")
-        first = sum(s for _, s in teachers) + sum(s for _, s, _ in assistants)
+        to_train = [t for t in teachers if t.export is None]
+        first = sum(t.seconds for t in to_train) + sum(s for _, s, _ in assistants)
+        importable = " (teachers that can be imported not counted)" if len(to_train) < len(teachers) else ""
         say(out, f"estimated training time: {duration(total + first)} for {len(pending)} cell(s) to run"
-                 f"{f' and {len(teachers) + len(assistants)} teacher(s) and assistant(s)' if first else ''} "
-                 "(training only; evaluation adds a little per run)")
+                 f"{f' and {len(to_train) + len(assistants)} teacher(s) and assistant(s)' if first else ''} "
+                 f"(training only; evaluation adds a little per run){importable}")
         return 0
 
     def announce(index: int, plan, remaining: float | None) -> None:
         cell = plan.cell
         note = {"finished": "finished already, skipping", "partial": f"resuming at step {plan.done_steps}",
-                "new": "starting", "invalid": "invalid, skipping"}[plan.status]
+                "new": f"extending {plan.extends} from step {plan.done_steps}" if plan.extends else "starting",
+                "invalid": "invalid, skipping"}[plan.status]
         eta = f"; about {duration(remaining)} of training left in the grid" if remaining else ""
         err.rule(f"[bold]cell {index + 1}/{len(plans)}[/] {cell.label}", style="cyan")
         say(err, f"{plan.run_id or '-'}: {note}{eta}")
@@ -176,6 +194,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--records", action="append", default=[], type=Path, metavar="DIR", help="finished runs "
                         "recorded elsewhere, e.g. a committed report's records/ (repeatable): their cells count as "
                         "finished and are not trained again")
+    parser.add_argument("--teacher-exports", action="append", default=[], type=Path, metavar="DIR",
+                        help="exported teachers (`kdbench teacher export`), or a folder of them (repeatable): the "
+                        "dry run names the missing zoo teachers that `kdbench teacher import` can add from there "
+                        "instead of training them (a checkout's reports/teachers is always looked at)")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $KDBENCH_DATA or the cache)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_device_argument(parser)

@@ -125,11 +125,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True, help="folder to write OUT/KEY/ into (never overwritten)")
     export.set_defaults(handler=export_command)
     importing = commands.add_parser(
-        "import", help="add exported teachers to the zoo (sha256 and weights checked; never replaces one)",
+        "import", help="add exported teachers to the zoo (sha256 and weights checked; never replaces a finished one)",
         description="Add folders written by `kdbench teacher export` (or every such folder inside a FOLDER, as in "
         "reports/teachers) to this machine's zoo. The weights must match "
         "their sha256 and load (weights_only) into the network their record names; an identical entry already "
-        "there is kept, a different one is never replaced.",
+        "there is kept, a different finished one is never replaced, and an unfinished one (what a failed or "
+        "interrupted training of that teacher left, kdbench's own files only) is replaced.",
     )
     importing.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="exported teacher folder(s), or folder(s) holding them")
     importing.set_defaults(handler=import_command)

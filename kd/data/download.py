@@ -9,6 +9,12 @@ Hashes: the dataset hosts publish none; the MD5 sums below are the ones public l
 have verified these archives with for years. No SHA-256 could be established, so on the first download kdbench
 records the archive's SHA-256 in `cache_dir()/downloads/recorded_sha256.json` (trust on first use), says so, and
 checks later downloads against it. Tests inject their own `DownloadSource`s instead of patching these.
+
+T91 and BSD200 have no official archive. They come from the repository of DCSCN (Yamanaka et al. 2017), which holds
+the canonical Yang et al. T91 BMPs and the 200 BSDS300 training images uncropped, as GitHub's archive of one commit.
+GitHub generates that archive on request, so its bytes (compression) may change while its files do not: the source
+pins the extracted files instead (`DownloadSource.content_sha256`, the sha256 of every file, see `content_digest`),
+checked before anything is installed, and records no archive hash.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from kd.data.io import IMAGE_SUFFIXES
 from kd.data.registry import resolve_dataset
 from kd.data.roots import cache_dir, resolve_data_root
 from kd.errors import KdError
-from kd.fileio import atomic_write_text
+from kd.fileio import atomic_write_text, sha256_file
 
 RECORD_FILE = "recorded_sha256.json"
 CHUNK = 1 << 20
@@ -57,6 +63,8 @@ class DownloadSource:
     datasets: tuple[str, ...]  # dataset folders it installs under the data root
     archives: tuple[Archive, ...]
     note: str = ""
+    # (dataset, `content_digest` of its files as installed): the files are pinned instead of the archives' bytes
+    content_sha256: tuple[tuple[str, str], ...] = ()
 
 
 def _div2k(split: str, hr_md5: str, lr_md5: Mapping[int, str]) -> DownloadSource:
@@ -75,6 +83,8 @@ def _div2k(split: str, hr_md5: str, lr_md5: Mapping[int, str]) -> DownloadSource
 
 
 _BENCHMARK_SETS = "Set5|Set14|B100|Urban100"
+# jiny2001/dcscn-super-resolution at this commit: data/yang91/*.bmp (T91) and data/bsd200/*.png (BSD200).
+DCSCN_COMMIT = "d382bc30d41c94ac72f8cb148d61cc4864b3b380"
 
 SOURCES: dict[str, DownloadSource] = {
     "div2k_train": _div2k(
@@ -131,14 +141,38 @@ SOURCES: dict[str, DownloadSource] = {
         ),
         "the EDSR authors' Flickr2K.tar (SNU), about 20 GB",
     ),
+    "dcscn": DownloadSource(
+        "dcscn",
+        ("T91", "BSD200"),
+        (
+            Archive(
+                f"https://github.com/jiny2001/dcscn-super-resolution/archive/{DCSCN_COMMIT}.tar.gz",
+                f"dcscn-super-resolution-{DCSCN_COMMIT[:12]}.tar.gz",
+                (
+                    (r"[^/]+/data/yang91/(?P<stem>t{1,2}\d+)\.bmp", "T91/HR/{stem}.bmp"),
+                    (r"[^/]+/data/bsd200/(?P<stem>\d+)\.png", "BSD200/HR/{stem}.png"),
+                ),
+            ),
+        ),
+        "T91 (91 BMPs) and BSD200 (the 200 BSDS300 training images) from the DCSCN repository on GitHub, about 100 MB",
+        content_sha256=(
+            ("T91", "ce76d5da4908276c91952e881b26f401203465aa30b6067c3ae11a143237034e"),
+            ("BSD200", "56744d63de13916aa064c7a0b424085ece665df7eb80df94158f693fa4aae58d"),
+        ),
+    ),
 }
 
 MANUAL_INSTRUCTIONS = {
     "Manga109": "Manga109 is distributed on request only (http://www.manga109.org/en/download.html)",
-    "T91": "T91 (Yang et al.) has no official download",
-    "BSD200": "BSD200 comes from the BSDS300 training images (Berkeley)",
-    "291": "291 is T91 + BSD200: install both",
 }
+
+
+def content_digest(folder: Path) -> str:
+    """sha256 of the sorted lines `<path relative to folder>\t<sha256 of the file>` over every file in `folder`:
+    what a dataset's files are, whatever archive carried them."""
+    lines = sorted(f"{path.relative_to(folder).as_posix()}\t{sha256_file(path)}"
+                   for path in folder.rglob("*") if path.is_file())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def download_dataset(
@@ -180,7 +214,8 @@ def download_dataset(
         return [root / ds for ds in source.datasets]
 
     folder = downloads or cache_dir() / "downloads"
-    archives = [fetch_archive(archive, folder, log=log, progress=progress) for archive in source.archives]
+    archives = [fetch_archive(archive, folder, log=log, progress=progress, record_first=not source.content_sha256)
+                for archive in source.archives]
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".kdbench-install-", dir=root))
@@ -192,6 +227,14 @@ def download_dataset(
             hr = staging / ds / "HR"
             if not hr.is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in hr.iterdir()):
                 raise KdError(f"the archives of source '{source.name}' hold no HR images for {ds}: unexpected layout")
+        for ds, pinned in source.content_sha256:
+            actual = content_digest(staging / ds)
+            if actual != pinned:
+                for path in archives:
+                    path.unlink(missing_ok=True)  # the next attempt downloads it again
+                raise KdError(f"the {ds} files in {', '.join(a.url for a in source.archives)} are not the pinned "
+                              f"ones (content sha256 {actual[:12]}..., pinned {pinned[:12]}...); refusing them, "
+                              "nothing was installed")
         added, kept = 0, 0
         for ds in source.datasets:
             new, old = _install_missing(staging / ds, root / ds, force)
@@ -213,14 +256,17 @@ def fetch_archive(
     *,
     log: Callable[[str], None] | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
+    record_first: bool = True,
 ) -> Path:
-    """Download `archive` into `folder` (resuming a `.part` file) and verify it; returns the verified file."""
+    """Download `archive` into `folder` (resuming a `.part` file) and verify it; returns the verified file.
+    `record_first`: an archive without a published hash has its SHA-256 recorded on first download and checked
+    later; off where the source pins the extracted files instead (`DownloadSource.content_sha256`)."""
     log = log or (lambda message: print(message, file=sys.stderr))
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / archive.filename
     if final.is_file():
         try:
-            _verify(archive, final, folder, log)
+            _verify(archive, final, folder, log, record_first)
             return final
         except KdError as exc:
             log(f"{final} failed verification ({exc}); downloading it again")
@@ -228,7 +274,7 @@ def fetch_archive(
     part = final.with_name(final.name + ".part")
     _download(archive.url, part, progress)
     try:
-        _verify(archive, part, folder, log)
+        _verify(archive, part, folder, log, record_first)
     except KdError:
         part.unlink(missing_ok=True)  # a wrong file is not worth resuming
         raise
@@ -286,13 +332,13 @@ def _hashes(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), md5.hexdigest()
 
 
-def _verify(archive: Archive, path: Path, folder: Path, log: Callable[[str], None]) -> None:
+def _verify(archive: Archive, path: Path, folder: Path, log: Callable[[str], None], record_first: bool) -> None:
     sha256, md5 = _hashes(path)
     if archive.sha256 and sha256 != archive.sha256.lower():
         raise KdError(f"{archive.filename}: SHA-256 {sha256} does not match the pinned {archive.sha256}; refusing it")
     if archive.md5 and md5 != archive.md5.lower():
         raise KdError(f"{archive.filename}: MD5 {md5} does not match the published {archive.md5}; refusing it")
-    if archive.sha256:
+    if archive.sha256 or not record_first:
         return
     records_path = folder / RECORD_FILE
     records = _read_records(records_path)

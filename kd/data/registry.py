@@ -55,17 +55,17 @@ DATASETS: tuple[DatasetInfo, ...] = (
     ),
     DatasetInfo("DIV2K_valid", (), "eval", "DIV2K images 0801-0900", 100, "div2k_valid"),
     DatasetInfo("Flickr2K", (), "train", "2650 Flickr images (Lim et al. 2017, EDSR)", 2650, "flickr2k"),
-    DatasetInfo("T91", (), "train", "Yang et al. 2010, 91 small BMP images", 91, None),
-    DatasetInfo("BSD200", (), "train", "Berkeley BSDS300 training images", 200, None),
+    DatasetInfo("T91", (), "train", "Yang et al. 2010, 91 small BMP images", 91, "dcscn"),
+    DatasetInfo("BSD200", (), "train", "Berkeley BSDS300 training images", 200, "dcscn"),
     DatasetInfo(
-        "291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, None, parts=("T91", "BSD200")
+        "291", (), "train", "T91 + BSD200, the classic 291-image training set", 291, "dcscn", parts=("T91", "BSD200")
     ),
     DatasetInfo(
         "291-train", (), "train", "291 without the 10 validation images of 291-val (the cpu profile's training set)",
-        281, None, parts=("T91", "BSD200"), drop=VALIDATION_291,
+        281, "dcscn", parts=("T91", "BSD200"), drop=VALIDATION_291,
     ),
     DatasetInfo(
-        "291-val", (), "val", "10 BSD200 images held out of 291-train for validation and tuning", 10, None,
+        "291-val", (), "val", "10 BSD200 images held out of 291-train for validation and tuning", 10, "dcscn",
         parts=("BSD200",), keep=VALIDATION_291,
     ),
     DatasetInfo(

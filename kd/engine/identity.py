@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from kd.config import RunConfig
 from kd.data.files import DatasetFiles, dataset_files
@@ -79,15 +82,27 @@ def _dataset_manifest(files: DatasetFiles, scale: int, hashes: _HashCache) -> li
             for p in paths]
 
 
+def _wanted_datasets(config: RunConfig) -> list[tuple[str, str]]:
+    """(purpose, name) of every dataset a run reads: its training data, test sets and validation set."""
+    wanted = [("train", config.data.train)]
+    return wanted + [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset])
+                     if name]
+
+
+def check_datasets(config: RunConfig) -> None:
+    """Every dataset the run reads is there; the first missing one raises `KdError` saying how to get it. Nothing
+    is hashed: a missing dataset fails before a teacher is trained or a folder is written."""
+    for purpose, name in _wanted_datasets(config):
+        dataset_files(name, config.data.root, purpose)
+
+
 def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[str, Any]]:
     """Per dataset and purpose: image count and the sha256 of its manifest. A dataset that is not there raises
     `KdError` (saying how to get it) when `strict`, else its manifest is None (data that comes from elsewhere)."""
     hashes = _HashCache()
-    wanted = [("train", config.data.train)]
-    wanted += [("eval", name) for name in dict.fromkeys([*config.eval.datasets, config.eval.val_dataset]) if name]
     result: dict[str, dict[str, Any]] = {}
     try:
-        for purpose, name in wanted:
+        for purpose, name in _wanted_datasets(config):
             try:
                 parts = dataset_files(name, config.data.root, purpose)
             except KdError:
@@ -104,18 +119,33 @@ def data_fingerprint(config: RunConfig, strict: bool = True) -> dict[str, dict[s
     return result
 
 
-def teacher_identity(config: RunConfig, given: bool = False, strict: bool = True) -> dict[str, Any] | None:
+def class_label(obj: object) -> str:
+    """An object's class name, made safe for a run id."""
+    return re.sub(r"[^\w.]+", "_", type(obj).__name__)
+
+
+def network_label(module: nn.Module) -> str:
+    """`<Class>@<8 hex>`: a network given as an object, named by its class and the sha256 of its weights."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return f"{class_label(module)}@{digest.hexdigest()[:8]}"
+
+
+def teacher_identity(config: RunConfig, given: nn.Module | None = None,
+                     strict: bool = True) -> dict[str, Any] | None:
     """The teacher's source and the sha256 of its weights file (None while a zoo teacher or an assistant is not
-    trained yet). A teacher `given` as an object (`kd.distill`) is identified by its label in `teacher.arch` (class
-    and content fingerprint); a teacher assistant by its run (`kd.engine.assistants`)."""
+    trained yet). A teacher `given` as an object (`kd.distill`) is identified by its `network_label`; a teacher
+    assistant by its run (`kd.engine.assistants`)."""
     from kd.engine.assistants import assistant_config, assistant_identity
     from kd.engine.teachers import zoo_dir, zoo_key
     from kd.methods import get_method
 
     if not get_method(config.method.name).needs_teacher:
         return None
-    if given:
-        return {"source": "object", "label": config.teacher.arch}
+    if given is not None:
+        return {"source": "object", "label": network_label(given)}
     stage = assistant_config(config)
     if stage is not None:
         return assistant_identity(stage, strict)
@@ -126,21 +156,40 @@ def teacher_identity(config: RunConfig, given: bool = False, strict: bool = True
     return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
 
 
-def run_inputs(config: RunConfig, strict: bool = True, teacher_given: bool = False) -> dict[str, Any]:
+def student_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
+    """What the student starts from beyond its configuration, or None for the student `kdbench run` builds from
+    the run seed: a network `given` as an object under a registry name (`kd.distill`; an unregistered one is named
+    by its label in `student.arch` already), and the sha256 of the `student.init` weights (None while missing)."""
+    start: dict[str, Any] = {}
+    label = network_label(given) if given is not None else None
+    if label is not None and label != config.student.arch:
+        start.update(source="object", label=label)
+    if config.student.init:
+        path = Path(config.student.init)
+        start["init_sha256"] = sha256_file(path) if path.is_file() else None
+    return start or None
+
+
+def run_inputs(config: RunConfig, strict: bool = True, *, student: nn.Module | None = None,
+               teacher: nn.Module | None = None) -> dict[str, Any]:
     """Everything outside the configuration that the run's result depends on (hashed into the run id); `strict`:
-    a missing dataset is an error (see `data_fingerprint`); `teacher_given`: the teacher is an object.
+    a missing dataset is an error (see `data_fingerprint`); `student`, `teacher`: networks given as objects.
 
     The method's code enters only where its version does not vouch for it (`kd.methods.sources`): a built-in
-    method as recorded in the manifest keeps the ids its runs always had."""
+    method as recorded in the manifest keeps the ids its runs always had. A student entry is added only where
+    the student is not the one `kdbench run` builds, so the ids of such runs stay as they were."""
     from kd.methods import get_method
     from kd.methods.sources import source_identity
 
     method = get_method(config.method.name)
     inputs = {
         "method_version": getattr(method, "version", 1),
-        "teacher": teacher_identity(config, teacher_given, strict),
+        "teacher": teacher_identity(config, teacher, strict),
         "data": data_fingerprint(config, strict),
     }
+    start = student_identity(config, student)
+    if start is not None:
+        inputs["student"] = start
     source = source_identity(method)
     if source is not None:
         inputs["method_source"] = source

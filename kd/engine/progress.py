@@ -26,9 +26,30 @@ from rich.progress import (
 from rich.text import Text
 
 
+def _term_pairs(values: dict[str, float]) -> list[str]:
+    pairs = [f"{k} {v:.4g}" for k, v in values.items() if k != "lr"]
+    return pairs + ([f"lr {values['lr']:.2e}"] if "lr" in values else [])
+
+
 def format_terms(values: dict[str, float]) -> str:
-    shown = {k: v for k, v in values.items() if k != "lr"}
-    return " ".join(f"{k} {v:.4g}" for k, v in shown.items()) + (f" lr {values['lr']:.2e}" if "lr" in values else "")
+    return " ".join(_term_pairs(values))
+
+
+def fit_terms(values: dict[str, float], room: int) -> str:
+    """As many whole `name value` pairs of `format_terms` as fit in `room` characters (a cut pair says nothing)."""
+    shown = ""
+    for pair in _term_pairs(values):
+        longer = f"{shown} {pair}" if shown else pair
+        if len(longer) > room:
+            break
+        shown = longer
+    return shown
+
+
+# The live bar's columns besides the description and the loss terms: "<step>/<total>", the elapsed time, "ETA" and
+# the remaining time (H:MM:SS, 8 characters from 10 hours on), one space between columns. The bar takes what is left
+# up to BAR_WIDTH (never less than MIN_BAR_WIDTH), the loss terms the rest: the step total and the ETA stay whole.
+CLOCK_WIDTH, BAR_WIDTH, MIN_BAR_WIDTH, MIN_TERMS_WIDTH = 8, 30, 5, 24
 
 
 def _clock(seconds: float) -> str:
@@ -102,14 +123,19 @@ class TrainingProgress:
         self._bar: Progress | None = None
         self._task = None
         self._total = 0
+        self._fixed = 0  # characters of a bar line besides the loss terms
         self._mark = (0, 0.0)  # (step, time) of the last plain line, which s/step is measured from
 
     def start(self, total: int, completed: int) -> None:
         self._total, self._mark = total, (completed, time.perf_counter())
         if self.console is not None and self.console.is_terminal:
+            self._fixed = len(self.description) + len(f"{total}/{total}") + 2 * CLOCK_WIDTH + len("ETA") + 6
+            bar = max(MIN_BAR_WIDTH, min(BAR_WIDTH, self.console.width - self._fixed - MIN_TERMS_WIDTH))
+            self._fixed += bar
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[terms]}"), console=self.console,
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=bar), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[terms]}"),
+                console=self.console,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=total, completed=completed, terms="")
@@ -128,7 +154,7 @@ class TrainingProgress:
 
     def update(self, step: int, values: dict[str, float]) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, terms=format_terms(values))
+            self._bar.update(self._task, completed=step, terms=fit_terms(values, self.console.width - self._fixed))
         if step % self.every == 0 or step == self._total:
             self._plain(self.line(step, values))
 

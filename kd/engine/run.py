@@ -12,7 +12,7 @@
     summary.json          written last: its presence means the run is finished
 
 The run id is derived from the configuration, so the same command resumes an unfinished run or reports a
-finished one.
+finished one; the same configuration with more `train.steps` continues a finished run as a new one (`resolve_run`).
 
 Under torchrun every rank calls `execute_run`; they train together (`kd.engine.distributed`) and rank 0 alone
 writes the run directory, evaluates and prints.
@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import fcntl
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,7 +39,7 @@ import yaml
 from rich.console import Console
 from torch import nn
 
-from kd.config import LabelConfig, RunConfig, config_hash, dump_yaml, run_id
+from kd.config import LabelConfig, RunConfig, config_hash, dump_yaml, run_id, run_prefix
 from kd.devices import resolve_device
 from kd.engine.accel import plan_accel
 from kd.engine.assistants import assistant_config, ensure_assistant, load_assistant
@@ -45,7 +47,7 @@ from kd.engine.checkpoint import atomic_save, check_resumable, load_checkpoint
 from kd.engine.distributed import DistContext, from_environment, rank_device
 from kd.engine.environment import environment
 from kd.engine.events import check_tensorboard
-from kd.engine.identity import run_inputs
+from kd.engine.identity import check_datasets, run_inputs
 from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import LazyBatches, Services
 from kd.engine.teachers import (
@@ -62,7 +64,7 @@ from kd.fileio import atomic_write_text
 from kd.messages import say
 from kd.methods import create_method, get_method, loss_weights, method_options
 from kd.models import create, get_entry
-from kd.models.loading import package_model
+from kd.models.loading import load_official, package_model
 
 HOLDOUT_SEED_OFFSET = 1_000_003  # the held-out stream (meta-KD) never shares a patch seed with training
 
@@ -86,9 +88,10 @@ def check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False) -> None:
+def check_names(config: RunConfig, student_given: bool = False, teacher_given: bool = False, *,
+                pairing: bool = True) -> None:
     """Unknown student / teacher / method / loss term / option: fail before anything is built or written. A network
-    given as an object (Python API) has no registry name to check."""
+    given as an object (Python API) has no registry name to check. `pairing`: also `check_pairing` (seconds)."""
     if not student_given:
         _named_entry(config.student.arch, "student (--student / student.arch)")
     method = get_method(config.method.name)
@@ -105,29 +108,69 @@ def check_names(config: RunConfig, student_given: bool = False, teacher_given: b
             raise KdError(f"method '{method.name}' trains its own teacher assistant from the student and teacher "
                           "networks by name; give them by name (student=..., teacher=...), not as objects.")
         if stage is not None:
-            check_names(stage)  # the assistant's own run, with its teacher
-        if not (student_given or teacher_given):
-            _check_pairing(config, stage)
+            check_names(stage, pairing=pairing)  # the assistant's own run, with its teacher
+        if pairing and not (student_given or teacher_given):
+            check_pairing(config)
 
 
-def _check_pairing(config: RunConfig, stage: RunConfig | None = None) -> None:
+def check_pairing(config: RunConfig) -> None:
     """The method's taps paired on shape-only (meta-device) networks: a combination that cannot work fails here,
-    before a teacher is trained or loaded. The teacher is the assistant when `stage` (its run) is given. Only the
+    before a teacher is trained or loaded (the teacher is the method's assistant where it trains one). Only the
     method's own explanation (KdError) is raised; anything the meta device cannot run is left to the real
-    construction."""
+    construction. A verdict is kept for the process: a sweep checks the same pair in every seed's cell, and each
+    check takes seconds."""
+    stage = get_method(config.method.name).teacher_run(config)
+    teacher = ((stage.student.arch, stage.scale, stage.student.preset) if stage is not None
+               else (config.teacher.arch, config.scale, teacher_preset(config)))
+    key = json.dumps([config.student.arch, config.student.preset, config.scale, *teacher, config.method.name,
+                      config.method.options, config.train.steps], sort_keys=True, default=repr)
+    if key not in _PAIRING_VERDICTS:
+        _PAIRING_VERDICTS[key] = _pairing_error(config, teacher)
+    error = _PAIRING_VERDICTS[key]
+    if error is not None:
+        raise error.with_traceback(None)
+
+
+_PAIRING_VERDICTS: dict[str, KdError | None] = {}
+
+
+def _pairing_error(config: RunConfig, teacher: tuple[str, int, str | None]) -> KdError | None:
+    """The pairing's KdError, or None; `teacher`: (arch, scale, preset) of the network that teaches."""
     try:
         with torch.device("meta"):
-            student = create(config.student.arch, config.scale, config.student.preset)
-            if stage is not None:
-                teacher = create(stage.student.arch, stage.scale, stage.student.preset)
-            else:
-                teacher = create(config.teacher.arch, config.scale, teacher_preset(config))
-            create_method(config.method.name, student, teacher, config.method.options).check_schedule(
+            student_net = create(config.student.arch, config.scale, config.student.preset)
+            teacher_net = create(*teacher)
+            create_method(config.method.name, student_net, teacher_net, config.method.options).check_schedule(
                 config.train.steps)
-    except KdError:
-        raise
+    except KdError as exc:
+        return exc
     except Exception:  # noqa: BLE001 - not a pairing verdict; the real construction will report it
-        return
+        return None
+    return None
+
+
+def validation_note(config: RunConfig) -> str | None:
+    """Training on the user's own images (a folder, or a Dataset given to `kd.distill`) while validating on a
+    registered dataset (the profile's `eval.val_dataset`): said once at the start, since the validation PSNR, the
+    `best` weights and `kdbench tune` then describe other images than the user's."""
+    from kd.data.registry import resolve_dataset
+
+    val = config.eval.val_dataset
+    if not val:
+        return None
+    try:
+        own_training = resolve_dataset(config.data.train, config.data.root).location is not None
+    except KdError:
+        own_training = True  # an object's label: kd.distill(data=<Dataset>)
+    try:
+        registered_val = resolve_dataset(val, config.data.root).location is None
+    except KdError:
+        registered_val = False  # not there: the evaluation says so
+    if not (own_training and registered_val):
+        return None
+    return (f"the run trains on your data ({config.data.train}) but validates on eval.val_dataset '{val}', the "
+            "profile's; give a held-out folder of your own images with --set eval.val_dataset=PATH (never a test "
+            "set) to validate on your kind of images")
 
 
 def _display_name(arch: str) -> str:
@@ -192,9 +235,56 @@ def _write_eval_spec(result: Any, path: Path) -> None:
 
 
 def locate_run(config: RunConfig, out_dir: str | Path, services: Services | None = None) -> Path:
-    """`<out_dir>/<run id>`: the id hashes the configuration and the run's inputs (`kd.engine.identity`)."""
+    """`<out_dir>/<run id>`: the id hashes the configuration and the run's inputs (`kd.engine.identity`), and the
+    run it extends where there is one (`resolve_run`)."""
     strict = (services or Services()).reads_datasets
-    return Path(out_dir) / run_id(config, run_inputs(config, strict=strict))
+    return resolve_run(config, Path(out_dir), run_inputs(config, strict=strict))[0]
+
+
+def resolve_run(config: RunConfig, out_dir: Path, inputs: dict[str, Any], *,
+                extend: bool = True) -> tuple[Path, dict[str, Any]]:
+    """(run folder, inputs) of this configuration. Its own run when that is finished or started; otherwise, with
+    `extend`, a finished run in `out_dir` of the same configuration and inputs but fewer `train.steps` (the most
+    of them, with its last checkpoint) is extended: the new run continues from that run's last checkpoint, and its
+    inputs (hence its id) name the run it extends, so it is never taken for a run trained from scratch with the
+    same step count. An extension finished earlier is found again even once the run it extends is gone."""
+    run_dir = out_dir / run_id(config, inputs)
+    if not extend or finished_summary(run_dir) is not None or (run_dir / "checkpoints" / "last.pt").is_file():
+        return run_dir, inputs
+    variants = _finished_variants(config, out_dir, inputs)
+    bases = [(steps, folder) for folder, steps, _ in variants
+             if steps < config.train.steps and (folder / "checkpoints" / "last.pt").is_file()]
+    if bases:
+        steps, base = max(bases)
+        extended = {**inputs, "extends": {"run_id": base.name, "steps": steps}}
+        return out_dir / run_id(config, extended), extended
+    earlier = [(folder, recorded) for folder, steps, recorded in variants
+               if steps == config.train.steps and "extends" in recorded]
+    return earlier[0] if earlier else (run_dir, inputs)
+
+
+def _finished_variants(config: RunConfig, out_dir: Path,
+                       inputs: dict[str, Any]) -> list[tuple[Path, int, dict[str, Any]]]:
+    """(folder, steps, inputs) of the finished runs in `out_dir` whose configuration differs from `config` in
+    `train.steps` at most and whose inputs are `inputs`, apart from the run each may extend."""
+    from kd.config import from_dict, read_config_file
+
+    wanted = json.loads(json.dumps(inputs))
+    found = []
+    for folder in sorted(out_dir.glob(f"{run_prefix(config)}-*")):
+        summary = finished_summary(folder)
+        if summary is None:
+            continue
+        try:
+            saved = from_dict(read_config_file(folder / "config.yaml"), f"'{folder / 'config.yaml'}'")
+        except KdError:
+            continue
+        recorded = dict(summary.get("inputs") or {})
+        same_steps = dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=config.train.steps))
+        if (config_hash(same_steps) == config_hash(config)
+                and {k: v for k, v in recorded.items() if k != "extends"} == wanted):
+            found.append((folder, saved.train.steps, recorded))
+    return found
 
 
 def finished_summary(run_dir: Path, console: Console | None = None) -> dict[str, Any] | None:
@@ -276,6 +366,10 @@ def execute_run(
     progress = progress and dist.is_main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    if services.reads_datasets:
+        check_datasets(config)  # a missing dataset is reported before a teacher is trained
+    if config.student.init and not Path(config.student.init).is_file():
+        raise KdError(f"student checkpoint '{config.student.init}' (student.init) not found.")
     if get_method(config.method.name).needs_teacher and teacher is None:
         if assistant_config(config) is not None:  # trains its zoo teacher first when needed
             ensure_assistant(config, services=services, console=console, progress=progress, dist=dist)
@@ -284,9 +378,8 @@ def execute_run(
                 raise KdError(f"teacher checkpoint '{config.teacher.ckpt}' (--teacher-ckpt) not found.")
         else:  # the run id covers the teacher's weights: they must exist first
             ensure_zoo_teacher(config, services=services, console=console, progress=progress, dist=dist)
-    # A missing dataset is reported before any work.
-    inputs = run_inputs(config, strict=services.reads_datasets, teacher_given=teacher is not None)
-    run_dir = out_dir / run_id(config, inputs)
+    inputs = run_inputs(config, strict=services.reads_datasets, student=student, teacher=teacher)
+    run_dir, inputs = resolve_run(config, out_dir, inputs, extend=not restart)
     summary = finished_summary(run_dir, console if not restart else None)
     if summary is not None and not restart:
         if dist.is_main:
@@ -309,6 +402,16 @@ def execute_run(
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # a failed start leaves no empty run folder behind
         raise
+
+
+def _carry_over(base_dir: Path, run_dir: Path) -> None:
+    """An extension starts with the metrics log and best checkpoint of the run it extends, so its own record covers
+    every step (its training continues from the base's last checkpoint, `Trainer(resume_from=...)`)."""
+    for name in ("metrics.jsonl", "checkpoints/best.pt"):
+        source, target = base_dir / name, run_dir / name
+        if source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 @contextlib.contextmanager
@@ -337,10 +440,22 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     summary_path = run_dir / "summary.json"
     check_resumable(run_dir / "checkpoints" / "last.pt",
                     f"run the same command with --restart to train run {rid} from scratch")
+    extends = inputs.get("extends")
+    base_dir = run_dir.parent / extends["run_id"] if extends else None
     if dist.is_main:
         resuming = (run_dir / "checkpoints" / "last.pt").is_file()
         processes = f" on {dist.world_size} processes" if dist.enabled else ""
-        say(console, f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}")
+        if extends and not resuming:
+            say(console, f"extending run {extends['run_id']} (finished at step {extends['steps']}) to "
+                         f"{config.train.steps} steps as run {rid} in {run_dir}{processes}: training continues from "
+                         f"its last checkpoint, the learning rate following the {config.train.schedule} schedule of "
+                         f"a {config.train.steps}-step run (--restart trains one from scratch instead)")
+            _carry_over(base_dir, run_dir)
+        else:
+            say(console, f"{'resuming' if resuming else 'starting'} run {rid} in {run_dir}{processes}")
+        note = validation_note(config)
+        if note:
+            say(console, note, "note")
         atomic_write_text(run_dir / "config.yaml", dump_yaml(config))
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(device), indent=2) + "\n")
         atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=2) + "\n")
@@ -372,9 +487,15 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
     # seeds across methods), never on whether a teacher or adapters were built.
     torch.manual_seed(config.seed)
     if given_student is not None:
-        student = copy.deepcopy(given_student).to(device)
+        student = copy.deepcopy(given_student)
     else:
-        student = create(config.student.arch, config.scale, config.student.preset).to(device)
+        student = create(config.student.arch, config.scale, config.student.preset)
+    if config.student.init:
+        try:
+            load_official(student, config.student.init)
+        except KdError as exc:
+            raise KdError(f"student.init: {exc}") from None
+    student = student.to(device)
     torch.manual_seed(config.seed + 1)
     method = create_method(config.method.name, student, teacher, config.method.options).to(device)
     method.check_schedule(config.train.steps)
@@ -399,6 +520,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         run_dir=run_dir, seed=config.seed + 2, validate=services.validator(config, device, config.student.arch),
         holdout=holdout, config_hash=config_hash(config), device=device, dist=dist, accel=accel,
         tensorboard=config.log.tensorboard, reconstruction=config.method.rec,
+        resume_from=base_dir / "checkpoints" / "last.pt" if base_dir is not None else None,
         progress=TrainingProgress(console if progress else None, f"{config.student.arch}/{config.method.name}",
                                   train.log_every, log),
     )
@@ -452,6 +574,7 @@ def _train_and_record(config: RunConfig, run_dir: Path, inputs: dict[str, Any], 
         },
         "dataset_images": {row["dataset"]: row.get("images") for row in result.per_dataset.to_dict("records")},
         "inputs": inputs,
+        **({"extends": extends} if extends else {}),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(summary_path, json.dumps(_clean(summary), indent=2) + "\n")

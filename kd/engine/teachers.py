@@ -19,7 +19,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,12 @@ from kd.devices import resolve_device
 from kd.engine.checkpoint import atomic_save
 from kd.engine.distributed import SINGLE, DistContext, rank_device
 from kd.engine.events import check_tensorboard
+from kd.engine.identity import check_datasets
 from kd.engine.progress import TrainingProgress, tee_to_file
 from kd.engine.services import Services
 from kd.engine.trainer import Trainer
 from kd.errors import KdError
-from kd.fileio import atomic_write_text, check_plain_name, current_umask, path_component, sha256_file
+from kd.fileio import atomic_write_text, check_plain_name, checkout_root, current_umask, path_component, sha256_file
 from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
@@ -148,23 +150,32 @@ def train_teacher(
     folder = zoo_dir(config)
     if config.log.tensorboard:
         check_tensorboard()
+    if services.reads_datasets:
+        check_datasets(config)  # missing images fail before the zoo entry exists
+    device = rank_device(resolve_device(config.device), dist)
+    created = not folder.exists()
     if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-    device = rank_device(resolve_device(config.device), dist)
-    torch.manual_seed(config.teacher.seed)
-    model = build_teacher(config).to(device)
-    method = create_method("none", model, None)
-    batches = services.make_batches(config, recipe, seed=config.teacher.seed, dist=dist)
+    try:
+        torch.manual_seed(config.teacher.seed)
+        model = build_teacher(config).to(device)
+        method = create_method("none", model, None)
+        batches = services.make_batches(config, recipe, seed=config.teacher.seed, dist=dist)
 
-    with tee_to_file(console, folder / "train.log") if dist.is_main else contextlib.nullcontext() as log:
-        trainer = Trainer(
-            recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
-            run_dir=folder, seed=config.teacher.seed, device=device, dist=dist, tensorboard=config.log.tensorboard,
-            validate=services.validator(config, device, config.teacher.arch),
-            progress=TrainingProgress(console if progress else None, f"teacher {config.teacher.arch}",
-                                      recipe.log_every, log),
-        )
-        outcome = trainer.fit()
+        with tee_to_file(console, folder / "train.log") if dist.is_main else contextlib.nullcontext() as log:
+            trainer = Trainer(
+                recipe, student=model, teacher=None, method=method, weights=loss_weights("none"), batches=batches,
+                run_dir=folder, seed=config.teacher.seed, device=device, dist=dist,
+                tensorboard=config.log.tensorboard, validate=services.validator(config, device, config.teacher.arch),
+                progress=TrainingProgress(console if progress else None, f"teacher {config.teacher.arch}",
+                                          recipe.log_every, log),
+            )
+            outcome = trainer.fit()
+    except BaseException:
+        if created and dist.is_main and not (folder / "checkpoints" / "last.pt").exists():
+            with contextlib.suppress(KdError, OSError):  # the training's own error is the one to report
+                _remove_unfinished(folder)  # a failed start leaves no entry that `teacher import` would refuse
+        raise
     final = trainer.eval_model()
     if not dist.is_main:
         dist.barrier()
@@ -228,8 +239,10 @@ def ensure_zoo_teacher(
             say(console, f"zoo entry {folder}: teacher.json is damaged; rebuilding it from the training checkpoint",
                 "warning")
         else:
+            export = exported_teachers().get(folder.name)
+            instead = f"; `kdbench teacher import {export}` adds it without training" if export else ""
             say(console, f"teacher {folder.name} is not in the zoo: training it first "
-                         f"({config.teacher.train.steps} steps; cached in {folder})")
+                         f"({config.teacher.train.steps} steps; cached in {folder}){instead}")
         train_teacher(config, services=services, console=console, progress=progress, dist=dist)
     return folder
 
@@ -310,6 +323,26 @@ def exported_entries(folder: str | Path) -> list[Path]:
     return inside or [folder]
 
 
+COMMITTED_TEACHERS = "reports/teachers"  # the teachers of the committed reports, in a checkout
+
+
+def exported_teachers(folders: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Exported teachers by zoo key, found in `folders` (each an export or a folder of them) and, when kdbench runs
+    from a checkout, in its `reports/teachers`: what `kdbench teacher import` can add instead of a training."""
+    root = checkout_root()
+    committed = [root / COMMITTED_TEACHERS] if root is not None and (root / COMMITTED_TEACHERS).is_dir() else []
+    found: dict[str, Path] = {}
+    for given in (*folders, *committed):
+        for entry in exported_entries(given):
+            if not (entry / CHECKSUM).is_file():
+                continue
+            try:
+                found.setdefault(read_zoo_info(entry)["key"], entry)
+            except KdError:
+                continue  # a damaged export is reported by `teacher import`, not here
+    return found
+
+
 def import_entry(folder: str | Path) -> tuple[Path, bool]:
     """Put an exported entry into the zoo after checking its weights (sha256, then loaded with weights_only into the
     network its record names). Returns (zoo folder, whether it was added); an identical entry already there is left
@@ -339,8 +372,34 @@ def import_entry(folder: str | Path) -> tuple[Path, bool]:
                 return target, False
             raise KdError(f"the zoo already holds a different teacher {info['key']} ({target}); kdbench never "
                           "replaces it: runs made with it would no longer match their records.")
-        if target.exists():
-            raise KdError(f"zoo entry {target} exists without finished weights (a training in progress or "
-                          "interrupted): finish it with `kdbench teacher train`, or move that folder away first.")
+        if target.exists():  # no one trains it (we hold its lock): a failed start or an interrupted training
+            if (target / "checkpoints" / "last.pt").is_file():
+                warnings.warn(f"zoo entry {target} held an interrupted training of this teacher; the imported "
+                              "finished teacher replaces it")
+            _remove_unfinished(target)
         _copy_entry(folder, target, with_checksum=False)
     return target, True
+
+
+# What a zoo entry's training writes (besides teacher.pt and teacher.json): an unfinished entry holding only these
+# is kdbench's own, and a finished teacher of the same key (`import_entry`) supersedes it.
+TRAINING_FILES = ("metrics.jsonl", "train.log", "checkpoints/last.pt", "checkpoints/previous.pt",
+                  "checkpoints/best.pt")
+
+
+def _remove_unfinished(folder: Path) -> None:
+    """Remove an unfinished zoo entry that holds only files kdbench writes; any other file refuses it, naming it."""
+    own = {folder / name for name in (*TRAINING_FILES, "teacher.pt", "teacher.json")}
+    events = folder / "tensorboard"
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or (path.is_file() and path not in own and path.parent != events
+                                 and not _atomic_leftover(path)):
+            raise KdError(f"zoo entry {folder} is unfinished and holds {path}, which kdbench did not write: move "
+                          "that file (or the folder) away, then run the same command again.")
+    shutil.rmtree(folder)
+
+
+def _atomic_leftover(path: Path) -> bool:
+    """A temporary file of an atomic write killed half-way (`kd.fileio.atomic_write`: `.<name>.<random>.tmp`)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+

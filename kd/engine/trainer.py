@@ -191,9 +191,13 @@ class Trainer:
         accel: AccelPlan | None = None,
         tensorboard: bool = False,
         reconstruction: str = "l1",
+        resume_from: Path | None = None,
     ) -> None:
+        """`resume_from`: the last checkpoint of the run this one extends (a finished run of the same configuration
+        with fewer steps), trained on from while this run has no checkpoint of its own."""
         self.train = train
         self.reconstruction = reconstruction  # `method.rec`: the reconstruction loss every method's `rec` term uses
+        self.resume_from = resume_from
         self.student = student
         self.teacher = teacher
         self.method = method
@@ -378,10 +382,11 @@ class Trainer:
             "train_seconds": self.train_seconds,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, extended: bool = False) -> None:
+        """`extended`: the state of the run this one extends, whose configuration differs in its step count."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise KdError(f"{self.checkpoint_dir / 'last.pt'} is not a kdbench training checkpoint.")
-        if self.config_hash and state.get("config_hash") not in ("", self.config_hash):
+        if self.config_hash and not extended and state.get("config_hash") not in ("", self.config_hash):
             raise KdError(
                 f"{self.checkpoint_dir / 'last.pt'} belongs to another configuration; remove {self.run_dir} to restart."
             )
@@ -451,11 +456,15 @@ class Trainer:
         atomic_save(state, self.checkpoint_dir / "best.pt")
 
     def resume(self) -> int:
-        """Load `checkpoints/last.pt` when present; returns the step training continues from."""
+        """Load `checkpoints/last.pt` when present, else the extended run's (`resume_from`); returns the step
+        training continues from."""
         path = self.checkpoint_dir / "last.pt"
         self.dist.barrier()  # rank 0 may still be writing the run directory
         if path.exists():
             self.load_state_dict(load_checkpoint(path))
+        elif self.resume_from is not None:
+            self.load_state_dict(load_checkpoint(self.resume_from), extended=True)
+            self.saved_step = None  # that checkpoint is the other run's: this run has none of its own yet
         return self.step
 
     # ------------------------------------------------------------------------------------------ loop

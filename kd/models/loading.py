@@ -301,6 +301,54 @@ def format_diff(missing: list[str], unexpected: list[str], wrong: list[tuple[str
     return "\n".join(lines)
 
 
+def matching_presets(arch: str, state_dict: Mapping[str, torch.Tensor], *, skip: tuple[str, int] | None = None,
+                     scale: int | None = None) -> list[tuple[str, int]]:
+    """(preset, scale) of the registry presets of `arch` whose state dict has exactly the checkpoint's keys and
+    shapes; `skip`: a (preset, scale) already known not to fit. The presets
+    at `scale` are tried first, and the other scales only when none of them fits."""
+    from kd.models.registry import create, get_entry
+
+    try:
+        entry = get_entry(arch)
+    except KdError:
+        return []
+    if identify_architecture(state_dict) not in (None, _family(entry.arch)):
+        return []  # another network's checkpoint: no preset of this one can fit
+    scales = sorted(entry.scales, key=lambda s: s != scale)
+    for at in scales:
+        found = []
+        for preset in entry.presets:
+            if (preset, at) == skip:
+                continue
+            try:
+                # Built on the CPU: the meta device's first use costs seconds of imports, more than every preset.
+                with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+                    candidate = create(entry.arch, at, preset)
+            except Exception:  # noqa: BLE001 - a preset that cannot be built is simply not suggested
+                continue
+            if state_dict_diff(candidate.state_dict(), state_dict) == ([], [], []):
+                found.append((preset, at))
+        if found:
+            return found
+    return []
+
+
+def _preset_hint(spec: Mapping[str, Any] | None, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """' Its keys and shapes are those of preset ...' for a registry network another of whose presets (or
+    scales) fits the checkpoint; '' otherwise."""
+    if not spec or "arch" not in spec:
+        return ""
+    fits = matching_presets(spec["arch"], state_dict, skip=(spec.get("preset"), spec.get("scale")),
+                            scale=spec.get("scale"))
+    if not fits:
+        return ""
+    preset, scale = fits[0]
+    shown = " or ".join(f"'{p}'" for p, _ in fits)
+    return (f" Its keys and shapes are those of {spec['arch']} preset {shown} at x{scale}: build that one "
+            f"(kd.load_official('{spec['arch']}', path, preset='{preset}', scale={scale}); --preset {preset} "
+            f"--scale {scale} on the command line).")
+
+
 # ---------------------------------------------------------------------------------------------------- loading
 
 
@@ -324,6 +372,7 @@ def load_official(
         source = f"'{path_or_state_dict}'"
         state_dict = read_checkpoint(path_or_state_dict, param_key=param_key)
 
+    as_read = state_dict
     adapt = getattr(model, "adapt_official_state_dict", None)
     if callable(adapt):
         state_dict = adapt(state_dict)
@@ -339,6 +388,7 @@ def load_official(
         raise KdError(
             f"checkpoint {source} does not fit the {model_name} model"
             + (f": {explanation}" if explanation else ".")
+            + _preset_hint(what, as_read)
             + "\n"
             + format_diff(missing, unexpected, wrong)
         )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
+from kd.fileio import checkout_root
 from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
 from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, Judged, PairedDelta, holm, mean_std, paired_delta
@@ -142,12 +143,6 @@ KDSR = MiniatureSpec(
     degradation="iso_gaussian", sets=("teacher.preset=mini", "data.degradation=iso_gaussian"),
     baseline=Baseline("KD term off", "kdsr", (("kd", 0.0),), ("method.weights.kd=0",)), profile="cpu",
 )
-
-
-def checkout_root() -> Path | None:
-    """The repository kdbench runs from, when it runs from a checkout (an installed package has none)."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() and (root / "reports").is_dir() else None
 
 
 def default_dirs() -> list[Path]:

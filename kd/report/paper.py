@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from kd.errors import KdError, unknown_choice
+from kd.fileio import checkout_root
 from kd.output import markdown_table
 from kd.reference_data import canonical_dataset, published_results, published_results_seed
-from kd.report.miniature import DCKD, FAKD, KDSR, Miniature, build_miniature, checkout_root, default_dirs
+from kd.report.miniature import DCKD, FAKD, KDSR, Miniature, build_miniature, default_dirs
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet, scan_runs
 

@@ -159,6 +159,13 @@ class RunSet:
     notes: list[str] = field(default_factory=list)  # for the report's reader: runs left out of it, and why
 
 
+def extension_note(summary: dict[str, Any]) -> str:
+    """What a run extended from a shorter finished one (`train.steps` raised) is, for its reader."""
+    base = summary["extends"]
+    return (f"run {summary['run_id']} continues run {base['run_id']} from its step {base['steps']} to "
+            f"{summary['steps']} steps (train.steps raised): not a {summary['steps']}-step run trained from scratch")
+
+
 def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     """Every finished run under one runs folder or several (a local `runs/` beside the records a committed report
     keeps); a run id found twice is taken from the first folder given. Raises `KdError` saying what is missing when
@@ -188,6 +195,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     for (first, later), ids in duplicates.items():
         warnings.append(f"{len(ids)} run(s) are both in {first} and in {later}, read from {first}: {', '.join(ids)}")
     unfinished = [name for name in unfinished if name not in seen]
+    notes += [extension_note(run.summary) for run in runs if run.summary.get("extends")]
     where = " and ".join(f"'{p}'" for p in folders)
     if unfinished:
         notes.append(f"{len(unfinished)} unfinished run(s) are left out: {', '.join(unfinished)}")

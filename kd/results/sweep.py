@@ -25,6 +25,7 @@ a zoo entry of the same network, preset, batch, patch and scale (any step count)
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,7 @@ class CellPlan:
     est_seconds: float | None = None  # remaining training time of this cell
     est_source: str = ""
     recorded_in: Path | None = None  # finished elsewhere: a folder of records (a report's records/), not the runs root
+    extends: str | None = None  # the finished shorter run this cell's run continues (`kd.engine.run.resolve_run`)
 
 
 @dataclass
@@ -229,8 +231,6 @@ class StepTimes:
 
     def __init__(self, runs_dir: str | Path, *records: str | Path) -> None:
         """Timings of the finished runs under `runs_dir` and under each folder of `records`."""
-        from kd.models import get_entry
-
         self.recorded: dict[tuple, list[tuple[str, float]]] = {}
         summaries = [path for root in map(Path, (runs_dir, *records)) if root.is_dir()
                      for path in sorted(root.glob("*/summary.json"))]
@@ -245,29 +245,49 @@ class StepTimes:
                 recorded_configs.append((config, per_step))
             except Exception:  # timings are a convenience: an unreadable run just does not contribute one
                 continue
-        self._macs_cache: dict[tuple[str, str, int], int] = {}
+        self._recorded_configs = recorded_configs
+        self._zoo = _zoo_entries()
         self.teacher_recorded: dict[tuple, float] = {}
-        small_ratios: dict[str, list[float]] = {}
-        for info in _zoo_entries():
+        for info in self._zoo:
             try:
                 recipe = info["recipe"]
                 key = (info["arch"], info["preset"], recipe["batch_size"], recipe["lr_patch"], info["scale"])
                 self.teacher_recorded[key] = float(info["train_seconds"]) / int(info["steps"])
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                continue
+
+    # The rough figures count MACs (seconds per network), so they are worked out only when a cell needs one.
+    @functools.cached_property
+    def small_preset_ratio(self) -> dict[str, float]:
+        """Per network: how far the MACs-scaled figure of a small preset is from a recorded one (teacher
+        training in the zoo)."""
+        from kd.models import get_entry
+
+        small_ratios: dict[str, list[float]] = {}
+        for info in self._zoo:
+            try:
+                recipe = info["recipe"]
+                if info["preset"] == get_entry(info["arch"]).default_preset:
+                    continue
+                key = (info["arch"], info["preset"], recipe["batch_size"], recipe["lr_patch"], info["scale"])
                 pixels = recipe["batch_size"] * recipe["lr_patch"] ** 2 / REFERENCE_PIXELS
                 rough = pixels * self._network_seconds(info["arch"], info["preset"], info["scale"], backward=True,
                                                        corrected=False)
-                if info["preset"] != get_entry(info["arch"]).default_preset:
-                    small_ratios.setdefault(info["arch"], []).append(self.teacher_recorded[key] / rough)
+                small_ratios.setdefault(info["arch"], []).append(self.teacher_recorded[key] / rough)
             except (KdError, KeyError, TypeError, ValueError, ZeroDivisionError):
                 continue
-        # Per network: how far the MACs-scaled figure of a small preset is from a recorded one (teacher training).
-        self.small_preset_ratio = {arch: _median(r) for arch, r in small_ratios.items()}
-        self.rough_ratios: dict[str, list[float]] = {}  # per student network: recorded / rough seconds per step
-        for config, seconds in recorded_configs:
+        return {arch: _median(r) for arch, r in small_ratios.items()}
+
+    @functools.cached_property
+    def rough_ratios(self) -> dict[str, list[float]]:
+        """Per student network: recorded / rough seconds per step of the finished runs."""
+        ratios: dict[str, list[float]] = {}
+        for config, seconds in self._recorded_configs:
             try:
-                self.rough_ratios.setdefault(config.student.arch, []).append(seconds / self._rough(config))
+                ratios.setdefault(config.student.arch, []).append(seconds / self._rough(config))
             except KdError:  # a run of a network no longer registered: it cannot calibrate
                 continue
+        return ratios
 
     def calibration(self, student_arch: str) -> tuple[float, int] | None:
         """(median ratio of recorded to rough seconds per step, runs): over the finished runs of the same student
@@ -323,28 +343,28 @@ class StepTimes:
         seconds = fwd_bwd if backward else fwd
         preset = preset or entry.default_preset
         if preset != entry.default_preset:
-            official = self._macs(entry.arch, entry.default_preset, scale)
+            official = _preset_macs(entry.arch, entry.default_preset, scale)
             if official:
-                seconds *= self._macs(entry.arch, preset, scale) / official
+                seconds *= _preset_macs(entry.arch, preset, scale) / official
             if corrected:
                 seconds *= self.small_preset_ratio.get(entry.arch, 1.0)
         return max(seconds, MIN_STEP_SECONDS)
 
-    def _macs(self, arch: str, preset: str, scale: int) -> int:
-        key = (arch, preset, scale)
-        if key not in self._macs_cache:
-            import torch
 
-            from kd.metrics.cost import count_macs
-            from kd.models import create
+@functools.lru_cache(maxsize=64)  # seconds per large network; the same few networks in every estimate
+def _preset_macs(arch: str, preset: str, scale: int) -> int:
+    """MACs of one forward pass at a 48x48 LR input, counted on the meta device (0 where that fails)."""
+    import torch
 
-            try:
-                with torch.device("meta"):  # shapes only: no memory, no compute
-                    model = create(arch, scale, preset=preset)
-                self._macs_cache[key] = count_macs(model, (48, 48))
-            except Exception:
-                self._macs_cache[key] = 0
-        return self._macs_cache[key]
+    from kd.metrics.cost import count_macs
+    from kd.models import create
+
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no compute
+            model = create(arch, scale, preset=preset)
+        return count_macs(model, (48, 48))
+    except Exception:  # noqa: BLE001 - an estimate without it falls back to the per-network figure
+        return 0
 
 
 def _median(values: Sequence[float]) -> float:
@@ -368,48 +388,63 @@ def _read_run_config(path: Path) -> RunConfig:
 
 
 def plan_sweep(cells: list[Cell], layers: list[tuple[str, dict[str, Any]]], overrides: list[str],
-               out_dir: str | Path, records: Sequence[str | Path] = ()) -> list[CellPlan]:
+               out_dir: str | Path, records: Sequence[str | Path] = (), times: StepTimes | None = None
+               ) -> list[CellPlan]:
     """Resolve, check and locate every cell's run; estimate the training time still to do. A cell whose run id has
-    a finished record in one of `records` (e.g. a committed report's records/) counts as finished there."""
-    from kd.engine.identity import run_inputs
-    from kd.engine.run import check_names, finished_summary
+    a finished record in one of `records` (e.g. a committed report's records/) counts as finished there. `times`:
+    the timings to estimate with (default: those of `out_dir` and `records`)."""
+    from kd.engine.run import check_names, check_pairing
 
     out_dir = Path(out_dir)
-    times = StepTimes(out_dir, *records)
+    times = times or StepTimes(out_dir, *records)
     plans = []
     for cell in cells:
         try:
             config = cell_config(cell, layers, overrides)
-            check_names(config)
+            check_names(config, pairing=False)
         except KdError as exc:
             plans.append(CellPlan(cell, None, None, "invalid", error=str(exc)))
             continue
-        try:
-            inputs = run_inputs(config, strict=False)
-        except KdError:  # its data is missing
-            inputs = None
-        missing_data = inputs is not None and any(d["manifest_sha256"] is None for d in inputs["data"].values())
-        if inputs is None or missing_data or (inputs["teacher"] or {}).get("sha256", "") is None:
-            # The run id covers the data and the teacher's weights: without them no run of this cell can exist.
-            per_step, source = times.per_step(config)
-            plans.append(CellPlan(cell, config, f"{run_prefix(config)}-?", "new", 0,
-                                  est_seconds=per_step * config.train.steps, est_source=source))
-            continue
-        rid = run_id(config, inputs)
-        run_dir = out_dir / rid
-        if finished_summary(run_dir) is not None:
-            plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0))
-            continue
-        recorded = next((Path(d) for d in records if finished_summary(Path(d) / rid) is not None), None)
-        if recorded is not None:
-            plans.append(CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0,
-                                  recorded_in=recorded))
-            continue
-        done = min(last_step(run_dir) or 0, config.train.steps) if run_dir.is_dir() else 0
-        per_step, source = times.per_step(config)
-        plans.append(CellPlan(cell, config, rid, "partial" if done else "new", done,
-                              est_seconds=per_step * (config.train.steps - done), est_source=source))
+        plan = _locate_cell(cell, config, out_dir, records, times)
+        if plan.status != "finished":  # a finished cell has shown that its pair works; a check takes seconds
+            try:
+                check_pairing(config)
+            except KdError as exc:
+                plan = CellPlan(cell, None, None, "invalid", error=str(exc))
+        plans.append(plan)
     return plans
+
+
+def _locate_cell(cell: Cell, config: RunConfig, out_dir: Path, records: Sequence[str | Path],
+                 times: StepTimes) -> CellPlan:
+    """The cell's run: finished (here or in `records`), partial or new, with the training time still to do."""
+    from kd.engine.identity import run_inputs
+    from kd.engine.run import finished_summary, resolve_run
+
+    try:
+        inputs = run_inputs(config, strict=False)
+    except KdError:  # its data is missing
+        inputs = None
+    missing_data = inputs is not None and any(d["manifest_sha256"] is None for d in inputs["data"].values())
+    if inputs is None or missing_data or (inputs["teacher"] or {}).get("sha256", "") is None:
+        # The run id covers the data and the teacher's weights: without them no run of this cell can exist.
+        per_step, source = times.per_step(config)
+        return CellPlan(cell, config, f"{run_prefix(config)}-?", "new", 0,
+                        est_seconds=per_step * config.train.steps, est_source=source)
+    rid = run_id(config, inputs)
+    recorded = next((Path(d) for d in records if finished_summary(Path(d) / rid) is not None), None)
+    if recorded is not None and finished_summary(out_dir / rid) is None:
+        return CellPlan(cell, config, rid, "finished", config.train.steps, est_seconds=0.0, recorded_in=recorded)
+    run_dir, resolved = resolve_run(config, out_dir, inputs)
+    if finished_summary(run_dir) is not None:
+        return CellPlan(cell, config, run_dir.name, "finished", config.train.steps, est_seconds=0.0)
+    extends = resolved.get("extends")
+    done = min(last_step(run_dir) or 0, config.train.steps) if run_dir.is_dir() else 0
+    status = "partial" if done else "new"
+    done = done or (extends or {}).get("steps", 0)
+    per_step, source = times.per_step(config)
+    return CellPlan(cell, config, run_dir.name, status, done, est_seconds=per_step * (config.train.steps - done),
+                    est_source=source, extends=(extends or {}).get("run_id"))
 
 
 def finished_cell_summary(plan: CellPlan, out_dir: str | Path) -> dict[str, Any]:
@@ -419,15 +454,23 @@ def finished_cell_summary(plan: CellPlan, out_dir: str | Path) -> dict[str, Any]
     return finished_summary((plan.recorded_in or Path(out_dir)) / str(plan.run_id)) or {}
 
 
-def teachers_to_train(plans: list[CellPlan], runs_dir: str | Path) -> list[tuple[str, float]]:
-    """(zoo key, estimated seconds) of each teacher the pending cells need and the zoo does not hold yet (for a
-    cell taught by an assistant, the assistant's teacher)."""
+@dataclass(frozen=True)
+class TeacherPlan:
+    key: str  # zoo key
+    seconds: float  # estimated training time
+    export: Path | None = None  # an exported copy `kdbench teacher import` can add instead of training it
+
+
+def teachers_to_train(plans: list[CellPlan], times: StepTimes,
+                      exports: dict[str, Path] | None = None) -> list[TeacherPlan]:
+    """Each teacher the pending cells need and the zoo does not hold yet (for a cell taught by an assistant, the
+    assistant's teacher), with its estimated training time and the export among `exports` (zoo key -> folder,
+    `kd.engine.teachers.exported_teachers`) that holds it, if any."""
     from kd.engine.assistants import teacher_source
     from kd.engine.teachers import zoo_dir
     from kd.methods import get_method
 
-    times = StepTimes(runs_dir)
-    pending: dict[str, float] = {}
+    pending: dict[str, TeacherPlan] = {}
     for plan in plans:
         if plan.status in ("finished", "invalid") or plan.config is None:
             continue
@@ -438,8 +481,9 @@ def teachers_to_train(plans: list[CellPlan], runs_dir: str | Path) -> list[tuple
             continue
         folder = zoo_dir(config)
         if not (folder / "teacher.pt").is_file() and folder.name not in pending:
-            pending[folder.name] = times.teacher_training(config)
-    return list(pending.items())
+            pending[folder.name] = TeacherPlan(folder.name, times.teacher_training(config),
+                                               (exports or {}).get(folder.name))
+    return list(pending.values())
 
 
 def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
@@ -470,7 +514,7 @@ def assistants_to_train(plans: list[CellPlan], runs_dir: str | Path,
                 missing_data = any(d["manifest_sha256"] is None for d in inputs["data"].values())
                 if not missing_data and (inputs["teacher"] or {}).get("sha256", "") is not None:
                     rid = run_id(stage, inputs)
-                    done = min(_done_steps(assistant_root() / rid), stage.train.steps)
+                    done = min(last_step(assistant_root() / rid) or 0, stage.train.steps)
                 if finished_summary(assistant_root() / rid) is None:
                     per_step, source = times.per_step(stage)
                     label = (f"{rid} ({stage.student.arch} x{stage.scale} from {stage.teacher.arch} x{stage.scale} "
