@@ -332,10 +332,11 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
     return config
 
 
-# The smallest value of each integer field (0 where not named); seeds also have a largest (numpy and torch take
-# unsigned 32- and 64-bit seeds, and a run derives further seeds from its own by adding offsets).
+# The smallest value of each integer field (0 where not named; cluster.gpus_per_node=0 is a CPU-only cluster); seeds
+# also have a largest (numpy and torch take unsigned 32- and 64-bit seeds, and a run derives further seeds from its
+# own by adding offsets).
 _INT_MINIMUM = {"scale": 1, "steps": 1, "batch_size": 1, "lr_patch": 1, "log_every": 1, "ckpt_every": 1,
-                "timeout_min": 1, "gpus_per_node": 1, "cpus_per_task": 1, "mem_gb": 1}
+                "timeout_min": 1, "cpus_per_task": 1, "mem_gb": 1}
 _INT_MAXIMUM = 2**31 - 1
 _SEED_MAXIMUM = 2**32 - 1
 _INT_FLAGS = {"seed": "--seed", "threads": "--threads", "scale": "--scale"}

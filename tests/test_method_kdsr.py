@@ -229,7 +229,7 @@ def test_the_printed_sweeps_plan_the_miniature_with_its_teacher(tmp_path, monkey
     from kd.cli import build_parser
     from kd.cli.sweep_cmd import grid_layers
     from kd.report.miniature import KDSR, SEEDS
-    from kd.results.sweep import expand_grid, parse_ints, plan_sweep, teachers_to_train
+    from kd.results.sweep import StepTimes, expand_grid, parse_ints, plan_sweep, teachers_to_train
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
     commands = KDSR.sweep_commands(KDSR.pairs[0])
@@ -249,6 +249,6 @@ def test_the_printed_sweeps_plan_the_miniature_with_its_teacher(tmp_path, monkey
             assert (config.teacher.arch, config.teacher.preset) == ("kdsr_teacher", "mini")
             assert "-iso_gaussian-" in plan.run_id
         kd_weights.append({plan.config.method.weights.get("kd", 1.0) for plan in plans})
-        [(key, seconds)] = teachers_to_train(plans, tmp_path / "runs")
-        assert key.startswith("kdsr_teacher-mini-x4-291-train-iso_gaussian-seed0-") and seconds > 0
+        [teacher] = teachers_to_train(plans, StepTimes(tmp_path / "runs"))
+        assert teacher.key.startswith("kdsr_teacher-mini-x4-291-train-iso_gaussian-seed0-") and teacher.seconds > 0
     assert kd_weights == [{1.0}, {0.0}]
