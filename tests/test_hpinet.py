@@ -53,7 +53,7 @@ def test_paper_preset_is_hpinet_m():
 
 def test_official_file_with_module_prefix_loads_and_reproduces(parity_dir, tmp_path):
     d = _fixture(parity_dir)
-    model = create(**d["config"])
+    model = create(**d["config"], official_batch_matching=True)  # the fixture is a batch of 2 (see below)
     assert set(model.state_dict()) == set(d["state_dict"])
     path = tmp_path / "HPINet-X-x4.pth"
     torch.save({f"module.{k}": v for k, v in d["state_dict"].items()}, path)  # as the official checkpoints are saved
@@ -103,22 +103,35 @@ def test_halving_rule_gives_three_quarters_where_the_shifted_patch_overlaps_two(
     assert odd == three_quarter_rows and all(effective[row] == 0.75 for row in odd)
 
 
-def test_matching_excludes_itself_and_uses_the_first_image_in_a_batch(parity_dir):
+def test_matching_excludes_itself_and_stays_within_each_image():
     torch.manual_seed(0)
-    match = Match(4).eval()
     patches = torch.rand(2, 3, 9, 4)
     patches[:, 2] = patches[:, 0]  # patch 0's best match is its twin, never itself
     with torch.no_grad():
-        matched = match(patches)
-    assert torch.equal(matched[0, 0], patches[0, 2]) and torch.equal(matched[0, 2], patches[0, 0])
-    assert torch.equal(matched[1, 0], patches[0, 2])  # the official batch indexing (module docstring)
-    d = _fixture(parity_dir)
-    model = create(**d["config"])
-    load_official(model, d["state_dict"])
+        matched = Match(4).eval()(patches)
+        official = Match(4, official_batch_matching=True).eval()(patches)
+    for i in range(2):
+        assert torch.equal(matched[i, 0], patches[i, 2]) and torch.equal(matched[i, 2], patches[i, 0])
+    assert torch.equal(official[0], matched[0])
+    assert torch.equal(official[1, 0], patches[0, 2])  # the official batch indexing: matches from the first image
+
+
+def test_a_batched_forward_gives_each_image_its_batch_1_output(parity_dir):
+    d = _fixture(parity_dir)  # a batch of 2 whose recorded output has the official batch quirk
+    fields = {k: v for k, v in d["config"].items() if k != "arch"}
+    ours, official = create("hpinet", **fields).eval(), create("hpinet", **fields, official_batch_matching=True)
+    load_official(ours, d["state_dict"])
+    load_official(official.eval(), d["state_dict"])
     with torch.no_grad():
-        alone = [model.eval()(d["input"][i:i + 1]) for i in range(2)]
-    assert (alone[0] - d["output"][:1]).abs().max() <= 1e-4  # the first image of the batch is computed as alone
-    assert (alone[1] - d["output"][1:]).abs().max() > 1e-3  # the second took its matches from the first
+        batched = ours(d["input"])
+        alone = torch.cat([ours(d["input"][i:i + 1]) for i in range(2)])
+        quirk = official(d["input"])
+    assert (batched - alone).abs().max() <= 1e-5  # per-image matching: the batch does not change an image
+    assert (alone[:1] - d["output"][:1]).abs().max() <= 1e-4  # at batch 1 the official output is the intended one
+    assert (quirk - d["output"]).abs().max() <= 1e-4  # the field reproduces the fixture (tests/test_parity.py)
+    assert (alone[1:] - d["output"][1:]).abs().max() > 1e-3  # there the second image took the first one's matches
+    with pytest.raises(KdError, match="official_batch_matching must be true or false"):
+        create("hpinet", 4, "tiny", official_batch_matching="yes")
 
 
 def test_training_matching_is_a_seeded_straight_through_gumbel_sample():
