@@ -3,18 +3,12 @@ halving rule, patch matching in evaluation and training, taps, distillation in b
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from torch.nn import functional as F
 
-from seed_steps import STEP_OPTIONS
-from kd.config import TrainConfig
-from kd.engine import Trainer
-from kd.engine.batches import FixedBatch
+from seed_steps import training_step
 from kd.errors import KdError
-from kd.methods import create_method, loss_weights
+from kd.methods import create_method
 from kd.methods.pairing import body_stages, body_tail, tap_channels
 from kd.models import capture, create, identify_architecture, load_official
 from students.hpinet import Match, describe_state_dict, overlap_weights, patch_starts
@@ -172,13 +166,6 @@ def test_stage_taps_are_the_block_outputs_and_pair_by_depth():
     assert tap_channels(paper, ["stages.7"]) == {"stages.7": 56}
 
 
-def _smooth_batch(scale: int, size: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    hr = torch.rand(4, 3, size * scale, size * scale, generator=g)
-    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    return F.avg_pool2d(hr, scale), hr
-
-
 @pytest.mark.parametrize("role", ["student", "teacher"])
 @pytest.mark.parametrize("method_name", ["logits", "fitnet", "fakd", "dckd"])
 def test_one_distillation_step_in_either_role(tmp_path, role, method_name):
@@ -186,15 +173,7 @@ def test_one_distillation_step_in_either_role(tmp_path, role, method_name):
     hpinet = create("hpinet", 4, "tiny")  # the shape of HPINet-S, shrunk for tests
     other = create("rcan" if role == "student" else "asid", 4, "tiny")
     student, teacher = (hpinet, other) if role == "student" else (other, hpinet)
-    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
-    lr, hr = _smooth_batch(4)
-    recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
-                         ckpt_every=100, val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
-                      weights=loss_weights(method_name, None, method), batches=FixedBatch(lr, hr),
-                      holdout=FixedBatch(*_smooth_batch(4, seed=1)), run_dir=tmp_path, seed=0)
-    values = trainer.train_step(lr, hr)
-    assert all(math.isfinite(v) for v in values.values()) and values["loss"] > 0
+    assert training_step(tmp_path, method_name, student, teacher).values["loss"] > 0
 
 
 def test_attention_kd_says_hpinet_has_no_usable_map():
