@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/bench_models.py                      # all networks, paper + mini, x4
     .venv/bin/python benchmarks/bench_models.py --models asid,rcan --presets paper --repeats 5
+    .venv/bin/python benchmarks/bench_models.py --models asid,san --presets paper --threads 1 --clock cpu
 
 For each network and preset: seconds per step at batch 4, 48x48 LR, x4, with 2 threads; `fwd` is eval mode under
 no_grad (a frozen teacher's cost), `fwd+bwd` is train mode, forward + L1 loss + backward, no optimizer step. One
 warm-up, then the median and minimum of N steps (on a shared machine the minimum is the best estimate of an
-uncontended step). Also parameters, MACs per 48x48 LR patch and MACs for a 1280x720 output. Prints a Markdown
+uncontended step). `--clock cpu` times with `time.process_time` instead (with `--threads 1`, the CPU a step needs
+whatever else the machine runs: the figures of kd/results/sweep.py's networks beyond section 10 are ratios of such
+times to ASID's). Also parameters, MACs per 48x48 LR patch and MACs for a 1280x720 output. Prints a Markdown
 table; for ASID it adds the ratio to the official code's figures (0.31 s fwd, 0.57 s fwd+bwd, section 10).
 """
 
@@ -41,18 +44,19 @@ class BenchResult:
     fwd_bwd: list[float]
 
 
-def time_steps(step: Callable[[], None], repeats: int) -> list[float]:
+def time_steps(step: Callable[[], None], repeats: int,
+               clock: Callable[[], float] = time.perf_counter) -> list[float]:
     step()  # warm-up: allocator, one-off kernel selection, lazy buffers
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
 def bench_network(arch: str, preset: str, *, scale: int, batch: int, lr_size: int, repeats: int,
-                  backward: bool) -> BenchResult:
+                  backward: bool, clock: Callable[[], float] = time.perf_counter) -> BenchResult:
     torch.manual_seed(0)
     model = create(arch, scale, preset=preset)
     lr = torch.rand(batch, 3, lr_size, lr_size)
@@ -68,9 +72,9 @@ def bench_network(arch: str, preset: str, *, scale: int, batch: int, lr_size: in
         F.l1_loss(model(*inputs), hr).backward()
 
     model.eval()
-    fwd = time_steps(forward, repeats)
+    fwd = time_steps(forward, repeats, clock)
     model.train()
-    fwd_bwd = time_steps(forward_backward, repeats) if backward else []
+    fwd_bwd = time_steps(forward_backward, repeats, clock) if backward else []
     model.eval()
     return BenchResult(arch, preset, count_parameters(model), count_macs(model, (lr_size, lr_size)),
                        macs_for_output(model, scale), fwd, fwd_bwd)
@@ -110,6 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall (default) or cpu: process time, for a loaded machine (use with --threads 1)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch < 1 or args.lr_size < 1 or args.threads < 1:
         parser.error("--repeats, --batch, --lr-size and --threads must be positive")
@@ -134,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"timing {arch}/{preset} ...", file=sys.stderr, flush=True)
                 results.append(bench_network(arch, preset, scale=args.scale, batch=args.batch,
                                              lr_size=args.lr_size, repeats=args.repeats,
-                                             backward=not args.no_backward))
+                                             backward=not args.no_backward,
+                                             clock=time.process_time if args.clock == "cpu" else time.perf_counter))
     except KdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"\nbatch {args.batch}, {args.lr_size}×{args.lr_size} LR, x{args.scale}, {args.threads} threads, "
-          f"torch {torch.__version__}, {args.repeats} timed steps after one warm-up\n")
+          f"torch {torch.__version__}, {args.repeats} timed steps after one warm-up, {args.clock} clock\n")
     print(markdown_table(results, args.lr_size))
     return 0
 

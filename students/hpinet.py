@@ -27,11 +27,13 @@ carries a `module.` prefix, which `kd.load_official` strips (the keys are otherw
 Quirks, replicated in evaluation:
   * Matching subtracts 100 from the similarity diagonal (not -inf) to exclude a patch from matching itself, and
     takes the argmax (the first maximum, as `torch.max`).
-  * In evaluation the matched patches are indexed into the batch's flattened patch list with per-image indices
-    (`x.flatten(0, 1)[indices]`), so every image of a batch takes its matched patches from the *first* image. The
-    official test and validation run one image at a time, where this is the intended computation; the parity
-    fixture (a batch of 2) records the batched behaviour, and kdbench reproduces it. kdbench's evaluation and `sr`
-    also run one image at a time; a batched eval-mode forward (HPINet as a frozen teacher) inherits the quirk.
+  * In evaluation the official code indexes the matched patches into the batch's flattened patch list with
+    per-image indices (`x.flatten(0, 1)[indices]`), so at batch > 1 every image takes its matched patches from the
+    *first* image. The official test and validation run one image at a time, where this is the intended
+    computation. kdbench computes that intended computation at every batch size (each image matches within
+    itself), so an HPINet teacher's batched forward and a batched evaluation give each image its batch-1 output.
+    The official batch behaviour stays reachable for the parity check only: `official_batch_matching=True`
+    (the batch-2 parity fixture records it; tests/test_parity.py sets the field for that fixture alone).
   * Overlaps are not averaged: the summed map is halved on every 2-pixel band where consecutive grid patches
     overlap, and on the band [size - ps, last grid start + 2) for the shifted last patch, so where the shifted patch
     also overlaps the patch before its neighbour those pixels are halved twice (weight 3/4 of the sum of three
@@ -200,12 +202,15 @@ class Block(nn.Module):
 
 
 class Match(nn.Module):
-    """For every patch, the most similar other patch of the same image (LayerNorm of patch means, dot product)."""
+    """For every patch, the most similar other patch of the same image (LayerNorm of patch means, dot product).
+    `official_batch_matching`: in evaluation, take every image's matches from the first image of the batch, as the
+    official code does at batch > 1 (for the parity fixture only; see the module docstring)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, official_batch_matching: bool = False) -> None:
         super().__init__()
         self.scale = dim ** -0.5
         self.norm = nn.LayerNorm(dim)
+        self.official_batch_matching = official_batch_matching
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, n, ps*ps, C) -> the matched patch of each, same shape. Hard Gumbel-softmax (straight-through) in
@@ -218,7 +223,9 @@ class Match(nn.Module):
             choice = F.gumbel_softmax(similarity, tau=1.0, hard=True, dim=-1)  # global RNG: seeded runs repeat
             return torch.matmul(choice, patches.flatten(2)).view_as(patches)
         index = torch.max(similarity, dim=-1).indices  # (B, n), per image
-        return patches[0, index]  # the official indexing: every image takes its matches from the first one
+        if self.official_batch_matching:
+            return patches[0, index]  # every image takes its matches from the first one
+        return patches[torch.arange(b, device=index.device)[:, None], index]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -237,7 +244,7 @@ class HPINet(nn.Module):
     }
 
     def __init__(self, scale: int, dim: int, block_num: int, qk_dim: int, mlp_dim: int,
-                 patch_size: Sequence[int]) -> None:
+                 patch_size: Sequence[int], official_batch_matching: bool = False) -> None:
         super().__init__()
         patch_size = [int(p) for p in patch_size]
         checks = [
@@ -247,6 +254,8 @@ class HPINet(nn.Module):
             (len(patch_size) == block_num,
              f"patch_size needs one entry per block ({block_num}), got {len(patch_size)}: {patch_size}"),
             (all(p > OVERLAP for p in patch_size), f"every patch_size must exceed {OVERLAP}, got {patch_size}"),
+            (isinstance(official_batch_matching, bool),
+             f"official_batch_matching must be true or false, got {official_batch_matching!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -254,7 +263,7 @@ class HPINet(nn.Module):
         self.scale, self.patch_size = scale, patch_size
         self.min_input_size = max(patch_size)
         self.first_conv = nn.Conv2d(3, dim, 3, 1, 1)
-        self.cross_match = nn.ModuleList(Match(dim) for _ in range(block_num))
+        self.cross_match = nn.ModuleList(Match(dim, official_batch_matching) for _ in range(block_num))
         self.blocks = nn.ModuleList(Block(dim, qk_dim, mlp_dim) for _ in range(block_num))
         self.mid_convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1) for _ in range(block_num))
         self.stages = nn.ModuleList(TapPoint() for _ in range(block_num))
@@ -334,8 +343,9 @@ def describe_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_hpinet(scale: int, dim: int, block_num: int, qk_dim: int, mlp_dim: int,
-                 patch_size: Sequence[int]) -> HPINet:
-    return HPINet(scale=scale, dim=dim, block_num=block_num, qk_dim=qk_dim, mlp_dim=mlp_dim, patch_size=patch_size)
+                 patch_size: Sequence[int], official_batch_matching: bool = False) -> HPINet:
+    return HPINet(scale=scale, dim=dim, block_num=block_num, qk_dim=qk_dim, mlp_dim=mlp_dim, patch_size=patch_size,
+                  official_batch_matching=official_batch_matching)
 
 
 register_model(

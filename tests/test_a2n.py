@@ -80,7 +80,7 @@ def test_trains_as_a_student_of_rcan(tmp_path, method):
 
 @pytest.mark.parametrize("method", ["logits", "fitnet", "fakd", "dckd"])
 def test_teaches_asid(tmp_path, method):
-    training_step(tmp_path, method, "asid", teacher_arch="a2n")
+    training_step(tmp_path, method, "asid", teacher="a2n")
 
 
 def test_attention_kd_says_a2n_has_no_usable_attention_map():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from kd.errors import KdError
 from kd.models import create, identify_architecture, load_official
 from kd.methods.pairing import body_stages, body_tail
+from seed_steps import training_step
 from teachers.emsrdpn import DualPathUnit
 
 FIXTURE = "seed/emsrdpn_r8d8b3c2g8_x4.pt"
@@ -80,10 +79,9 @@ def test_taps_pair_the_blocks_and_the_transition():
 
 @pytest.mark.parametrize("method", ["logits", "fitnet", "fakd", "dckd"])
 @pytest.mark.parametrize("student,teacher", [("asid", "emsrdpn"), ("emsrdpn", "rcan")])
-def test_distils_and_is_distilled(distillation_step, student, teacher, method):
-    values, ratios, before, trainer = distillation_step(student, teacher, method)
-    assert all(math.isfinite(v) for v in values.values()) and all(r > 0 for r in ratios.values())
-    assert any(not torch.equal(v, before[k]) for k, v in trainer.student.state_dict().items())
+def test_distils_and_is_distilled(tmp_path, student, teacher, method):
+    step = training_step(tmp_path, method, student, teacher)  # finite values, the student moved
+    assert all(r > 0 for r in step.health.values())
 
 
 def test_cli_trains_an_emsrdpn_teacher(tmp_path, monkeypatch):

@@ -3,18 +3,12 @@ halving rule, patch matching in evaluation and training, taps, distillation in b
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from torch.nn import functional as F
 
-from seed_steps import STEP_OPTIONS
-from kd.config import TrainConfig
-from kd.engine import Trainer
-from kd.engine.batches import FixedBatch
+from seed_steps import training_step
 from kd.errors import KdError
-from kd.methods import create_method, loss_weights
+from kd.methods import create_method
 from kd.methods.pairing import body_stages, body_tail, tap_channels
 from kd.models import capture, create, identify_architecture, load_official
 from students.hpinet import Match, describe_state_dict, overlap_weights, patch_starts
@@ -53,7 +47,7 @@ def test_paper_preset_is_hpinet_m():
 
 def test_official_file_with_module_prefix_loads_and_reproduces(parity_dir, tmp_path):
     d = _fixture(parity_dir)
-    model = create(**d["config"])
+    model = create(**d["config"], official_batch_matching=True)  # the fixture is a batch of 2 (see below)
     assert set(model.state_dict()) == set(d["state_dict"])
     path = tmp_path / "HPINet-X-x4.pth"
     torch.save({f"module.{k}": v for k, v in d["state_dict"].items()}, path)  # as the official checkpoints are saved
@@ -103,22 +97,35 @@ def test_halving_rule_gives_three_quarters_where_the_shifted_patch_overlaps_two(
     assert odd == three_quarter_rows and all(effective[row] == 0.75 for row in odd)
 
 
-def test_matching_excludes_itself_and_uses_the_first_image_in_a_batch(parity_dir):
+def test_matching_excludes_itself_and_stays_within_each_image():
     torch.manual_seed(0)
-    match = Match(4).eval()
     patches = torch.rand(2, 3, 9, 4)
     patches[:, 2] = patches[:, 0]  # patch 0's best match is its twin, never itself
     with torch.no_grad():
-        matched = match(patches)
-    assert torch.equal(matched[0, 0], patches[0, 2]) and torch.equal(matched[0, 2], patches[0, 0])
-    assert torch.equal(matched[1, 0], patches[0, 2])  # the official batch indexing (module docstring)
-    d = _fixture(parity_dir)
-    model = create(**d["config"])
-    load_official(model, d["state_dict"])
+        matched = Match(4).eval()(patches)
+        official = Match(4, official_batch_matching=True).eval()(patches)
+    for i in range(2):
+        assert torch.equal(matched[i, 0], patches[i, 2]) and torch.equal(matched[i, 2], patches[i, 0])
+    assert torch.equal(official[0], matched[0])
+    assert torch.equal(official[1, 0], patches[0, 2])  # the official batch indexing: matches from the first image
+
+
+def test_a_batched_forward_gives_each_image_its_batch_1_output(parity_dir):
+    d = _fixture(parity_dir)  # a batch of 2 whose recorded output has the official batch quirk
+    fields = {k: v for k, v in d["config"].items() if k != "arch"}
+    ours, official = create("hpinet", **fields).eval(), create("hpinet", **fields, official_batch_matching=True)
+    load_official(ours, d["state_dict"])
+    load_official(official.eval(), d["state_dict"])
     with torch.no_grad():
-        alone = [model.eval()(d["input"][i:i + 1]) for i in range(2)]
-    assert (alone[0] - d["output"][:1]).abs().max() <= 1e-4  # the first image of the batch is computed as alone
-    assert (alone[1] - d["output"][1:]).abs().max() > 1e-3  # the second took its matches from the first
+        batched = ours(d["input"])
+        alone = torch.cat([ours(d["input"][i:i + 1]) for i in range(2)])
+        quirk = official(d["input"])
+    assert (batched - alone).abs().max() <= 1e-5  # per-image matching: the batch does not change an image
+    assert (alone[:1] - d["output"][:1]).abs().max() <= 1e-4  # at batch 1 the official output is the intended one
+    assert (quirk - d["output"]).abs().max() <= 1e-4  # the field reproduces the fixture (tests/test_parity.py)
+    assert (alone[1:] - d["output"][1:]).abs().max() > 1e-3  # there the second image took the first one's matches
+    with pytest.raises(KdError, match="official_batch_matching must be true or false"):
+        create("hpinet", 4, "tiny", official_batch_matching="yes")
 
 
 def test_training_matching_is_a_seeded_straight_through_gumbel_sample():
@@ -159,13 +166,6 @@ def test_stage_taps_are_the_block_outputs_and_pair_by_depth():
     assert tap_channels(paper, ["stages.7"]) == {"stages.7": 56}
 
 
-def _smooth_batch(scale: int, size: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    hr = torch.rand(4, 3, size * scale, size * scale, generator=g)
-    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    return F.avg_pool2d(hr, scale), hr
-
-
 @pytest.mark.parametrize("role", ["student", "teacher"])
 @pytest.mark.parametrize("method_name", ["logits", "fitnet", "fakd", "dckd"])
 def test_one_distillation_step_in_either_role(tmp_path, role, method_name):
@@ -173,15 +173,7 @@ def test_one_distillation_step_in_either_role(tmp_path, role, method_name):
     hpinet = create("hpinet", 4, "tiny")  # the shape of HPINet-S, shrunk for tests
     other = create("rcan" if role == "student" else "asid", 4, "tiny")
     student, teacher = (hpinet, other) if role == "student" else (other, hpinet)
-    method = create_method(method_name, student, teacher, STEP_OPTIONS.get(method_name))
-    lr, hr = _smooth_batch(4)
-    recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, schedule="constant", log_every=1,
-                         ckpt_every=100, val_every=0)
-    trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
-                      weights=loss_weights(method_name, None, method), batches=FixedBatch(lr, hr),
-                      holdout=FixedBatch(*_smooth_batch(4, seed=1)), run_dir=tmp_path, seed=0)
-    values = trainer.train_step(lr, hr)
-    assert all(math.isfinite(v) for v in values.values()) and values["loss"] > 0
+    assert training_step(tmp_path, method_name, student, teacher).values["loss"] > 0
 
 
 def test_attention_kd_says_hpinet_has_no_usable_map():

@@ -62,7 +62,7 @@ def test_odd_size_matches_the_official_output(parity_dir):
 
 def test_mean_shifts_train_like_every_other_weight(tmp_path):
     # The official MeanShift sets a module attribute, not requires_grad: its optimiser trains the mean shifts.
-    _, trainer = training_step(tmp_path, "logits", "hsrnet")
+    trainer = training_step(tmp_path, "logits", "hsrnet").trainer
     fresh = create("hsrnet", 4, "tiny")
     assert trainer.student.sub_mean.weight.requires_grad
     assert not torch.equal(trainer.student.sub_mean.weight.detach(), fresh.sub_mean.weight)
@@ -104,4 +104,4 @@ def test_trains_as_a_student_of_rcan(tmp_path, method):
 
 @pytest.mark.parametrize("method", ["logits", "fakd"])
 def test_teaches_asid(tmp_path, method):
-    training_step(tmp_path, method, "asid", teacher_arch="hsrnet")
+    training_step(tmp_path, method, "asid", teacher="hsrnet")

@@ -91,4 +91,4 @@ def test_trains_as_a_student_of_rcan(tmp_path, method):
 
 @pytest.mark.parametrize("method", ["logits", "fakd"])
 def test_teaches_asid(tmp_path, method):
-    training_step(tmp_path, method, "asid", teacher_arch="ncnet")
+    training_step(tmp_path, method, "asid", teacher="ncnet")
