@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
+import pytest
 import torch
 
 from kd.cli import main
@@ -84,3 +86,17 @@ def test_import_refuses_damaged_or_conflicting_teachers(tmp_path, monkeypatch, c
     assert main(["teacher", "import", str(carried)]) == 2
     assert "already holds a different teacher" in " ".join(capsys.readouterr().err.split())
     assert sha256_file(other / "teacher.pt") == before
+
+
+@pytest.mark.parametrize("arch", ["san", "swinfir", "emsrdpn", "mdsr"])
+def test_the_seed_papers_teachers_train_into_the_zoo_at_their_mini_preset(tmp_path, monkeypatch, capsys, arch):
+    """`kdbench teacher train --teacher <seed teacher> --preset mini`: trained, evaluated and cached like RCAN."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["teacher", "train", "--teacher", arch, "--preset", "mini", "--profile", "smoke", "--no-progress",
+                 "--threads", "1", "--set", "teacher.train.steps=1", "--set", "teacher.train.batch_size=1"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "teachers").glob("*/teacher.json")]
+    assert (record["arch"], record["preset"], record["steps"]) == (arch, "mini", 1)
+    assert all(math.isfinite(scores["psnr_y"]) for scores in record["eval"].values()) and record["eval"]
+    state = torch.load(tmp_path / "cache" / "teachers" / record["key"] / "teacher.pt", weights_only=True)
+    create(arch, 4, "mini").load_state_dict(state)  # strict: the cached weights are the mini network's
+    assert arch in capsys.readouterr().out

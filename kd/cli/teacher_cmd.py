@@ -106,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a teacher and cache it under <cache>/teachers/, keyed by architecture, preset, scale, "
         "training data, seed and recipe. `kdbench run` uses it when no --teacher-ckpt is given.",
     )
-    train.add_argument("--teacher", required=True, help="teacher architecture (rcan, han, swinir)")
+    train.add_argument("--teacher", required=True, help="teacher architecture: any network of `kdbench list "
+                       "models`, e.g. rcan, han, swinir, edsr, san, swinfir, emsrdpn, mdsr")
     train.add_argument("--preset", help="teacher preset (default: the profile's)")
     train.add_argument("--teacher-seed", type=int, help="teacher training seed (default 0)")
     train.add_argument("--data", help="training dataset (default: the profile's)")
