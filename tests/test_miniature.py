@@ -164,16 +164,18 @@ def test_paper_dckd_reads_the_committed_miniature_first_and_fits_80_columns(tmp_
 
 
 def test_the_printed_sweep_commands_plan_the_cells_of_the_miniature(tmp_path):
-    """What `kdbench paper dckd` tells the user to run makes the runs its miniature reads, on any CPU."""
+    """What `kdbench paper dckd|fakd` tells the user to run makes the runs its miniature reads, on any CPU."""
     import shlex
 
     from kd.cli import build_parser
     from kd.cli.sweep_cmd import grid_layers
-    from kd.report.miniature import METHODS, SEEDS
+    from kd.report.miniature import DCKD, FAKD, SEEDS
     from kd.results.sweep import cell_config, expand_grid, parse_ints
 
-    for pair in PAIRS:
-        argv = shlex.split(pair.sweep_command())
+    assert FAKD.pairs[1].student == ("san_fakd", "mini_student")  # FAKD's SAN pair, in FAKD's own copy of SAN
+    for spec, pair in [*((DCKD, pair) for pair in DCKD.pairs), (FAKD, FAKD.pairs[1])]:
+        command, _ = spec.sweep_commands(pair)
+        argv = shlex.split(command)
         assert argv[0] == "kdbench"
         args = build_parser().parse_args([*argv[1:], "--data-root", str(tmp_path)])
         _, layers, _ = grid_layers(args)
@@ -181,7 +183,7 @@ def test_the_printed_sweep_commands_plan_the_cells_of_the_miniature(tmp_path):
                             parse_ints(args.seeds, "--seeds"))
         configs = [cell_config(cell, layers, args.overrides) for cell in cells]
         assert sorted({(c.method.name, c.seed) for c in configs}) == sorted(
-            (method, seed) for method in ("none", *METHODS) for seed in SEEDS)
+            (method, seed) for method in ("none", *spec.methods) for seed in SEEDS)
         for config in configs:
             assert config.profile == "cpu" and (config.student.arch, config.student.preset) == pair.student
             assert config.accel.teacher_dtype == "fp32"

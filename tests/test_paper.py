@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -22,7 +25,7 @@ def test_every_published_cell_of_the_source_appears(name):
     table = paper_table(name, measured=_empty())
     text = to_text(table, "markdown")
     source = {"bicubic": published_results().query("model == 'bicubic'"),
-              "fakd": published_results()[published_results()["source"].str.startswith("FAKD")],
+              "fakd": published_results(with_seed=True).query("source.str.startswith('FAKD')"),
               "dckd": published_results()[published_results()["source"].str.startswith("DCKD")],
               "lightweight": published_results().query("role == 'lightweight peer'"),
               "teachers": published_results()[published_results()["source"].str.match(r"(RCAN|HAN|SwinIR) \(")
@@ -107,3 +110,101 @@ def test_student_cells_come_only_from_runs_of_the_table_s_own_recipe():
     paper = paper_table("fakd", measured=measured("paper-fakd"))
     assert set5_x4(paper).ours.psnr == 32.5 and paper.miniature is None
     assert not any("miniature" in note for note in paper.notes)
+
+
+# ------------------------------------------------------------------------------------------------ FAKD's SAN columns
+
+SAN_COLUMNS = {"teacher (TN)": "TN (SAN 20x10)", "student w/o KD (SN w/o FAKD)": "SN (6x10) without FAKD",
+               "FAKD": "SN (6x10) with FAKD"}
+
+
+def _cell(table, dataset: str, scale: int, column: str):
+    return next(c for c in table.cells if c.row == (dataset, f"x{scale}") and c.column == column)
+
+
+def test_fakd_has_the_san_columns_of_table_3_with_the_published_values():
+    table = paper_table("fakd", measured=_empty())
+    seed = published_results_seed().query("paper.str.startswith('FAKD')")
+    assert len(seed) == 48
+    for row in seed.itertuples():
+        cell = _cell(table, row.dataset_key, row.scale, SAN_COLUMNS[row.method])
+        assert (cell.published.psnr, cell.published.ssim) == (row.psnr, row.ssim) and cell.ours is None
+        assert cell.evidence == row.source
+    assert [title for title, _ in table.parts()] == [table.blocks[0][0], table.blocks[1][0]]
+    assert table.blocks[1][1] == list(SAN_COLUMNS.values())
+    text = to_text(table, "markdown")
+    assert text.index("### FAKD (ICIP 2020) Table 3, RCAN") < text.index("### FAKD (ICIP 2020) Table 3, SAN")
+    san_block = text.split("### FAKD (ICIP 2020) Table 3, SAN")[1]
+    assert "| Urban100 | x8 | 22.70/0.6314 |" in san_block and "TN (RCAN" not in san_block
+    # FAKD's own SAN copy (arch san_fakd) made the table; the commands name it and the student's preset
+    assert "kdbench eval --model san_fakd --preset paper" in text
+    assert "kdbench run --profile paper-fakd --student san_fakd --student-preset 6x10 --teacher san_fakd" in text
+
+
+def test_a_san_teacher_eval_csv_fills_the_san_teacher_cell(tmp_path):
+    def eval_csv(arch: str) -> Path:
+        csv = tmp_path / f"{arch}_x4.csv"
+        pd.DataFrame({"model": [arch], "dataset": ["BSD100"], "scale": [4], "images": [100], "psnr_y": [27.70],
+                      "ssim_y": [0.7421]}).to_csv(csv, index=False)
+        (tmp_path / f"{csv.name}.meta.json").write_text(json.dumps({"model": {"arch": arch, "preset": "paper"}}))
+        return csv
+
+    table = paper_table("fakd", eval_csvs=[eval_csv("san_fakd")], miniature_dirs=[])
+    teacher = _cell(table, "B100", 4, "TN (SAN 20x10)")
+    assert (teacher.ours.psnr, teacher.ours.ssim) == (27.70, 0.7421) and teacher.command is None
+    assert teacher.delta == pytest.approx(27.70 - 27.78)
+    assert _cell(table, "B100", 4, "TN (RCAN 10x20)").ours is None
+    assert _cell(table, "Set5", 4, "TN (SAN 20x10)").ours is None  # other datasets keep their command
+    # the official SAN is another network (non-local n_feats // 8): its scores are not FAKD's teacher's
+    official = paper_table("fakd", eval_csvs=[eval_csv("san")], miniature_dirs=[])
+    assert _cell(official, "B100", 4, "TN (SAN 20x10)").ours is None
+
+
+def test_a_paper_fakd_san_student_run_fills_the_san_student_cell(tmp_path):
+    def write_run(profile: str) -> None:
+        summary = {"run_id": f"san_fakd-fakd-{profile}-s0", "student": "san_fakd", "student_preset": "6x10",
+                   "method": "fakd", "scale": 4, "seed": 0, "profile": profile,
+                   "teacher": {"arch": "san_fakd", "preset": "paper", "eval": {"Set5": {"psnr_y": 32.60,
+                                                                                     "ssim_y": 0.9001}}},
+                   "datasets": {"Set5": {"psnr_y": 32.41, "ssim_y": 0.8977}}}
+        folder = tmp_path / "runs" / summary["run_id"]
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(summary))
+
+    write_run("cpu")  # another recipe: not a cell of the published table
+    table = paper_table("fakd", runs_dir=tmp_path / "runs", miniature_dirs=[])
+    assert _cell(table, "Set5", 4, "SN (6x10) with FAKD").ours is None and table.miniature is not None
+    write_run("paper-fakd")
+    table = paper_table("fakd", runs_dir=tmp_path / "runs", miniature_dirs=[])
+    student = _cell(table, "Set5", 4, "SN (6x10) with FAKD")
+    assert (student.ours.psnr, student.ours.ssim) == (32.41, 0.8977) and student.command is None
+    assert _cell(table, "Set5", 4, "TN (SAN 20x10)").ours.psnr == 32.60  # the run's teacher, evaluated
+    assert _cell(table, "Set5", 4, "SN (6x10) without FAKD").ours is None
+    assert _cell(table, "Set5", 4, "SN with FAKD").ours is None  # the RCAN student is another cell
+    assert table.miniature is None
+
+
+def test_without_student_runs_the_miniature_has_the_san_pair():
+    table = paper_table("fakd", measured=_empty())
+    mini = table.miniature
+    assert [pair.name for pair in mini.spec.pairs] == ["RCAN", "SAN"]
+    assert mini.published[("SAN", "fakd", "Set5")] == pytest.approx(32.472 - 32.360)  # x4, FAKD Table 3
+    text = to_text(table, "markdown")
+    assert "| SAN | FAKD | +0.11 | – |" in text
+    assert ("kdbench sweep --profile cpu --students san_fakd --set student.preset=mini_student --teachers san_fakd "
+            "--methods none,fakd --seeds 0,1,2") in text
+
+
+def test_paper_fakd_prints_the_san_block_as_its_own_table_in_80_columns(tmp_path, monkeypatch, capsys, readable):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["paper", "fakd", "--runs", str(tmp_path / "none"), "--miniature-runs", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    readable(out, ["Vincent-Hoo/Knowledge-Distillation-for-Super-resolution", "38.31 → –[",
+                   "SN (6x10) without FAKD", "SN (6x10) with FAKD"])
+    rcan, san = out.index("Table 3, RCAN"), out.index("Table 3, SAN")
+    assert rcan < out.index("TN (RCAN 10x20)") < san < out.index("TN (SAN 20x10)")
+    header = next(line for line in out.splitlines() if "TN (SAN 20x10)" in line)
+    assert "SN with FAKD" not in header and "Evidence" not in header  # the SAN columns together, RCAN's apart
+    x8 = [line for line in out.splitlines() if line.startswith("Set5       x8")]
+    assert x8 and out.index(x8[0]) > san  # x8 is a SAN row only

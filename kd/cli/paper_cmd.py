@@ -65,10 +65,14 @@ def run_paper(args: argparse.Namespace) -> int:
     if table.miniature is not None:
         _print_miniature(table.miniature, console)
         console.print()
-    header, body = compact_grid(table)
-    print_table(_view(table.title, "PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM in "
-                      "--format markdown or csv; [n]: the command that fills the cell", header, body,
-                      key=len(table.row_names)), console)
+    parts = table.parts()  # a table with column groups (FAKD's RCAN and SAN) prints one table per group
+    for n, (title, columns) in enumerate(parts):
+        if n:
+            console.print()
+        caption = ("PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM in --format markdown or csv; "
+                   "[n]: the command that fills the cell") if n == len(parts) - 1 else ""
+        header, body = compact_grid(table, columns)
+        print_table(_view(title, caption, header, body, key=len(table.row_names)), console)
     for line in footnote_lines(table, console.width):
         say(console, line)
     for note in table.notes:

@@ -1,7 +1,8 @@
 """Reference tables shipped with kdbench (copies of `shared/reference/*.csv`), so the product never needs `../shared`.
 
 * `bicubic_reference()`: the golden bicubic PSNR/SSIM (Y, crop = scale) on the shared Set5 / Set14 / BSD100.
-* `published_results()`: numbers quoted from papers (RCAN, SwinIR, ... tables), one row per model, dataset, scale.
+* `published_results()`: numbers quoted from papers (RCAN, SwinIR, ... tables), one row per model, dataset, scale;
+  `published_results(with_seed=True)` adds the seed file's rows that fit those columns (FAKD Table 3's SAN columns).
 * `published_results_seed()`: the published numbers of the seed networks (FAKD's SAN, SwinFIR, IKM, KDSR on
   Gaussian8 blur, NCNet), one row per model, dataset, scale, in that file's own columns.
 
@@ -38,9 +39,32 @@ def bicubic_reference() -> pd.DataFrame:
     return _read("bicubic_reference.csv").copy()
 
 
-def published_results() -> pd.DataFrame:
-    """Columns source, table, model, role, method, train_set, scale, dataset, psnr, ssim, params, evidence."""
-    return _read("published_results.csv").copy()
+# published_results_seed.csv rows that belong in published_results()'s columns: (paper, its `method` label) -> (model,
+# role, kdbench method). FAKD Table 3's SAN columns were produced by FAKD's own copy of SAN (its repository trains
+# them with `code/models/san.py`; SEED_NETWORKS.md section 1): arch `san_fakd`, the model names of
+# kd.report.paper.MODEL_MAP.
+_SEED_AS_RESULTS = {
+    ("FAKD (He et al., ICIP 2020)", "teacher (TN)"): ("san_fakd", "teacher", "none"),
+    ("FAKD (He et al., ICIP 2020)", "student w/o KD (SN w/o FAKD)"): ("san_fakd_6x10", "student", "none"),
+    ("FAKD (He et al., ICIP 2020)", "FAKD"): ("san_fakd_6x10", "student", "fakd"),
+}
+
+
+def published_results(with_seed: bool = False) -> pd.DataFrame:
+    """Columns source, table, model, role, method, train_set, scale, dataset, psnr, ssim, params, evidence.
+    `with_seed`: also the rows of published_results_seed.csv that fit these columns (FAKD Table 3's SAN columns;
+    `evidence` is their `source`, `train_set` and `params` are not in that file)."""
+    table = _read("published_results.csv").copy()
+    if not with_seed:
+        return table
+    seed = published_results_seed()
+    found = [_SEED_AS_RESULTS.get(label) for label in zip(seed["paper"], seed["method"])]
+    seed = seed[[names is not None for names in found]]
+    model, role, method = zip(*(names for names in found if names is not None))
+    rows = pd.DataFrame({"source": seed["paper"], "table": seed["table"], "model": model, "role": role,
+                         "method": method, "scale": seed["scale"], "dataset": seed["dataset"], "psnr": seed["psnr"],
+                         "ssim": seed["ssim"], "evidence": seed["source"], "dataset_key": seed["dataset_key"]})
+    return pd.concat([table, rows], ignore_index=True)
 
 
 def published_results_seed() -> pd.DataFrame:

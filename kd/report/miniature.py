@@ -1,12 +1,12 @@
 """Published KD tables in miniature: the same pair shapes at the cpu budget, our gains beside the published ones.
 
 DCKD (AAAI 2025) Table 2 trains RCAN 10x6 from RCAN 10x20 and SwinIR embed-60 from SwinIR embed-180 for days on
-GPUs; FAKD (ICIP 2020) Table 3 the same RCAN pair. The miniature keeps each pair's shape in the body (the CNN
-student keeps 1 of its teacher's 4 blocks per group, the transformer student a third of its width; presets
-`mini_student` beside the `mini` teachers), trains every method at the cpu profile with seeds 0, 1, 2 and compares
-*gains over scratch*, paired by seed, with the published gains (method − scratch, same table). Absolute PSNRs of a
-1000-step run are not comparable with published ones; the question a miniature can answer is which published
-orderings of methods survive at this scale.
+GPUs; FAKD (ICIP 2020) Table 3 the same RCAN pair and SAN 6x10 from SAN 20x10. The miniature keeps each pair's
+shape in the body (the RCAN student keeps 1 of its teacher's 4 blocks per group, the SAN student 1 of its 3 groups,
+the transformer student a third of its width; presets `mini_student` beside the `mini` teachers), trains every
+method at the cpu profile with seeds 0, 1, 2 and compares *gains over scratch*, paired by seed, with the published
+gains (method − scratch, same table). Absolute PSNRs of a 1000-step run are not comparable with published ones; the
+question a miniature can answer is which published orderings of methods survive at this scale.
 
 KDSR (ICLR 2023) Table 1 is blind SR (Gaussian8): its miniature runs on that track (`data.degradation=iso_gaussian`)
 and measures the gain of KDSR's KD term, over the same student with that term's weight at 0 (both start from the
@@ -49,7 +49,7 @@ MIN_PUBLISHED_SPLIT = 0.05  # dB: published gains closer than this are not treat
 @dataclass(frozen=True)
 class MiniaturePair:
     name: str
-    published_student: str  # the model name in published_results.csv
+    published_student: str  # the model name in published_results(with_seed=True)
     student: tuple[str, str]  # (architecture, preset)
     teacher: tuple[str, str]
 
@@ -129,8 +129,15 @@ class MiniatureSpec:
 DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch, x4, cpu profile",
                      "DCKD (Zhou et al., AAAI 2025)", METHODS, PAIRS,
                      "DUKD has no published row in this table (its DCKD* is DCKD + DUKD).")
+# FAKD Table 3's SAN columns come from FAKD's own copy of SAN (arch san_fakd; SEED_NETWORKS.md section 1). Student /
+# teacher parameters, body only (whole network): 0.36 (0.50), published 6x10 / 20x10 0.30 (0.315).
+SAN_PAIR = MiniaturePair("SAN", "san_fakd_6x10", ("san_fakd", "mini_student"), ("san_fakd", "mini"))
 FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, cpu profile",
-                     "FAKD (He et al., ICIP 2020)", ("fakd",), PAIRS[:1])
+                     "FAKD (He et al., ICIP 2020)", ("fakd",), (PAIRS[0], SAN_PAIR),
+                     pair_note="Pairs: RCAN mini (3 groups x 4 blocks) → 3 x 1, SAN mini (FAKD's copy, 3 groups x 4 "
+                               "blocks) → 1 x 4, trained on 291-train; student/teacher parameters, body (whole "
+                               "network): RCAN 0.36 (0.50), SAN 0.36 (0.50); published pairs 0.32 (0.33) and 0.30 "
+                               "(0.315).")
 # KDSR distils blind SR: its teacher is the student's own network with an encoder that also sees the HR, so the pair
 # keeps one preset; the KD term's effect is the gain over the same student, trunk transferred, with that term at 0.
 KDSR = MiniatureSpec(
@@ -236,7 +243,7 @@ def _published_gain(gain: float | None) -> str:
 def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
     from kd.reference_data import published_results
 
-    table = published_results()
+    table = published_results(with_seed=True)
     table = table[(table["source"] == spec.source) & (table["scale"] == SCALE) & (table["role"] == "student")]
     gains = {}
     for pair in spec.pairs:

@@ -33,8 +33,8 @@ BICUBIC = "bicubic"  # the classical track; KDSR's table is blind SR (`data.degr
 MODEL_MAP = {"bicubic": ("bicubic", None), "rcan": ("rcan", "paper"), "han": ("han", "paper"),
              "swinir": ("swinir", "paper"), "swinir_light": ("swinir_light", "paper"), "asid": ("asid", "paper"),
              "rcan_10x6": ("rcan", "10x6"), "swinir_e60": ("swinir", "e60"), "KDSR_S-M": ("kdsr", "paper"),
-             "KDSR_S-L": ("kdsr", "l")}
-TEACHER_OF = {"rcan_10x6": "rcan", "swinir_e60": "swinir"}
+             "KDSR_S-L": ("kdsr", "l"), "san_fakd": ("san_fakd", "paper"), "san_fakd_6x10": ("san_fakd", "6x10")}
+TEACHER_OF = {"rcan_10x6": "rcan", "swinir_e60": "swinir", "san_fakd_6x10": "san_fakd"}
 # The student cells of a table come from runs of its paper's own training recipe (kd.profiles).
 FAKD_PROFILE, DCKD_PROFILE = "paper-fakd", "paper-dckd"
 
@@ -74,6 +74,13 @@ class PaperTable:
     notes: list[str] = field(default_factory=list)
     extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # per-row extra columns (params)
     miniature: Miniature | None = None  # stands in while no student run of the table's paper profile exists
+    # (title, columns) of column groups printed as tables of their own (a published table's sub-tables); empty: one
+    # table of all the columns
+    blocks: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def parts(self) -> list[tuple[str, list[str]]]:
+        """(title, columns) of each printed table: the blocks, or the whole table under its title."""
+        return self.blocks or [(self.title, self.columns)]
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -253,7 +260,7 @@ def run_command(published_model: str, method: str, scale: int, profile: str) -> 
 
 
 def _published(**match) -> pd.DataFrame:
-    table = published_results()
+    table = published_results(with_seed=True)
     for column, value in match.items():
         table = table[table[column] == value]
     return table
@@ -290,24 +297,40 @@ def _teachers(measured: Measured) -> PaperTable:
                       ["Scale", "Model", "Source"], PAPER_DATASETS, cells)
 
 
+# FAKD Table 3's two column groups, by teacher: its title and the column of each (role, method). The SAN columns
+# (published_results_seed.csv) were produced by FAKD's own copy of SAN, arch san_fakd (SEED_NETWORKS.md section 1).
+FAKD_BLOCKS = {
+    "rcan": ("FAKD (ICIP 2020) Table 3, RCAN: teacher (10x20) / student (10x6) / student + FAKD",
+             {("teacher", "none"): "TN (RCAN 10x20)", ("student", "none"): "SN without FAKD",
+              ("student", "fakd"): "SN with FAKD"}),
+    "san_fakd": ("FAKD (ICIP 2020) Table 3, SAN (FAKD's copy): teacher (20x10) / student (6x10) / student + FAKD",
+                 {("teacher", "none"): "TN (SAN 20x10)", ("student", "none"): "SN (6x10) without FAKD",
+                  ("student", "fakd"): "SN (6x10) with FAKD"}),
+}
+
+
 def _fakd(measured: Measured) -> PaperTable:
-    cells = []
-    columns = {("teacher", "none"): "TN (RCAN 10x20)", ("student", "none"): "SN without FAKD",
-               ("student", "fakd"): "SN with FAKD"}
+    cells, students = [], []
     for _, row in _published(source="FAKD (He et al., ICIP 2020)").iterrows():
-        scale, dataset = int(row["scale"]), row["dataset_key"]
-        column = columns[(row["role"], row["method"])]
+        scale, dataset, model = int(row["scale"]), row["dataset_key"], row["model"]
+        arch, preset = MODEL_MAP[model]
         if row["role"] == "teacher":
-            ours = measured.model("rcan", "paper", scale, dataset)
-            command = None if ours else eval_command("rcan", scale, dataset, "fakd")
+            column = FAKD_BLOCKS[model][1][("teacher", "none")]
+            ours = measured.model(arch, preset, scale, dataset)
+            command = None if ours else eval_command(model, scale, dataset, "fakd")
         else:
-            arch, preset = MODEL_MAP[row["model"]]
-            ours = measured.student(arch, preset, row["method"], "rcan", scale, dataset, profile=FAKD_PROFILE)
-            command = None if ours else run_command(row["model"], row["method"], scale, FAKD_PROFILE)
+            teacher = TEACHER_OF[model]
+            column = FAKD_BLOCKS[teacher][1][("student", row["method"])]
+            ours = measured.student(arch, preset, row["method"], MODEL_MAP[teacher][0], scale, dataset,
+                                    profile=FAKD_PROFILE)
+            command = None if ours else run_command(model, row["method"], scale, FAKD_PROFILE)
         cells.append(Cell((dataset, f"x{scale}"), column, _pub_score(row), ours, row["evidence"], command))
-    table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: RCAN teacher (10x20) / student (10x6) / student + FAKD",
-                       ["Dataset", "Scale"], list(columns.values()), cells)
-    students = [c for c in cells if c.column != columns[("teacher", "none")]]
+        if row["role"] != "teacher":
+            students.append(cells[-1])
+    blocks = [(title, list(columns.values())) for title, columns in FAKD_BLOCKS.values()]
+    table = PaperTable("fakd", "FAKD (ICIP 2020) Table 3: teachers / students / students + FAKD, RCAN and SAN",
+                       ["Dataset", "Scale"], [column for _, columns in blocks for column in columns], cells,
+                       blocks=blocks)
     return _with_miniature(table, students, FAKD_PROFILE, lambda: build_miniature(measured.miniature, FAKD),
                            measured.miniature_source)
 
@@ -450,13 +473,23 @@ def footnotes(table: PaperTable) -> dict[str, int]:
     return numbers
 
 
-def grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the original layout: per column, published | ours | Δ; then the evidence."""
-    notes = footnotes(table)
+def _layout(table: PaperTable,
+            columns: list[str] | None) -> tuple[dict[tuple[str, ...], dict[str, Cell]], list[str]]:
+    """The rows that hold a cell of `columns` (default: the table's), their cells by column, and those of `columns`
+    that hold a cell."""
+    wanted = table.columns if columns is None else columns
     rows: dict[tuple[str, ...], dict[str, Cell]] = {}
     for cell in table.cells:
-        rows.setdefault(cell.row, {})[cell.column] = cell
-    columns = [c for c in table.columns if any(c in r for r in rows.values())]
+        if cell.column in wanted:
+            rows.setdefault(cell.row, {})[cell.column] = cell
+    return rows, [c for c in wanted if any(c in r for r in rows.values())]
+
+
+def grid(table: PaperTable, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the original layout (of `columns` only, if given): per column, published | ours | Δ; then
+    the evidence."""
+    notes = footnotes(table)
+    rows, columns = _layout(table, columns)
     extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
     header = [*table.row_names, *extra_names]
     for column in columns:
@@ -478,14 +511,11 @@ def grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def compact_grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
-    """The terminal's layout: one cell per published column, "published → ours (Δ)" in PSNR (dB), so that ours
-    always stands beside the published value however the table folds."""
+def compact_grid(table: PaperTable, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The terminal's layout (of `columns` only, if given): one cell per published column, "published → ours (Δ)"
+    in PSNR (dB), so that ours always stands beside the published value however the table folds."""
     notes = footnotes(table)
-    rows: dict[tuple[str, ...], dict[str, Cell]] = {}
-    for cell in table.cells:
-        rows.setdefault(cell.row, {})[cell.column] = cell
-    columns = [c for c in table.columns if any(c in r for r in rows.values())]
+    rows, columns = _layout(table, columns)
     extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
     header = [*table.row_names, *extra_names, *columns, "Evidence"]
     body = []
@@ -502,8 +532,8 @@ def compact_grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
             else:
                 ours = "–" + (f"[{notes[cell.command]}]" if cell.command else "")
             line.append(f"{published} → {ours}")
-        line.append("; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence)))
-        body.append(line)
+        evidence = "; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence))
+        body.append([*line, evidence.replace("@", " @")])  # a long `owner/repo@commit` may wrap before its commit
     return header, body
 
 
@@ -526,13 +556,14 @@ def to_text(table: PaperTable, fmt: str = "markdown") -> str:
         raise unknown_choice("format", fmt, FORMATS)
     if fmt == "csv":
         return to_csv(table)
-    header, body = grid(table)
     lines = []
     if table.miniature is not None:
         lines += [miniature_markdown(table.miniature).rstrip("\n"), ""]
-    lines += [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", "",
-              *markdown_table(header, body)]
-    lines += [""] + [f"- {line}" for line in footnote_lines(table)]
+    lines += [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", ""]
+    for title, columns in table.parts():
+        lines += [f"### {title}", ""] if table.blocks else []
+        lines += [*markdown_table(*grid(table, columns)), ""]
+    lines += [f"- {line}" for line in footnote_lines(table)]
     lines += [""] + [f"- Note: {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
