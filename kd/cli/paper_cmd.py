@@ -43,7 +43,7 @@ def run_paper(args: argparse.Namespace) -> int:
 
     from kd.errors import unknown_choice
     from kd.report.paper import (
-        FORMATS, PAPER_TABLES, collect_measured, compact_grid, footnote_lines, paper_table, to_text,
+        FORMATS, PAPER_TABLES, collect_measured, compact_grid, extra_grid, footnote_lines, paper_table, to_text,
     )
 
     if args.table not in PAPER_TABLES:
@@ -65,10 +65,18 @@ def run_paper(args: argparse.Namespace) -> int:
     if table.miniature is not None:
         _print_miniature(table.miniature, console)
         console.print()
-    header, body = compact_grid(table)
-    print_table(_view(table.title, "PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM in "
-                      "--format markdown or csv; [n]: the command that fills the cell", header, body,
-                      key=len(table.row_names)), console)
+    key = len(table.row_names)
+    if table.extra:
+        print_table(_view(table.title, table.extra_caption, *extra_grid(table), key=key), console)
+        console.print()
+    ssim_where = "below" if table.terminal_ssim else "in --format markdown or csv"
+    print_table(_view("PSNR-Y" if table.extra else table.title, "PSNR-Y (dB), crop = scale: published → ours (ours "
+                      f"− published); SSIM {ssim_where}; [n]: the command that fills the cell",
+                      *compact_grid(table), key=key), console)
+    if table.terminal_ssim:
+        console.print()
+        print_table(_view("SSIM-Y", "SSIM-Y, crop = scale: published → ours (ours − published)",
+                          *compact_grid(table, "ssim"), key=key), console)
     for line in footnote_lines(table, console.width):
         say(console, line)
     for note in table.notes:
