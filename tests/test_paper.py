@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +11,8 @@ import pytest
 
 from kd.cli import main
 from kd.errors import KdError
-from kd.reference_data import published_results, published_results_seed
-from kd.report.paper import PAPER_TABLES, Measured, grid, paper_table, to_csv, to_text
+from kd.reference_data import published_results, published_results_lightweight, published_results_seed
+from kd.report.paper import PAPER_DATASETS, PAPER_TABLES, Measured, grid, paper_table, to_csv, to_text
 
 
 def _empty() -> Measured:
@@ -27,11 +28,15 @@ def test_every_published_cell_of_the_source_appears(name):
     source = {"bicubic": published_results().query("model == 'bicubic'"),
               "fakd": published_results(with_seed=True).query("source.str.startswith('FAKD')"),
               "dckd": published_results()[published_results()["source"].str.startswith("DCKD")],
-              "lightweight": published_results().query("role == 'lightweight peer'"),
+              "lightweight": pd.concat([published_results().query("role == 'lightweight peer'"),
+                                        published_results_seed().query("method in ['SwinFIR-T', 'U-HDN+IKM']"),
+                                        published_results_lightweight().dropna(subset="psnr")]),
               "teachers": published_results()[published_results()["source"].str.match(r"(RCAN|HAN|SwinIR) \(")
                                               & (published_results()["role"] == "teacher")],
               "kdsr": published_results_seed()[published_results_seed()["paper"].str.startswith("KDSR")]}[name]
     assert not source.empty
+    if name == "lightweight":  # the table's five datasets (NCNet's one published number is on DIV2K-val)
+        source = source[source["dataset_key"].isin(PAPER_DATASETS)]
     for row in source.itertuples():
         cell = f"{row.psnr:.2f}/{row.ssim:.4f}" if pd.notna(row.ssim) else f"{row.psnr:.2f}"
         assert cell in text, (name, row)
@@ -208,3 +213,77 @@ def test_paper_fakd_prints_the_san_block_as_its_own_table_in_80_columns(tmp_path
     assert "SN with FAKD" not in header and "Evidence" not in header  # the SAN columns together, RCAN's apart
     x8 = [line for line in out.splitlines() if line.startswith("Set5       x8")]
     assert x8 and out.index(x8[0]) > san  # x8 is a SAN row only
+
+
+# ---- lightweight: ASID beside the lightweight networks ------------------------------------------------------------
+
+SEED_ROWS = {"A2N": "A2N", "SwinFIR-T": "SwinFIR-T", "U-HDN+IKM": "U-HDN+IKM", "NCNet": "NCNet",
+             "HSRNet": "HSRNet", "HPINet-S / M / L": ("HPINet-S", "HPINet-M", "HPINet-L")}
+
+
+def _section_11(shared_dir) -> dict[str, int]:
+    """SEED_NETWORKS.md section 11 (parameters at x4 of the paper presets, by the official code), by table row."""
+    text = (shared_dir / "reference" / "SEED_NETWORKS.md").read_text(encoding="utf-8")
+    counts = {}
+    for line in text.split("## 11.")[1].splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] in SEED_ROWS:
+            names = SEED_ROWS[cells[0]]
+            numbers = [int(n.replace(",", "")) for n in re.findall(r"\d{1,3}(?:,\d{3})+", cells[2])]
+            counts.update(zip([names] if isinstance(names, str) else names, numbers))
+    assert len(counts) == 8, counts
+    return counts
+
+
+def _eval_csv(folder, arch: str, preset: str, psnr: float) -> str:
+    """A `kdbench eval --out` CSV of `arch` at x4 on the five paper datasets, with its .meta.json."""
+    path = folder / f"{arch}.csv"
+    pd.DataFrame({"model": arch, "dataset": PAPER_DATASETS, "scale": 4, "images": 5, "psnr_y": psnr,
+                  "ssim_y": 0.8}).to_csv(path, index=False)
+    path.with_name(path.name + ".meta.json").write_text(json.dumps({"model": {"arch": arch, "preset": preset}}))
+    return str(path)
+
+
+def test_lightweight_lists_every_seed_network_with_its_parameters_in_80_columns(tmp_path, capsys, shared_dir):
+    assert main(["paper", "lightweight", "--runs", str(tmp_path / "none"),
+                 "--eval-csv", _eval_csv(tmp_path, "a2n", "paper", 32.1234)]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80
+    cost = out.split("\n\n")[0]  # the cost table comes first: one row per network at x4
+    assert re.search(r"^x4 +ASID \(student\) +313,104 ", cost, re.M)
+    for name, params in _section_11(shared_dir).items():
+        assert re.search(rf"^x4 +{re.escape(name)} +{params:,} +- +\d+\.\dG$", cost, re.M), (name, params)
+    a2n = published_results_lightweight().query("method == 'A2N' and dataset == 'Urban100'").iloc[0]
+    assert f"{a2n.psnr:.2f} → 32.12 ({32.1234 - a2n.psnr:+.2f})" in out  # the eval CSV's cell beside the CSV row's
+    assert f"{a2n.ssim:.4f} → 0.8000" in out  # the SSIM block
+
+
+def test_lightweight_cells_join_the_reference_data_and_our_evaluations(tmp_path):
+    table = paper_table("lightweight", eval_csvs=[_eval_csv(tmp_path, "hpinet", "paper", 32.5)])
+    cells = {(cell.row, cell.column): cell for cell in table.cells}
+    for row in published_results_lightweight().itertuples():
+        cell = cells[("x4", row.method), row.dataset_key]
+        if pd.isna(row.psnr):  # not found: a dash, and the evidence says so
+            assert cell.published is None and cell.evidence.startswith("not found")
+        else:
+            assert (cell.published.psnr, cell.published.ssim) == (row.psnr, None if pd.isna(row.ssim) else row.ssim)
+            assert cell.evidence == row.source and re.search("UNVERIFIED|figure", row.source)
+    # HPINet's `paper` preset is HPINet-M: its evaluation fills M's cells, not S's or L's
+    hpinet_m = published_results_lightweight().query("method == 'HPINet-M' and dataset == 'Set5'").iloc[0]
+    assert cells[("x4", "HPINet-M"), "Set5"].ours.psnr == 32.5
+    assert cells[("x4", "HPINet-M"), "Set5"].delta == pytest.approx(32.5 - hpinet_m.psnr)
+    assert cells[("x4", "HPINet-S"), "Set5"].ours is None and cells[("x4", "HPINet-L"), "Set5"].ours is None
+    assert "kdbench eval --model hpinet --preset s " in cells[("x4", "HPINet-S"), "Set5"].command
+    text = to_csv(table)
+    assert "Params (ours)" in text.splitlines()[0] and '"895,659"' in text  # the cost columns in the CSV too
+
+
+def test_lightweight_takes_no_kd_runs_of_its_own_recipe_only():
+    def asid_x4_set5(profile):
+        students = pd.DataFrame([{"arch": "asid", "preset": "paper", "method": "none", "teacher": None, "scale": 4,
+                                  "dataset_key": "Set5", "psnr": 32.0, "ssim": 0.89, "profile": profile}])
+        table = paper_table("lightweight", measured=Measured(_empty().models, students))
+        return next(c for c in table.cells if c.row == ("x4", "ASID (student)") and c.column == "Set5").ours
+
+    assert asid_x4_set5("cpu") is None  # a cpu-budget ASID is no match for the published networks
+    assert asid_x4_set5("paper").psnr == 32.0

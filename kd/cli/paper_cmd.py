@@ -43,7 +43,7 @@ def run_paper(args: argparse.Namespace) -> int:
 
     from kd.errors import unknown_choice
     from kd.report.paper import (
-        FORMATS, PAPER_TABLES, collect_measured, compact_grid, footnote_lines, paper_table, to_text,
+        FORMATS, PAPER_TABLES, collect_measured, compact_grid, extra_grid, footnote_lines, paper_table, to_text,
     )
 
     if args.table not in PAPER_TABLES:
@@ -65,14 +65,23 @@ def run_paper(args: argparse.Namespace) -> int:
     if table.miniature is not None:
         _print_miniature(table.miniature, console)
         console.print()
+    key = len(table.row_names)
+    if table.extra:
+        print_table(_view(table.title, table.extra_caption, *extra_grid(table), key=key), console)
+        console.print()
+    ssim_where = "below" if table.terminal_ssim else "in --format markdown or csv"
     parts = table.parts()  # a table with column groups (FAKD's RCAN and SAN) prints one table per group
     for n, (title, columns) in enumerate(parts):
         if n:
             console.print()
-        caption = ("PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM in --format markdown or csv; "
-                   "[n]: the command that fills the cell") if n == len(parts) - 1 else ""
-        header, body = compact_grid(table, columns)
-        print_table(_view(title, caption, header, body, key=len(table.row_names)), console)
+        caption = ("PSNR-Y (dB), crop = scale: published → ours (ours − published); SSIM "
+                   f"{ssim_where}; [n]: the command that fills the cell") if n == len(parts) - 1 else ""
+        print_table(_view("PSNR-Y" if table.extra else title, caption, *compact_grid(table, columns), key=key),
+                    console)
+    if table.terminal_ssim:
+        console.print()
+        print_table(_view("SSIM-Y", "SSIM-Y, crop = scale: published → ours (ours − published)",
+                          *compact_grid(table, metric="ssim"), key=key), console)
     for line in footnote_lines(table, console.width):
         say(console, line)
     for note in table.notes:

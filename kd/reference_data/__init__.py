@@ -5,6 +5,10 @@
   `published_results(with_seed=True)` adds the seed file's rows that fit those columns (FAKD Table 3's SAN columns).
 * `published_results_seed()`: the published numbers of the seed networks (FAKD's SAN, SwinFIR, IKM, KDSR on
   Gaussian8 blur, NCNet), one row per model, dataset, scale, in that file's own columns.
+* `published_results_lightweight()`: in the seed file's columns, the x4 numbers of the lightweight networks that
+  the seed file lacks (A2N, HPINet S/M/L), transcribed from SEED_NETWORKS.md with its evidence notes (UNVERIFIED,
+  read from a figure) in `source`; where it found none (NCNet, HSRNet, some datasets of A2N and HPINet) a row
+  without a value whose `source` says so. It has no copy in `shared/reference`.
 
 The two files name the same dataset differently (`BSD100` vs the papers' `B100`). Both loaders keep the original
 spelling in `dataset` and add `dataset_key`, a canonical name to join on (`canonical_dataset`).
@@ -70,7 +74,16 @@ def published_results(with_seed: bool = False) -> pd.DataFrame:
 def published_results_seed() -> pd.DataFrame:
     """Columns paper, table, method, teacher, student, scale, dataset, psnr, ssim, source (+ dataset_key, the set's
     name without a protocol note: "Set5 (Gaussian8)" -> Set5)."""
-    table = _read("published_results_seed.csv").copy()
+    return _seed_columns("published_results_seed.csv")
+
+
+def published_results_lightweight() -> pd.DataFrame:
+    """The columns of `published_results_seed()`; `psnr` and `ssim` are empty where no value was found."""
+    return _seed_columns("published_results_lightweight.csv")
+
+
+def _seed_columns(filename: str) -> pd.DataFrame:
+    table = _read(filename).copy()
     table["dataset_key"] = table["dataset"].str.replace(r" \(.*\)$", "", regex=True).map(canonical_dataset)
     return table
 

@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,9 @@ import pandas as pd
 from kd.errors import KdError, unknown_choice
 from kd.fileio import checkout_root
 from kd.output import markdown_table
-from kd.reference_data import canonical_dataset, published_results, published_results_seed
+from kd.reference_data import (
+    canonical_dataset, published_results, published_results_lightweight, published_results_seed,
+)
 from kd.report.miniature import DCKD, FAKD, KDSR, Miniature, build_miniature, default_dirs
 from kd.report.miniature import to_markdown as miniature_markdown
 from kd.report.runs import RunSet, scan_runs
@@ -72,7 +75,10 @@ class PaperTable:
     columns: list[str]
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)
-    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)  # per-row extra columns (params)
+    # Cost columns (parameters, MACs) of some rows, shown as a table of their own before the scores.
+    extra: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
+    extra_caption: str = ""  # what the cost columns count
+    terminal_ssim: bool = False  # the terminal shows SSIM as a second block (markdown and CSV always have it)
     miniature: Miniature | None = None  # stands in while no student run of the table's paper profile exists
     # (title, columns) of column groups printed as tables of their own (a published table's sub-tables); empty: one
     # table of all the columns
@@ -233,8 +239,15 @@ def _preset_note(arch: str, preset: str | None) -> str:
 
 def eval_command(published_model: str, scale: int, dataset: str, table: str) -> str:
     arch, preset = MODEL_MAP[published_model]
-    out = f"{arch}_x{scale}.csv"
-    ckpt = "" if arch == "bicubic" else f" --ckpt <official {arch} x{scale} weights>"
+    return network_eval_command(arch, preset, scale, table)
+
+
+def network_eval_command(arch: str, preset: str | None, scale: int, table: str, official: bool = True) -> str:
+    """The evaluation that fills a network's cells of `table`; `official=False` where the checkpoint may as well be
+    a kdbench run's (no official weights at this scale, or not known)."""
+    out = f"{arch}{'' if preset in (None, 'paper') else '_' + preset}_x{scale}.csv"
+    weights = f"<{'official ' if official else ''}{arch} x{scale} weights>"
+    ckpt = "" if arch == "bicubic" else f" --ckpt {weights}"
     shown_preset = "" if arch == "bicubic" else f" --preset {preset}"
     datasets = ",".join(PAPER_DATASETS)
     return (f"kdbench eval --model {arch}{shown_preset}{ckpt} --data {datasets} --scale {scale} --out {out}, "
@@ -412,32 +425,97 @@ def _kdsr(measured: Measured) -> PaperTable:
                            measured.miniature_source)
 
 
-def _lightweight(measured: Measured) -> PaperTable:
-    from kd.metrics.cost import count_parameters
+# The kdbench networks of the lightweight table: published name -> (architecture, preset). Their published rows come
+# from published_results.csv (swinir_light, a peer of Omni-SR's Table 1), published_results_seed.csv (SwinFIR-T,
+# U-HDN+IKM) and published_results_lightweight.csv (the others).
+LIGHTWEIGHT_NETWORKS = {"swinir_light": ("swinir_light", "paper"), "SwinFIR-T": ("swinfir", "t"),
+                        "U-HDN+IKM": ("ikm", "paper"), "A2N": ("a2n", "paper"), "HPINet-S": ("hpinet", "s"),
+                        "HPINet-M": ("hpinet", "m"), "HPINet-L": ("hpinet", "l"), "NCNet": ("ncnet", "paper"),
+                        "HSRNet": ("hsrnet", "paper")}
+ASID_ROW = "ASID (student)"
+COST_SCALE = 4
+PARAMS_OURS, PARAMS_PUBLISHED, MACS_OURS = "Params (ours)", "Params (published)", "MACs (ours)"
+
+
+def _same_presets(arch: str, preset: str) -> list[str]:
+    """The presets of `arch` that build the same network as `preset` (HPINet's `paper` is `m`), `preset` first."""
+    from kd.models import get_entry
+
+    presets = get_entry(arch).presets
+    return [preset] + [name for name, fields in presets.items() if name != preset and fields == presets[preset]]
+
+
+def _network_score(measured: Measured, arch: str, preset: str, scale: int, dataset: str) -> Score | None:
+    """An evaluation of the network (`--eval-csv`), else its no-KD runs of the lightweight table's recipe (the
+    `paper` profile)."""
+    for name in _same_presets(arch, preset):
+        score = measured.model(arch, name, scale, dataset) or measured.student(
+            arch, name, "none", None, scale, dataset, profile="paper")
+        if score:
+            return score
+    return None
+
+
+@cache  # a property of the code alone; counting the MACs of the table's ten networks takes seconds
+def _cost(arch: str, preset: str, scale: int) -> tuple[int, int]:
+    """Parameters and MACs for one 1280x720 output, counted on the meta device (no weights, no compute)."""
+    import torch
+
+    from kd.metrics.cost import count_parameters, macs_for_output
     from kd.models import create
 
-    cells, extra = [], {}
-    peers = _published(role="lightweight peer")
-    for _, row in peers.iterrows():
-        key = (f"x{int(row['scale'])}", row["model"])
-        extra[key] = {"Params (published)": f"{row['params'] / 1e3:,.0f}K" if pd.notna(row["params"]) else "-"}
-        cells.append(Cell(key, row["dataset_key"], _pub_score(row), None, row["evidence"],
-                          "not a kdbench network: published value only"))
-    for scale in sorted(peers["scale"].unique()):
-        scale = int(scale)
-        key = (f"x{scale}", "asid (ours)")
-        extra[key] = {"Params (published)": "not confirmed",
-                      "Params (ours)": f"{count_parameters(create('asid', scale, 'paper')) / 1e3:,.1f}K"}
+    with torch.device("meta"):
+        model = create(arch, scale, preset)
+    return count_parameters(model), macs_for_output(model, scale)
+
+
+def _lightweight(measured: Measured) -> PaperTable:
+    published = []  # (name, scale, dataset, score or None where none was found, evidence)
+    params_published = {}
+    for _, row in _published(role="lightweight peer").iterrows():
+        published.append((row["model"], int(row["scale"]), row["dataset_key"], _pub_score(row), row["evidence"]))
+        if pd.notna(row["params"]):
+            params_published[row["model"]] = f"{row['params'] / 1e3:,.0f}K"
+    seed = pd.concat([published_results_seed(), published_results_lightweight()], ignore_index=True)
+    seed = seed[seed["method"].isin(LIGHTWEIGHT_NETWORKS) & seed["dataset_key"].isin(PAPER_DATASETS)]
+    for _, row in seed.iterrows():
+        score = _pub_score(row) if pd.notna(row["psnr"]) else None
+        published.append((row["method"], int(row["scale"]), row["dataset_key"], score, row["source"]))
+    cells = []
+    for name, scale, dataset, score, evidence in published:
+        if name in LIGHTWEIGHT_NETWORKS:
+            arch, preset = LIGHTWEIGHT_NETWORKS[name]
+            ours = _network_score(measured, arch, preset, scale, dataset)
+            command = network_eval_command(arch, preset, scale, "lightweight", official=False)
+        else:
+            ours, command = None, "not a kdbench network: published value only"
+        cells.append(Cell((f"x{scale}", name), dataset, score, ours, evidence, command))
+    for scale in sorted({scale for _, scale, *_ in published}):
         for dataset in PAPER_DATASETS:
-            ours = measured.model("asid", "paper", scale, dataset) or measured.student(
-                "asid", "paper", "none", None, scale, dataset)
-            cells.append(Cell(key, dataset, None, ours, "ASID's own table not confirmed (ARCHITECTURES.md 2.10)",
-                              None if ours else eval_command("asid", scale, dataset, "lightweight")))
-    cells.sort(key=lambda c: (c.row[0], c.row[1].startswith("asid"), c.row[1]))
-    return PaperTable("lightweight", "ASID beside the lightweight peers (Omni-SR Table 1 / SwinIR / SAFMN)",
-                      ["Scale", "Model"], PAPER_DATASETS, cells, extra=extra,
-                      notes=["ASID's published numbers are not in published_results.csv (not confirmed); only our "
-                             "measurement is shown for it."])
+            ours = _network_score(measured, "asid", "paper", scale, dataset)
+            cells.append(Cell((f"x{scale}", ASID_ROW), dataset, None, ours,
+                              "ASID's own table not confirmed (ARCHITECTURES.md 2.10)",
+                              network_eval_command("asid", "paper", scale, "lightweight", official=False)))
+    cells.sort(key=lambda c: (c.row[0], c.row[1] == ASID_ROW, c.row[1] in LIGHTWEIGHT_NETWORKS, c.row[1].lower()))
+    extra = {}
+    for key in dict.fromkeys(cell.row for cell in cells if cell.row[0] == f"x{COST_SCALE}"):
+        name = key[1]
+        network = ("asid", "paper") if name == ASID_ROW else LIGHTWEIGHT_NETWORKS.get(name)
+        params, macs = _cost(*network, COST_SCALE) if network else (None, None)
+        extra[key] = {PARAMS_OURS: f"{params:,}" if params else "-",
+                      PARAMS_PUBLISHED: "not confirmed" if name == ASID_ROW else params_published.get(name, "-"),
+                      MACS_OURS: f"{macs / 1e9:.1f}G" if macs else "-"}
+    return PaperTable(
+        "lightweight", "ASID beside lightweight SR networks: the Omni-SR Table 1 peers, A2N, HPINet, SwinFIR-T, "
+        "U-HDN+IKM, NCNet, HSRNet", ["Scale", "Model"], PAPER_DATASETS, cells, extra=extra, terminal_ssim=True,
+        extra_caption=f"Cost at x{COST_SCALE}. {PARAMS_OURS}: the kdbench network's parameters, buffers excluded, "
+        "as the official code counts them (SEED_NETWORKS.md section 11, ARCHITECTURES.md; SwinIR's published 897K "
+        "leaves out its position-bias tables). Published: the source's figure. MACs: one 1280x720 output "
+        "(kd.metrics.cost). '-': not a kdbench network, or no figure.",
+        notes=["ASID's published numbers are not in kdbench's reference data (not confirmed); only our measurement "
+               "is shown for it.",
+               "A published '–' is a value its source does not give or that was not found (the evidence says "
+               "which); values marked UNVERIFIED or read off a figure are not from a checked table."])
 
 
 PAPER_TABLES: dict[str, Callable[[Measured], PaperTable]] = {
@@ -490,14 +568,13 @@ def grid(table: PaperTable, columns: list[str] | None = None) -> tuple[list[str]
     the evidence."""
     notes = footnotes(table)
     rows, columns = _layout(table, columns)
-    extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
-    header = [*table.row_names, *extra_names]
+    header = list(table.row_names)
     for column in columns:
         header += [f"{column} published", f"{column} ours", f"{column} Δ"]
     header.append("Evidence")
     body = []
     for key, by_column in rows.items():
-        line = [*key, *(table.extra.get(key, {}).get(name, "") for name in extra_names)]
+        line = list(key)
         for column in columns:
             cell = by_column.get(column)
             if cell is None:
@@ -511,30 +588,46 @@ def grid(table: PaperTable, columns: list[str] | None = None) -> tuple[list[str]
     return header, body
 
 
-def compact_grid(table: PaperTable, columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+def compact_grid(table: PaperTable, columns: list[str] | None = None,
+                 metric: str = "psnr") -> tuple[list[str], list[list[str]]]:
     """The terminal's layout (of `columns` only, if given): one cell per published column, "published → ours (Δ)"
-    in PSNR (dB), so that ours always stands beside the published value however the table folds."""
+    in PSNR (dB), or in SSIM with `metric="ssim"`, so that ours always stands beside the published value however the
+    table folds. The evidence column goes with the PSNR block only."""
     notes = footnotes(table)
     rows, columns = _layout(table, columns)
-    extra_names = list(dict.fromkeys(k for values in table.extra.values() for k in values))
-    header = [*table.row_names, *extra_names, *columns, "Evidence"]
+    with_evidence, digits = metric == "psnr", 2 if metric == "psnr" else 4
+    header = [*table.row_names, *columns, *(["Evidence"] if with_evidence else [])]
     body = []
     for key, by_column in rows.items():
-        line = [*key, *(table.extra.get(key, {}).get(name, "") for name in extra_names)]
+        line = list(key)
         for column in columns:
             cell = by_column.get(column)
             if cell is None:
                 line.append("")
                 continue
-            published = f"{cell.published.psnr:.2f}" if cell.published else "–"
-            if cell.ours:
-                ours = f"{cell.ours.psnr:.2f}" + (f" ({cell.delta:+.2f})" if cell.delta is not None else "")
+            published, ours = (_value(score, metric) for score in (cell.published, cell.ours))
+            if ours is None:
+                shown = "–" + (f"[{notes[cell.command]}]" if cell.command else "")
             else:
-                ours = "–" + (f"[{notes[cell.command]}]" if cell.command else "")
-            line.append(f"{published} → {ours}")
-        evidence = "; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence))
-        body.append([*line, evidence.replace("@", " @")])  # a long `owner/repo@commit` may wrap before its commit
+                shown = f"{ours:.{digits}f}" + (f" ({ours - published:+.{digits}f})" if published is not None else "")
+            line.append(("–" if published is None else f"{published:.{digits}f}") + f" → {shown}")
+        if with_evidence:  # a long `owner/repo@commit` may wrap before its commit
+            line.append("; ".join(dict.fromkeys(c.evidence for c in by_column.values() if c.evidence))
+                        .replace("@", " @"))
+        body.append(line)
     return header, body
+
+
+def _value(score: Score | None, metric: str) -> float | None:
+    value = None if score is None else (score.psnr if metric == "psnr" else score.ssim)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def extra_grid(table: PaperTable) -> tuple[list[str], list[list[str]]]:
+    """The rows that have cost columns (`table.extra`): their key and those columns."""
+    names = list(dict.fromkeys(name for values in table.extra.values() for name in values))
+    rows = dict.fromkeys(cell.row for cell in table.cells if cell.row in table.extra)
+    return [*table.row_names, *names], [[*key, *(table.extra[key].get(name, "") for name in names)] for key in rows]
 
 
 def footnote_lines(table: PaperTable, width: int | None = None) -> list[str]:
@@ -559,7 +652,10 @@ def to_text(table: PaperTable, fmt: str = "markdown") -> str:
     lines = []
     if table.miniature is not None:
         lines += [miniature_markdown(table.miniature).rstrip("\n"), ""]
-    lines += [f"## {table.title}", "", "PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", ""]
+    lines += [f"## {table.title}", ""]
+    if table.extra:
+        lines += [table.extra_caption, "", *markdown_table(*extra_grid(table), left=len(table.row_names)), ""]
+    lines += ["PSNR/SSIM on Y, crop = scale. Δ = ours − published PSNR (dB).", ""]
     for title, columns in table.parts():
         lines += [f"### {title}", ""] if table.blocks else []
         lines += [*markdown_table(*grid(table, columns)), ""]
@@ -573,7 +669,7 @@ def to_csv(table: PaperTable) -> str:
     for cell in table.cells:
         records.append({
             "table": table.name, **{name: value for name, value in zip(table.row_names, cell.row)},
-            "column": cell.column,
+            **table.extra.get(cell.row, {}), "column": cell.column,
             "published_psnr": cell.published.psnr if cell.published else None,
             "published_ssim": cell.published.ssim if cell.published else None,
             "ours_psnr": cell.ours.psnr if cell.ours else None, "ours_ssim": cell.ours.ssim if cell.ours else None,
