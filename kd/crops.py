@@ -53,7 +53,7 @@ def record_crops(plan: VisualPlan, records_dir: Path) -> list[str]:
         try:
             model = _build(run.summary["student"], plan.scale, run.summary.get("student_preset"),
                            run.run_dir / "student.pt")
-            _write(model, plan, records_dir / run.run_id / CROPS)
+            _write(model, plan, run.record_dir(records_dir) / CROPS)
         except Exception as exc:  # one damaged file must not lose the figure
             notes.append(f"visual comparison: the crops of run {run.run_id} could not be computed ({exc})")
     if not plan.teacher or not plan.teacher_runs:
@@ -70,7 +70,7 @@ def record_crops(plan: VisualPlan, records_dir: Path) -> list[str]:
         info = source.teacher_info
         model = _build(info["arch"], plan.scale, info.get("preset"), weights)
         for run in plan.teacher_runs:
-            _write(model, plan, records_dir / run.run_id / CROPS, TEACHER_PREFIX)
+            _write(model, plan, run.record_dir(records_dir) / CROPS, TEACHER_PREFIX)
     except Exception as exc:
         notes.append(f"visual comparison: the teacher {plan.teacher}'s crops could not be computed ({exc})")
     return notes

@@ -302,6 +302,27 @@ def test_report_missing_runs_and_bad_option(capsys, tmp_path):
     check(cli(capsys, "report", "--visual-images", "-1"), 2, "--visual-images")
 
 
+def test_report_never_writes_a_record_outside_out_for_a_hostile_run_id(capsys, runs_copy, tmp_path):
+    """A record folder is named by its summary's run_id: one such as `../../escaped` is refused where the summary is
+    read (the run is left out, named with the reason), so no record lands beside the report."""
+    runs, run_dir = runs_copy
+    hostile = runs / "hostile"
+    shutil.copytree(run_dir, hostile)
+    summary = json.loads((hostile / "summary.json").read_text())
+    (hostile / "summary.json").write_text(json.dumps({**summary, "run_id": "../../escaped"}))
+    out = tmp_path / "reports" / "rep"
+    before = tree(tmp_path)
+    check(cli(capsys, "report", "--runs", runs, "--out", out, "--visual-images", "0"), 0, "run hostile is left out",
+          "summary.json", "'../../escaped' is not a plain name")
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("reports")} == before
+    assert sorted(p.name for p in tmp_path.joinpath("reports").iterdir()) == ["rep"]
+    assert [p.name for p in (out / "records").iterdir()] == [run_dir.name]
+
+    shutil.rmtree(run_dir)  # the hostile run alone: refused, named, nothing written
+    refused(capsys, tmp_path, "report", "--runs", runs, "--out", tmp_path / "other",
+            says=("no finished run that can be read", "run hostile is left out", "not a plain name"))
+
+
 def _replace_many(target: str, count: int) -> None:
     import tempfile
 

@@ -151,7 +151,7 @@ def _out_lock(out_dir: Path) -> Iterator[None]:
 
 def _write_records(runset: RunSet, folder: Path) -> None:
     for run in runset.runs:
-        target = folder / run.run_id
+        target = run.record_dir(folder)
         target.mkdir(parents=True)
         for name in RECORD_FILES:
             if (run.run_dir / name).is_file():

@@ -19,7 +19,7 @@ import yaml
 
 from kd.config import NON_RESULT_KEYS
 from kd.errors import KdError
-from kd.fileio import read_json_lines
+from kd.fileio import check_plain_name, read_json_lines
 from kd.results.store import read_summary
 
 TIDY_COLUMNS = ["run_id", "run_dir", "student", "teacher", "method", "profile", "seed", "scale", "dataset", "metric",
@@ -63,6 +63,11 @@ class Run:
     @property
     def run_id(self) -> str:
         return str(self.summary["run_id"])
+
+    def record_dir(self, records_dir: Path) -> Path:
+        """The run's folder in a report's `records_dir`, named by its run id, which must be a plain name: a record
+        is never written outside the report."""
+        return records_dir / check_plain_name(self.run_id, f"the run id in {self.run_dir / 'summary.json'}")
 
     @property
     def method(self) -> str:
@@ -171,7 +176,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     keeps); a run id found twice is taken from the first folder given. Raises `KdError` saying what is missing when
     there is none."""
     folders = [Path(runs_dirs)] if isinstance(runs_dirs, (str, Path)) else [Path(p) for p in runs_dirs]
-    runs, warnings, notes, unfinished, seen = [], [], [], [], {}
+    runs, warnings, unreadable, unfinished, seen = [], [], [], [], {}
     duplicates: dict[tuple[Path, Path], list[str]] = {}
     for runs_dir in folders:
         if not runs_dir.is_dir():
@@ -185,7 +190,7 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
             try:
                 run = Run(run_dir, read_summary(run_dir / "summary.json"))
             except (OSError, ValueError, TypeError, KeyError) as exc:
-                notes.append(f"run {run_dir.name} is left out: its summary.json could not be read ({exc})")
+                unreadable.append(f"run {run_dir.name} is left out: its summary.json could not be read ({exc})")
                 continue
             if run.run_id in seen:
                 duplicates.setdefault((seen[run.run_id], runs_dir), []).append(run.run_id)
@@ -195,15 +200,18 @@ def scan_runs(runs_dirs: str | Path | Sequence[str | Path]) -> RunSet:
     for (first, later), ids in duplicates.items():
         warnings.append(f"{len(ids)} run(s) are both in {first} and in {later}, read from {first}: {', '.join(ids)}")
     unfinished = [name for name in unfinished if name not in seen]
-    notes += [extension_note(run.summary) for run in runs if run.summary.get("extends")]
+    notes = [*unreadable, *(extension_note(run.summary) for run in runs if run.summary.get("extends"))]
     where = " and ".join(f"'{p}'" for p in folders)
     if unfinished:
         notes.append(f"{len(unfinished)} unfinished run(s) are left out: {', '.join(unfinished)}")
         warnings.append("run the same kdbench run command again to finish the unfinished runs")
     if not runs:
         what = (f"only unfinished runs ({', '.join(unfinished)}): finish them by running the same "
-                "kdbench run command again" if unfinished else "no run folders with a summary.json")
-        raise KdError(f"runs directory {where} holds {what}. A report needs finished runs "
+                "kdbench run command again" if unfinished else
+                "no finished run that can be read" if unreadable else "no run folders with a summary.json")
+        unread = (f"; {unreadable[0]}" + (f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else "")
+                  if unreadable else "")
+        raise KdError(f"runs directory {where} holds {what}{unread}. A report needs finished runs "
                       "(runs/<run-id>/summary.json), at least a no-KD run (--method none) and one KD method.")
     return RunSet(runs, tidy_frame(folders, runs, warnings), warnings, unfinished, notes)
 

@@ -202,7 +202,7 @@ def visual_comparison(plan: VisualPlan, records_dir: Path, out_dir: Path) -> tup
         ("bicubic", [sr_crop(lambda x: imresize(x, float(scale)), v.pair.lr, scale, v.crop) for v in views],
          "bicubic (MATLAB-style imresize)")]
     for name, run in plan.shown.items():
-        crops = _read_crops(records_dir / run.run_id / CROPS, files)
+        crops = _read_crops(run.record_dir(records_dir) / CROPS, files)
         if crops is None:
             notes.append(f"visual comparison: {name} is not shown: no crops were recorded for its run "
                          f"{run.run_id}, whose weights were not at hand when it was reported")
@@ -211,7 +211,7 @@ def visual_comparison(plan: VisualPlan, records_dir: Path, out_dir: Path) -> tup
     if plan.teacher:
         teacher_files = [TEACHER_PREFIX + name for name in files]
         found = next(((run, crops) for run in plan.teacher_runs
-                      if (crops := _read_crops(records_dir / run.run_id / CROPS, teacher_files)) is not None), None)
+                      if (crops := _read_crops(run.record_dir(records_dir) / CROPS, teacher_files)) is not None), None)
         if found is None:
             notes.append(f"visual comparison: the teacher {plan.teacher} is not shown: its crops were not recorded "
                          "and its weights were not at hand (kdbench teacher import restores a zoo teacher)")
