@@ -131,8 +131,11 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys, readabl
     assert main([*argv[:-2], "--miniature-runs", str(tmp_path / "mini")]) == 0  # the terminal table, 80 columns
     orderings = capsys.readouterr().out.split("Published orderings")[1].split("\nnote:")[0]
     readable(orderings, ["DCKD > Logits", "+0.150 ±0.000", "1.36", "holds"])
-    assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--miniature-runs", str(tmp_path / "empty")]) == 0  # named, nothing run there yet
     assert "has not been run yet" in capsys.readouterr().out
+    assert main([*argv, "--miniature-runs", str(tmp_path / "absent")]) == 2  # a folder the user named must exist
+    assert f"--miniature-runs {tmp_path / 'absent'}: no such folder" in " ".join(capsys.readouterr().err.split())
 
     # seeds spread over a local runs folder and a committed report's records join into one miniature
     (tmp_path / "records").mkdir()
@@ -140,7 +143,7 @@ def test_paper_command_reads_the_miniature_runs_folder(tmp_path, capsys, readabl
         run.rename(tmp_path / "records" / run.name)
     assert main([*argv, "--miniature-runs", str(tmp_path / "mini")]) == 0
     assert "| RCAN | DCKD | +0.18 | +0.200 (n=1) |" in capsys.readouterr().out  # seed 0 alone
-    assert main([*argv, "--miniature-runs", str(tmp_path / "mini"), "--miniature-runs", str(tmp_path / "absent"),
+    assert main([*argv, "--miniature-runs", str(tmp_path / "mini"), "--miniature-runs", str(tmp_path / "empty"),
                  "--miniature-runs", str(tmp_path / "records")]) == 0
     assert "| RCAN | DCKD | +0.18 | +0.200 ±" in capsys.readouterr().out
 

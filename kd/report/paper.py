@@ -177,7 +177,13 @@ def collect_measured(runs_dir: Path | None, eval_csvs: list[Path],
                      miniature_dirs: Sequence[Path] | None = None) -> tuple[Measured, list[str]]:
     """Our cells from eval CSVs and the runs under `runs_dir`; the miniature pairs' runs from `miniature_dirs`
     (default `miniature.default_dirs()`: the local runs of its sweeps and the records committed to the repository;
-    the folders that do not exist are skipped). A note says which folders the miniature came from."""
+    those that do not exist are skipped; a folder named in `miniature_dirs` must exist). A note says which folders
+    the miniature came from."""
+    for folder in miniature_dirs or []:
+        if not Path(folder).is_dir():
+            raise KdError(f"--miniature-runs {folder}: no such folder; give a folder of the miniature's runs (where "
+                          "the sweep commands of `kdbench paper fakd|dckd|kdsr` write them), or leave the option out "
+                          "to read the default folders.")
     notes: list[str] = []
     models = [read_eval_csv(Path(p)) for p in eval_csvs]
     students = []
