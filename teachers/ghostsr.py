@@ -41,8 +41,6 @@ from torch import nn
 
 from kd.errors import KdError
 
-SHIFTS = 9  # one-pixel moves of a 3x3 neighbourhood, the centre (no move) included
-
 
 def check_ghost_ratio(network: str, ghost_ratio: float) -> None:
     if isinstance(ghost_ratio, bool) or not isinstance(ghost_ratio, (int, float)) or not 0 <= ghost_ratio < 1:
