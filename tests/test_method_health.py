@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from kd.config import TrainConfig
 from kd.engine import Trainer
@@ -15,6 +14,7 @@ from kd.engine.batches import FixedBatch
 from kd.methods import create_method, get_method, list_methods, loss_weights
 from kd.methods.health import HEALTHY, gradient_ratios, out_of_range
 from kd.models import create, get_entry
+from seed_steps import smooth_batch
 
 SCALE = 4
 # kdsr distils only its own pair (student kdsr, teacher kdsr_teacher): test_kdsr_step0_gradient_ratio_is_in_range
@@ -28,13 +28,6 @@ STRONG_AS_PUBLISHED = {("dckd", "dcl")}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _batch(seed: int = 0, batch: int = 4, size: int = 16):
-    g = torch.Generator().manual_seed(seed)
-    hr = torch.rand(batch, 3, size * SCALE, size * SCALE, generator=g)
-    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    return F.avg_pool2d(hr, SCALE), hr
-
-
 def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, float] | None = None, **train):
     torch.manual_seed(0)
     # TAS's teacher in training is its assistant, which works at half the scale on HR/2 (`kd.methods.tas`)
@@ -43,12 +36,12 @@ def _trainer(tmp_path, method_name: str, teacher_arch: str, weights: dict[str, f
     release = get_method(method_name).release_for(teacher_arch, get_entry(teacher_arch).family, SCALE)
     method = create_method(method_name, student, teacher, release.options if release else None)
     weights = {**(release.weights if release else {}), **(weights or {})}  # the pair's released settings, as a run
-    lr, hr = _batch()
+    lr, hr = smooth_batch(SCALE, batch=4)
     recipe = TrainConfig(**{"steps": 2, "batch_size": 4, "lr_patch": 16, "lr": 1e-3, "log_every": 1,
                             "val_every": 0, **train})
     trainer = Trainer(recipe, student=student, teacher=teacher, method=method,
                       weights=loss_weights(method_name, weights, method), batches=FixedBatch(lr, hr),
-                      holdout=FixedBatch(*_batch(1)), run_dir=tmp_path, seed=0)
+                      holdout=FixedBatch(*smooth_batch(SCALE, batch=4, seed=1)), run_dir=tmp_path, seed=0)
     return trainer, lr, hr
 
 
@@ -69,7 +62,7 @@ def test_kdsr_step0_gradient_ratio_is_in_range(tmp_path):
     reconstruction (1.42x and 1.93x with seeds 1 and 2; mini presets 0.37-0.51x)."""
     torch.manual_seed(0)
     teacher, student = create("kdsr_teacher", SCALE, "tiny"), create("kdsr", SCALE, "tiny")
-    lr, hr = _batch()
+    lr, hr = smooth_batch(SCALE, batch=4)
     recipe = TrainConfig(steps=2, batch_size=4, lr_patch=16, lr=1e-3, log_every=1, val_every=0)
     trainer = Trainer(recipe, student=student, teacher=teacher, method=create_method("kdsr", student, teacher),
                       weights=loss_weights("kdsr"), batches=FixedBatch(lr, hr), run_dir=tmp_path, seed=0)

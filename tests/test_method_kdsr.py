@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from kd.config import TrainConfig
 from kd.engine import Trainer
@@ -17,6 +16,7 @@ from kd.engine.batches import FixedBatch
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, loss_weights
 from kd.models import create, load_official
+from seed_steps import smooth_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,13 +26,6 @@ SCALE = 4
 def _pair(preset: str = "tiny", seed: int = 0):
     torch.manual_seed(seed)
     return create("kdsr", SCALE, preset), create("kdsr_teacher", SCALE, preset)
-
-
-def _batch(batch: int = 2, size: int = 12):
-    g = torch.Generator().manual_seed(0)
-    hr = torch.rand(batch, 3, size * SCALE, size * SCALE, generator=g)
-    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    return F.avg_pool2d(hr, SCALE), hr
 
 
 def _trainer(tmp_path, student, teacher, lr_batch, hr_batch, **train) -> Trainer:
@@ -50,7 +43,7 @@ def test_kd_term_is_the_temperature_scaled_kl_computed_by_hand():
     # teacher logits / T = (ln 3, 0): softmax (3/4, 1/4); student logits equal: softmax (1/2, 1/2)
     teacher_feature = torch.tensor([[t * math.log(3.0), 0.0], [0.0, 0.0]])
     student_feature = torch.zeros(2, 2, requires_grad=True)
-    lr, hr = _batch(batch=2)
+    lr, hr = smooth_batch(SCALE, size=12)
     inputs = StepInputs(lr, hr, hr.clone(), None, {"E_st.mlp": student_feature}, {"E.mlp": teacher_feature})
     terms = method.losses(inputs)
     row0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # KL(teacher || student), row 0
@@ -103,7 +96,7 @@ def test_only_its_own_pair_with_one_trunk_is_accepted():
 
 def test_a_step_trains_the_student_from_the_hr_fed_teacher_which_stays_frozen(tmp_path):
     student, teacher = _pair()
-    lr, hr = _batch()
+    lr, hr = smooth_batch(SCALE, size=12)
     trainer = _trainer(tmp_path, student, teacher, lr, hr, steps=8, lr=2e-3)
     seen = []
     teacher.register_forward_hook(lambda module, args, out: seen.append(len(args)))
@@ -122,7 +115,7 @@ def test_a_step_under_bf16_autocast_and_a_bf16_teacher(tmp_path):
     from kd.engine.accel import plan_accel
 
     student, teacher = _pair()
-    lr, hr = _batch()
+    lr, hr = smooth_batch(SCALE, size=12)
     plan = plan_accel(AccelConfig(precision="bf16", teacher_dtype="bf16"), "cpu", taps=True)
     plan.network(teacher, frozen_teacher=True)
     trainer = _trainer(tmp_path, student, teacher, lr, hr)

@@ -11,21 +11,14 @@ import itertools
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from kd.errors import KdError
 from kd.methods import StepInputs, create_method, loss_weights
 from kd.methods.health import HEALTHY, gradient_ratios
 from kd.models import capture, create
+from seed_steps import smooth_batch
 
 SOTA = ("fakd", "dukd", "dckd", "mipkd")
-
-
-def smooth_batch(scale: int, batch: int = 4, size: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    hr = torch.rand(batch, 3, size * scale, size * scale, generator=g)
-    hr = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    return F.avg_pool2d(hr, scale), hr
 
 
 def step_inputs(method, student, teacher, lr, hr) -> StepInputs:
@@ -41,7 +34,7 @@ def health_ratio(name: str, teacher_arch: str, options=None) -> float:
     torch.manual_seed(0)
     student, teacher = create("asid", 2, "tiny"), create(teacher_arch, 2, "tiny").eval()
     method = create_method(name, student, teacher, options)
-    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2, batch=4)))
     weights = loss_weights(name)
     distillation = sum(weights[n] * v for n, v in terms.items() if n != "rec" and weights[n] and v.requires_grad)
     ratios = gradient_ratios({"rec": terms["rec"], "all_kd": distillation}, {"rec": weights["rec"], "all_kd": 1.0},
@@ -65,7 +58,7 @@ def test_same_family_pairs_train_the_student(name, arch):
     torch.manual_seed(0)
     student, teacher = create(arch, 2, "tiny"), create(arch, 2, "tiny").eval()
     method = create_method(name, student, teacher)
-    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2, batch=4)))
     weights = loss_weights(name)
     loss = sum(weights[n] * v for n, v in terms.items())
     grads = torch.autograd.grad(loss, list(student.parameters()), allow_unused=True)
@@ -105,7 +98,7 @@ def test_fakd_refuses_maps_above_max_positions_naming_the_option():
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
     method = create_method("fakd", student, teacher, {"max_positions": 100})
     with pytest.raises(KdError, match=r"method.options.max_positions = 100.*train.lr_patch"):
-        method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+        method.losses(step_inputs(method, student, teacher, *smooth_batch(2, batch=4)))
 
 
 # ------------------------------------------------------------------------------------------------ DUKD
@@ -157,11 +150,11 @@ def test_dukd_zoom_out_terms_when_enabled():
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
     off = create_method("dukd", student, teacher)
     on = create_method("dukd", student, teacher, {"zoom_out": True})
-    lr, hr = smooth_batch(2, size=24)
+    lr, hr = smooth_batch(2, size=24, batch=4)
     assert "out_kd" not in off.losses(step_inputs(off, student, teacher, lr, hr))
     terms = on.losses(step_inputs(on, student, teacher, lr, hr))
     assert terms["out_rec"].item() > 0 and terms["out_kd"].item() > 0 and terms["out_rec"].requires_grad
-    small = smooth_batch(2, size=16)
+    small = smooth_batch(2, size=16, batch=4)
     with pytest.raises(KdError, match=r"min_zoom_out_size = 12; raise train.lr_patch or set method.options.zoom_out"):
         on.losses(step_inputs(on, student, teacher, *small))
 
@@ -230,7 +223,7 @@ def test_dckd_contrasts_with_five_negatives_the_first_the_history_on_the_clean_l
     import kd.methods.dckd as dckd
 
     student, teacher, method = _dckd()
-    lr, hr = smooth_batch(2)
+    lr, hr = smooth_batch(2, batch=4)
     inputs_seen = []
     method.history.register_forward_hook(lambda module, args, out: inputs_seen.append(args[0]))
     negatives_seen = []
@@ -264,7 +257,7 @@ def test_dckd_degradation_is_gaussian_noise_only_in_1_to_30_over_255_half_of_it_
     student, teacher, method = _dckd({"noise_sigma": [0.0, 0.0]})  # no noise: the negatives see the LR itself
     seen = []
     method.history.register_forward_hook(lambda module, args, out: seen.append(args[0]))
-    lr, _ = smooth_batch(2)
+    lr, _ = smooth_batch(2, batch=4)
     method.negatives(lr)
     assert all(torch.equal(chunk, lr) for chunk in seen[0].chunk(5))  # no blur, no resize, nothing else
 
@@ -273,7 +266,7 @@ def test_dckd_degradation_is_gaussian_noise_only_in_1_to_30_over_255_half_of_it_
 def test_dckd_contrast_acts_from_step_0_against_a_copy_of_the_initial_student(arch):
     student, teacher, method = _dckd(arch=arch)
     assert _same_weights(method.history, student) and _same_weights(method.ema_student, student)
-    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2)))
+    terms = method.losses(step_inputs(method, student, teacher, *smooth_batch(2, batch=4)))
     assert terms["dcl"].requires_grad and terms["dcl"].item() > 0
     ratio = gradient_ratios(terms, loss_weights("dckd"), list(student.parameters()))["dcl"]
     assert HEALTHY[0] <= ratio <= HEALTHY[1]
@@ -348,7 +341,7 @@ def test_mipkd_block_mixer_trains_the_student_through_either_branch():
     branches = set()
     for seed in range(6):
         method._random.seed(seed)
-        inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+        inputs = step_inputs(method, student, teacher, *smooth_batch(2, batch=4))
         loss = method.losses(inputs)["block"]
         grads = torch.autograd.grad(loss, [p for p in student.parameters()], allow_unused=True)
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
@@ -364,7 +357,7 @@ def test_mipkd_block_term_pulls_the_student_far_less_on_the_teacher_branch():
     torch.manual_seed(0)
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
     method = create_method("mipkd", student, teacher)
-    inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+    inputs = step_inputs(method, student, teacher, *smooth_batch(2, batch=4))
     _, z_mix, student_feat, teacher_feat = method.mix(inputs, method.student_taps[0], method.teacher_taps[0])
     ratios = {}
     for branch, draw in (("teacher", 0.1), ("student", 0.9)):
@@ -409,7 +402,7 @@ def test_mipkd_full_teacher_mask_decodes_the_teacher_latent():
     torch.manual_seed(0)
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
     method = create_method("mipkd", student, teacher, {"mask_ratio": 1.0, "block_level": False})
-    inputs = step_inputs(method, student, teacher, *smooth_batch(2))
+    inputs = step_inputs(method, student, teacher, *smooth_batch(2, batch=4))
     _, z_mix, _, teacher_feat = method.mix(inputs, method.student_taps[0], method.teacher_taps[0])
     from kd.methods.pairing import standardize_pair, tap_key
 
@@ -424,7 +417,7 @@ def test_methods_running_the_teacher_themselves_accept_a_half_precision_teacher(
     student, teacher = create("asid", 2, "tiny"), create("rcan", 2, "tiny").eval()
     method = create_method(name, student, teacher)
     teacher.to(torch.bfloat16)  # as accel.teacher_dtype does; the trainer hands the method float32 outputs
-    lr, hr = smooth_batch(2)
+    lr, hr = smooth_batch(2, batch=4)
     with capture(student, method.student_taps) as s_feats:
         out = student(lr)
     with torch.no_grad(), capture(teacher, method.teacher_taps, detach=True) as t_feats:
