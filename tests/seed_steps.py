@@ -24,10 +24,12 @@ STEP_OPTIONS = {"facd": {"gate": "none"}, "dckd": {"history_every": [1]},
                 "tas": {"mode": "size", "assistant_arch": "rcan", "stage_method": "fitnet"}}
 
 
-def parameters(arch: str, scale: int, preset: str = "paper") -> int:
-    """Parameters as kdbench counts them (shared tensors once), without allocating weights."""
+def parameters(arch: str, scale: int, preset: str = "paper", *, trainable: bool = False, **fields) -> int:
+    """Parameters as kdbench counts them (shared tensors once), without allocating weights; `fields` override the
+    preset's; `trainable`: only the parameters that train (frozen ones, such as a fixed MeanShift, left out)."""
     with torch.device("meta"):
-        return count_parameters(create(arch, scale, preset))
+        model = create(arch, scale, preset, **fields)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad) if trainable else count_parameters(model)
 
 
 def smooth_batch(scale: int, batch: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

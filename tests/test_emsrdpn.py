@@ -8,25 +8,21 @@ import torch
 from kd.errors import KdError
 from kd.models import create, identify_architecture, load_official
 from kd.methods.pairing import body_stages, body_tail
-from seed_steps import training_step
+from seed_steps import parameters, training_step
 from teachers.emsrdpn import DualPathUnit
 
 FIXTURE = "seed/emsrdpn_r8d8b3c2g8_x4.pt"
 
 
-def _count(preset: str, scale: int = 4, **fields) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in create("emsrdpn", scale, preset, **fields).parameters())
-
-
 def test_paper_preset_counts_equal_the_official_code():
-    assert _count("paper") == 17_522_188  # config A, heads x2/x3/x4/x8: SEED_NETWORKS.md section 11
-    assert _count("single") == 13_822_211  # config A, the x4 head alone
+    assert parameters("emsrdpn", 4) == 17_522_188  # config A, heads x2/x3/x4/x8: SEED_NETWORKS.md section 11
+    assert parameters("emsrdpn", 4, "single") == 13_822_211  # config A, the x4 head alone
     trunk = 12_638_080
-    assert [_count("single", s) - trunk for s in (2, 3, 4, 8)] == [593_795, 1_331_715, 1_184_131, 1_774_467]
-    assert _count("paper", scales=[2, 3, 4, 8], Gr=135, Gd=0, G=0) == 18_030_747  # config B
-    assert _count("paper", scales=[2, 3, 4, 8], Gr=0, Gd=122, G=122) == 17_110_512  # config C
-    assert 300_000 <= _count("mini") <= 1_000_000
+    heads = [parameters("emsrdpn", s, "single") - trunk for s in (2, 3, 4, 8)]
+    assert heads == [593_795, 1_331_715, 1_184_131, 1_774_467]
+    assert parameters("emsrdpn", 4, scales=[2, 3, 4, 8], Gr=135, Gd=0, G=0) == 18_030_747  # config B
+    assert parameters("emsrdpn", 4, scales=[2, 3, 4, 8], Gr=0, Gd=122, G=122) == 17_110_512  # config C
+    assert 300_000 <= parameters("emsrdpn", 4, "mini") <= 1_000_000
 
 
 def test_fixture_keys_load_and_head_selection(parity_dir, tmp_path):

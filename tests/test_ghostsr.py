@@ -16,21 +16,17 @@ from kd.errors import KdError
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
 from kd.models.loading import identify_architecture
+from seed_steps import parameters
 from teachers.ghostsr import GhostConv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _count(arch: str, scale: int, preset: str) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in create(arch, scale, preset).parameters())
 
 
 @pytest.mark.parametrize("arch,n_feats,ghost_convs", [("edsr", 256, 32 * 2), ("rcan", 64, 10 * 20 * 2)])
 def test_ghost_preset_halves_every_residual_block_conv(arch, n_feats, ghost_convs):
     # Each 3x3 body conv keeps C/2 of its C filters (weights and biases) and gains a 9-entry shift weight.
     saved = n_feats * (n_feats // 2) * 9 + n_feats // 2 - 9
-    assert _count(arch, 4, "paper") - _count(arch, 4, "ghost") == ghost_convs * saved
+    assert parameters(arch, 4, "paper") - parameters(arch, 4, "ghost") == ghost_convs * saved
     keys = set(create(arch, 4, "tiny", ghost_ratio=0.5).state_dict())
     block = "body.0.body.0." if arch == "edsr" else "body.0.body.0.body.0."
     assert {block + "primary_conv.weight", block + "primary_conv.bias", block + "cheap_conv.weight"} <= keys
@@ -39,7 +35,7 @@ def test_ghost_preset_halves_every_residual_block_conv(arch, n_feats, ghost_conv
 
 def test_edsr_x2_saving_is_the_papers_46_percent():
     # GhostSR abstract: "we reduce the parameters by 46% ... of x2 EDSR" (lambda = 0.5).
-    assert round(100 * (1 - _count("edsr", 2, "ghost") / _count("edsr", 2, "paper"))) == 46
+    assert round(100 * (1 - parameters("edsr", 2, "ghost") / parameters("edsr", 2, "paper"))) == 46
 
 
 def _one_hot_shift(conv: GhostConv, row: int, column: int) -> None:

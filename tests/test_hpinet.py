@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seed_steps import training_step
+from seed_steps import parameters, training_step
 from kd.errors import KdError
 from kd.methods import create_method
 from kd.methods.pairing import body_stages, body_tail, tap_channels
@@ -33,10 +33,9 @@ def _fixture(parity_dir) -> dict:
 
 @pytest.mark.parametrize("preset,scale", sorted(PARAMS))
 def test_official_sizes_have_the_official_parameter_counts(preset, scale):
+    assert parameters("hpinet", scale, preset) == PARAMS[preset, scale]
     with torch.device("meta"):
-        model = create("hpinet", scale, preset)
-    assert sum(p.numel() for p in model.parameters()) == PARAMS[preset, scale]
-    facts = describe_state_dict(model.state_dict())
+        facts = describe_state_dict(create("hpinet", scale, preset).state_dict())
     assert facts["scale"] == scale and facts["model_type"] == preset.upper()
 
 

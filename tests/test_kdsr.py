@@ -14,7 +14,7 @@ from kd.methods import create_method, list_methods
 from kd.methods.pairing import body_stages, body_tail, pair_by_depth, tap_channels
 from kd.models import capture, create, load_official
 from kd.models.loading import identify_architecture
-from seed_steps import training_step
+from seed_steps import parameters, training_step
 from students.kdsr import kdsr_kd_loss, transfer_sr_trunk
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,22 +32,15 @@ def _official(parity_dir: Path, name: str) -> torch.nn.Module:
     return load_official(create(**fixture["config"]), fixture["state_dict"]).eval()
 
 
-def _count(arch: str, preset: str) -> tuple[int, int]:
-    with torch.device("meta"):
-        model = create(arch, 4, preset)
-    return (sum(p.numel() for p in model.parameters()),
-            sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
 # SEED_NETWORKS.md section 10/11, computed with the official code: KDSR_S-M and KDSR_S-L at x4.
 @pytest.mark.parametrize("arch,preset,official", [
     ("kdsr", "paper", 5_795_099), ("kdsr_teacher", "paper", 5_822_747),
     ("kdsr", "l", 14_191_003), ("kdsr_teacher", "l", 14_246_299),
 ])
 def test_paper_presets_have_the_official_parameter_counts(arch, preset, official):
-    total, trainable = _count(arch, preset)
-    assert total == official
-    assert trainable == official - 24  # the two MeanShift 1x1 convs (2 x (9 + 3)) are frozen
+    assert parameters(arch, 4, preset) == official
+    frozen = 2 * (9 + 3)  # the two MeanShift 1x1 convs
+    assert parameters(arch, 4, preset, trainable=True) == official - frozen
 
 
 def test_student_encoder_feature_degradation_and_kd_loss_match_the_fixture(parity_dir):

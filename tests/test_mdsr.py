@@ -8,22 +8,17 @@ import torch
 from kd.errors import KdError
 from kd.models import capture, create, identify_architecture, load_official
 from kd.methods.pairing import body_stages, body_tail
-from seed_steps import training_step
+from seed_steps import parameters, training_step
 
 FIXTURE = "seed/mdsr_b2f16_x4.pt"
 
 
-def _count(preset: str, scale: int = 4, **fields) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in create("mdsr", scale, preset, **fields).parameters())
-
-
 def test_paper_and_baseline_counts_equal_the_official_code():
-    assert _count("paper") == 7_954_011  # SEED_NETWORKS.md sections 9 and 11: r80f64, scales [2, 3, 4]
-    assert _count("baseline") == 3_227_227
-    assert _count("paper", 2) == _count("paper", 3) == 7_954_011  # one network for every branch scale
-    assert _count("paper", scales=None) == 5_948_955 + 705_280  # shared trunk + the x4 branch
-    assert 300_000 <= _count("mini") <= 1_000_000
+    assert parameters("mdsr", 4) == 7_954_011  # SEED_NETWORKS.md sections 9 and 11: r80f64, scales [2, 3, 4]
+    assert parameters("mdsr", 4, "baseline") == 3_227_227
+    assert parameters("mdsr", 2) == parameters("mdsr", 3) == 7_954_011  # one network for every branch scale
+    assert parameters("mdsr", 4, scales=None) == 5_948_955 + 705_280  # shared trunk + the x4 branch
+    assert 300_000 <= parameters("mdsr", 4, "mini") <= 1_000_000
 
 
 def test_fixture_builds_the_whole_multi_branch_network(parity_dir, tmp_path):

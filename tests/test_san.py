@@ -11,17 +11,12 @@ import torch
 from kd.errors import KdError
 from kd.models import capture, create, identify_architecture, load_official
 from kd.methods.pairing import body_stages, body_tail
-from seed_steps import training_step
+from seed_steps import parameters, training_step
 from teachers.san import NonLocalBlock, RegionNonLocal, covariance, soca_region, sqrtm_newton_schulz
 
 SAN_FIXTURE = "seed/san_g2b2f16_x4.pt"
 FAKD_FIXTURE = "seed/san_fakd_g6b1f16_x4.pt"
 ARCHS = ("san", "san_fakd")
-
-
-def _count(arch: str, scale: int, preset: str) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in create(arch, scale, preset).parameters())
 
 
 def _fixture(parity_dir: Path, name: str) -> dict:
@@ -33,14 +28,14 @@ def _fixture(parity_dir: Path, name: str) -> dict:
 
 @pytest.mark.parametrize("scale,count", [(2, 15_712_800), (3, 15_897_440), (4, 15_860_512), (8, 16_008_224)])
 def test_paper_preset_counts_equal_the_official_code(scale, count):
-    assert _count("san", scale, "paper") == count  # SEED_NETWORKS.md sections 1 and 11, unused parameters included
+    assert parameters("san", scale, "paper") == count  # SEED_NETWORKS.md sections 1 and 11, unused parameters included
 
 
 def test_fakd_presets_count_equal_the_official_code():
-    assert _count("san", 4, "6x10") == 4_995_546
-    assert _count("san_fakd", 4, "paper") == 15_862_584
-    assert _count("san_fakd", 4, "6x10") == 4_997_618
-    assert 300_000 <= _count("san", 4, "mini") <= 1_000_000
+    assert parameters("san", 4, "6x10") == 4_995_546
+    assert parameters("san_fakd", 4, "paper") == 15_862_584
+    assert parameters("san_fakd", 4, "6x10") == 4_997_618
+    assert 300_000 <= parameters("san", 4, "mini") <= 1_000_000
 
 
 @pytest.mark.parametrize("name", [SAN_FIXTURE, FAKD_FIXTURE])
