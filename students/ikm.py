@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import KdError
-from kd.models.fields import check_positive_ints
+from kd.models.fields import check_positive_ints, check_rgb
 from kd.models.registry import ModelEntry, register_model
 from teachers.rcan import check_rgb_batch
 
@@ -186,10 +186,9 @@ def sub_pixel_upscale(n_channels: int, scale: int, groups: int) -> nn.Sequential
 
 def check_ikm_fields(n_colors: int, net_type: str, n_channels: int, n_blocks: int, n_units: int, growth_rate: int,
                      groups: int, use_IKM: bool) -> None:
-    check_positive_ints("U-HDN+IKM", n_colors=n_colors, n_channels=n_channels, n_blocks=n_blocks, n_units=n_units,
+    check_rgb("U-HDN+IKM", n_colors)
+    check_positive_ints("U-HDN+IKM", n_channels=n_channels, n_blocks=n_blocks, n_units=n_units,
                         growth_rate=growth_rate, groups=groups)
-    if n_colors != 3:
-        raise KdError(f"U-HDN+IKM: field 'n_colors' must be 3 (kdbench networks map RGB to RGB); got {n_colors}")
     if net_type == "CNN":
         raise KdError("U-HDN+IKM: field 'net_type' 'CNN' cannot be built by the official code (its CNN block is "
                       "called with arguments in the wrong places); use 'UHDN' (the paper's) or 'ResNet'")

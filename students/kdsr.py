@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import KdError
+from kd.models.fields import check_positive_ints
 from kd.models.loading import format_diff, read_checkpoint, state_dict_diff, unwrap_state_dict
 from kd.models.registry import ModelEntry, register_model
 from teachers.rcan import DIV2K_RGB_MEAN, MeanShift, Upsampler, check_rgb_batch, conv3x3
@@ -176,9 +177,7 @@ class DegradationEncoder(nn.Module):
 
 
 def check_fields(network: str, n_feats: int, n_blocks: int, n_resblocks: int, rgb_range: float) -> None:
-    for name, value in (("n_feats", n_feats), ("n_blocks", n_blocks), ("n_resblocks", n_resblocks)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise KdError(f"{network}: field '{name}' must be a positive integer; got {value!r}")
+    check_positive_ints(network, n_feats=n_feats, n_blocks=n_blocks, n_resblocks=n_resblocks)
     if isinstance(rgb_range, bool) or not isinstance(rgb_range, (int, float)) or not rgb_range > 0:
         raise KdError(f"{network}: field 'rgb_range' must be a positive number (official default 1); got {rgb_range!r}")
 

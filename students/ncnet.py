@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd.errors import KdError
-from kd.models.fields import check_positive_ints
+from kd.models.fields import check_positive_ints, check_rgb
 from kd.models.registry import ModelEntry, register_model
 from teachers.rcan import check_rgb_batch
 
@@ -99,9 +99,8 @@ class NCNet(nn.Module):
 
     def __init__(self, scale: int = 4, n_feats: int = 32, out_c: int = 3):
         super().__init__()
-        check_positive_ints("NCNet", n_feats=n_feats, out_c=out_c)
-        if out_c != 3:
-            raise KdError(f"NCNet: field 'out_c' must be 3 (kdbench networks map RGB to RGB); got {out_c}")
+        check_rgb("NCNet", out_c, "out_c")
+        check_positive_ints("NCNet", n_feats=n_feats)
         self.upsample = pixel_shuffles(scale)
         self.scale = scale
         shuffled = out_c * scale**2

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from kd.errors import KdError
+from kd.models.fields import check_rgb
 from kd.models.registry import ModelEntry, register_model
 from teachers.mdsr import branch_evidence, branch_scales, check_scales, freeze_other_branches
 from teachers.rcan import Upsampler, check_rgb_batch
@@ -96,8 +97,7 @@ class EMSRDPN(nn.Module):
                           f"Gd {Gd}, G {G}")
         if SRDPNkSize % 2 == 0:
             raise KdError(f"EMSRDPN: field 'SRDPNkSize' must be odd (same-size convolutions); got {SRDPNkSize}")
-        if n_colors != 3:
-            raise KdError(f"EMSRDPN: field 'n_colors' must be 3 (kdbench networks map RGB to RGB); got {n_colors!r}")
+        check_rgb("EMSRDPN", n_colors)
         self.scales = check_scales("EMSRDPN", scale, scales)
         self.scale, self.branch, self.rgb_range = scale, self.scales.index(scale), float(rgb_range)
         width = Gr + Gd

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from kd.errors import KdError
+from kd.models.fields import check_positive_ints, check_rgb
 from kd.models.registry import ModelEntry, register_model
 from teachers.rcan import MeanShift, Upsampler, check_rgb_batch, conv3x3
 
@@ -107,11 +108,8 @@ class MDSR(nn.Module):
     def __init__(self, scale: int, scales: Sequence[int] | None, n_resblocks: int, n_feats: int, rgb_range: float,
                  n_colors: int):
         super().__init__()
-        for name, value in (("n_resblocks", n_resblocks), ("n_feats", n_feats)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise KdError(f"MDSR: field '{name}' must be a positive integer; got {value!r}")
-        if n_colors != 3:
-            raise KdError(f"MDSR: field 'n_colors' must be 3 (kdbench networks map RGB to RGB); got {n_colors!r}")
+        check_positive_ints("MDSR", n_resblocks=n_resblocks, n_feats=n_feats)
+        check_rgb("MDSR", n_colors)
         self.scales = check_scales("MDSR", scale, scales)
         self.scale, self.branch, self.rgb_range = scale, self.scales.index(scale), float(rgb_range)
         self.sub_mean = MeanShift(rgb_range, -1)

@@ -54,6 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kd.errors import KdError
+from kd.models.fields import check_rgb
 from kd.models.registry import ModelEntry, register_model
 from kd.models.taps import TapPoint
 from teachers.rcan import MeanShift, Upsampler, check_rgb_batch, check_trunk_fields, conv3x3
@@ -267,8 +268,7 @@ class SAN(nn.Module):
         super().__init__()
         name = type(self).__name__
         check_trunk_fields(name, n_resgroups, n_resblocks, n_feats, reduction)
-        if n_colors != 3:
-            raise KdError(f"{name}: field 'n_colors' must be 3 (kdbench networks map RGB to RGB); got {n_colors!r}")
+        check_rgb(name, n_colors)
         if n_feats < max(self.NON_LOCAL_DIVISOR, NON_LOCAL_SOCA_REDUCTION):
             raise KdError(f"{name}: field 'n_feats' must be at least {self.NON_LOCAL_DIVISOR} (the non-local block "
                           f"has n_feats // {self.NON_LOCAL_DIVISOR} channels); got {n_feats}")
