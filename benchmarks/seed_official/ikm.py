@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from seed_official import import_isolated
+from students.ikm import DF2K_MEAN, DF2K_STD
 
 ARCH = "ikm"
 PRESET = "paper"
 REPO = "YuanfeiHuang/CoMoNet"
 COMMIT = "cf723d44770ee3046b0cd7a92299012a64ef5543"
 
-MEAN = torch.tensor([0.466, 0.448, 0.403]).view(1, 3, 1, 1)
-STD = torch.tensor([0.242, 0.234, 0.246]).view(1, 3, 1, 1)
+MEAN = torch.tensor(DF2K_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(DF2K_STD).view(1, 3, 1, 1)
 
 
 def build_official(folder: Path, ours):
