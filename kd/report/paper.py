@@ -243,20 +243,23 @@ def _preset_note(arch: str, preset: str | None) -> str:
     return f" (needs a '{preset}' preset of {arch}, not registered yet)"
 
 
-def eval_command(published_model: str, scale: int, dataset: str, table: str) -> str:
+def eval_command(published_model: str, scale: int, table: str) -> str:
     arch, preset = MODEL_MAP[published_model]
     return network_eval_command(arch, preset, scale, table)
 
 
-def network_eval_command(arch: str, preset: str | None, scale: int, table: str, official: bool = True) -> str:
+def network_eval_command(arch: str, preset: str | None, scale: int, table: str, official: bool = True,
+                         degradation: str | None = None) -> str:
     """The evaluation that fills a network's cells of `table`; `official=False` where the checkpoint may as well be
-    a kdbench run's (no official weights at this scale, or not known)."""
+    a kdbench run's (no official weights at this scale, or not known); `degradation`: the blind-SR track it is
+    scored on (`kdbench eval --degradation`), bicubic when None."""
     out = f"{arch}{'' if preset in (None, 'paper') else '_' + preset}_x{scale}.csv"
     weights = f"<{'official ' if official else ''}{arch} x{scale} weights>"
     ckpt = "" if arch == "bicubic" else f" --ckpt {weights}"
     shown_preset = "" if arch == "bicubic" else f" --preset {preset}"
     datasets = ",".join(PAPER_DATASETS)
-    return (f"kdbench eval --model {arch}{shown_preset}{ckpt} --data {datasets} --scale {scale} --out {out}, "
+    track = f" --degradation {degradation}" if degradation else ""
+    return (f"kdbench eval --model {arch}{shown_preset}{ckpt} --data {datasets} --scale {scale}{track} --out {out}, "
             f"then kdbench paper {table} --eval-csv {out}") + _preset_note(arch, preset)
 
 
@@ -295,7 +298,7 @@ def _bicubic(measured: Measured) -> PaperTable:
         scale, dataset = int(row["scale"]), row["dataset_key"]
         ours = measured.model("bicubic", None, scale, dataset)
         cells.append(Cell((f"x{scale}", "Bicubic"), dataset, _pub_score(row), ours, row["evidence"],
-                          None if ours else eval_command("bicubic", scale, dataset, "bicubic")))
+                          None if ours else eval_command("bicubic", scale, "bicubic")))
     return PaperTable("bicubic", "RCAN (ECCV 2018) Table 3: Bicubic rows (PSNR/SSIM on Y)", ["Scale", "Method"],
                       PAPER_DATASETS, cells)
 
@@ -311,7 +314,7 @@ def _teachers(measured: Measured) -> PaperTable:
             ours = measured.model(arch, preset, scale, dataset)
             cells.append(Cell((f"x{scale}", f"{label} ({row['train_set']})", row["source"].split(",")[0] + ")"),
                               dataset, _pub_score(row), ours, row["evidence"],
-                              None if ours else eval_command(model, scale, dataset, "teachers")))
+                              None if ours else eval_command(model, scale, "teachers")))
     return PaperTable("teachers", "Teachers: RCAN Table 3, HAN (as quoted in SwinIR Table 2), SwinIR Table 2",
                       ["Scale", "Model", "Source"], PAPER_DATASETS, cells)
 
@@ -336,7 +339,7 @@ def _fakd(measured: Measured) -> PaperTable:
         if row["role"] == "teacher":
             column = FAKD_BLOCKS[model][1][("teacher", "none")]
             ours = measured.model(arch, preset, scale, dataset)
-            command = None if ours else eval_command(model, scale, dataset, "fakd")
+            command = None if ours else eval_command(model, scale, "fakd")
         else:
             teacher = TEACHER_OF[model]
             column = FAKD_BLOCKS[teacher][1][("student", row["method"])]
@@ -368,7 +371,7 @@ def _dckd(measured: Measured) -> PaperTable:
             method_label = "Teacher"
             arch, preset = MODEL_MAP[model]
             ours = measured.model(arch, preset, scale, dataset)
-            command = None if ours else eval_command(model, scale, dataset, "dckd")
+            command = None if ours else eval_command(model, scale, "dckd")
         else:
             method_label = DCKD_METHODS[row["method"]]
             arch, preset = MODEL_MAP[model]
@@ -415,9 +418,7 @@ def _kdsr(measured: Measured) -> PaperTable:
         ours = trained or measured.model(arch, preset, scale, dataset, degradation=KDSR_TRACK)
         evidence = row["source"] + ("; ours: the official weights" if ours and not trained else "")
         command = None if ours else (
-            f"kdbench eval --model {arch} --preset {preset} --ckpt <official {model} x{scale} weights> --data "
-            f"{','.join(PAPER_DATASETS)} --scale {scale} --degradation {KDSR_TRACK} --out {arch}_{preset}_x{scale}"
-            f".csv, then kdbench paper kdsr --eval-csv {arch}_{preset}_x{scale}.csv; or train it: kdbench run "
+            f"{network_eval_command(arch, preset, scale, 'kdsr', degradation=KDSR_TRACK)}; or train it: kdbench run "
             f"--profile paper --student {arch} --student-preset {preset} --teacher kdsr_teacher --teacher-preset "
             f"{preset} --method kdsr --scale {scale} --set data.degradation={KDSR_TRACK}")
         cells.append(Cell((f"x{scale}", model), dataset, Score(float(row["psnr"]), float(row["ssim"])), ours,
