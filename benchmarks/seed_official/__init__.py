@@ -41,8 +41,9 @@ def import_isolated(root: Path, name: str) -> ModuleType:
 
 
 def constructor_fields(ours: nn.Module) -> dict[str, Any]:
-    """Every constructor field of a network built by `kd.models.create` (the builder's defaults under its preset and
-    explicit fields; `kd_spec` holds only the latter), without arch, scale and preset: official `args` names."""
+    """Every constructor field of a network built by `kd.models.create` (the builder's defaults under the fields
+    `kd_spec` holds: its preset's, overridden by the explicit ones; a preset need not name every field), without
+    arch, scale and preset: official `args` names."""
     spec = {k: v for k, v in ours.kd_spec.items() if k not in ("arch", "scale", "preset")}
     parameters = inspect.signature(get_entry(ours.kd_spec["arch"]).builder).parameters.values()
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
