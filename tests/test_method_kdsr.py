@@ -221,7 +221,7 @@ def test_the_printed_sweeps_plan_the_miniature_with_its_teacher(tmp_path, monkey
 
     from kd.cli import build_parser
     from kd.cli.sweep_cmd import grid_layers
-    from kd.report.miniature import KDSR, SEEDS
+    from kd.report.miniature import KDSR
     from kd.results.sweep import StepTimes, expand_grid, parse_ints, plan_sweep, teachers_to_train
 
     monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
@@ -234,7 +234,7 @@ def test_the_printed_sweeps_plan_the_miniature_with_its_teacher(tmp_path, monkey
         cells = expand_grid([args.students], [args.teachers], args.methods.split(","), [4],
                             parse_ints(args.seeds, "--seeds"))
         plans = plan_sweep(cells, layers, args.overrides, tmp_path / "runs")
-        assert [p.status for p in plans] == ["new"] * len(SEEDS) and all(p.est_seconds > 0 for p in plans)
+        assert [p.status for p in plans] == ["new"] * len(KDSR.seeds) and all(p.est_seconds > 0 for p in plans)
         for plan in plans:
             config = plan.config
             assert (config.profile, config.data.degradation, config.method.name) == ("cpu", "iso_gaussian", "kdsr")

@@ -89,7 +89,7 @@ def test_fakd_and_dckd_commands_are_runnable_and_the_miniature_stands_in(name):
     assert "not implemented" not in text and "not registered" not in text  # methods and presets exist now
     assert "--student-preset 10x6" in text
     assert "miniature of this table" in text and "has not been run yet" in text
-    assert "kdbench sweep --profile cpu --students rcan --set student.preset=mini_student" in text
+    assert "kdbench sweep --profile miniature --students rcan --set student.preset=miniature_student" in text
     profile = f"paper-{name}"  # the table's own training recipe (kd.profiles)
     commands = [line for line in text.splitlines() if "kdbench run " in line]
     assert commands and all(f"kdbench run --profile {profile} " in line for line in commands)
@@ -196,8 +196,8 @@ def test_without_student_runs_the_miniature_has_the_san_pair():
     assert mini.published[("SAN", "fakd", "Set5")] == pytest.approx(32.472 - 32.360)  # x4, FAKD Table 3
     text = to_text(table, "markdown")
     assert "| SAN | FAKD | +0.11 | – |" in text
-    assert ("kdbench sweep --profile cpu --students san_fakd --set student.preset=mini_student --teachers san_fakd "
-            "--methods none,fakd --seeds 0,1,2") in text
+    assert ("kdbench sweep --profile miniature --students san_fakd --set student.preset=miniature_student --teachers "
+            "san_fakd --methods none,fakd --seeds 0,1,2,3,4") in text
 
 
 def test_paper_fakd_prints_the_san_block_as_its_own_table_in_80_columns(tmp_path, monkeypatch, capsys, readable):

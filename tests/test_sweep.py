@@ -185,3 +185,12 @@ def test_a_small_preset_in_the_teacher_zoo_corrects_rough_figures_of_its_network
     official = dict(entry, preset="paper")  # a recorded official preset says nothing about small ones
     monkeypatch.setattr(sweep, "_zoo_entries", lambda: [official])
     assert sweep.StepTimes(tmp_path / "runs").per_step(student)[0] == pytest.approx(uncorrected.per_step(student)[0])
+
+
+def test_every_registered_network_has_a_rough_step_figure():
+    """A sweep of any network plans with a measured figure, not the flagged middling guess."""
+    from kd.models import list_entries
+    from kd.results.sweep import ROUGH_STEP_SECONDS
+
+    missing = [e.arch for e in list_entries() if e.role != "baseline" and e.arch not in ROUGH_STEP_SECONDS]
+    assert not missing, f"no ROUGH_STEP_SECONDS figure for {missing} (benchmarks/bench_models.py --clock cpu)"

@@ -26,10 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("table", help="published table: " + ", ".join(TABLE_NAMES))
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of finished runs (default runs/)")
     parser.add_argument("--miniature-runs", type=Path, action="append",
-                        help="folder of the cpu-profile runs of the miniature pairs, written by the sweep commands "
-                        "that `paper fakd|dckd|kdsr` print (it must exist); repeat it to join several. Given, it "
-                        "replaces the default folders: runs/miniature and, from a kdbench checkout, the committed "
-                        "reports/miniature-dckd/records and (once run and committed) reports/miniature-kdsr/records")
+                        help="folder of the runs of the miniature pairs, written by the sweep commands that "
+                        "`paper fakd|dckd|kdsr` print (it must exist); repeat it to join several. Given, it replaces "
+                        "the default folders: runs/miniature and, from a kdbench checkout, the committed "
+                        "reports/miniature/records and (once run and committed) reports/miniature-kdsr/records")
     parser.add_argument("--eval-csv", type=Path, action="append", default=[],
                         help="per-dataset CSV from kdbench eval --out (repeatable)")
     parser.add_argument("--data-root", help="data root for the on-the-fly bicubic cells")

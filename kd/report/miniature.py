@@ -1,12 +1,13 @@
-"""Published KD tables in miniature: the same pair shapes at the cpu budget, our gains beside the published ones.
+"""Published KD tables in miniature: the same pair shapes at a CPU budget, our gains beside the published ones.
 
 DCKD (AAAI 2025) Table 2 trains RCAN 10x6 from RCAN 10x20 and SwinIR embed-60 from SwinIR embed-180 for days on
 GPUs; FAKD (ICIP 2020) Table 3 the same RCAN pair and SAN 6x10 from SAN 20x10. The miniature keeps each pair's
-shape in the body (the RCAN student keeps 1 of its teacher's 4 blocks per group, the SAN student 1 of its 3 groups,
-the transformer student a third of its width; presets `mini_student` beside the `mini` teachers), trains every
-method at the cpu profile with seeds 0, 1, 2 and compares *gains over scratch*, paired by seed, with the published
-gains (method − scratch, same table). Absolute PSNRs of a 1000-step run are not comparable with published ones; the
-question a miniature can answer is which published orderings of methods survive at this scale.
+depth/width relation and its student/teacher parameter ratio within 20 % (presets `miniature_teacher` and
+`miniature_student`), trains teacher and students with one recipe (the `miniature` profile: 2,000 steps) so that
+the teacher's lead over the scratch student is its capacity, runs every method with 5 paired seeds and compares
+*gains over scratch* with the published gains (method − scratch, same table). Absolute PSNRs of a 2,000-step run
+are not comparable with published ones; the question a miniature can answer is which published orderings of
+methods survive at this scale, and at what share of their published margin.
 
 KDSR (ICLR 2023) Table 1 is blind SR (Gaussian8): its miniature runs on that track (`data.degradation=iso_gaussian`)
 and measures the gain of KDSR's KD term, over the same student with that term's weight at 0 (both start from the
@@ -34,15 +35,16 @@ from kd.output import markdown_table
 from kd.report.runs import Run, RunSet
 from kd.stats import CONFIDENCE, FAMILYWISE_ALPHA, MIN_SEEDS_TO_RANK, Judged, PairedDelta, holm, mean_std, paired_delta
 
-PROFILE, SCALE, SEEDS = "cpu", 4, (0, 1, 2)
-DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the cpu profile's test sets
-METHODS = ("logits", "fakd", "mipkd", "dckd", "dukd")  # scratch (none) is the baseline of every gain
+PROFILE, SCALE, SEEDS = "miniature", 4, (0, 1, 2, 3, 4)
+DATASETS = ("Set5", "Set14", "B100")  # Urban100 is not among the miniature profile's test sets
+METHODS = ("logits", "fakd", "mipkd", "dckd")  # Table 2's methods; scratch (none) is the baseline of every gain
 LABELS = {"logits": "Logits", "fakd": "FAKD", "mipkd": "MiPKD", "dckd": "DCKD", "dukd": "DUKD", "kdsr": "KDSR"}
 RUNS_DIR = "runs/miniature"  # apart from the ASID grid, whose report would otherwise show these students too
-COMMITTED = "reports/miniature-dckd/records"  # the miniature's runs as committed to the repository
+COMMITTED = "reports/miniature/records"  # the miniature's runs as committed to the repository
 COMMITTED_KDSR = "reports/miniature-kdsr/records"  # where the KDSR miniature's records go once they are run
 MIN_SHARE = 0.25  # an ordering that holds at this share of the published margin or more reproduces its size too
-MIN_TEACHER_GAP = 0.3  # dB over the scratch student: below it, a pair cannot show distillation gains
+MIN_TEACHER_GAP = 0.3  # dB over the baseline student, for a pair without a published gap: below it, no gains to show
+GAP_TOLERANCE = 2.0  # our teacher's lead over scratch within this factor of the published lead: a fair miniature
 MIN_PUBLISHED_SPLIT = 0.05  # dB: published gains closer than this are not treated as an ordering
 
 
@@ -52,27 +54,28 @@ class MiniaturePair:
     published_student: str  # the model name in published_results(with_seed=True)
     student: tuple[str, str]  # (architecture, preset)
     teacher: tuple[str, str]
+    published_teacher: str = ""  # its model name there, where the table has a teacher row
 
     def sweep_command(self, methods: tuple[str, ...] = ("none", *METHODS), sets: tuple[str, ...] = (),
-                      profile: str = PROFILE) -> str:
+                      profile: str = PROFILE, seeds: tuple[int, ...] = SEEDS) -> str:
         # fp32 teachers: the cpu profile's `auto` gives bf16 on some CPUs, and cells made on machines that differ
-        # there would neither share run ids nor pair (reports/miniature-dckd/records are fp32)
+        # there would neither share run ids nor pair (the committed records are fp32)
         extra = "".join(f" --set {value}" for value in sets)
         return (f"kdbench sweep --profile {profile} --students {self.student[0]} --set student.preset="
                 f"{self.student[1]} --teachers {self.teacher[0]} --methods {','.join(methods)} "
-                f"--seeds {','.join(map(str, SEEDS))} --set accel.teacher_dtype=fp32{extra} --out-dir {RUNS_DIR} "
+                f"--seeds {','.join(map(str, seeds))} --set accel.teacher_dtype=fp32{extra} --out-dir {RUNS_DIR} "
                 "--executor local --max-parallel 2 --threads 1")
 
 
 PAIRS = (
-    MiniaturePair("RCAN", "rcan_10x6", ("rcan", "mini_student"), ("rcan", "mini")),
-    MiniaturePair("SwinIR", "swinir_e60", ("swinir", "mini_student"), ("swinir", "mini")),
+    MiniaturePair("RCAN", "rcan_10x6", ("rcan", "miniature_student"), ("rcan", "miniature_teacher"), "rcan"),
+    MiniaturePair("SwinIR", "swinir_e60", ("swinir", "miniature_student"), ("swinir", "miniature_teacher"), "swinir"),
 )
-# Student / teacher parameters, body only (whole network): RCAN 0.36 (0.50), published 0.32 (0.33); SwinIR 0.14
-# (0.62), published 0.08 (0.10). The 64-channel reconstruction head, kept as in the published students, is most of
-# both mini SwinIRs.
-PAIR_NOTE = ("Pairs: RCAN mini (3 groups x 4 blocks) → 3 x 1, SwinIR mini (embed 48) → embed 16, trained on "
-             "291-train; student/teacher body parameters 0.36 and 0.14 (published pairs 0.32 and 0.08).")
+# Student / teacher parameters of the whole network (teachers/rcan.py, teachers/swinir.py): RCAN 0.364, published
+# 10x6 / 10x20 0.332; SwinIR 0.114, published embed 60 / embed 180 0.104.
+PAIR_NOTE = ("Pairs: RCAN 3 groups x 20 blocks → 3 x 6 (24 channels), SwinIR embed 60, 6 stages x 2 blocks → embed "
+             "20, 4 x 2 (head dimension 10), trained on 291-train with the miniature profile's recipe; "
+             "student/teacher parameters 0.36 and 0.11 (published pairs 0.33 and 0.10).")
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,11 @@ class MiniatureSpec:
     sets: tuple[str, ...] = ()  # --set options of every cell
     baseline: Baseline = SCRATCH
     profile: str = PROFILE
+    seeds: tuple[int, ...] = SEEDS
 
     def caption(self) -> str:
         return (f"Gains in dB (method − {self.baseline.label} PSNR-Y). Ours: mean of paired per-seed gains ± the "
-                f"half-width of their 95 % t-interval, seeds {', '.join(map(str, SEEDS))} (shown, not claimed: the "
+                f"half-width of their 95 % t-interval, seeds {', '.join(map(str, self.seeds))} (shown, not claimed: the "
                 f"orderings below are what is tested). Published: {self.source}. "
                 f"{self.pair_note}{' ' + self.note if self.note else ''}")
 
@@ -120,24 +124,25 @@ class MiniatureSpec:
         """(the command that runs the methods' cells, the one that runs the baseline's); one command for both when
         the baseline is scratch."""
         if self.baseline == SCRATCH:
-            both = pair.sweep_command(("none", *self.methods), self.sets, self.profile)
+            both = pair.sweep_command(("none", *self.methods), self.sets, self.profile, self.seeds)
             return both, both
-        return (pair.sweep_command(self.methods, self.sets, self.profile),
-                pair.sweep_command((self.baseline.method,), (*self.sets, *self.baseline.sets), self.profile))
+        return (pair.sweep_command(self.methods, self.sets, self.profile, self.seeds),
+                pair.sweep_command((self.baseline.method,), (*self.sets, *self.baseline.sets), self.profile,
+                                   self.seeds))
 
 
-DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch, x4, cpu profile",
+DCKD = MiniatureSpec("DCKD (AAAI 2025) Table 2 in miniature: gains over scratch, x4, miniature profile",
                      "DCKD (Zhou et al., AAAI 2025)", METHODS, PAIRS,
-                     "DUKD has no published row in this table (its DCKD* is DCKD + DUKD).")
+                     "DUKD is left out: this table has no DUKD row (its DCKD* is DCKD + DUKD).")
 # FAKD Table 3's SAN columns come from FAKD's own copy of SAN (arch san_fakd; SEED_NETWORKS.md section 1). Student /
-# teacher parameters, body only (whole network): 0.36 (0.50), published 6x10 / 20x10 0.30 (0.315).
-SAN_PAIR = MiniaturePair("SAN", "san_fakd_6x10", ("san_fakd", "mini_student"), ("san_fakd", "mini"))
-FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, cpu profile",
+# teacher parameters 0.347 (teachers/san.py), published 6x10 / 20x10 0.315.
+SAN_PAIR = MiniaturePair("SAN", "san_fakd_6x10", ("san_fakd", "miniature_student"), ("san_fakd", "miniature_teacher"),
+                         "san_fakd")
+FAKD = MiniatureSpec("FAKD (ICIP 2020) Table 3 in miniature: FAKD's gain over scratch, x4, miniature profile",
                      "FAKD (He et al., ICIP 2020)", ("fakd",), (PAIRS[0], SAN_PAIR),
-                     pair_note="Pairs: RCAN mini (3 groups x 4 blocks) → 3 x 1, SAN mini (FAKD's copy, 3 groups x 4 "
-                               "blocks) → 1 x 4, trained on 291-train; student/teacher parameters, body (whole "
-                               "network): RCAN 0.36 (0.50), SAN 0.36 (0.50); published pairs 0.32 (0.33) and 0.30 "
-                               "(0.315).")
+                     pair_note="Pairs: RCAN 3 groups x 20 blocks → 3 x 6, SAN (FAKD's copy) 10 groups x 6 blocks → "
+                               "3 x 6, both 24 channels, trained on 291-train with the miniature profile's recipe; "
+                               "student/teacher parameters 0.36 and 0.35 (published pairs 0.33 and 0.32).")
 # KDSR distils blind SR: its teacher is the student's own network with an encoder that also sees the HR, so the pair
 # keeps one preset; the KD term's effect is the gain over the same student, trunk transferred, with that term at 0.
 KDSR = MiniatureSpec(
@@ -149,6 +154,7 @@ KDSR = MiniatureSpec(
               "Gaussian8 (8 kernels, sigma 1.8-3.2); both arms start from the teacher's SR trunk.",
     degradation="iso_gaussian", sets=("teacher.preset=mini", "data.degradation=iso_gaussian"),
     baseline=Baseline("KD term off", "kdsr", (("kd", 0.0),), ("method.weights.kd=0",)), profile="cpu",
+    seeds=(0, 1, 2),
 )
 
 
@@ -193,6 +199,7 @@ class Miniature:
     published: dict[tuple[str, str, str], float]  # (pair, method, dataset) -> published gain over scratch
     ours: dict[tuple[str, str, str], PairedDelta]  # the same key -> our paired gain
     teacher_gap: dict[tuple[str, str], float]  # (pair, dataset) -> our teacher - mean scratch PSNR
+    published_teacher_gap: dict[tuple[str, str], float] = field(default_factory=dict)  # the same, published
     orderings: list[Ordering] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # sweep commands that would fill empty cells
     spec: MiniatureSpec = DCKD
@@ -206,10 +213,9 @@ class Miniature:
     def finding(self) -> str:
         """One sentence: how many published orderings our seeds reproduce (or, with one method, its gain)."""
         if not self.has_runs:
-            return "The miniature has not been run yet: no finished cpu-profile run of its pairs was found."
-        short = [p for (p, d), gap in self.teacher_gap.items() if d == "Set5" and gap < MIN_TEACHER_GAP]
-        caveat = (f" (the {', '.join(short)} teacher is under {MIN_TEACHER_GAP} dB above its "
-                  f"{self.spec.baseline.label} on Set5, so that pair's gains say little)") if short else ""
+            return (f"The miniature has not been run yet: no finished {self.spec.profile}-profile run of its pairs "
+                    "was found.")
+        caveat = self._gap_caveat()
         if not self.orderings:
             gains = [f"{LABELS.get(m, m)} from {p.name} on Set5 {_gain(self.ours.get((p.name, m, 'Set5')))} dB "
                      f"({_published_gain(self.published.get((p.name, m, 'Set5')))})"
@@ -232,6 +238,22 @@ class Miniature:
             text += f"; it cannot rank {counts['too few seeds']} more yet (fewer than {MIN_SEEDS_TO_RANK} paired seeds)"
         return text + caveat + "."
 
+    def _gap_caveat(self) -> str:
+        """Where a teacher's lead over the baseline student on Set5 is out of proportion: under half or over twice
+        the published lead (gains then measure another regime), or, without a published lead, under
+        MIN_TEACHER_GAP."""
+        odd = []
+        for (pair, dataset), gap in self.teacher_gap.items():
+            published = self.published_teacher_gap.get((pair, dataset))
+            if dataset != "Set5":
+                continue
+            if published is None and gap < MIN_TEACHER_GAP:
+                odd.append(f"the {pair} teacher is under {MIN_TEACHER_GAP} dB above its {self.spec.baseline.label}")
+            elif published is not None and not published / GAP_TOLERANCE <= gap <= published * GAP_TOLERANCE:
+                odd.append(f"the {pair} teacher leads its {self.spec.baseline.label} by {gap:+.2f} dB against the "
+                           f"published {published:+.2f} dB")
+        return f" ({'; '.join(odd)}, on Set5, so that pair's gains are not to the published scale)" if odd else ""
+
     def holds_at_share(self, share: float = MIN_SHARE) -> int:
         return sum(o.verdict == "holds" and o.ratio >= share for o in self.orderings)
 
@@ -240,14 +262,17 @@ def _published_gain(gain: float | None) -> str:
     return "no published row" if gain is None else f"published {gain:+.2f}"
 
 
-def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
+def _published_gains(spec: MiniatureSpec) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str], float]]:
+    """Published gains over scratch by (pair, method, dataset), and each teacher's lead over scratch by (pair,
+    dataset)."""
     from kd.reference_data import published_results
 
     table = published_results(with_seed=True)
-    table = table[(table["source"] == spec.source) & (table["scale"] == SCALE) & (table["role"] == "student")]
-    gains = {}
+    table = table[(table["source"] == spec.source) & (table["scale"] == SCALE)]
+    gains, teacher_gaps = {}, {}
     for pair in spec.pairs:
-        rows = table[table["model"] == pair.published_student]
+        rows = table[(table["model"] == pair.published_student) & (table["role"] == "student")]
+        teachers = table[(table["model"] == pair.published_teacher) & (table["role"] == "teacher")]
         for dataset in DATASETS:
             at = rows[rows["dataset_key"] == dataset].set_index("method")["psnr"]
             if "none" not in at:
@@ -255,7 +280,10 @@ def _published_gains(spec: MiniatureSpec) -> dict[tuple[str, str, str], float]:
             for method in spec.methods:
                 if method in at:
                     gains[(pair.name, method, dataset)] = float(at[method] - at["none"])
-    return gains
+            teacher = teachers[teachers["dataset_key"] == dataset]["psnr"]
+            if len(teacher):
+                teacher_gaps[(pair.name, dataset)] = float(teacher.iloc[0] - at["none"])
+    return gains, teacher_gaps
 
 
 def _is_student(run: Run, pair: MiniaturePair, spec: MiniatureSpec) -> bool:
@@ -277,9 +305,9 @@ def build_miniature(runset: RunSet | None, spec: MiniatureSpec = DCKD) -> Miniat
     """Our paired gains and the published ones for every pair, method and dataset; orderings compared."""
     from kd.report.tables import one_run_per_seed
 
-    published = _published_gains(spec)
-    mini = Miniature(published, {}, {}, spec=spec)
-    runs = [run for run in (runset.runs if runset is not None else []) if run.seed in SEEDS]
+    published, published_teacher_gap = _published_gains(spec)
+    mini = Miniature(published, {}, {}, published_teacher_gap=published_teacher_gap, spec=spec)
+    runs = [run for run in (runset.runs if runset is not None else []) if run.seed in spec.seeds]
     for pair in spec.pairs:
         students = [run for run in runs if _is_student(run, pair, spec)
                     and (run.method == "none" or _from_teacher(run, pair))]
@@ -288,9 +316,9 @@ def build_miniature(runset: RunSet | None, spec: MiniatureSpec = DCKD) -> Miniat
         distilled = one_run_per_seed([run for run in students if not spec.baseline.holds(run)], mini.warnings)
         by_method = {m: [run for run in distilled if run.method == m] for m in spec.methods}
         methods_command, baseline_command = spec.sweep_commands(pair)
-        if any(len(found) < len(SEEDS) for found in by_method.values()):
+        if any(len(found) < len(spec.seeds) for found in by_method.values()):
             mini.missing.append(methods_command)
-        if len(scratch) < len(SEEDS) and baseline_command not in mini.missing:
+        if len(scratch) < len(spec.seeds) and baseline_command not in mini.missing:
             mini.missing.append(baseline_command)
         for dataset in DATASETS:
             base = _by_seed(scratch, dataset)
@@ -375,6 +403,8 @@ def ordering_rows(mini: Miniature) -> tuple[list[str], list[list[str]]]:
 
 def notes(mini: Miniature) -> list[str]:
     found = [f"teacher minus {mini.spec.baseline.label} student, {pair} {dataset}: {gap:+.2f} dB"
+             + (f" (published {published:+.2f} dB)"
+                if (published := mini.published_teacher_gap.get((pair, dataset))) is not None else "")
              for (pair, dataset), gap in sorted(mini.teacher_gap.items())]
     return (mini.warnings + found
             + [f"to run or finish this miniature: {command}" for command in mini.missing])

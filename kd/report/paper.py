@@ -396,9 +396,10 @@ def _with_miniature(table: PaperTable, student_cells: list[Cell], profile: str,
     if not any(cell.ours for cell in student_cells):
         table.miniature = miniature()
         table.miniature.source = source
+        spec = table.miniature.spec
         table.notes.append(f"no student run of the {profile} profile was found, so the student cells are empty; the "
-                           "miniature of this table (the same pair shapes at the cpu budget, paired seeds 0, 1, 2) "
-                           "stands in for them, shown first.")
+                           f"miniature of this table (the same pair shapes at the {spec.profile} profile's budget, "
+                           f"paired seeds {', '.join(map(str, spec.seeds))}) stands in for them, shown first.")
     return table
 
 

@@ -53,6 +53,19 @@ ROUGH_STEP_SECONDS: dict[str, tuple[float, float]] = {
     # 3.02 / 0.888 (the teacher 0.952 / 0.318, 2.945 / 0.888).
     "kdsr": (0.88, 1.94),
     "kdsr_teacher": (0.93, 1.89),
+    # The same way, paper presets, `benchmarks/bench_models.py --models asid,san,... --presets paper --threads 1
+    # --clock cpu --repeats 2` (minima; ASID 0.315 / 0.808 s at one thread).
+    "edsr": (9.51, 20.3),  # ASID 0.305 / 0.820 s in that run
+    "san": (3.25, 7.51),
+    "san_fakd": (3.22, 7.23),
+    "swinfir": (8.74, 12.4),
+    "emsrdpn": (3.43, 7.75),
+    "mdsr": (1.53, 3.29),
+    "a2n": (0.40, 0.87),
+    "ncnet": (0.021, 0.044),
+    "hpinet": (1.43, 2.93),
+    "hsrnet": (0.83, 1.81),
+    "ikm": (0.96, 2.00),
 }
 # Step cost of a method relative to `none` + teacher forward (benchmarks/bench_step.py, ASID + RCAN mini, CPU):
 # meta-KD adds a virtual student step and a held-out forward+backward; FAKD its affinity matrices; MiPKD and DUKD
