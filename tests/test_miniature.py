@@ -65,8 +65,8 @@ def test_a_teacher_lead_out_of_proportion_with_the_published_one_is_said():
             run.teacher_info["eval"]["Set5"]["psnr_y"] = 30.30  # +1.28 dB over scratch, published +0.25
     mini = miniature.build_miniature(runset)
     assert mini.published_teacher_gap[("RCAN", "Set5")] == pytest.approx(0.25)
-    assert mini.finding().endswith("(the RCAN teacher leads its scratch by +1.28 dB against the published +0.25 dB, "
-                                   "on Set5, so that pair's gains are not to the published scale).")
+    assert mini.finding().endswith("(the RCAN teacher leads its scratch by +1.28 dB on Set5 against the published "
+                                   "+0.25 dB: that pair's gains are not to the published scale).")
     assert "teacher minus scratch student, RCAN Set5: +1.28 dB (published +0.25 dB)" in miniature.to_markdown(mini)
 
 
