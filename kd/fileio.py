@@ -100,6 +100,15 @@ def check_plain_name(name: object, what: str) -> str:
     return name
 
 
+def check_child_name(name: object, what: str) -> str:
+    """`name` when joining it to a folder names a child of that folder: one non-empty path component, not `.` or
+    `..` (looser than `check_plain_name`: run ids of Python objects hold `@` and may start with `_`)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise KdError(f"{what} {name!r} is not one file name: kdbench uses it as a folder name and never writes "
+                      "outside its folder.")
+    return name
+
+
 def path_component(name: str) -> str:
     """`name` (a dataset given by path, a label) made into one safe file-name part: runs of other characters become
     `_`, and leading or trailing dots and underscores go, so it never names a parent folder."""

@@ -90,3 +90,13 @@ def test_notebook_example_runs(tmp_path):
     assert len(summaries) == 2 and any(name.startswith("TinySR@") for name in summaries)
     psnr = next(s for name, s in summaries.items() if name.startswith("asid-"))["datasets"]["default"]["psnr_y"]
     assert f"{psnr:.6f}"[:-1] in done.stdout  # the reloaded student re-evaluates to the recorded score
+
+
+def test_records_accept_the_run_ids_of_python_objects_and_refuse_paths():
+    from kd.errors import KdError
+    from kd.fileio import check_child_name
+
+    assert check_child_name("_Shift@4e6a64b7-none-noteacher-x4-smoke-s0-0a1b2c3d", "run_id")
+    for hostile in ("../../escaped", "a/b", "..", "", "/abs", "a\\b"):
+        with pytest.raises(KdError, match="not one file name"):
+            check_child_name(hostile, "run_id")

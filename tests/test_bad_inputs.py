@@ -313,14 +313,14 @@ def test_report_never_writes_a_record_outside_out_for_a_hostile_run_id(capsys, r
     out = tmp_path / "reports" / "rep"
     before = tree(tmp_path)
     check(cli(capsys, "report", "--runs", runs, "--out", out, "--visual-images", "0"), 0, "run hostile is left out",
-          "summary.json", "'../../escaped' is not a plain name")
+          "summary.json", "'../../escaped' is not one file name")
     assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("reports")} == before
     assert sorted(p.name for p in tmp_path.joinpath("reports").iterdir()) == ["rep"]
     assert [p.name for p in (out / "records").iterdir()] == [run_dir.name]
 
     shutil.rmtree(run_dir)  # the hostile run alone: refused, named, nothing written
     refused(capsys, tmp_path, "report", "--runs", runs, "--out", tmp_path / "other",
-            says=("no finished run that can be read", "run hostile is left out", "not a plain name"))
+            says=("no finished run that can be read", "run hostile is left out", "not one file name"))
 
 
 def _replace_many(target: str, count: int) -> None:

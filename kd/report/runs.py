@@ -19,7 +19,7 @@ import yaml
 
 from kd.config import NON_RESULT_KEYS
 from kd.errors import KdError
-from kd.fileio import check_plain_name, read_json_lines
+from kd.fileio import check_child_name, read_json_lines
 from kd.results.store import read_summary
 
 TIDY_COLUMNS = ["run_id", "run_dir", "student", "teacher", "method", "profile", "seed", "scale", "dataset", "metric",
@@ -67,7 +67,7 @@ class Run:
     def record_dir(self, records_dir: Path) -> Path:
         """The run's folder in a report's `records_dir`, named by its run id, which must be a plain name: a record
         is never written outside the report."""
-        return records_dir / check_plain_name(self.run_id, f"the run id in {self.run_dir / 'summary.json'}")
+        return records_dir / check_child_name(self.run_id, f"the run id in {self.run_dir / 'summary.json'}")
 
     @property
     def method(self) -> str:

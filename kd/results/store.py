@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from kd.errors import KdError
-from kd.fileio import check_plain_name, read_json_lines
+from kd.fileio import check_child_name, read_json_lines
 
 METRICS = ("psnr_y", "ssim_y", "lpips")
 COLUMNS = [
@@ -49,8 +49,8 @@ RUN_SUMMARY_KEYS = (*SUMMARY_KEYS, "steps", "train_seconds")
 
 
 def read_summary(path: Path, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
-    """A run's summary.json, checked to hold `keys` with values of the right kind, a run id that is a plain name
-    (`check_plain_name`) and a score per dataset; anything else (not UTF-8, not JSON, a field missing or of another
+    """A run's summary.json, checked to hold `keys` with values of the right kind, a run id that names one folder
+    (`check_child_name`) and a score per dataset; anything else (not UTF-8, not JSON, a field missing or of another
     type, a run id such as `../x`) raises ValueError saying what."""
     summary = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(summary, dict):
@@ -63,7 +63,7 @@ def read_summary(path: Path, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, 
             if key in summary and not isinstance(summary[key], str):
                 raise TypeError(f"{key} is {summary[key]!r}")
         if "run_id" in summary:  # a report writes the run's records into a folder of that name
-            check_plain_name(summary["run_id"], "run_id")
+            check_child_name(summary["run_id"], "run_id")
         for key, kind in (("scale", int), ("seed", int), ("steps", int), ("train_seconds", float)):
             value = summary.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
