@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM_PACKAGES = "slurmctld slurmd slurmdbd slurm-client munge mariadb-server-core mariadb-client-core"
 PROGRAMS = ("munged", "mungekey", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch",
             "squeue", "sinfo", "scontrol", "scancel", "sacct")
-STEPS, CKPT_EVERY = 80, 5  # long enough to be caught mid-run after its first checkpoint, still seconds
+# Long enough that a preemption sent after the first checkpoint lands mid-run on a loaded 2-core CI machine (80 steps
+# once finished before `scontrol requeue` took effect there); still seconds per cell.
+STEPS, CKPT_EVERY = 300, 5
 
 
 class SlurmError(Exception):
@@ -220,6 +222,7 @@ def test_sweep_on_slurm_resumes_preempted_cells_to_the_same_metrics(slurm, tmp_p
     with open(tmp_path / "sweep.out", "w") as out, open(tmp_path / "sweep.err", "w") as err:
         sweep = subprocess.Popen(_sweep(runs, "slurm", jobs), cwd=REPO, env=env, stdout=out, stderr=err)
     preempted: dict[str, tuple[str, str]] = {}  # run id -> (how, Slurm job)
+    steps_when_preempted: dict[str, int] = {}  # for the failure message: how far the run had got
     try:
         deadline = time.monotonic() + 300
         while len(preempted) < 2 and sweep.poll() is None and time.monotonic() < deadline:
@@ -227,6 +230,8 @@ def test_sweep_on_slurm_resumes_preempted_cells_to_the_same_metrics(slurm, tmp_p
                 job = _slurm_job(run_dir.name, jobs)
                 if run_dir.name in preempted or job is None or not (run_dir / "checkpoints" / "last.pt").exists():
                     continue
+                log = (run_dir / "train.log").read_text(errors="replace")
+                steps_when_preempted[run_dir.name] = len(re.findall(r"step \d+/", log))
                 if "-none-" in run_dir.name:
                     slurm("scontrol", "requeue", job)
                     preempted[run_dir.name] = ("requeue", job)
@@ -260,7 +265,8 @@ def test_sweep_on_slurm_resumes_preempted_cells_to_the_same_metrics(slurm, tmp_p
         log = (run_dir / "train.log").read_text()
         resumed_at = [int(step) for step in re.findall(rf"resuming at step (\d+)/{STEPS}", log)]
         assert "resuming run" in log and len(resumed_at) == 1, log
-        assert 0 < resumed_at[0] < STEPS and resumed_at[0] % CKPT_EVERY == 0, log
+        assert 0 < resumed_at[0] < STEPS and resumed_at[0] % CKPT_EVERY == 0, (
+            f"{how} sent at step ~{steps_when_preempted[run_id]}, resumed at {resumed_at}")
         # Slurm's own record: the job went back to the queue once, then completed.
         history = slurm("sacct", "--duplicates", "--allocations", "--noheader", "--parsable2", "--format=State",
                         f"--jobs={job}").split()
