@@ -72,9 +72,9 @@ PAIRS = (
     MiniaturePair("SwinIR", "swinir_e60", ("swinir", "miniature_student"), ("swinir", "miniature_teacher"), "swinir"),
 )
 # Student / teacher parameters of the whole network (teachers/rcan.py, teachers/swinir.py): RCAN 0.364, published
-# 10x6 / 10x20 0.332; SwinIR 0.114, published embed 60 / embed 180 0.104.
-PAIR_NOTE = ("Pairs: RCAN 3 groups x 20 blocks → 3 x 6 (24 channels), SwinIR embed 60, 6 stages x 2 blocks → embed "
-             "20, 4 x 2 (head dimension 10), trained on 291-train with the miniature profile's recipe; "
+# 10x6 / 10x20 0.332; SwinIR 0.108, published embed 60 / embed 180 0.104.
+PAIR_NOTE = ("Pairs: RCAN 3 groups x 20 blocks → 3 x 6 (24 channels), SwinIR embed 48, 6 stages x 6 blocks → embed "
+             "16, 4 x 6 (head dimension 8), trained on 291-train with the miniature profile's recipe; "
              "student/teacher parameters 0.36 and 0.11 (published pairs 0.33 and 0.10).")
 
 
