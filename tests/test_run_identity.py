@@ -70,6 +70,36 @@ def test_an_edited_builtin_method_carries_its_code_into_the_id(fixed_inputs, mon
     assert run_id(config, inputs) != PINNED_IDS["logits"]
 
 
+def test_a_preset_changed_since_the_pins_carries_its_fields_into_ids(fixed_inputs, monkeypatch):
+    """Run ids and zoo keys name presets; a preset whose fields changed must not answer with its old runs."""
+    from kd.engine.teachers import zoo_key
+    from kd.models import preset_identity
+
+    config = _smoke("none", fixed_inputs)
+    teacher_config = _smoke("logits", fixed_inputs)
+    key = zoo_key(teacher_config)
+    assert "student" not in run_inputs(config)
+    pinned = preset_identity._pins()
+    monkeypatch.setattr(preset_identity, "_pins", lambda: {})  # as if every preset had changed since
+    inputs = run_inputs(config)
+    assert inputs["student"] == {"fields_sha256": preset_identity.fields_sha256("asid", config.student.preset)}
+    assert run_id(config, inputs) != PINNED_IDS["none"]
+    assert zoo_key(teacher_config) != key
+    monkeypatch.setattr(preset_identity, "_pins", lambda: pinned)
+    assert zoo_key(teacher_config) == key
+
+
+def test_the_resized_swinir_miniature_is_not_its_old_self():
+    """The SwinIR miniature pair was resized after its first runs; the RCAN pair, whose records are committed, was
+    not, and keeps its ids."""
+    from kd.models.preset_identity import unpinned_fields
+
+    assert unpinned_fields("swinir", "miniature_teacher") is not None
+    assert unpinned_fields("swinir", "miniature_student") is not None
+    assert unpinned_fields("rcan", "miniature_teacher") is None
+    assert unpinned_fields("rcan", "miniature_student") is None
+
+
 def test_a_plugin_method_always_carries_its_code():
     from kd.methods import Distiller
     from kd.methods.sources import source_hash, source_identity

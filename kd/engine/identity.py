@@ -157,13 +157,19 @@ def teacher_identity(config: RunConfig, given: nn.Module | None = None,
 
 
 def student_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
-    """What the student starts from beyond its configuration, or None for the student `kdbench run` builds from
-    the run seed: a network `given` as an object under a registry name (`kd.distill`; an unregistered one is named
-    by its label in `student.arch` already), and the sha256 of the `student.init` weights (None while missing)."""
+    """What the student is beyond its configuration, or None for the student `kdbench run` builds from the run seed
+    with a preset as pinned (`kd.models.preset_identity`): a network `given` as an object under a registry name
+    (`kd.distill`; an unregistered one is named by its label in `student.arch` already), the hash of a preset's
+    fields changed since ids were pinned, and the sha256 of the `student.init` weights (None while missing)."""
+    from kd.models.preset_identity import unpinned_fields
+
     start: dict[str, Any] = {}
     label = network_label(given) if given is not None else None
     if label is not None and label != config.student.arch:
         start.update(source="object", label=label)
+    fields = unpinned_fields(config.student.arch, config.student.preset) if given is None else None
+    if fields is not None:
+        start["fields_sha256"] = fields
     if config.student.init:
         path = Path(config.student.init)
         start["init_sha256"] = sha256_file(path) if path.is_file() else None

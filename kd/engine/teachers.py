@@ -42,7 +42,7 @@ from kd.fileio import atomic_write_text, check_plain_name, checkout_root, curren
 from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
-from kd.models.registry import resolve_fields
+from kd.models.preset_identity import unpinned_fields
 
 
 def teacher_preset(config: RunConfig) -> str:
@@ -50,10 +50,11 @@ def teacher_preset(config: RunConfig) -> str:
 
 
 def zoo_key(config: RunConfig) -> str:
-    recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
-    digest = hashlib.sha256(f"{recipe}|augment={config.data.augment}".encode()).hexdigest()[:6]
     arch = get_entry(config.teacher.arch).arch
-    resolve_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
+    fields = unpinned_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
+    recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
+    identity = f"{recipe}|augment={config.data.augment}" + (f"|fields={fields}" if fields else "")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:6]
     data = path_component(config.data.train)  # a folder path may name the training data
     if config.data.degradation != "bicubic":  # a blind-SR teacher is its own entry; bicubic keys stay as they were
         data += f"-{config.data.degradation}"
