@@ -3,6 +3,7 @@ find finished cells by id), and what the result depends on besides the configura
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,14 @@ def test_a_preset_changed_since_the_pins_carries_its_fields_into_ids(fixed_input
     assert zoo_key(teacher_config) != key
     monkeypatch.setattr(preset_identity, "_pins", lambda: pinned)
     assert zoo_key(teacher_config) == key
+
+
+def test_the_preset_pins_are_frozen():
+    """Updating a pin would give a changed preset its old runs' ids again: new presets need no pin."""
+    from kd.models.preset_identity import PINS
+
+    assert hashlib.sha256(PINS.read_bytes()).hexdigest() == "add108ac8e0b29067008174f6b15dcd408e54bd38c98a161a1ac88dfd061fa47", (
+        f"{PINS.name} was edited; restore it (git checkout -- {PINS}). A changed or new preset needs no pin.")
 
 
 def test_the_resized_swinir_miniature_is_not_its_old_self():
