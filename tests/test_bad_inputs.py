@@ -1021,16 +1021,16 @@ def test_same_size_edit_with_the_old_mtime_is_a_new_run(capsys, tmp_path, monkey
 @pytest.mark.parametrize("edit, outcome", [("a statement added", "run finished"),
                                            ("a comment and the docstring reworded", "already finished")])
 def test_a_method_edited_without_a_new_version_is_a_new_run(capsys, runs_copy, tmp_path, monkeypatch, edit, outcome):
-    from kd.methods import sources
+    from kd import sources
 
-    source = sources._source_file("kd.methods.none").read_text()
+    source = sources.source_file("kd.methods.none").read_text()
     if edit.startswith("a statement"):
         source += "\nEDITED = True\n"
     else:
         source = "# a new comment\n" + source.replace('"""', '"""Reworded: ', 1)
     (tmp_path / "none.py").write_text(source)
-    real = sources._source_file
-    monkeypatch.setattr(sources, "_source_file",
+    real = sources.source_file
+    monkeypatch.setattr(sources, "source_file",
                         lambda module: tmp_path / "none.py" if module == "kd.methods.none" else real(module))
     check(cli(capsys, "run", "--method", "none", "--out-dir", runs_copy[0], *FAST), 0, outcome)
 

@@ -90,11 +90,70 @@ def test_a_preset_changed_since_the_pins_carries_its_fields_into_ids(fixed_input
     assert zoo_key(teacher_config) == key
 
 
+def test_builtin_network_sources_match_the_manifest():
+    from kd.models.sources import MANIFEST, REFRESH_COMMAND, stale_entries
+
+    stale = stale_entries()
+    assert not stale, (
+        f"the code or version of {', '.join(stale)} is not what {MANIFEST.name} records. If the network's outputs "
+        f"change, bump its `version`; then record the code with `{REFRESH_COMMAND}` (and commit {MANIFEST.name}).")
+
+
+def test_an_edited_network_carries_its_code_into_run_ids_and_zoo_keys(fixed_inputs, tmp_path, monkeypatch):
+    from kd import sources
+    from kd.engine.teachers import zoo_key
+
+    student, teacher = _smoke("none", fixed_inputs), _smoke("logits", fixed_inputs)
+    key = zoo_key(teacher)
+    assert "student" not in run_inputs(student) and "network" not in run_inputs(teacher)["teacher"]
+    real = sources.source_file
+    for module in ("students.asid", "teachers.rcan"):
+        (tmp_path / f"{module}.py").write_text(real(module).read_text() + "\nEDITED = True\n")
+    monkeypatch.setattr(sources, "source_file", lambda module: tmp_path / f"{module}.py"
+                        if module in ("students.asid", "teachers.rcan") else real(module))
+    inputs = run_inputs(student)
+    assert set(inputs["student"]) == {"network"} and set(inputs["student"]["network"]) == {"source"}
+    assert run_id(student, inputs) != PINNED_IDS["none"]
+    assert zoo_key(teacher) != key  # a zoo teacher of the edited code is another teacher
+    assert "network" in run_inputs(teacher)["teacher"]  # and so is an official checkpoint run through it
+
+
+def test_a_network_version_above_one_enters_ids_and_a_plugin_network_its_code(fixed_inputs, monkeypatch):
+    import dataclasses
+
+    from kd.models import registry
+    from kd.models.sources import network_source
+
+    entry = registry.get_entry("asid")
+    monkeypatch.setitem(registry._ENTRIES, "asid", dataclasses.replace(entry, version=2))
+    assert network_source("asid") == {"version": 2, "source": network_source("asid")["source"]}
+    assert run_id(_smoke("none", fixed_inputs), run_inputs(_smoke("none", fixed_inputs))) != PINNED_IDS["none"]
+    plugin = dataclasses.replace(entry, arch="plugin_net_for_a_test", builder=_plugin_builder)
+    monkeypatch.setitem(registry._ENTRIES, "plugin_net_for_a_test", plugin)
+    assert set(network_source("plugin_net_for_a_test")) == {"source"}
+
+
+def _plugin_builder(scale: int = 4, **fields):
+    raise AssertionError("never built")
+
+
+def test_refresh_records_every_builtin_network(tmp_path, monkeypatch):
+    from kd.models import sources
+
+    monkeypatch.setattr(sources, "MANIFEST", tmp_path / "sources.json")
+    assert sources.main([]) == 1  # no manifest: every network is stale
+    assert sources.main(["--refresh"]) == 0
+    assert sources.read_manifest() == {arch: sources.manifest_entry(entry)
+                                       for arch, entry in sources.builtin_networks().items()}
+    assert sources.main([]) == 0
+
+
 def test_the_preset_pins_are_frozen():
     """Updating a pin would give a changed preset its old runs' ids again: new presets need no pin."""
     from kd.models.preset_identity import PINS
 
-    assert hashlib.sha256(PINS.read_bytes()).hexdigest() == "add108ac8e0b29067008174f6b15dcd408e54bd38c98a161a1ac88dfd061fa47", (
+    pinned = "add108ac8e0b29067008174f6b15dcd408e54bd38c98a161a1ac88dfd061fa47"
+    assert hashlib.sha256(PINS.read_bytes()).hexdigest() == pinned, (
         f"{PINS.name} was edited; restore it (git checkout -- {PINS}). A changed or new preset needs no pin.")
 
 

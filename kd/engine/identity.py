@@ -150,26 +150,35 @@ def teacher_identity(config: RunConfig, given: nn.Module | None = None,
     if stage is not None:
         return assistant_identity(stage, strict)
     if config.teacher.ckpt:
+        from kd.models.sources import network_source
+
         path = Path(config.teacher.ckpt)
-        return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None}
+        code = network_source(config.teacher.arch)
+        return {"source": "checkpoint", "sha256": sha256_file(path) if path.is_file() else None,
+                **({"network": code} if code else {})}
     weights = zoo_dir(config) / "teacher.pt"
     return {"source": "zoo", "key": zoo_key(config), "sha256": sha256_file(weights) if weights.is_file() else None}
 
 
 def student_identity(config: RunConfig, given: nn.Module | None = None) -> dict[str, Any] | None:
     """What the student is beyond its configuration, or None for the student `kdbench run` builds from the run seed
-    with a preset as pinned (`kd.models.preset_identity`): a network `given` as an object under a registry name
-    (`kd.distill`; an unregistered one is named by its label in `student.arch` already), the hash of a preset's
-    fields changed since ids were pinned, and the sha256 of the `student.init` weights (None while missing)."""
+    out of a network and preset as recorded (`kd.models.sources`, `kd.models.preset_identity`): a network `given`
+    as an object under a registry name (`kd.distill`; an unregistered one is named by its label in `student.arch`
+    already), the network's code and the hash of its preset's fields where they are not as recorded, and the sha256
+    of the `student.init` weights (None while missing)."""
     from kd.models.preset_identity import unpinned_fields
+    from kd.models.sources import network_source
 
     start: dict[str, Any] = {}
     label = network_label(given) if given is not None else None
     if label is not None and label != config.student.arch:
         start.update(source="object", label=label)
-    fields = unpinned_fields(config.student.arch, config.student.preset) if given is None else None
-    if fields is not None:
-        start["fields_sha256"] = fields
+    if given is None:
+        fields, code = unpinned_fields(config.student.arch, config.student.preset), network_source(config.student.arch)
+        if fields:
+            start["fields_sha256"] = fields
+        if code:
+            start["network"] = code
     if config.student.init:
         path = Path(config.student.init)
         start["init_sha256"] = sha256_file(path) if path.is_file() else None

@@ -43,6 +43,7 @@ from kd.messages import say
 from kd.methods import create_method, loss_weights
 from kd.models import create, get_entry, load_official
 from kd.models.preset_identity import unpinned_fields
+from kd.models.sources import network_source
 
 
 def teacher_preset(config: RunConfig) -> str:
@@ -52,8 +53,10 @@ def teacher_preset(config: RunConfig) -> str:
 def zoo_key(config: RunConfig) -> str:
     arch = get_entry(config.teacher.arch).arch
     fields = unpinned_fields(arch, teacher_preset(config))  # an unknown preset fails here, before it names a folder
+    code = network_source(arch)
     recipe = json.dumps(dataclasses.asdict(config.teacher.train), sort_keys=True)
-    identity = f"{recipe}|augment={config.data.augment}" + (f"|fields={fields}" if fields else "")
+    identity = (f"{recipe}|augment={config.data.augment}" + (f"|fields={fields}" if fields else "")
+                + (f"|network={json.dumps(code, sort_keys=True)}" if code else ""))
     digest = hashlib.sha256(identity.encode()).hexdigest()[:6]
     data = path_component(config.data.train)  # a folder path may name the training data
     if config.data.degradation != "bicubic":  # a blind-SR teacher is its own entry; bicubic keys stay as they were

@@ -18,100 +18,27 @@ bump the method's `version` when its results change, then record the code with
 
 from __future__ import annotations
 
-import argparse
-import ast
-import functools
-import hashlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from kd import sources
+
 MANIFEST = Path(__file__).with_name("sources.json")
 PACKAGE = "kd.methods"
+SCOPE = (f"{PACKAGE}.",)  # a method's code: its module and the kd.methods modules it imports
 REFRESH_COMMAND = "python -m kd.methods.sources --refresh"
-# Fields whose presence differs between Python versions and carries no behaviour here.
-_VOLATILE_FIELDS = frozenset({"type_comment", "type_params", "kind"})
-_WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def _source_file(module: str) -> Path | None:
-    origin = getattr(importlib.util.find_spec(module), "origin", None)
-    return Path(origin) if origin and origin.endswith(".py") else None
-
-
-def _canonical(node: Any) -> Any:
-    """The syntax tree as plain data, without docstrings and without fields that are empty or version-specific."""
-    if isinstance(node, ast.AST):
-        body = getattr(node, "body", None)
-        if isinstance(node, _WITH_DOCSTRING) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            body = body[1:]
-        fields = []
-        for name in node._fields:
-            if name in _VOLATILE_FIELDS:
-                continue
-            value = _canonical(body if name == "body" and body is not None else getattr(node, name, None))
-            if value is not None and value != []:
-                fields.append([name, value])
-        return [type(node).__name__, fields]
-    if isinstance(node, list):
-        return [_canonical(item) for item in node]
-    return None if node is None else repr(node)
-
-
-def _imported_method_modules(tree: ast.Module) -> set[str]:
-    """The modules of this package that a module imports (`from kd.methods.pairing import ...`,
-    `from kd.methods import pairing`)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.startswith(f"{PACKAGE}."):
-                found.add(node.module)
-            elif node.module == PACKAGE:
-                found.update(f"{PACKAGE}.{alias.name}" for alias in node.names
-                             if importlib.util.find_spec(f"{PACKAGE}.{alias.name}") is not None)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith(f"{PACKAGE}."))
-    return found
-
-
-@functools.lru_cache(maxsize=256)
-def _normalised(path: Path, mtime_ns: int, size: int) -> tuple[str, frozenset[str]]:
-    """(sha256 of the normalised code, the kd.methods modules imported) of one source file; remembered per version of
-    the file (a sweep asks for every cell)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    canonical = json.dumps(_canonical(tree), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest(), frozenset(_imported_method_modules(tree))
 
 
 def source_hash(module: str) -> str | None:
     """sha256 (16 hex) of the normalised code of `module` and of the `kd.methods` modules it imports, transitively;
     None when a source file cannot be read (an installation without sources)."""
-    pending, digests = [module], {}
-    while pending:
-        name = pending.pop()
-        if name in digests:
-            continue
-        path = _source_file(name)
-        try:
-            stat = path.stat() if path is not None else None
-        except OSError:
-            stat = None
-        if stat is None:
-            return None
-        digests[name], imported = _normalised(path, stat.st_mtime_ns, stat.st_size)
-        pending.extend(imported)
-    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
+    return sources.source_hash(module, SCOPE)
 
 
 def read_manifest() -> dict[str, dict[str, Any]]:
-    try:
-        manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
+    return sources.read_manifest(MANIFEST)
 
 
 def manifest_entry(cls: type) -> dict[str, Any]:
@@ -155,16 +82,8 @@ def refresh() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kd.methods.sources", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--refresh", action="store_true", help=f"rewrite {MANIFEST.name} from the current code")
-    args = parser.parse_args(argv)
-    if args.refresh:
-        changed = refresh()
-        print(f"{MANIFEST}: {', '.join(changed) if changed else 'no entry'} changed")
-        return 0
-    stale = stale_entries()
-    print(f"{MANIFEST}: " + (f"stale for {', '.join(stale)} (`{REFRESH_COMMAND}`)" if stale else "up to date"))
-    return 1 if stale else 0
+    description = __doc__.split("\n\n")[0]
+    return sources.manifest_command(argv, "kd.methods.sources", description, MANIFEST, refresh, stale_entries)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ class ModelEntry:
     # Teacher family for per-family defaults (`Profile.method_weights`): "cnn" or "transformer"; "" for none.
     family: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Bump when a change to the network's code changes what it computes: every run of it gets a new id
+    # (`kd.models.sources`); a change that computes the same is recorded with `python -m kd.models.sources --refresh`.
+    version: int = 1
 
     def fields(self) -> list[str]:
         params = inspect.signature(self.builder).parameters
