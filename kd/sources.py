@@ -111,16 +111,32 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     return manifest if isinstance(manifest, dict) else {}
 
 
+def stale_names(manifest: Path, current: dict[str, dict[str, Any]]) -> list[str]:
+    """The names whose entry in `current` (name -> version and code hash as they are now) is not what `manifest`
+    records."""
+    recorded = read_manifest(manifest)
+    return [name for name, entry in current.items() if recorded.get(name) != entry]
+
+
+def refresh_manifest(manifest: Path, current: dict[str, dict[str, Any]]) -> list[str]:
+    """Write `current` as the manifest; returns the names whose entry changed."""
+    from kd.fileio import atomic_write_text
+
+    changed = stale_names(manifest, current)
+    atomic_write_text(manifest, json.dumps(dict(sorted(current.items())), indent=2) + "\n")
+    return changed
+
+
 def manifest_command(argv: list[str] | None, prog: str, description: str, manifest: Path,
-                     refresh: Callable[[], list[str]], stale_entries: Callable[[], list[str]]) -> int:
+                     current: Callable[[], dict[str, dict[str, Any]]]) -> int:
     """`python -m <prog> [--refresh]`: say whether `manifest` is up to date (exit 1 if not), or rewrite it."""
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
     parser.add_argument("--refresh", action="store_true", help=f"rewrite {manifest.name} from the current code")
     args = parser.parse_args(argv)
     if args.refresh:
-        changed = refresh()
+        changed = refresh_manifest(manifest, current())
         print(f"{manifest}: {', '.join(changed) if changed else 'no entry'} changed")
         return 0
-    stale = stale_entries()
+    stale = stale_names(manifest, current())
     print(f"{manifest}: " + (f"stale for {', '.join(stale)} (`python -m {prog} --refresh`)" if stale else "up to date"))
     return 1 if stale else 0

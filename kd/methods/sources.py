@@ -18,7 +18,6 @@ bump the method's `version` when its results change, then record the code with
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,25 +64,24 @@ def builtin_methods() -> dict[str, type]:
     return {name: cls for name, cls in sorted(_METHODS.items()) if cls.__module__.startswith(f"{PACKAGE}.")}
 
 
+def current_entries() -> dict[str, dict[str, Any]]:
+    """Every built-in method's version and code as they are now."""
+    return {name: manifest_entry(cls) for name, cls in builtin_methods().items()}
+
+
 def stale_entries() -> list[str]:
     """Built-in methods whose code or version is not what the manifest records."""
-    manifest = read_manifest()
-    return [name for name, cls in builtin_methods().items() if manifest.get(name) != manifest_entry(cls)]
+    return sources.stale_names(MANIFEST, current_entries())
 
 
 def refresh() -> list[str]:
     """Record every built-in method's version and code in the manifest; returns the methods whose entry changed."""
-    from kd.fileio import atomic_write_text
-
-    changed = stale_entries()
-    manifest = {name: manifest_entry(cls) for name, cls in builtin_methods().items()}
-    atomic_write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    return changed
+    return sources.refresh_manifest(MANIFEST, current_entries())
 
 
 def main(argv: list[str] | None = None) -> int:
     description = __doc__.split("\n\n")[0]
-    return sources.manifest_command(argv, "kd.methods.sources", description, MANIFEST, refresh, stale_entries)
+    return sources.manifest_command(argv, "kd.methods.sources", description, MANIFEST, current_entries)
 
 
 if __name__ == "__main__":

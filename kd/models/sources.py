@@ -19,7 +19,6 @@ record the code with
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,25 +66,24 @@ def builtin_networks() -> dict[str, ModelEntry]:
     return {entry.arch: entry for entry in list_entries() if is_builtin(entry)}
 
 
+def current_entries() -> dict[str, dict[str, Any]]:
+    """Every built-in network's version and code as they are now."""
+    return {name: manifest_entry(entry) for name, entry in builtin_networks().items()}
+
+
 def stale_entries() -> list[str]:
     """Built-in networks whose code or version is not what the manifest records."""
-    manifest = read_manifest()
-    return [arch for arch, entry in builtin_networks().items() if manifest.get(arch) != manifest_entry(entry)]
+    return sources.stale_names(MANIFEST, current_entries())
 
 
 def refresh() -> list[str]:
     """Record every built-in network's version and code in the manifest; returns the networks whose entry changed."""
-    from kd.fileio import atomic_write_text
-
-    changed = stale_entries()
-    manifest = {arch: manifest_entry(entry) for arch, entry in sorted(builtin_networks().items())}
-    atomic_write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    return changed
+    return sources.refresh_manifest(MANIFEST, current_entries())
 
 
 def main(argv: list[str] | None = None) -> int:
     description = __doc__.split("\n\n")[0]
-    return sources.manifest_command(argv, "kd.models.sources", description, MANIFEST, refresh, stale_entries)
+    return sources.manifest_command(argv, "kd.models.sources", description, MANIFEST, current_entries)
 
 
 if __name__ == "__main__":
